@@ -1,0 +1,30 @@
+//! An `Idempotency-Key` claim of a workspace: `in_progress` while the first call runs
+//! (leased until `locked_until`), then `completed` with the exact response to replay.
+//! Only successful (200) outcomes are ever stored as `completed`.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "idempotency_records")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub workspace_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub idempotency_key: String,
+    /// Hex SHA-256 of method, path and normalised body.
+    pub fingerprint: String,
+    /// `in_progress` or `completed`.
+    pub state: String,
+    /// Random token of the claim's owner; only the owner may complete or release it.
+    pub owner_token: String,
+    pub locked_until: i64,
+    pub response_status: Option<i32>,
+    pub response_body: Option<Vec<u8>>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

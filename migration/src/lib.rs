@@ -1,0 +1,18 @@
+//! Database migrations of leadlex, for SQLite and PostgreSQL alike.
+//!
+//! Migrations never import the `entity` crate: each names its tables and columns with
+//! local `DeriveIden` enums, so that an old migration keeps compiling when entities change.
+//! Every migration has a `down`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_initial::Migration)]
+    }
+}

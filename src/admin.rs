@@ -1,0 +1,190 @@
+//! Operator actions behind the CLI: workspaces, keys, credit grants. Plaintext keys leave
+//! this module only in the value returned by [`create_key`].
+
+use std::collections::BTreeSet;
+
+use anyhow::{bail, Context};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
+use serde::Serialize;
+
+use entity::{api_key, workspace};
+
+use crate::auth::{self, Permission};
+use crate::credits;
+use crate::ratelimit::Plan;
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn rfc3339(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkspaceCreated {
+    pub id: String,
+    pub name: String,
+    pub plan: &'static str,
+    pub balance: i64,
+}
+
+pub async fn create_workspace(
+    db: &DatabaseConnection,
+    name: &str,
+    plan: Plan,
+    credits: i64,
+    per_minute: Option<i64>,
+    per_day: Option<i64>,
+) -> anyhow::Result<WorkspaceCreated> {
+    if credits < 0 {
+        bail!("--credits must not be negative");
+    }
+    if per_minute.is_some_and(|n| n < 1) || per_day.is_some_and(|n| n < 1) {
+        bail!("rate limit overrides must be at least 1");
+    }
+    let id = new_id("ws");
+    workspace::ActiveModel {
+        id: Set(id.clone()),
+        name: Set(name.to_string()),
+        plan: Set(plan.as_str().to_string()),
+        rate_limit_per_minute: Set(per_minute),
+        rate_limit_per_day: Set(per_day),
+        credit_balance: Set(0),
+        created_at: Set(crate::now_ms()),
+    }
+    .insert(db)
+    .await
+    .context("creating the workspace")?;
+    let balance = if credits > 0 { credits::grant(db, &id, credits).await? } else { 0 };
+    Ok(WorkspaceCreated { id, name: name.to_string(), plan: plan.as_str(), balance })
+}
+
+/// Changes a workspace's plan or its rate-limit overrides.
+pub async fn update_workspace(
+    db: &DatabaseConnection,
+    id: &str,
+    plan: Option<Plan>,
+    per_minute: Option<i64>,
+    per_day: Option<i64>,
+) -> anyhow::Result<()> {
+    let ws = workspace::Entity::find_by_id(id).one(db).await?.context("no such workspace")?;
+    let mut ws: workspace::ActiveModel = ws.into();
+    if let Some(plan) = plan {
+        ws.plan = Set(plan.as_str().to_string());
+    }
+    if let Some(n) = per_minute {
+        ws.rate_limit_per_minute = Set((n > 0).then_some(n));
+    }
+    if let Some(n) = per_day {
+        ws.rate_limit_per_day = Set((n > 0).then_some(n));
+    }
+    ws.update(db).await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyCreated {
+    pub id: String,
+    /// The plaintext key: shown this once, never stored.
+    pub key: String,
+    pub prefix: String,
+    pub permissions: Vec<&'static str>,
+    pub expires_at: Option<String>,
+}
+
+pub async fn create_key(
+    db: &DatabaseConnection,
+    workspace_id: &str,
+    name: &str,
+    permissions: &BTreeSet<Permission>,
+    expires_at_ms: Option<i64>,
+) -> anyhow::Result<KeyCreated> {
+    if workspace::Entity::find_by_id(workspace_id).one(db).await?.is_none() {
+        bail!("no such workspace: {workspace_id}");
+    }
+    let new = auth::generate_key();
+    let id = new_id("key");
+    let perms: Vec<&'static str> = permissions.iter().map(|p| p.as_str()).collect();
+    api_key::ActiveModel {
+        id: Set(id.clone()),
+        workspace_id: Set(workspace_id.to_string()),
+        name: Set(name.to_string()),
+        prefix: Set(new.prefix.clone()),
+        key_hash: Set(new.hash.clone()),
+        permissions: Set(perms.join(" ")),
+        expires_at: Set(expires_at_ms),
+        revoked_at: Set(None),
+        created_at: Set(crate::now_ms()),
+    }
+    .insert(db)
+    .await
+    .context("storing the key")?;
+    Ok(KeyCreated {
+        id,
+        key: new.plaintext,
+        prefix: new.prefix,
+        permissions: perms,
+        expires_at: expires_at_ms.and_then(rfc3339),
+    })
+}
+
+/// Revokes a key; it is refused from the next request on.
+pub async fn revoke_key(db: &DatabaseConnection, id: &str) -> anyhow::Result<()> {
+    let key = api_key::Entity::find_by_id(id).one(db).await?.context("no such key")?;
+    if key.revoked_at.is_none() {
+        let mut key: api_key::ActiveModel = key.into();
+        key.revoked_at = Set(Some(crate::now_ms()));
+        key.update(db).await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub permissions: Vec<String>,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub created_at: Option<String>,
+}
+
+pub async fn list_keys(db: &DatabaseConnection, workspace_id: &str) -> anyhow::Result<Vec<KeyInfo>> {
+    let keys = api_key::Entity::find()
+        .filter(api_key::Column::WorkspaceId.eq(workspace_id))
+        .order_by_asc(api_key::Column::CreatedAt)
+        .all(db)
+        .await?;
+    Ok(keys
+        .into_iter()
+        .map(|k| KeyInfo {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            permissions: k.permissions.split_whitespace().map(str::to_string).collect(),
+            expires_at: k.expires_at.and_then(rfc3339),
+            revoked_at: k.revoked_at.and_then(rfc3339),
+            created_at: rfc3339(k.created_at),
+        })
+        .collect())
+}
+
+/// The demo workspace of `serve --demo`: created once, with credits and a fresh key on
+/// every start (the plaintext of an older key cannot be shown again).
+pub async fn demo(db: &DatabaseConnection) -> anyhow::Result<(String, KeyCreated)> {
+    const NAME: &str = "demo";
+    let existing = workspace::Entity::find().filter(workspace::Column::Name.eq(NAME)).one(db).await?;
+    let ws_id = match existing {
+        Some(ws) => {
+            if ws.credit_balance < 100 {
+                credits::grant(db, &ws.id, 1_000).await?;
+            }
+            ws.id
+        }
+        None => create_workspace(db, NAME, Plan::Pro, 1_000, None, None).await?.id,
+    };
+    let key = create_key(db, &ws_id, "demo", &BTreeSet::from([Permission::WriteEnrich]), None).await?;
+    Ok((ws_id, key))
+}

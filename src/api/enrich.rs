@@ -1,0 +1,444 @@
+//! `POST /v1/email/enrich`: the contract of the enrich operation (request, response,
+//! headers, every error) and its thin handler.
+
+use std::{marker::PhantomData, sync::Arc};
+
+use poem::{web::Data, IntoResponse, Response};
+use poem_openapi::{
+    param::Header,
+    payload::{Json, Payload},
+    registry::{MetaSchemaRef, Registry},
+    types::{Example, ToJSON, Type},
+    ApiResponse, Enum, Object, OpenApi,
+};
+
+use super::error::{ApiError, ErrorBody};
+use super::middleware::current_request_id;
+use super::security::{ApiKeyAuth, CanEnrich};
+use super::{AppState, ApiTags};
+use crate::enrich::Answer;
+use crate::enrichment::input::{EnrichQuery, Section};
+use crate::enrichment::record::{self, Source};
+use crate::enrichment::vendors::VendorName;
+
+/// A section of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum IncludeSection {
+    Person,
+    Company,
+    Social,
+}
+
+impl From<IncludeSection> for Section {
+    fn from(s: IncludeSection) -> Self {
+        match s {
+            IncludeSection::Person => Section::Person,
+            IncludeSection::Company => Section::Company,
+            IncludeSection::Social => Section::Social,
+        }
+    }
+}
+
+/// What to look up. Send `email`, `domain` or both.
+///
+/// Inputs are normalised before lookup, caching and idempotency: surrounding spaces are
+/// trimmed, emails and domains lowercased, internationalised domains converted to
+/// punycode, and a URL such as `https://www.acme.com/about` read as `acme.com`.
+///
+/// With both `email` and `domain`, the email is looked up and `domain` names the
+/// person's company (useful for a personal address such as `jane@gmail.com`); it wins
+/// over the email's own domain. A domain alone returns the company, never a person.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct EnrichRequest {
+    /// Email address to resolve. Either `email` or `domain` is required.
+    #[oai(validator(max_length = 320))]
+    pub email: Option<String>,
+    /// Domain name to resolve (e.g. `acme.com`). Either `email` or `domain` is required.
+    #[oai(validator(max_length = 2048))]
+    pub domain: Option<String>,
+    /// Optional subset of sections to return: `person`, `company`, `social`. Defaults to
+    /// all. `person` alone needs an `email`.
+    #[oai(validator(min_items = 1, max_items = 3))]
+    pub include: Option<Vec<IncludeSection>>,
+}
+
+impl Example for EnrichRequest {
+    fn example() -> Self {
+        Self { email: Some("jane@acme.com".into()), domain: None, include: None }
+    }
+}
+
+/// Personal details, when `email` is provided.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Person")]
+pub struct PersonData {
+    #[oai(skip_serializing_if_is_none)]
+    pub full_name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub first_name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub last_name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub job_title: Option<String>,
+    /// `executive`, `director`, `manager`, `senior` or `entry`.
+    #[oai(skip_serializing_if_is_none)]
+    pub seniority: Option<String>,
+    /// e.g. `New York, NY, US`.
+    #[oai(skip_serializing_if_is_none)]
+    pub location: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub linkedin_url: Option<String>,
+}
+
+/// Organizational details.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Company")]
+pub struct CompanyData {
+    #[oai(skip_serializing_if_is_none)]
+    pub name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub domain: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub industry: Option<String>,
+    /// Employee count bucket as the vendor reports it, e.g. `201-500`.
+    #[oai(skip_serializing_if_is_none)]
+    pub size: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub founded_year: Option<i32>,
+    #[oai(skip_serializing_if_is_none)]
+    pub description: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub linkedin_url: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub hq_location: Option<String>,
+}
+
+/// Social profiles, where available, as full URLs.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Social")]
+pub struct SocialData {
+    #[oai(skip_serializing_if_is_none)]
+    pub twitter: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub github: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub facebook: Option<String>,
+}
+
+/// Origin of the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum DataSource {
+    /// Answered now by the first upstream vendor.
+    VendorA,
+    /// Answered now by the second upstream vendor.
+    VendorB,
+    /// Served from leadlex's cache of an earlier vendor answer (still charged 1 credit).
+    Cached,
+}
+
+/// The answer. Sections not asked for with `include`, and sections with no data, are
+/// left out, as are fields with no data; `person` only ever appears for an `email`.
+#[derive(Debug, Clone, Object)]
+pub struct EnrichData {
+    #[oai(skip_serializing_if_is_none)]
+    pub person: Option<PersonData>,
+    #[oai(skip_serializing_if_is_none)]
+    pub company: Option<CompanyData>,
+    #[oai(skip_serializing_if_is_none)]
+    pub social: Option<SocialData>,
+    pub source: DataSource,
+    /// Confidence score from 0.0 to 1.0. `vendor_a`: its likelihood (1–10) / 10;
+    /// `vendor_b`: 0.9 for an exact match or a company found by domain, 0.6 for a fuzzy
+    /// person match; `cached`: the score of the answer when it was fetched.
+    #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
+    pub confidence: f64,
+    /// Workspace credit balance after this call.
+    #[oai(validator(minimum(value = "0")))]
+    pub credits_remaining: i64,
+}
+
+/// A successful lookup.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct EnrichResponse {
+    pub data: EnrichData,
+}
+
+impl Example for EnrichResponse {
+    fn example() -> Self {
+        Self {
+            data: EnrichData {
+                person: Some(PersonData {
+                    full_name: Some("Jane Doe".into()),
+                    first_name: Some("Jane".into()),
+                    last_name: Some("Doe".into()),
+                    job_title: Some("General Counsel".into()),
+                    seniority: Some("executive".into()),
+                    location: Some("New York, NY, US".into()),
+                    linkedin_url: Some("https://linkedin.com/in/janedoe".into()),
+                }),
+                company: Some(CompanyData {
+                    name: Some("Acme Corp".into()),
+                    domain: Some("acme.com".into()),
+                    industry: Some("Legal Services".into()),
+                    size: Some("201-500".into()),
+                    founded_year: Some(1998),
+                    description: None,
+                    linkedin_url: None,
+                    hq_location: Some("New York, NY, US".into()),
+                }),
+                social: None,
+                source: DataSource::VendorA,
+                confidence: 0.92,
+                credits_remaining: 4872,
+            },
+        }
+    }
+}
+
+impl EnrichResponse {
+    /// The 200 body for an answer of the domain.
+    pub fn render(answer: Answer<'_>) -> Vec<u8> {
+        let r = answer.record;
+        let data = EnrichData {
+            person: r.person.clone().map(|p: record::Person| PersonData {
+                full_name: p.full_name,
+                first_name: p.first_name,
+                last_name: p.last_name,
+                job_title: p.job_title,
+                seniority: p.seniority,
+                location: p.location,
+                linkedin_url: p.linkedin_url,
+            }),
+            company: r.company.clone().map(|c: record::Company| CompanyData {
+                name: c.name,
+                domain: c.domain,
+                industry: c.industry,
+                size: c.size,
+                founded_year: c.founded_year,
+                description: c.description,
+                linkedin_url: c.linkedin_url,
+                hq_location: c.hq_location,
+            }),
+            social: r.social.clone().map(|s: record::Social| SocialData {
+                twitter: s.twitter,
+                github: s.github,
+                facebook: s.facebook,
+            }),
+            source: match answer.source {
+                Source::Vendor(VendorName::VendorA) => DataSource::VendorA,
+                Source::Vendor(VendorName::VendorB) => DataSource::VendorB,
+                Source::Cached => DataSource::Cached,
+            },
+            confidence: answer.confidence,
+            credits_remaining: answer.credits_remaining,
+        };
+        serde_json::to_vec(&EnrichResponse { data }.to_json()).expect("response serialises")
+    }
+}
+
+/// A JSON payload rendered once, so that a replay returns the very same bytes.
+pub struct RenderedJson<T> {
+    bytes: Vec<u8>,
+    _schema: PhantomData<fn() -> T>,
+}
+
+impl<T> RenderedJson<T> {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self { bytes, _schema: PhantomData }
+    }
+}
+
+impl<T: Type> Payload for RenderedJson<T> {
+    const CONTENT_TYPE: &'static str = Json::<T>::CONTENT_TYPE;
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T> IntoResponse for RenderedJson<T> {
+    fn into_response(self) -> Response {
+        Response::builder().content_type(<Json<serde_json::Value> as Payload>::CONTENT_TYPE).body(self.bytes)
+    }
+}
+
+/// The successful outcome.
+#[derive(ApiResponse)]
+#[oai(
+    header(name = "X-Request-ID", ty = "String", description = "The request's id: the client's `X-Request-ID` when it is 20–200 characters of `[A-Za-z0-9._-]`, otherwise generated."),
+    header(name = "X-RateLimit-Limit", ty = "u64", description = "Requests allowed per UTC day on the workspace's plan (2147483647 when unmetered)."),
+    header(name = "X-RateLimit-Remaining", ty = "u64", description = "Requests left today (2147483647 when unmetered)."),
+    header(name = "X-RateLimit-Reset", ty = "i64", description = "When the daily quota resets (the next 00:00 UTC), in Unix epoch seconds.")
+)]
+pub enum EnrichOk {
+    /// The lookup succeeded and 1 credit was charged. A replay of an earlier call with the
+    /// same `Idempotency-Key` returns the first response byte for byte, charges nothing
+    /// and sets `Idempotent-Replayed: true`.
+    #[oai(status = 200)]
+    Ok(
+        RenderedJson<EnrichResponse>,
+        /// `true` when this response is a replay of an earlier call with the same
+        /// `Idempotency-Key`.
+        #[oai(header = "Idempotent-Replayed")]
+        Option<bool>,
+    ),
+}
+
+/// Every way the operation can fail. Nothing is ever charged for these.
+#[derive(ApiResponse)]
+#[oai(
+    bad_request_handler = "enrich_bad_request",
+    header(name = "X-Request-ID", ty = "String", description = "The request's id, also in the error body."),
+    header(name = "X-RateLimit-Limit", ty = "Option<u64>", description = "Requests allowed per UTC day; sent once the key is authenticated (not on 401)."),
+    header(name = "X-RateLimit-Remaining", ty = "Option<u64>", description = "Requests left today; sent once the key is authenticated (not on 401)."),
+    header(name = "X-RateLimit-Reset", ty = "Option<i64>", description = "Next 00:00 UTC in Unix epoch seconds; sent once the key is authenticated (not on 401).")
+)]
+pub enum EnrichFailure {
+    /// `validation_error`: neither `email` nor `domain` was provided, or a field is
+    /// malformed (email, domain, `include` value, non-UUID `Idempotency-Key`, invalid JSON).
+    /// `details` lists the fields at fault.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// `insufficient_credits`: the workspace credit balance is exhausted. No vendor was
+    /// asked.
+    #[oai(status = 402)]
+    PaymentRequired(Json<ErrorBody>),
+    /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// `no_match`: upstream providers returned no data for the input (or none of the
+    /// sections asked for with `include`). Free.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// `idempotency_key_in_use`: a request with the same `Idempotency-Key` is still in
+    /// progress; retry after `Retry-After` seconds to get its result.
+    #[oai(status = 409)]
+    Conflict(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
+    /// `payload_too_large`: the request body exceeds the size limit.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// `unsupported_media_type`: the body is not sent as `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// `idempotency_key_reused`: the `Idempotency-Key` was already used within 24 hours
+    /// with a different request body. Use a new key for a new request.
+    #[oai(status = 422)]
+    UnprocessableEntity(Json<ErrorBody>),
+    /// `rate_limited`: the per-minute limit or the daily quota of the workspace's plan is
+    /// exhausted; retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds until a retry can be admitted.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
+    /// `internal_error`: an unexpected failure on our side. Nothing was charged.
+    #[oai(status = 500)]
+    InternalServerError(Json<ErrorBody>),
+    /// `upstream_unavailable`: every upstream provider failed. Nothing was charged;
+    /// retry after `Retry-After` seconds.
+    #[oai(status = 503)]
+    ServiceUnavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
+}
+
+fn enrich_bad_request(err: poem::Error) -> EnrichFailure {
+    ApiError::from_poem(err).into()
+}
+
+impl From<ApiError> for EnrichFailure {
+    fn from(err: ApiError) -> Self {
+        let body = Json(err.body());
+        let retry = err.retry_after_secs().unwrap_or(1);
+        match err {
+            ApiError::Validation { .. } | ApiError::NotFound | ApiError::MethodNotAllowed => Self::BadRequest(body),
+            ApiError::InvalidKey => Self::Unauthorized(body),
+            ApiError::InsufficientCredits => Self::PaymentRequired(body),
+            ApiError::InsufficientPermissions(_) => Self::Forbidden(body),
+            ApiError::NoMatch => Self::NotFound(body),
+            ApiError::IdempotencyKeyInUse { .. } => Self::Conflict(body, retry),
+            ApiError::PayloadTooLarge => Self::PayloadTooLarge(body),
+            ApiError::UnsupportedMediaType => Self::UnsupportedMediaType(body),
+            ApiError::IdempotencyKeyReused => Self::UnprocessableEntity(body),
+            ApiError::RateLimited { .. } => Self::TooManyRequests(body, retry),
+            ApiError::Internal(_) => Self::InternalServerError(body),
+            ApiError::UpstreamUnavailable { .. } => Self::ServiceUnavailable(body, retry),
+        }
+    }
+}
+
+pub struct EnrichApi;
+
+#[OpenApi(tag = "ApiTags::Enrichment")]
+impl EnrichApi {
+    /// Enrich an email or domain
+    ///
+    /// Look up a person or organization from an email address or domain. Each successful
+    /// lookup costs 1 credit from the workspace balance, also when served from cache;
+    /// every error is free. Requires an API key with the `write:enrich` permission.
+    ///
+    /// Checks run in this order, each answering with the first error it finds: API key
+    /// (401), rate limit (429), permission (403), request validation (400),
+    /// `Idempotency-Key` (replay, 422, 409), credit balance (402), lookup (404, 503).
+    ///
+    /// **Idempotency.** Send an `Idempotency-Key` (a UUID) to make retries safe. Keys are
+    /// scoped to the workspace. A retry with the same key and the same request (compared
+    /// after normalisation) within 24 hours returns the first successful response byte
+    /// for byte with `Idempotent-Replayed: true`; it charges nothing and asks no vendor.
+    /// The same key with a different request: 422 `idempotency_key_reused`. A retry while
+    /// the first call is still running: 409 `idempotency_key_in_use` with `Retry-After`.
+    /// Only 200 responses are stored: after any error, a retry with the same key runs
+    /// again.
+    ///
+    /// **Rate limits.** Per workspace plan: starter 10/min and 100/day, pro 50/min and
+    /// 1,000/day, org 200/min and 10,000/day; the daily quota resets at 00:00 UTC. Every
+    /// authenticated request counts, errors included (but not those refused with 429).
+    /// `X-RateLimit-*` headers describe the daily quota.
+    #[oai(path = "/v1/email/enrich", method = "post", operation_id = "enrich_email_or_domain")]
+    async fn enrich(
+        &self,
+        _auth: ApiKeyAuth,
+        _can: CanEnrich,
+        state: Data<&Arc<AppState>>,
+        /// Optional UUID to deduplicate retries within 24 hours. The credit is only
+        /// charged on the first successful call.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<uuid::Uuid>>,
+        body: Json<EnrichRequest>,
+    ) -> Result<EnrichOk, EnrichFailure> {
+        let principal = _auth.0;
+        let req = body.0;
+        let include: Option<Vec<Section>> = req.include.map(|l| l.into_iter().map(Section::from).collect());
+        let query = EnrichQuery::parse(req.email.as_deref(), req.domain.as_deref(), include.as_deref())
+            .map_err(ApiError::validation)?;
+        let key = idempotency_key.0.map(|k| k.hyphenated().to_string());
+        let request_id = current_request_id();
+        let success = state
+            .enrich
+            .enrich(&principal, &request_id, &query, key.as_deref(), EnrichResponse::render)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(EnrichOk::Ok(RenderedJson::new(success.body), success.replayed.then_some(true)))
+    }
+}

@@ -1,0 +1,254 @@
+//! The one error envelope of the API and the one place where domain errors become HTTP:
+//! `{"error": {"code", "message", "request_id", "details"?}}` with a stable snake_case
+//! `code`. Every error leaves the server in this shape, including the ones poem raises by
+//! itself (malformed JSON, wrong content type, unknown path, wrong method, body too large).
+//!
+//! 5xx causes are logged with their whole chain and never sent to the client.
+
+use std::time::Duration;
+
+use poem::{error::ResponseError, http::StatusCode, IntoResponse, Response};
+use poem_openapi::{types::ToJSON, Enum, Object};
+
+use super::middleware::current_request_id;
+use crate::auth::AuthError;
+use crate::enrich::EnrichError;
+use crate::enrichment::input::InputError;
+
+/// Stable machine-readable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the request is malformed: neither `email` nor `domain`, a malformed email or
+    /// domain, an unknown `include` value, a non-UUID `Idempotency-Key`, invalid JSON.
+    ValidationError,
+    /// 401: the API key is missing, malformed, unknown, revoked or expired.
+    InvalidKey,
+    /// 402: the workspace credit balance is exhausted.
+    InsufficientCredits,
+    /// 403: the key lacks the permission the operation needs (`write:enrich`).
+    InsufficientPermissions,
+    /// 404: upstream providers returned no data for the input.
+    NoMatch,
+    /// 404: no such path.
+    NotFound,
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed,
+    /// 409: a request with the same `Idempotency-Key` is still in progress.
+    IdempotencyKeyInUse,
+    /// 413: the request body is too large.
+    PayloadTooLarge,
+    /// 415: the request body is not `application/json`.
+    UnsupportedMediaType,
+    /// 422: the `Idempotency-Key` was already used with a different request body.
+    IdempotencyKeyReused,
+    /// 429: a rate limit of the workspace's plan is exhausted.
+    RateLimited,
+    /// 500: an unexpected failure on our side; nothing was charged.
+    InternalError,
+    /// 503: every upstream provider failed; nothing was charged, retry later.
+    UpstreamUnavailable,
+}
+
+/// A problem with one field of the request.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct FieldProblem {
+    /// The request field at fault, e.g. `email`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// The error itself.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code; branch on this, not on `message`.
+    pub code: ErrorCode,
+    /// Human-readable explanation; wording may change.
+    pub message: String,
+    /// The request's id, as in the `X-Request-ID` response header: quote it to support.
+    pub request_id: String,
+    /// Field-level problems, for `validation_error`.
+    #[oai(skip_serializing_if_is_none)]
+    pub details: Option<Vec<FieldProblem>>,
+}
+
+/// The envelope of every error response.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// Every error the API answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    Validation { message: String, details: Vec<FieldProblem> },
+    #[error("invalid or expired API key")]
+    InvalidKey,
+    #[error("the workspace credit balance is exhausted")]
+    InsufficientCredits,
+    #[error("this API key lacks the `{0}` permission")]
+    InsufficientPermissions(&'static str),
+    #[error("upstream providers returned no data for the input")]
+    NoMatch,
+    #[error("no such path")]
+    NotFound,
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("a request with this Idempotency-Key is still in progress; retry later")]
+    IdempotencyKeyInUse { retry_after: Duration },
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
+    #[error("rate limit exceeded; retry after the time in Retry-After")]
+    RateLimited { retry_after: Duration },
+    #[error("every upstream provider is unavailable; nothing was charged, retry later")]
+    UpstreamUnavailable { retry_after: Duration },
+    #[error("internal error; nothing was charged")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn validation(problems: Vec<InputError>) -> Self {
+        let message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
+        let details = problems
+            .into_iter()
+            .map(|p| FieldProblem { field: p.field.to_string(), message: p.message })
+            .collect();
+        Self::Validation { message, details }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation { .. } => StatusCode::BAD_REQUEST,
+            Self::InvalidKey => StatusCode::UNAUTHORIZED,
+            Self::InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
+            Self::InsufficientPermissions(_) => StatusCode::FORBIDDEN,
+            Self::NoMatch | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::IdempotencyKeyInUse { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Validation { .. } => ErrorCode::ValidationError,
+            Self::InvalidKey => ErrorCode::InvalidKey,
+            Self::InsufficientCredits => ErrorCode::InsufficientCredits,
+            Self::InsufficientPermissions(_) => ErrorCode::InsufficientPermissions,
+            Self::NoMatch => ErrorCode::NoMatch,
+            Self::NotFound => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::IdempotencyKeyInUse { .. } => ErrorCode::IdempotencyKeyInUse,
+            Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::UpstreamUnavailable { .. } => ErrorCode::UpstreamUnavailable,
+            Self::Internal(_) => ErrorCode::InternalError,
+        }
+    }
+
+    /// Whole seconds for the `Retry-After` header, where the error has one.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::IdempotencyKeyInUse { retry_after }
+            | Self::RateLimited { retry_after }
+            | Self::UpstreamUnavailable { retry_after } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).map(|s| s.max(1))
+            }
+            _ => None,
+        }
+    }
+
+    /// The envelope, stamped with the current request's id. Logs 5xx causes.
+    pub fn body(&self) -> ErrorBody {
+        let request_id = current_request_id();
+        if let Self::Internal(cause) = self {
+            tracing::error!(request_id = %request_id, error = ?cause, "internal error");
+        }
+        let details = match self {
+            Self::Validation { details, .. } if !details.is_empty() => Some(details.clone()),
+            _ => None,
+        };
+        ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string(), request_id, details } }
+    }
+
+    /// Classifies an error raised by poem or poem-openapi (or one of ours travelling
+    /// inside a `poem::Error`).
+    pub fn from_poem(err: poem::Error) -> Self {
+        if err.is::<poem_openapi::error::AuthorizationError>() {
+            return Self::InvalidKey;
+        }
+        let err = match err.downcast::<ApiError>() {
+            Ok(api) => return api,
+            Err(err) => err,
+        };
+        match err.status() {
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::UNAUTHORIZED => Self::InvalidKey,
+            s if s.is_server_error() => Self::Internal(anyhow::anyhow!("{err}")),
+            _ => Self::Validation { message: err.to_string(), details: Vec::new() },
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        ApiError::status(self)
+    }
+
+    fn as_response(&self) -> Response {
+        let body = serde_json::to_vec(&self.body().to_json()).expect("envelope serialises");
+        let mut resp = Response::builder()
+            .status(self.status())
+            .content_type("application/json; charset=utf-8")
+            .body(body);
+        if let Some(secs) = self.retry_after_secs() {
+            resp.headers_mut().insert(poem::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.as_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::InvalidKey => Self::InvalidKey,
+            AuthError::MissingPermission(p) => Self::InsufficientPermissions(p.as_str()),
+            AuthError::Database(e) => Self::Internal(anyhow::Error::new(e).context("authenticating")),
+        }
+    }
+}
+
+impl From<EnrichError> for ApiError {
+    fn from(err: EnrichError) -> Self {
+        match err {
+            EnrichError::InsufficientCredits => Self::InsufficientCredits,
+            EnrichError::NoMatch => Self::NoMatch,
+            EnrichError::IdempotencyKeyInUse { retry_after } => Self::IdempotencyKeyInUse { retry_after },
+            EnrichError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            EnrichError::UpstreamUnavailable { retry_after } => Self::UpstreamUnavailable { retry_after },
+            EnrichError::Internal(e) => Self::Internal(e),
+        }
+    }
+}

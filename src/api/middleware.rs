@@ -1,0 +1,140 @@
+//! The request scope wrapped around every request: picks the request id (a well-formed
+//! client `X-Request-ID` is echoed, otherwise one is generated), turns every error into
+//! the envelope, and stamps `X-Request-ID` (always) and the rate-limit headers (once the
+//! key is known) on every response. Handlers reach the scope through a task-local.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use poem::{
+    http::{HeaderName, HeaderValue},
+    Endpoint, IntoResponse, Request, Response,
+};
+use tracing::Instrument;
+
+use super::error::ApiError;
+use crate::auth::Principal;
+use crate::ratelimit::RateLimitStatus;
+
+pub const REQUEST_ID: &str = "x-request-id";
+pub const RATE_LIMIT_LIMIT: &str = "x-ratelimit-limit";
+pub const RATE_LIMIT_REMAINING: &str = "x-ratelimit-remaining";
+pub const RATE_LIMIT_RESET: &str = "x-ratelimit-reset";
+
+/// What one request has learnt about itself so far.
+#[derive(Debug)]
+pub struct RequestScope {
+    pub request_id: String,
+    principal: Mutex<Option<Principal>>,
+    rate_limit: Mutex<Option<RateLimitStatus>>,
+}
+
+tokio::task_local! {
+    static SCOPE: Arc<RequestScope>;
+}
+
+/// The id of the request being served (`"unknown"` outside a request).
+pub fn current_request_id() -> String {
+    SCOPE.try_with(|s| s.request_id.clone()).unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// Records the authenticated caller and the rate-limit state for the response headers.
+pub fn record_caller(principal: &Principal, rate_limit: RateLimitStatus) {
+    let _ = SCOPE.try_with(|s| {
+        *s.principal.lock().expect("not poisoned") = Some(principal.clone());
+        *s.rate_limit.lock().expect("not poisoned") = Some(rate_limit);
+    });
+}
+
+/// The authenticated caller of the current request, if any.
+pub fn current_principal() -> Option<Principal> {
+    SCOPE.try_with(|s| s.principal.lock().expect("not poisoned").clone()).ok().flatten()
+}
+
+/// `[A-Za-z0-9._-]{20,200}`: what we echo back as a request id.
+pub fn is_acceptable_request_id(id: &str) -> bool {
+    (20..=200).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn new_request_id() -> String {
+    format!("req_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (declared or actually sent).
+async fn limit_body(req: &mut Request, limit: usize) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    match req.take_body().into_bytes_limit(limit).await {
+        Ok(bytes) => {
+            req.set_body(bytes);
+            Ok(())
+        }
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => Err(ApiError::PayloadTooLarge),
+        Err(err) => Err(ApiError::Validation { message: format!("reading the request body: {err}"), details: Vec::new() }),
+    }
+}
+
+/// The middleware itself, for `EndpointExt::around`: `max_body_bytes` bounds every body.
+pub async fn request_scope<E: Endpoint>(next: Arc<E>, mut req: Request, max_body_bytes: usize) -> poem::Result<Response> {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_acceptable_request_id(v))
+        .map(str::to_string)
+        .unwrap_or_else(new_request_id);
+    let scope = Arc::new(RequestScope {
+        request_id: request_id.clone(),
+        principal: Mutex::new(None),
+        rate_limit: Mutex::new(None),
+    });
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let span = tracing::info_span!("request", request_id = %request_id);
+
+    let mut resp = SCOPE
+        .scope(scope.clone(), async move {
+            if let Err(err) = limit_body(&mut req, max_body_bytes).await {
+                return err.into_response();
+            }
+            match next.call(req).await {
+                Ok(resp) => resp.into_response(),
+                Err(err) if err.is_from_response() => err.into_response(),
+                Err(err) => ApiError::from_poem(err).into_response(),
+            }
+        })
+        .instrument(span.clone())
+        .await;
+
+    let headers = resp.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(HeaderName::from_static(REQUEST_ID), value);
+    }
+    let rate_limit = *scope.rate_limit.lock().expect("not poisoned");
+    if let Some(rl) = rate_limit {
+        headers.insert(HeaderName::from_static(RATE_LIMIT_LIMIT), rl.limit.into());
+        headers.insert(HeaderName::from_static(RATE_LIMIT_REMAINING), rl.remaining.into());
+        headers.insert(HeaderName::from_static(RATE_LIMIT_RESET), rl.reset_epoch_secs.into());
+    }
+    let key = scope.principal.lock().expect("not poisoned").as_ref().map(|p| p.key_prefix.clone());
+    span.in_scope(|| {
+        tracing::info!(
+            method = %method,
+            path = %path,
+            status = resp.status().as_u16(),
+            key = key.as_deref().unwrap_or("-"),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "served"
+        )
+    });
+    Ok(resp)
+}

@@ -1,0 +1,55 @@
+//! The HTTP contract: poem-openapi types declare every operation, header and error, and
+//! produce the published spec. Handlers parse into domain types, call the domain and map
+//! the result; they hold no SQL and no business rule.
+
+pub mod docs;
+pub mod enrich;
+pub mod error;
+pub mod health;
+pub mod middleware;
+pub mod security;
+pub mod spec;
+
+use std::sync::Arc;
+
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::auth::Authenticator;
+use crate::enrich::EnrichService;
+use crate::ratelimit::RateLimiter;
+
+/// Everything a handler may need.
+pub struct AppState {
+    pub auth: Authenticator,
+    pub limiter: RateLimiter,
+    pub enrich: EnrichService,
+}
+
+/// The tags of the API; every operation has exactly one.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Look up the person or organization behind an email address or domain.
+    Enrichment,
+    /// Liveness of the service.
+    Operations,
+}
+
+pub type Apis = (enrich::EnrichApi, health::HealthApi);
+
+/// The poem-openapi service: the one source of the published spec.
+pub fn openapi_service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new((enrich::EnrichApi, health::HealthApi), "leadlex", env!("CARGO_PKG_VERSION"))
+        .description(spec::API_DESCRIPTION)
+}
+
+/// The whole HTTP application.
+pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> impl Endpoint {
+    Route::new()
+        .nest("/", openapi_service())
+        .at("/openapi.json", poem::get(spec::openapi_json))
+        .at("/openapi.yaml", poem::get(spec::openapi_yaml))
+        .nest("/docs", docs::swagger_ui())
+        .data(state)
+        .around(move |ep, req| middleware::request_scope(ep, req, max_body_bytes))
+}

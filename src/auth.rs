@@ -1,0 +1,241 @@
+//! API keys and permissions.
+//!
+//! A key is `wbk_` + 43 base62 characters from the OS CSPRNG (~256 bits). Only its
+//! SHA-256 hash (looked up by index, then compared in constant time) and a short display
+//! prefix are stored; the plaintext is shown once at creation and never logged.
+//! A malformed key is refused before any database access, and unknown keys are
+//! remembered for a short while so that a flood of bad keys costs one lookup each.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use entity::{api_key, workspace};
+
+use crate::enrichment::input::hex;
+use crate::ratelimit::{Limits, Plan};
+
+pub const KEY_PREFIX: &str = "wbk_";
+const KEY_RANDOM_LEN: usize = 43;
+const DISPLAY_PREFIX_LEN: usize = 12;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Permission {
+    /// `write:enrich`: call `POST /v1/email/enrich` (and spend credits).
+    WriteEnrich,
+    /// `read:usage`: read balances and usage (reserved for the usage API).
+    ReadUsage,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 2] = [Permission::WriteEnrich, Permission::ReadUsage];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::WriteEnrich => "write:enrich",
+            Permission::ReadUsage => "read:usage",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A freshly generated key: the plaintext exists only in this value.
+pub struct NewKey {
+    pub plaintext: String,
+    pub hash: String,
+    pub prefix: String,
+}
+
+impl fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NewKey({}…)", self.prefix)
+    }
+}
+
+pub fn generate_key() -> NewKey {
+    let random: String = OsRng.sample_iter(&Alphanumeric).take(KEY_RANDOM_LEN).map(char::from).collect();
+    let plaintext = format!("{KEY_PREFIX}{random}");
+    NewKey { hash: hash_key(&plaintext), prefix: plaintext[..DISPLAY_PREFIX_LEN].to_string(), plaintext }
+}
+
+pub fn hash_key(plaintext: &str) -> String {
+    hex(&Sha256::digest(plaintext.as_bytes()))
+}
+
+/// Shape check only: `wbk_` followed by 40 to 100 base62 characters.
+pub fn is_well_formed(token: &str) -> bool {
+    token
+        .strip_prefix(KEY_PREFIX)
+        .is_some_and(|rest| (40..=100).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// An authenticated caller.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub key_id: String,
+    /// Display prefix of the key (safe to log).
+    pub key_prefix: String,
+    pub workspace_id: String,
+    pub permissions: BTreeSet<Permission>,
+    pub limits: Limits,
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("key", &self.key_prefix)
+            .field("workspace_id", &self.workspace_id)
+            .finish()
+    }
+}
+
+impl Principal {
+    pub fn require(&self, permission: Permission) -> Result<(), AuthError> {
+        if self.permissions.contains(&permission) {
+            Ok(())
+        } else {
+            Err(AuthError::MissingPermission(permission))
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Missing, malformed, unknown, revoked or expired: callers are not told which.
+    #[error("invalid API key")]
+    InvalidKey,
+    #[error("the key lacks the `{0}` permission")]
+    MissingPermission(Permission),
+    #[error("looking up the API key")]
+    Database(#[from] DbErr),
+}
+
+/// Parses the stored space-separated permission list, ignoring names this build does
+/// not know.
+pub fn parse_permissions(stored: &str) -> BTreeSet<Permission> {
+    stored.split_whitespace().filter_map(Permission::parse).collect()
+}
+
+/// Resolves bearer tokens to principals.
+pub struct Authenticator {
+    db: DatabaseConnection,
+    unknown: Mutex<HashMap<String, Instant>>,
+    negative_ttl: Duration,
+    negative_capacity: usize,
+}
+
+impl Authenticator {
+    pub fn new(db: DatabaseConnection, negative_ttl: Duration, negative_capacity: usize) -> Self {
+        Self { db, unknown: Mutex::new(HashMap::new()), negative_ttl, negative_capacity }
+    }
+
+    pub async fn authenticate(&self, token: &str, now_ms: i64) -> Result<Principal, AuthError> {
+        if !is_well_formed(token) {
+            return Err(AuthError::InvalidKey);
+        }
+        let hash = hash_key(token);
+        if self.known_unknown(&hash) {
+            return Err(AuthError::InvalidKey);
+        }
+        let found = api_key::Entity::find()
+            .filter(api_key::Column::KeyHash.eq(hash.as_str()))
+            .find_also_related(workspace::Entity)
+            .one(&self.db)
+            .await?;
+        let (key, ws) = match found {
+            Some((key, Some(ws))) if bool::from(key.key_hash.as_bytes().ct_eq(hash.as_bytes())) => (key, ws),
+            _ => {
+                self.remember_unknown(hash);
+                return Err(AuthError::InvalidKey);
+            }
+        };
+        if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now_ms) {
+            return Err(AuthError::InvalidKey);
+        }
+        let plan = Plan::parse(&ws.plan).unwrap_or(Plan::Starter);
+        Ok(Principal {
+            key_id: key.id,
+            key_prefix: key.prefix,
+            workspace_id: ws.id,
+            permissions: parse_permissions(&key.permissions),
+            limits: plan.limits().with_overrides(ws.rate_limit_per_minute, ws.rate_limit_per_day),
+        })
+    }
+
+    fn known_unknown(&self, hash: &str) -> bool {
+        let mut unknown = self.unknown.lock().expect("not poisoned");
+        match unknown.get(hash) {
+            Some(at) if at.elapsed() < self.negative_ttl => true,
+            Some(_) => {
+                unknown.remove(hash);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_unknown(&self, hash: String) {
+        if self.negative_ttl.is_zero() {
+            return;
+        }
+        let mut unknown = self.unknown.lock().expect("not poisoned");
+        if unknown.len() >= self.negative_capacity {
+            let ttl = self.negative_ttl;
+            unknown.retain(|_, at| at.elapsed() < ttl);
+            if unknown.len() >= self.negative_capacity {
+                unknown.clear();
+            }
+        }
+        unknown.insert(hash, Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_well_formed_and_distinct() {
+        let a = generate_key();
+        let b = generate_key();
+        assert!(is_well_formed(&a.plaintext), "{}", a.plaintext.len());
+        assert_ne!(a.plaintext, b.plaintext);
+        assert_eq!(a.hash, hash_key(&a.plaintext));
+        assert!(a.plaintext.starts_with(&a.prefix));
+        assert_eq!(a.hash.len(), 64);
+        assert!(!format!("{a:?}").contains(&a.plaintext));
+    }
+
+    #[test]
+    fn malformed_keys_are_refused_by_shape() {
+        assert!(!is_well_formed("wbk_short"));
+        assert!(!is_well_formed(&format!("sk_{}", "a".repeat(43))));
+        assert!(!is_well_formed(&format!("wbk_{}!", "a".repeat(43))));
+        assert!(is_well_formed(&format!("wbk_{}", "a".repeat(40))));
+    }
+
+    #[test]
+    fn permissions_round_trip() {
+        let p = parse_permissions("write:enrich read:usage unknown:thing");
+        assert_eq!(p.len(), 2);
+        assert!(p.contains(&Permission::WriteEnrich));
+    }
+}

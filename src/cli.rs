@@ -1,0 +1,332 @@
+//! The `leadlex` command line: `serve`, `sandbox`, `spec`, `migrate` and the operators'
+//! admin commands. `--json` prints exactly one JSON object on stdout.
+
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::auth::Permission;
+use crate::config::Settings;
+use crate::ratelimit::Plan;
+use crate::{admin, api, credits, db, sandbox, startup, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "leadlex", version, about = "Enrichment API gateway: who is behind this email or domain?")]
+pub struct Cli {
+    /// Database URL: sqlite://FILE (default: sqlite://leadlex.db) or postgres://…
+    #[arg(long, global = true, env = "LEADLEX_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "LEADLEX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON object on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API server (migrations run first).
+    Serve(ServeArgs),
+    /// Run the sandbox vendors alone.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        bind: String,
+        /// Artificial latency of every answer, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+    },
+    /// Print the OpenAPI spec, or write/check every committed contract file.
+    Spec {
+        /// YAML instead of JSON.
+        #[arg(long)]
+        yaml: bool,
+        /// Write the spec and the vendor and configuration schemas into this directory.
+        #[arg(long, value_name = "DIR", conflicts_with = "check")]
+        write: Option<PathBuf>,
+        /// Fail when a committed file in this directory differs from the code.
+        #[arg(long, value_name = "DIR")]
+        check: Option<PathBuf>,
+    },
+    /// Apply pending database migrations.
+    Migrate,
+    /// Manage workspaces.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Manage credit balances.
+    #[command(subcommand)]
+    Credits(CreditsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the bound address is logged).
+    #[arg(long, env = "LEADLEX_BIND")]
+    pub bind: Option<String>,
+    /// Create a demo workspace with credits and print a ready key and curl line.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlanArg {
+    Starter,
+    Pro,
+    Org,
+    Unmetered,
+}
+
+impl From<PlanArg> for Plan {
+    fn from(p: PlanArg) -> Self {
+        match p {
+            PlanArg::Starter => Plan::Starter,
+            PlanArg::Pro => Plan::Pro,
+            PlanArg::Org => Plan::Org,
+            PlanArg::Unmetered => Plan::Unmetered,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value = "starter")]
+        plan: PlanArg,
+        /// Initial credits (a ledger grant).
+        #[arg(long, default_value_t = 0)]
+        credits: i64,
+        /// Override the plan's per-minute limit.
+        #[arg(long)]
+        per_minute: Option<i64>,
+        /// Override the plan's daily limit.
+        #[arg(long)]
+        per_day: Option<i64>,
+    },
+    /// Change a workspace's plan or limit overrides (0 removes an override).
+    Update {
+        #[arg(long)]
+        id: String,
+        #[arg(long, value_enum)]
+        plan: Option<PlanArg>,
+        #[arg(long)]
+        per_minute: Option<i64>,
+        #[arg(long)]
+        per_day: Option<i64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key; its plaintext is printed this once.
+    Create {
+        #[arg(long)]
+        workspace: String,
+        /// `write:enrich` or `read:usage`; repeat for several.
+        #[arg(long = "permission", required = true)]
+        permissions: Vec<String>,
+        /// Expiry, RFC 3339 (e.g. 2027-01-01T00:00:00Z).
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// Revoke a key.
+    Revoke {
+        #[arg(long)]
+        id: String,
+    },
+    /// List a workspace's keys (never their plaintext).
+    List {
+        #[arg(long)]
+        workspace: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreditsCommand {
+    /// Add credits to a workspace.
+    Grant {
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        amount: i64,
+    },
+    /// Show a workspace's balance.
+    Balance {
+        #[arg(long)]
+        workspace: String,
+    },
+}
+
+fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if let Some(url) = &cli.database_url {
+        settings.database.url = url.clone();
+    }
+    Ok(settings)
+}
+
+fn emit(json_mode: bool, value: serde_json::Value, human: impl FnOnce() -> String) {
+    if json_mode {
+        println!("{value}");
+    } else {
+        println!("{}", human());
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut settings = settings(&cli)?;
+    match &cli.command {
+        Command::Serve(args) => {
+            telemetry::init(settings.server.json_logs);
+            if let Some(bind) = &args.bind {
+                settings.server.bind = bind.clone();
+            }
+            serve(settings, args.demo).await
+        }
+        Command::Sandbox { bind, latency_ms } => {
+            telemetry::init(settings.server.json_logs);
+            let sb = sandbox::Sandbox::spawn(bind, Duration::from_millis(*latency_ms)).await?;
+            tracing::info!(addr = %sb.addr, "sandbox vendors listening: /vendor_a (PDL v5), /vendor_b (Clearbit)");
+            startup::shutdown_signal().await;
+            Ok(())
+        }
+        Command::Spec { yaml, write, check } => spec(*yaml, write.as_deref(), check.as_deref()),
+        Command::Migrate => {
+            let db = db::connect(&settings.database).await?;
+            db::migrate(&db).await?;
+            emit(cli.json, json!({"migrated": true}), || "migrations applied".into());
+            Ok(())
+        }
+        Command::Workspace(cmd) => {
+            let db = db::connect(&settings.database).await?;
+            db::migrate(&db).await?;
+            match cmd {
+                WorkspaceCommand::Create { name, plan, credits, per_minute, per_day } => {
+                    let ws = admin::create_workspace(&db, name, (*plan).into(), *credits, *per_minute, *per_day).await?;
+                    emit(cli.json, serde_json::to_value(&ws)?, || {
+                        format!("workspace {} ({}, plan {}, {} credits)", ws.id, ws.name, ws.plan, ws.balance)
+                    });
+                }
+                WorkspaceCommand::Update { id, plan, per_minute, per_day } => {
+                    admin::update_workspace(&db, id, plan.map(Into::into), *per_minute, *per_day).await?;
+                    emit(cli.json, json!({"id": id, "updated": true}), || format!("workspace {id} updated"));
+                }
+            }
+            Ok(())
+        }
+        Command::Key(cmd) => {
+            let db = db::connect(&settings.database).await?;
+            db::migrate(&db).await?;
+            match cmd {
+                KeyCommand::Create { workspace, permissions, expires_at, name } => {
+                    let mut perms = BTreeSet::new();
+                    for p in permissions {
+                        let known = Permission::ALL.map(|p| p.as_str()).join(", ");
+                        perms.insert(Permission::parse(p).with_context(|| format!("unknown permission {p:?} (known: {known})"))?);
+                    }
+                    let expires = match expires_at {
+                        None => None,
+                        Some(s) => Some(
+                            chrono::DateTime::parse_from_rfc3339(s)
+                                .with_context(|| format!("--expires-at {s:?} is not RFC 3339"))?
+                                .timestamp_millis(),
+                        ),
+                    };
+                    let key = admin::create_key(&db, workspace, name, &perms, expires).await?;
+                    emit(cli.json, serde_json::to_value(&key)?, || {
+                        format!("key {} created; store it now, it is not shown again:\n{}", key.id, key.key)
+                    });
+                }
+                KeyCommand::Revoke { id } => {
+                    admin::revoke_key(&db, id).await?;
+                    emit(cli.json, json!({"id": id, "revoked": true}), || format!("key {id} revoked"));
+                }
+                KeyCommand::List { workspace } => {
+                    let keys = admin::list_keys(&db, workspace).await?;
+                    emit(cli.json, json!({"keys": keys}), || {
+                        keys.iter()
+                            .map(|k| format!("{}\t{}\t{}\t{}", k.id, k.prefix, k.permissions.join(","), k.revoked_at.as_deref().unwrap_or("active")))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    });
+                }
+            }
+            Ok(())
+        }
+        Command::Credits(cmd) => {
+            let db = db::connect(&settings.database).await?;
+            db::migrate(&db).await?;
+            match cmd {
+                CreditsCommand::Grant { workspace, amount } => {
+                    let balance = credits::grant(&db, workspace, *amount).await.context("granting credits")?;
+                    emit(cli.json, json!({"balance": balance}), || format!("balance of {workspace}: {balance}"));
+                }
+                CreditsCommand::Balance { workspace } => {
+                    let Some(balance) = credits::balance(&db, workspace).await? else { bail!("no such workspace") };
+                    emit(cli.json, json!({"balance": balance}), || format!("balance of {workspace}: {balance}"));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
+    tracing::info!(database = %db::redact(&settings.database.url), "starting leadlex");
+    let app = startup::Application::build(settings).await?;
+    let addr = app.addr();
+    tracing::info!(%addr, "listening on http://{addr} (Swagger UI at http://{addr}/docs)");
+    if demo {
+        let (ws, key) = admin::demo(app.db()).await?;
+        println!(
+            "\nleadlex demo is ready.\n  workspace: {ws}\n  API key:   {key}\n  Swagger UI: http://{addr}/docs\n\n  curl -s -X POST http://{addr}/v1/email/enrich \\\n    -H \"Authorization: Bearer {key}\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"email\": \"jane@acme.com\"}}'\n",
+            key = key.key
+        );
+    }
+    app.run_until_stopped(startup::shutdown_signal()).await?;
+    Ok(())
+}
+
+fn spec(yaml: bool, write: Option<&std::path::Path>, check: Option<&std::path::Path>) -> anyhow::Result<()> {
+    if let Some(dir) = write {
+        for (path, text) in api::spec::committed_files() {
+            let target = dir.join(path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&target, text).with_context(|| format!("writing {}", target.display()))?;
+            eprintln!("wrote {}", target.display());
+        }
+        return Ok(());
+    }
+    if let Some(dir) = check {
+        let mut stale = Vec::new();
+        for (path, text) in api::spec::committed_files() {
+            let target = dir.join(path);
+            if std::fs::read_to_string(&target).ok().as_deref() != Some(text.as_str()) {
+                stale.push(target.display().to_string());
+            }
+        }
+        if !stale.is_empty() {
+            bail!("out of date (run `cargo run -- spec --write openapi`): {}", stale.join(", "));
+        }
+        return Ok(());
+    }
+    if yaml {
+        print!("{}", api::spec::openapi_yaml_text());
+    } else {
+        print!("{}", api::spec::openapi_json_text());
+    }
+    Ok(())
+}

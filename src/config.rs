@@ -1,0 +1,241 @@
+//! Typed configuration: defaults, then an optional TOML file (`--config` /
+//! `LEADLEX_CONFIG`), then `LEADLEX_*` environment variables, then command-line flags.
+//!
+//! The JSON Schema of the file is published under `openapi/config.schema.json`.
+//! Secrets (vendor API keys) live in [`Secret`], which never prints its value.
+
+use std::{fmt, path::Path};
+
+use anyhow::Context;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::enrichment::vendors::VendorName;
+
+/// The whole configuration of a leadlex process.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub server: ServerSettings,
+    /// Upstream vendors in waterfall order. Empty: `serve` starts the built-in sandbox
+    /// vendors on a free loopback port and uses them.
+    pub vendors: Vec<VendorSettings>,
+    pub cache: CacheSettings,
+    pub idempotency: IdempotencySettings,
+    pub auth: AuthSettings,
+    pub sandbox: SandboxSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database: DatabaseSettings::default(),
+            server: ServerSettings::default(),
+            vendors: Vec::new(),
+            cache: CacheSettings::default(),
+            idempotency: IdempotencySettings::default(),
+            auth: AuthSettings::default(),
+            sandbox: SandboxSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/to/file.db` or `postgres://user@host/db`.
+    pub url: String,
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// Seconds to wait for a pooled connection before failing the request.
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://leadlex.db".into(),
+            max_connections: 16,
+            acquire_timeout_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port (the bound address is logged).
+    pub bind: String,
+    /// Largest accepted request body, in bytes (larger: 413 `payload_too_large`).
+    pub max_body_bytes: usize,
+    /// Deadline for the whole vendor waterfall of one request, in milliseconds.
+    pub request_deadline_ms: u64,
+    /// Log lines as JSON instead of text.
+    pub json_logs: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            max_body_bytes: 16 * 1024,
+            request_deadline_ms: 10_000,
+            json_logs: false,
+        }
+    }
+}
+
+/// One upstream vendor. `vendor_a` speaks the People Data Labs v5 format, `vendor_b`
+/// Clearbit's legacy format.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VendorSettings {
+    pub name: VendorName,
+    /// Base URL, e.g. `https://api.peopledatalabs.com` (paths such as `/v5/person/enrich`
+    /// are appended).
+    pub base_url: String,
+    pub api_key: Secret,
+    /// Timeout of one call to this vendor, in milliseconds.
+    #[serde(default = "default_vendor_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_vendor_timeout_ms() -> u64 {
+    3_000
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// How long a vendor's answer is served from the cache, in seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self { ttl_secs: 30 * 24 * 3600 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdempotencySettings {
+    /// How long a completed response is replayed, in seconds (the contract says 24 h).
+    pub ttl_secs: u64,
+    /// Lease of an in-progress claim beyond the request deadline, in milliseconds: a
+    /// claim whose process died may be taken over after it.
+    pub lease_margin_ms: u64,
+    /// How often expired records and cache entries are purged, in seconds.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self {
+            ttl_secs: 24 * 3600,
+            lease_margin_ms: 5_000,
+            purge_interval_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// How long an unknown key is remembered as unknown, in milliseconds, so that a
+    /// flood of bad keys does not cost a database round-trip each.
+    pub negative_cache_ttl_ms: u64,
+    /// Largest number of remembered unknown keys.
+    pub negative_cache_capacity: usize,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            negative_cache_ttl_ms: 10_000,
+            negative_cache_capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxSettings {
+    /// Artificial latency of every sandbox vendor answer, in milliseconds.
+    pub latency_ms: u64,
+}
+
+/// A secret string: deserialised from configuration, never printed.
+#[derive(Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Settings {
+    /// Defaults, then the TOML file if given, then `LEADLEX_*` environment variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut settings = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading configuration file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing configuration file {}", path.display()))?
+            }
+            None => Settings::default(),
+        };
+        if let Ok(url) = std::env::var("LEADLEX_DATABASE_URL") {
+            settings.database.url = url;
+        }
+        if let Ok(bind) = std::env::var("LEADLEX_BIND") {
+            settings.server.bind = bind;
+        }
+        if let Ok(json) = std::env::var("LEADLEX_JSON_LOGS") {
+            settings.server.json_logs = matches!(json.as_str(), "1" | "true" | "yes");
+        }
+        Ok(settings)
+    }
+
+    /// The JSON Schema of the configuration file, as published in `openapi/`.
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(Settings)).expect("schema serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_never_printed() {
+        let s = Secret::new("sk_live_123");
+        assert!(!format!("{s:?}").contains("sk_live_123"));
+    }
+
+    #[test]
+    fn toml_file_overrides_defaults_and_rejects_unknown_keys() {
+        let s: Settings = toml::from_str(
+            "[database]\nurl = \"postgres://x/y\"\n[[vendors]]\nname = \"vendor_b\"\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"k\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.database.url, "postgres://x/y");
+        assert_eq!(s.vendors[0].name, VendorName::VendorB);
+        assert_eq!(s.vendors[0].timeout_ms, 3_000);
+        assert!(toml::from_str::<Settings>("[database]\nurll = \"x\"\n").is_err());
+    }
+}

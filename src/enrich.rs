@@ -1,0 +1,171 @@
+//! The money path of one enrich call, in the order `shared/DESIGN.md` fixes (steps 6–10;
+//! authentication, rate limiting, permission and validation happen before, in `api`):
+//!
+//! 6. idempotency claim: replay a completed call, refuse a reused key (422) or a key in
+//!    use (409);
+//! 7. a cheap balance read: 402 before any vendor is asked;
+//! 8. lookup: cache, then the vendor waterfall; 404 when nothing asked for was found;
+//! 9. settle in ONE transaction: conditional debit, ledger row, cache write, idempotency
+//!    record completed with the exact response bytes;
+//! 10. any failure before step 9 commits leaves no charge and releases the claim.
+//!
+//! Invariants: a 200 costs exactly one credit, whether from a vendor or the cache; every
+//! other outcome costs nothing; a replay never charges and never asks a vendor.
+
+use std::time::Duration;
+
+use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+
+use crate::auth::Principal;
+use crate::credits::{self, CreditsError};
+use crate::enrichment::input::EnrichQuery;
+use crate::enrichment::record::{EnrichmentRecord, Source};
+use crate::enrichment::{cache, Enricher, LookupOutcome};
+use crate::idempotency::{self, Claim, ClaimToken};
+
+/// Why an enrich call did not succeed; mapped to HTTP in `api::error` only.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrichError {
+    #[error("the workspace has no credits left")]
+    InsufficientCredits,
+    #[error("no data found for the input")]
+    NoMatch,
+    #[error("a request with this Idempotency-Key is still in progress")]
+    IdempotencyKeyInUse { retry_after: Duration },
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("every upstream vendor failed")]
+    UpstreamUnavailable { retry_after: Duration },
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<DbErr> for EnrichError {
+    fn from(err: DbErr) -> Self {
+        Self::Internal(anyhow::Error::new(err).context("enrich database operation"))
+    }
+}
+
+/// What the API layer needs to render a 200 body.
+#[derive(Debug)]
+pub struct Answer<'a> {
+    /// Only the sections asked for; never empty.
+    pub record: &'a EnrichmentRecord,
+    pub source: Source,
+    pub confidence: f64,
+    pub credits_remaining: i64,
+}
+
+/// A successful call: the exact bytes of the 200 body.
+#[derive(Debug)]
+pub struct Success {
+    pub body: Vec<u8>,
+    /// True when these bytes are a replay of an earlier call with the same key.
+    pub replayed: bool,
+}
+
+pub struct EnrichService {
+    pub db: DatabaseConnection,
+    pub enricher: Enricher,
+    pub cache_ttl: Duration,
+    pub idempotency_lease: Duration,
+    pub idempotency_ttl: Duration,
+}
+
+/// Method and path that idempotency fingerprints are made of.
+pub const OPERATION: (&str, &str) = ("POST", "/v1/email/enrich");
+
+impl EnrichService {
+    pub async fn enrich(
+        &self,
+        principal: &Principal,
+        request_id: &str,
+        query: &EnrichQuery,
+        idempotency_key: Option<&str>,
+        render: impl FnOnce(Answer<'_>) -> Vec<u8>,
+    ) -> Result<Success, EnrichError> {
+        let now = crate::now_ms();
+        let claim = match idempotency_key {
+            None => None,
+            Some(key) => {
+                let fingerprint = query.fingerprint(OPERATION.0, OPERATION.1);
+                match idempotency::claim(
+                    &self.db,
+                    &principal.workspace_id,
+                    key,
+                    &fingerprint,
+                    now,
+                    self.idempotency_lease,
+                    self.idempotency_ttl,
+                )
+                .await?
+                {
+                    Claim::Acquired(token) => Some(token),
+                    Claim::Replay { body, .. } => return Ok(Success { body, replayed: true }),
+                    Claim::InUse { retry_after } => return Err(EnrichError::IdempotencyKeyInUse { retry_after }),
+                    Claim::Reused => return Err(EnrichError::IdempotencyKeyReused),
+                }
+            }
+        };
+        let result = self.run(principal, request_id, query, claim.as_ref(), render).await;
+        if let (Err(_), Some(token)) = (&result, &claim) {
+            if let Err(err) = idempotency::release(&self.db, token).await {
+                // The lease runs out by itself; a retry then takes the claim over.
+                tracing::error!(error = %err, "releasing an idempotency claim failed");
+            }
+        }
+        result
+    }
+
+    async fn run(
+        &self,
+        principal: &Principal,
+        request_id: &str,
+        query: &EnrichQuery,
+        claim: Option<&ClaimToken>,
+        render: impl FnOnce(Answer<'_>) -> Vec<u8>,
+    ) -> Result<Success, EnrichError> {
+        let ws = &principal.workspace_id;
+        match credits::balance(&self.db, ws).await? {
+            Some(b) if b > 0 => {}
+            _ => return Err(EnrichError::InsufficientCredits),
+        }
+
+        let (matched, from_cache) = match self.enricher.lookup(&self.db, &query.input, crate::now_ms()).await? {
+            LookupOutcome::Found { matched, from_cache } => (matched, from_cache),
+            LookupOutcome::NoMatch => return Err(EnrichError::NoMatch),
+            LookupOutcome::Unavailable { retry_after } => return Err(EnrichError::UpstreamUnavailable { retry_after }),
+        };
+        let ttl_ms = self.cache_ttl.as_millis() as i64;
+        let Some(record) = matched.record.project(&query.include) else {
+            // The vendor knew something, just not what was asked: keep it, charge nothing.
+            if !from_cache {
+                cache::put(&self.db, &query.input, &matched, crate::now_ms(), ttl_ms).await?;
+            }
+            return Err(EnrichError::NoMatch);
+        };
+
+        let txn = self.db.begin().await?;
+        let balance_after = match credits::debit_one(&txn, ws, &principal.key_id, request_id).await {
+            Ok(balance) => balance,
+            Err(CreditsError::Insufficient) => {
+                txn.rollback().await?;
+                return Err(EnrichError::InsufficientCredits);
+            }
+            Err(err) => return Err(anyhow::Error::new(err).into()),
+        };
+        let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
+        let body = render(Answer { record: &record, source, confidence: matched.confidence, credits_remaining: balance_after });
+        if !from_cache {
+            cache::put(&txn, &query.input, &matched, crate::now_ms(), ttl_ms).await?;
+        }
+        if let Some(claim) = claim {
+            if !idempotency::complete(&txn, claim, 200, &body).await? {
+                txn.rollback().await?;
+                return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) });
+            }
+        }
+        txn.commit().await?;
+        Ok(Success { body, replayed: false })
+    }
+}

@@ -1,0 +1,158 @@
+//! Upstream data vendors: one adapter per wire format, each mapping the vendor's answer
+//! onto [`EnrichmentRecord`]. Adapters know HTTP towards the vendor only; they never see
+//! our callers, our credits or our cache.
+//!
+//! - [`pdl`]: `vendor_a`, People Data Labs v5 person/company enrich.
+//! - [`clearbit`]: `vendor_b`, Clearbit's legacy combined/company find.
+
+pub mod clearbit;
+pub mod pdl;
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::input::LookupInput;
+use super::record::EnrichmentRecord;
+use crate::config::VendorSettings;
+
+/// The vendors leadlex knows, by the name the API reports in `source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VendorName {
+    /// People Data Labs v5 wire format.
+    VendorA,
+    /// Clearbit (legacy) wire format.
+    VendorB,
+}
+
+impl VendorName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VendorName::VendorA => "vendor_a",
+            VendorName::VendorB => "vendor_b",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "vendor_a" => Some(Self::VendorA),
+            "vendor_b" => Some(Self::VendorB),
+            _ => None,
+        }
+    }
+}
+
+/// What a vendor said about an input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VendorAnswer {
+    Match { record: EnrichmentRecord, confidence: f64 },
+    NoMatch,
+}
+
+/// Why a vendor gave no usable answer. Not a "no match": the data may exist.
+#[derive(Debug, thiserror::Error)]
+pub enum VendorError {
+    #[error("timed out")]
+    Timeout,
+    #[error("could not connect")]
+    Connect(#[source] reqwest::Error),
+    #[error("transport error")]
+    Transport(#[source] reqwest::Error),
+    #[error("rate limited by the vendor")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("lookup queued by the vendor (202), no data yet")]
+    Queued,
+    #[error("vendor refused our credentials or quota (status {0})")]
+    Refused(u16),
+    #[error("vendor answered status {0}")]
+    Status(u16),
+    #[error("vendor answered a body we cannot read: {0}")]
+    Malformed(String),
+}
+
+impl VendorError {
+    fn from_reqwest(err: reqwest::Error) -> Self {
+        if err.is_timeout() {
+            Self::Timeout
+        } else if err.is_connect() {
+            Self::Connect(err)
+        } else if err.is_decode() {
+            Self::Malformed(err.to_string())
+        } else {
+            Self::Transport(err)
+        }
+    }
+
+    /// How long to wait before asking again, when the vendor said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// One configured vendor.
+#[derive(Debug, Clone)]
+pub enum Vendor {
+    A(pdl::PdlClient),
+    B(clearbit::ClearbitClient),
+}
+
+impl Vendor {
+    pub fn from_settings(settings: &VendorSettings, http: reqwest::Client) -> Self {
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let base = settings.base_url.trim_end_matches('/').to_string();
+        match settings.name {
+            VendorName::VendorA => Self::A(pdl::PdlClient::new(http, base, settings.api_key.clone(), timeout)),
+            VendorName::VendorB => {
+                Self::B(clearbit::ClearbitClient::new(http, base, settings.api_key.clone(), timeout))
+            }
+        }
+    }
+
+    pub fn name(&self) -> VendorName {
+        match self {
+            Self::A(_) => VendorName::VendorA,
+            Self::B(_) => VendorName::VendorB,
+        }
+    }
+
+    pub async fn lookup(&self, input: &LookupInput) -> Result<VendorAnswer, VendorError> {
+        match self {
+            Self::A(c) => c.lookup(input).await,
+            Self::B(c) => c.lookup(input).await,
+        }
+    }
+}
+
+/// Parses a `Retry-After` header given in seconds.
+fn retry_after_header(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// `https://` in front of a URL that vendors send without a scheme.
+fn with_scheme(url: Option<String>) -> Option<String> {
+    let url = url?.trim().to_string();
+    if url.is_empty() {
+        None
+    } else if url.starts_with("http://") || url.starts_with("https://") {
+        Some(url)
+    } else {
+        Some(format!("https://{url}"))
+    }
+}
+
+/// A vendor's website field as a bare domain (`www.acme.com/` → `acme.com`).
+fn website_domain(website: Option<String>) -> Option<String> {
+    website.and_then(|w| super::input::Domain::parse(&w).ok()).map(|d| d.to_string())
+}

@@ -1,0 +1,171 @@
+//! `Idempotency-Key` claims, scoped to a workspace.
+//!
+//! A record is `in_progress` while its first call runs (leased until `locked_until`, a
+//! little longer than the request deadline), then `completed` with the exact response
+//! bytes, which are replayed until `expires_at` (created + 24 h). Only the claim's owner
+//! (by `owner_token`) may complete or release it; a claim whose lease ran out (its
+//! process died) may be taken over. Non-200 outcomes release the claim, so a retry runs
+//! again.
+
+use std::time::Duration;
+
+use sea_orm::{
+    sea_query::{Expr, OnConflict},
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+};
+
+use entity::idempotency_record as rec;
+
+const IN_PROGRESS: &str = "in_progress";
+const COMPLETED: &str = "completed";
+
+/// Proof of owning a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimToken {
+    workspace_id: String,
+    key: String,
+    token: String,
+}
+
+/// What a claim attempt found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller owns the key now and must complete or release it.
+    Acquired(ClaimToken),
+    /// A completed call with the same request: answer with these exact bytes.
+    Replay { status: u16, body: Vec<u8> },
+    /// The first call with this key is still running.
+    InUse { retry_after: Duration },
+    /// The key was used with a different request.
+    Reused,
+}
+
+/// Tries to claim `key` for a request with `fingerprint`.
+pub async fn claim(
+    db: &impl ConnectionTrait,
+    workspace_id: &str,
+    key: &str,
+    fingerprint: &str,
+    now_ms: i64,
+    lease: Duration,
+    ttl: Duration,
+) -> Result<Claim, DbErr> {
+    let lease_ms = lease.as_millis() as i64;
+    for _ in 0..4 {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let inserted = rec::Entity::insert(rec::ActiveModel {
+            workspace_id: Set(workspace_id.to_string()),
+            idempotency_key: Set(key.to_string()),
+            fingerprint: Set(fingerprint.to_string()),
+            state: Set(IN_PROGRESS.to_string()),
+            owner_token: Set(token.clone()),
+            locked_until: Set(now_ms + lease_ms),
+            response_status: Set(None),
+            response_body: Set(None),
+            created_at: Set(now_ms),
+            expires_at: Set(now_ms + ttl.as_millis() as i64),
+        })
+        .on_conflict(
+            OnConflict::columns([rec::Column::WorkspaceId, rec::Column::IdempotencyKey])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+        let acquired = |token| ClaimToken { workspace_id: workspace_id.to_string(), key: key.to_string(), token };
+        if inserted == 1 {
+            return Ok(Claim::Acquired(acquired(token)));
+        }
+        let Some(existing) = rec::Entity::find_by_id((workspace_id.to_string(), key.to_string())).one(db).await? else {
+            continue; // deleted meanwhile: try again
+        };
+        if existing.expires_at <= now_ms {
+            delete_where(db, workspace_id, key, rec::Column::ExpiresAt.lte(now_ms)).await?;
+            continue;
+        }
+        if existing.fingerprint != fingerprint {
+            return Ok(Claim::Reused);
+        }
+        if existing.state == COMPLETED {
+            let status = existing.response_status.unwrap_or(200) as u16;
+            return Ok(Claim::Replay { status, body: existing.response_body.unwrap_or_default() });
+        }
+        if existing.locked_until > now_ms {
+            let wait_ms = (existing.locked_until - now_ms) as u64;
+            return Ok(Claim::InUse { retry_after: Duration::from_secs(wait_ms.div_ceil(1000).clamp(1, 60)) });
+        }
+        // The owner's lease ran out: take the claim over, unless someone else just did.
+        let taken = rec::Entity::update_many()
+            .col_expr(rec::Column::OwnerToken, Expr::value(token.clone()))
+            .col_expr(rec::Column::LockedUntil, Expr::value(now_ms + lease_ms))
+            .filter(own(workspace_id, key, &existing.owner_token))
+            .exec(db)
+            .await?;
+        if taken.rows_affected == 1 {
+            return Ok(Claim::Acquired(acquired(token)));
+        }
+    }
+    // Lost every race: as if the key were in use.
+    Ok(Claim::InUse { retry_after: Duration::from_secs(1) })
+}
+
+fn own(workspace_id: &str, key: &str, token: &str) -> Condition {
+    Condition::all()
+        .add(rec::Column::WorkspaceId.eq(workspace_id))
+        .add(rec::Column::IdempotencyKey.eq(key))
+        .add(rec::Column::State.eq(IN_PROGRESS))
+        .add(rec::Column::OwnerToken.eq(token))
+}
+
+async fn delete_where(
+    db: &impl ConnectionTrait,
+    workspace_id: &str,
+    key: &str,
+    extra: impl sea_orm::sea_query::IntoCondition,
+) -> Result<u64, DbErr> {
+    let res = rec::Entity::delete_many()
+        .filter(rec::Column::WorkspaceId.eq(workspace_id))
+        .filter(rec::Column::IdempotencyKey.eq(key))
+        .filter(extra)
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// Marks the claim completed with the response to replay. `false` when the claim is no
+/// longer ours (its lease ran out and someone took it over): the caller must roll back.
+pub async fn complete(
+    txn: &impl ConnectionTrait,
+    claim: &ClaimToken,
+    status: u16,
+    body: &[u8],
+) -> Result<bool, DbErr> {
+    let res = rec::Entity::update_many()
+        .col_expr(rec::Column::State, Expr::value(COMPLETED))
+        .col_expr(rec::Column::ResponseStatus, Expr::value(i32::from(status)))
+        .col_expr(rec::Column::ResponseBody, Expr::value(body.to_vec()))
+        .filter(own(&claim.workspace_id, &claim.key, &claim.token))
+        .exec(txn)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Gives the claim up (the call ended without a 200), so that a retry runs again.
+pub async fn release(db: &impl ConnectionTrait, claim: &ClaimToken) -> Result<(), DbErr> {
+    rec::Entity::delete_many().filter(own(&claim.workspace_id, &claim.key, &claim.token)).exec(db).await?;
+    Ok(())
+}
+
+/// Deletes expired records and in-progress claims whose lease ran out; returns how many.
+pub async fn purge_expired(db: &impl ConnectionTrait, now_ms: i64) -> Result<u64, DbErr> {
+    let res = rec::Entity::delete_many()
+        .filter(
+            Condition::any().add(rec::Column::ExpiresAt.lte(now_ms)).add(
+                Condition::all().add(rec::Column::State.eq(IN_PROGRESS)).add(rec::Column::LockedUntil.lte(now_ms)),
+            ),
+        )
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}

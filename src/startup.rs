@@ -1,0 +1,144 @@
+//! Building and running the service: `Application::build` connects the database, runs
+//! migrations, wires vendors (the built-in sandbox when none is configured) and binds the
+//! listener first, so that `port()` is known before serving (tests bind port 0).
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use poem::{
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+    EndpointExt, Server,
+};
+use sea_orm::DatabaseConnection;
+
+use crate::api::{self, AppState};
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::enrich::EnrichService;
+use crate::enrichment::{cache, vendors::Vendor, Enricher};
+use crate::idempotency;
+use crate::ratelimit::RateLimiter;
+use crate::sandbox::Sandbox;
+
+pub struct Application {
+    addr: SocketAddr,
+    acceptor: TcpAcceptor,
+    endpoint: poem::endpoint::BoxEndpoint<'static>,
+    db: DatabaseConnection,
+    sandbox: Option<Sandbox>,
+    purger: tokio::task::JoinHandle<()>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = crate::db::connect(&settings.database).await?;
+        crate::db::migrate(&db).await?;
+
+        let (vendor_settings, sandbox) = if settings.vendors.is_empty() {
+            let latency = Duration::from_millis(settings.sandbox.latency_ms);
+            let sandbox = Sandbox::spawn("127.0.0.1:0", latency).await.context("starting the sandbox vendors")?;
+            tracing::info!(addr = %sandbox.addr, "no vendor configured: using the built-in sandbox vendors");
+            (sandbox.vendor_settings(), Some(sandbox))
+        } else {
+            (settings.vendors.clone(), None)
+        };
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("leadlex/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        let vendors: Vec<Vendor> = vendor_settings.iter().map(|v| Vendor::from_settings(v, http.clone())).collect();
+        let deadline = Duration::from_millis(settings.server.request_deadline_ms);
+        let enricher = Enricher::new(vendors, deadline);
+        tracing::info!(vendors = ?enricher.vendor_names(), "vendor waterfall");
+
+        let state = Arc::new(AppState {
+            auth: Authenticator::new(
+                db.clone(),
+                Duration::from_millis(settings.auth.negative_cache_ttl_ms),
+                settings.auth.negative_cache_capacity,
+            ),
+            limiter: RateLimiter::new(),
+            enrich: EnrichService {
+                db: db.clone(),
+                enricher,
+                cache_ttl: Duration::from_secs(settings.cache.ttl_secs),
+                idempotency_lease: deadline + Duration::from_millis(settings.idempotency.lease_margin_ms),
+                idempotency_ttl: Duration::from_secs(settings.idempotency.ttl_secs),
+            },
+        });
+
+        let purger = tokio::spawn(purge_loop(db.clone(), Duration::from_secs(settings.idempotency.purge_interval_secs.max(1))));
+        let acceptor = TcpListener::bind(settings.server.bind.clone())
+            .into_acceptor()
+            .await
+            .with_context(|| format!("binding {}", settings.server.bind))?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .context("listener has no local address")?;
+        let endpoint = api::app(state, settings.server.max_body_bytes).map_to_response().boxed();
+        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish (up to 30 s).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let Self { acceptor, endpoint, sandbox, purger, .. } = self;
+        let result = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(30)))
+            .await;
+        purger.abort();
+        drop(sandbox);
+        result
+    }
+}
+
+/// Deletes expired idempotency records and cache entries, forever.
+async fn purge_loop(db: DatabaseConnection, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let now = crate::now_ms();
+        match idempotency::purge_expired(&db, now).await {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency records purged"),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "purging idempotency records failed"),
+        }
+        if let Err(err) = cache::purge_expired(&db, now).await {
+            tracing::warn!(error = %err, "purging the cache failed");
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

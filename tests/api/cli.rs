@@ -1,0 +1,62 @@
+//! The operators' CLI, run as the real binary against a fresh database.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::{fresh_database, Backend};
+use crate::on_both_backends;
+
+fn leadlex(db: &str, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_leadlex"))
+        .args(["--database-url", db, "--json"])
+        .args(args)
+        .env_remove("LEADLEX_CONFIG")
+        .output()
+        .expect("binary runs");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "--json prints one object: {stdout}");
+    serde_json::from_str(lines[0]).unwrap()
+}
+
+on_both_backends!(admin_commands_manage_workspaces_keys_and_credits);
+
+async fn admin_commands_manage_workspaces_keys_and_credits(backend: Backend) {
+    let (db, _dir) = fresh_database(backend).await;
+    let db = db.as_str();
+    let out = tokio::task::spawn_blocking({
+        let db = db.to_string();
+        move || {
+            let db = db.as_str();
+            assert_eq!(leadlex(db, &["migrate"])["migrated"], true);
+            let ws = leadlex(db, &["workspace", "create", "--name", "Acme", "--plan", "pro", "--credits", "25"]);
+            let id = ws["id"].as_str().unwrap().to_string();
+            let key = leadlex(db, &["key", "create", "--workspace", &id, "--permission", "write:enrich", "--permission", "read:usage", "--expires-at", "2099-01-01T00:00:00Z", "--name", "ci"]);
+            let plaintext = key["key"].as_str().unwrap();
+            assert!(plaintext.starts_with("wbk_") && plaintext.starts_with(key["prefix"].as_str().unwrap()));
+            assert_eq!(key["permissions"], serde_json::json!(["write:enrich", "read:usage"]));
+            assert_eq!(key["expires_at"], "2099-01-01T00:00:00Z");
+            assert_eq!(leadlex(db, &["credits", "grant", "--workspace", &id, "--amount", "5"])["balance"], 30);
+            let key_id = key["id"].as_str().unwrap().to_string();
+            assert_eq!(leadlex(db, &["key", "revoke", "--id", &key_id])["revoked"], true);
+            let list = leadlex(db, &["key", "list", "--workspace", &id]);
+            let listed = list.to_string();
+            assert!(!listed.contains(plaintext), "list never shows the key");
+            assert!(list["keys"][0]["revoked_at"].is_string());
+            id
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.starts_with("ws_"));
+    let bad = Command::new(env!("CARGO_BIN_EXE_leadlex"))
+        .args(["--database-url", db, "key", "create", "--workspace", &out, "--permission", "write:everything"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "unknown permissions are refused");
+    if backend == Backend::Postgres {
+        crate::helpers::drop_database_blocking(db.rsplit('/').next().unwrap().to_string());
+    }
+}

@@ -1,0 +1,119 @@
+//! The success shape of the public docs, `include`, sources and the cache.
+
+use serde_json::json;
+
+use crate::helpers::{domain_known_by, spawn_app, Backend};
+use crate::on_both_backends;
+
+on_both_backends!(
+    success_has_the_documented_shape_and_costs_one_credit,
+    include_returns_only_the_sections_asked_for,
+    domain_alone_never_returns_a_person,
+    waterfall_falls_through_to_vendor_b,
+    cached_answers_say_cached_and_still_cost_one_credit,
+    request_ids_are_echoed_or_generated,
+);
+
+async fn success_has_the_documented_shape_and_costs_one_credit(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(10).await;
+    let r = app.enrich(&key, json!({"email": "jane@acme.com"})).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
+    r.assert_rate_limit_headers();
+    let body = r.json();
+    let data = &body["data"];
+    let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["data"]);
+    assert_eq!(data["person"]["full_name"], "Jane Doe");
+    assert_eq!(data["person"]["first_name"], "Jane");
+    assert_eq!(data["person"]["last_name"], "Doe");
+    assert_eq!(data["person"]["job_title"], "General Counsel");
+    assert_eq!(data["person"]["seniority"], "executive");
+    assert_eq!(data["person"]["location"], "New York, NY, US");
+    assert_eq!(data["person"]["linkedin_url"], "https://linkedin.com/in/janedoe");
+    assert_eq!(data["company"]["name"], "Acme Corp");
+    assert_eq!(data["company"]["domain"], "acme.com");
+    assert_eq!(data["company"]["industry"], "Legal Services");
+    assert_eq!(data["company"]["size"], "201-500");
+    assert_eq!(data["company"]["founded_year"], 1998);
+    assert_eq!(data["company"]["hq_location"], "New York, NY, US");
+    assert!(data.get("social").is_none(), "a section with no data is left out: {data}");
+    assert_eq!(data["source"], "vendor_a");
+    let confidence = data["confidence"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&confidence));
+    assert_eq!(data["credits_remaining"], 9);
+    assert_eq!(app.assert_books_balance(&ws).await, 9);
+    assert_eq!(app.charges(&ws).await, 1);
+}
+
+async fn include_returns_only_the_sections_asked_for(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(10).await;
+    let r = app.enrich(&key, json!({"email": "jane@acme.com", "include": ["company"]})).await;
+    assert_eq!(r.status, 200);
+    let data = r.json()["data"].clone();
+    assert!(data.get("person").is_none() && data.get("social").is_none(), "{data}");
+    assert_eq!(data["company"]["name"], "Acme Corp");
+    let r = app.enrich(&key, json!({"domain": "acme.com", "include": ["social", "company"]})).await;
+    assert_eq!(r.status, 200);
+    let data = r.json()["data"].clone();
+    assert_eq!(data["social"]["twitter"], "https://twitter.com/acme");
+    assert!(data["company"].is_object());
+    assert_eq!(app.assert_books_balance(&ws).await, 8);
+}
+
+async fn domain_alone_never_returns_a_person(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, key) = app.funded(10).await;
+    let r = app.enrich(&key, json!({"domain": "acme.com"})).await;
+    assert_eq!(r.status, 200);
+    let data = r.json()["data"].clone();
+    assert!(data.get("person").is_none(), "{data}");
+    assert_eq!(data["company"]["description"], "Acme Corp provides legal services from New York.");
+}
+
+async fn waterfall_falls_through_to_vendor_b(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, key) = app.funded(10).await;
+    let only_b = domain_known_by(false, true);
+    let r = app.enrich(&key, json!({"domain": only_b})).await;
+    assert_eq!(r.status, 200);
+    let data = r.json()["data"].clone();
+    assert_eq!(data["source"], "vendor_b");
+    assert_eq!(data["company"]["domain"], only_b.as_str());
+    assert_eq!(data["confidence"], 0.9);
+    let only_a = domain_known_by(true, false);
+    let r = app.enrich(&key, json!({"domain": only_a})).await;
+    assert_eq!(r.json()["data"]["source"], "vendor_a");
+}
+
+async fn cached_answers_say_cached_and_still_cost_one_credit(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(10).await;
+    let first = app.enrich(&key, json!({"email": "jane@acme.com"})).await.json();
+    let second = app.enrich(&key, json!({"email": "jane@acme.com"})).await.json();
+    assert_eq!(first["data"]["source"], "vendor_a");
+    assert_eq!(second["data"]["source"], "cached");
+    assert_eq!(first["data"]["person"], second["data"]["person"]);
+    assert_eq!(first["data"]["confidence"], second["data"]["confidence"]);
+    assert_eq!(second["data"]["credits_remaining"], 8);
+    assert_eq!(app.assert_books_balance(&ws).await, 8);
+    assert_eq!(app.charges(&ws).await, 2);
+}
+
+async fn request_ids_are_echoed_or_generated(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, key) = app.funded(10).await;
+    let mine = "client-trace.0123456789_abc";
+    let r = app.request(app.post_enrich(&key).header("X-Request-ID", mine).json(&json!({"email": "jane@acme.com"}))).await;
+    assert_eq!(r.header("x-request-id"), Some(mine));
+    for bad in ["short", "has spaces in it but is long enough", &"x".repeat(201)] {
+        let r = app.request(app.post_enrich(&key).header("X-Request-ID", bad).json(&json!({}))).await;
+        let id = r.header("x-request-id").unwrap().to_string();
+        assert_ne!(id, bad);
+        assert_eq!(r.json()["error"]["request_id"], id.as_str());
+    }
+    let health = app.request(app.client.get(format!("{}/healthz", app.base))).await;
+    assert_eq!(health.status, 200);
+    assert!(health.header("x-request-id").is_some_and(|id| id.len() >= 20));
+}

@@ -1,0 +1,258 @@
+//! Test harness: spawns the real server in-process on port 0 with a fresh database
+//! (a new SQLite file, or a new PostgreSQL database) and the sandbox vendors, and offers
+//! typed helpers to create workspaces and keys and to call the API.
+//!
+//! PostgreSQL is reached at `LEADLEX_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432`). Logs are shown with `TEST_LOG=1`.
+
+use std::{collections::BTreeSet, sync::Once, time::Duration};
+
+use leadlex::{
+    admin::{self, KeyCreated},
+    auth::Permission,
+    config::Settings,
+    credits,
+    ratelimit::Plan,
+    startup::Application,
+};
+use reqwest::header::HeaderMap;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one test per backend for each named `async fn(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+static TRACING: Once = Once::new();
+
+fn init_logs() {
+    TRACING.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            leadlex::telemetry::init(false);
+        }
+    });
+}
+
+pub fn postgres_base_url() -> String {
+    std::env::var("LEADLEX_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A fresh, empty database URL for `backend`, and what keeps it alive.
+pub async fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempDir>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let url = format!("sqlite://{}/leadlex.db", dir.path().display());
+            (url, Some(dir))
+        }
+        Backend::Postgres => {
+            let base = postgres_base_url();
+            let admin = Database::connect(format!("{base}/postgres")).await.expect("PostgreSQL is reachable");
+            let name = format!("leadlex_t_{}", uuid::Uuid::new_v4().simple());
+            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
+            admin.close().await.ok();
+            (format!("{base}/{name}"), None)
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub db: DatabaseConnection,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The PostgreSQL database to drop when the test ends.
+    pg_database: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.bytes)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `error.code` of an envelope, after checking the envelope's shape.
+    pub fn error_code(&self) -> String {
+        let body = self.json();
+        let err = &body["error"];
+        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "envelope has a message: {body}");
+        assert_eq!(
+            err["request_id"].as_str(),
+            self.header("x-request-id"),
+            "the body's request_id is the X-Request-ID header"
+        );
+        err["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}")).to_string()
+    }
+
+    pub fn assert_rate_limit_headers(&self) {
+        for h in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
+            let v = self.header(h).unwrap_or_else(|| panic!("{h} missing on a {} response", self.status));
+            v.parse::<u64>().unwrap_or_else(|_| panic!("{h} is not an integer: {v}"));
+        }
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    init_logs();
+    let (database_url, dir) = fresh_database(backend).await;
+    let mut settings = Settings::default();
+    settings.database.url = database_url.clone();
+    settings.database.max_connections = 8;
+    settings.server.bind = "127.0.0.1:0".into();
+    configure(&mut settings);
+    let app = Application::build(settings).await.expect("application builds");
+    let base = format!("http://{}", app.addr());
+    let db = app.db().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        base,
+        db,
+        client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        shutdown: Some(tx),
+        pg_database: (backend == Backend::Postgres).then(|| database_url.rsplit('/').next().unwrap().to_string()),
+        _dir: dir,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(name) = self.pg_database.take() {
+            drop_database_blocking(name);
+        }
+    }
+}
+
+/// Drops a test database (forcing its connections closed), from a thread of its own so
+/// that it works inside `Drop`.
+pub fn drop_database_blocking(name: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            if let Ok(admin) = Database::connect(format!("{}/postgres", postgres_base_url())).await {
+                let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                admin.close().await.ok();
+            }
+        });
+    })
+    .join();
+}
+
+impl TestApp {
+    pub async fn workspace(&self, plan: Plan, credits: i64) -> String {
+        admin::create_workspace(&self.db, "test", plan, credits, None, None).await.unwrap().id
+    }
+
+    pub async fn key(&self, workspace: &str, permissions: &[Permission], expires_at_ms: Option<i64>) -> KeyCreated {
+        let perms: BTreeSet<Permission> = permissions.iter().copied().collect();
+        admin::create_key(&self.db, workspace, "test", &perms, expires_at_ms).await.unwrap()
+    }
+
+    /// An unmetered workspace with `credits` and a `write:enrich` key.
+    pub async fn funded(&self, credits: i64) -> (String, String) {
+        self.funded_on(Plan::Unmetered, credits).await
+    }
+
+    pub async fn funded_on(&self, plan: Plan, credits: i64) -> (String, String) {
+        let ws = self.workspace(plan, credits).await;
+        let key = self.key(&ws, &[Permission::WriteEnrich], None).await;
+        (ws, key.key)
+    }
+
+    pub async fn request(&self, builder: reqwest::RequestBuilder) -> Resp {
+        let resp = builder.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body read").to_vec();
+        Resp { status, headers, bytes }
+    }
+
+    pub fn post_enrich(&self, key: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}/v1/email/enrich", self.base)).bearer_auth(key)
+    }
+
+    pub async fn enrich(&self, key: &str, body: Value) -> Resp {
+        self.request(self.post_enrich(key).json(&body)).await
+    }
+
+    pub async fn enrich_idem(&self, key: &str, idem: &str, body: Value) -> Resp {
+        self.request(self.post_enrich(key).header("Idempotency-Key", idem).json(&body)).await
+    }
+
+    pub async fn balance(&self, workspace: &str) -> i64 {
+        credits::balance(&self.db, workspace).await.unwrap().unwrap()
+    }
+
+    /// Checks the money invariants and returns the balance.
+    pub async fn assert_books_balance(&self, workspace: &str) -> i64 {
+        let balance = self.balance(workspace).await;
+        let ledger = credits::ledger(&self.db, workspace).await.unwrap();
+        let sum: i64 = ledger.iter().map(|r| r.delta).sum();
+        assert!(balance >= 0, "balance is never negative");
+        assert_eq!(sum, balance, "the ledger sums to the balance");
+        balance
+    }
+
+    /// How many enrich debits the ledger holds.
+    pub async fn charges(&self, workspace: &str) -> usize {
+        credits::ledger(&self.db, workspace).await.unwrap().iter().filter(|r| r.reason == "enrich").count()
+    }
+}
+
+/// Finds a sandbox input by who knows it: `template` gets `{i}` replaced until `pred`
+/// holds for (vendor_a knows, vendor_b knows).
+pub fn sandbox_input(template: &str, pred: impl Fn(bool, bool) -> bool) -> String {
+    use leadlex::enrichment::vendors::VendorName;
+    use leadlex::sandbox::data::knows;
+    (0..10_000)
+        .map(|i| template.replace("{i}", &i.to_string()))
+        .find(|s| pred(knows(VendorName::VendorA, s), knows(VendorName::VendorB, s)))
+        .expect("an input exists")
+}
+
+/// A domain only vendor_a knows, etc.
+pub fn domain_known_by(a: bool, b: bool) -> String {
+    sandbox_input("company{i}.com", |ka, kb| ka == a && kb == b)
+}

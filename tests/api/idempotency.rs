@@ -1,0 +1,107 @@
+//! `Idempotency-Key`: replays are byte-for-byte and free, conflicts are 409/422, and only
+//! successes are stored.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{domain_known_by, spawn_app, spawn_app_with, Backend};
+use crate::on_both_backends;
+
+on_both_backends!(
+    replay_returns_the_first_response_and_charges_once,
+    same_key_with_another_body_is_422,
+    retry_while_in_progress_is_409,
+    failures_are_not_stored,
+    keys_are_scoped_to_the_workspace,
+);
+
+fn new_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn replay_returns_the_first_response_and_charges_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(10).await;
+    let idem = new_key();
+    let first = app.enrich_idem(&key, &idem, json!({"email": "jane@acme.com"})).await;
+    assert_eq!(first.status, 200);
+    assert!(first.header("idempotent-replayed").is_none());
+    // Same request, spelt differently, and the key in upper case: still the same request.
+    let again = app.enrich_idem(&key, &idem.to_uppercase(), json!({"email": " Jane@ACME.com "})).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.bytes, first.bytes, "byte for byte");
+    again.assert_rate_limit_headers();
+    assert_eq!(app.charges(&ws).await, 1);
+    assert_eq!(app.assert_books_balance(&ws).await, 9);
+}
+
+async fn same_key_with_another_body_is_422(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(10).await;
+    let idem = new_key();
+    assert_eq!(app.enrich_idem(&key, &idem, json!({"email": "jane@acme.com"})).await.status, 200);
+    let r = app.enrich_idem(&key, &idem, json!({"domain": "acme.com"})).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.error_code(), "idempotency_key_reused");
+    let r = app.enrich_idem(&key, &idem, json!({"email": "jane@acme.com", "include": ["company"]})).await;
+    assert_eq!(r.status, 422, "include is part of the request");
+    assert_eq!(app.assert_books_balance(&ws).await, 9);
+}
+
+async fn retry_while_in_progress_is_409(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.sandbox.latency_ms = 1_500).await;
+    let (ws, key) = app.funded(10).await;
+    let idem = new_key();
+    let body = json!({"domain": domain_known_by(true, true)});
+    let first = app.enrich_idem(&key, &idem, body.clone());
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.enrich_idem(&key, &idem, body.clone()).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(first.status, 200);
+    assert_eq!(second.status, 409);
+    assert_eq!(second.error_code(), "idempotency_key_in_use");
+    assert!(second.header("retry-after").is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1)));
+    let third = app.enrich_idem(&key, &idem, body).await;
+    assert_eq!(third.header("idempotent-replayed"), Some("true"));
+    assert_eq!(third.bytes, first.bytes);
+    assert_eq!(app.charges(&ws).await, 1);
+    assert_eq!(app.assert_books_balance(&ws).await, 9);
+}
+
+async fn failures_are_not_stored(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(10).await;
+    let idem = new_key();
+    let body = json!({"domain": domain_known_by(false, false)});
+    for _ in 0..2 {
+        let r = app.enrich_idem(&key, &idem, body.clone()).await;
+        assert_eq!((r.status, r.error_code().as_str()), (404, "no_match"), "runs again, no 409 and no replay");
+    }
+    // After a 402, adding credits and retrying with the same key succeeds.
+    let (ws0, key0) = app.funded(0).await;
+    let idem = new_key();
+    assert_eq!(app.enrich_idem(&key0, &idem, json!({"email": "jane@acme.com"})).await.status, 402);
+    leadlex::credits::grant(&app.db, &ws0, 1).await.unwrap();
+    let r = app.enrich_idem(&key0, &idem, json!({"email": "jane@acme.com"})).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("idempotent-replayed").is_none());
+    assert_eq!(app.assert_books_balance(&ws0).await, 0);
+    assert_eq!(app.assert_books_balance(&ws).await, 10);
+}
+
+async fn keys_are_scoped_to_the_workspace(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ws1, key1) = app.funded(10).await;
+    let (ws2, key2) = app.funded(10).await;
+    let idem = new_key();
+    let a = app.enrich_idem(&key1, &idem, json!({"email": "jane@acme.com"})).await;
+    let b = app.enrich_idem(&key2, &idem, json!({"domain": "acme.com"})).await;
+    assert_eq!((a.status, b.status), (200, 200));
+    assert!(b.header("idempotent-replayed").is_none());
+    assert_eq!(app.assert_books_balance(&ws1).await, 9);
+    assert_eq!(app.assert_books_balance(&ws2).await, 9);
+}

@@ -1,0 +1,49 @@
+//! API keys: stored hashed, refused once revoked or expired.
+
+use leadlex::auth::{hash_key, Permission};
+use sea_orm::EntityTrait;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, Backend};
+use crate::on_both_backends;
+
+on_both_backends!(keys_are_stored_hashed, revoked_keys_are_401, expired_keys_are_401);
+
+async fn keys_are_stored_hashed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ws = app.workspace(leadlex::ratelimit::Plan::Pro, 1).await;
+    let created = app.key(&ws, &[Permission::WriteEnrich], None).await;
+    assert!(created.key.starts_with("wbk_") && created.key.len() >= 44);
+    let rows = entity::api_key::Entity::find().all(&app.db).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.key_hash, hash_key(&created.key));
+    assert!(created.key.starts_with(&row.prefix) && row.prefix.len() < 20);
+    assert!(!format!("{row:?}").contains(&created.key), "the plaintext is not stored");
+}
+
+async fn revoked_keys_are_401(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ws = app.workspace(leadlex::ratelimit::Plan::Unmetered, 5).await;
+    let key = app.key(&ws, &[Permission::WriteEnrich], None).await;
+    assert_eq!(app.enrich(&key.key, json!({"email": "jane@acme.com"})).await.status, 200);
+    leadlex::admin::revoke_key(&app.db, &key.id).await.unwrap();
+    let r = app.enrich(&key.key, json!({"email": "jane@acme.com"})).await;
+    assert_eq!((r.status, r.error_code().as_str()), (401, "invalid_key"));
+    assert_eq!(app.assert_books_balance(&ws).await, 4);
+}
+
+async fn expired_keys_are_401(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ws = app.workspace(leadlex::ratelimit::Plan::Unmetered, 5).await;
+    let now = leadlex::now_ms();
+    let expired = app.key(&ws, &[Permission::WriteEnrich], Some(now - 1_000)).await;
+    let valid = app.key(&ws, &[Permission::WriteEnrich], Some(now + 3_600_000)).await;
+    let r = app.enrich(&expired.key, json!({"email": "jane@acme.com"})).await;
+    assert_eq!((r.status, r.error_code().as_str()), (401, "invalid_key"));
+    assert_eq!(app.enrich(&valid.key, json!({"email": "jane@acme.com"})).await.status, 200);
+    let soon = app.key(&ws, &[Permission::WriteEnrich], Some(leadlex::now_ms() + 1_000)).await;
+    assert_eq!(app.enrich(&soon.key, json!({"domain": "acme.com"})).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(app.enrich(&soon.key, json!({"domain": "acme.com"})).await.status, 401);
+}

@@ -1,0 +1,14 @@
+//! The integration suite: every test spawns the real server on a random port with a
+//! fresh database, on SQLite and on PostgreSQL, and talks HTTP to it.
+
+mod helpers;
+
+mod cli;
+mod contract;
+mod credits;
+mod enrich;
+mod errors;
+mod idempotency;
+mod keys;
+mod normalisation;
+mod ratelimit;

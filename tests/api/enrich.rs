@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{domain_known_by, spawn_app, Backend};
+use crate::helpers::{domain_known_by, spawn_app, spawn_app_with, Backend};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -12,6 +12,7 @@ on_both_backends!(
     waterfall_falls_through_to_vendor_b,
     cached_answers_say_cached_and_still_cost_one_credit,
     request_ids_are_echoed_or_generated,
+    cache_entries_expire_after_their_ttl,
 );
 
 async fn success_has_the_documented_shape_and_costs_one_credit(backend: Backend) {
@@ -116,4 +117,14 @@ async fn request_ids_are_echoed_or_generated(backend: Backend) {
     let health = app.request(app.client.get(format!("{}/healthz", app.base))).await;
     assert_eq!(health.status, 200);
     assert!(health.header("x-request-id").is_some_and(|id| id.len() >= 20));
+}
+
+async fn cache_entries_expire_after_their_ttl(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.cache.ttl_secs = 1).await;
+    let (_, key) = app.funded(10).await;
+    let source = |r: crate::helpers::Resp| r.json()["data"]["source"].as_str().unwrap().to_string();
+    assert_eq!(source(app.enrich(&key, json!({"domain": "acme.com"})).await), "vendor_a");
+    assert_eq!(source(app.enrich(&key, json!({"domain": "acme.com"})).await), "cached");
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(source(app.enrich(&key, json!({"domain": "acme.com"})).await), "vendor_a");
 }

@@ -14,6 +14,7 @@ on_both_backends!(
     retry_while_in_progress_is_409,
     failures_are_not_stored,
     keys_are_scoped_to_the_workspace,
+    expired_records_are_purged_and_the_key_is_free_again,
 );
 
 fn new_key() -> String {
@@ -104,4 +105,22 @@ async fn keys_are_scoped_to_the_workspace(backend: Backend) {
     assert!(b.header("idempotent-replayed").is_none());
     assert_eq!(app.assert_books_balance(&ws1).await, 9);
     assert_eq!(app.assert_books_balance(&ws2).await, 9);
+}
+
+async fn expired_records_are_purged_and_the_key_is_free_again(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.idempotency.ttl_secs = 1).await;
+    let (ws, key) = app.funded(10).await;
+    let idem = new_key();
+    assert_eq!(app.enrich_idem(&key, &idem, json!({"email": "jane@acme.com"})).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // Past its 24 h (here: 1 s), the key no longer binds: another request runs and is charged.
+    let r = app.enrich_idem(&key, &idem, json!({"domain": "acme.com"})).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("idempotent-replayed").is_none());
+    assert_eq!(app.charges(&ws).await, 2);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let purged = leadlex::idempotency::purge_expired(&app.db, leadlex::now_ms()).await.unwrap();
+    assert_eq!(purged, 1);
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    assert_eq!(entity::idempotency_record::Entity::find().count(&app.db).await.unwrap(), 0);
 }

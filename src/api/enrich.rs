@@ -8,7 +8,7 @@ use poem_openapi::{
     param::Header,
     payload::{Json, Payload},
     registry::{MetaSchemaRef, Registry},
-    types::{Example, ToJSON, Type},
+    types::{Example, MaybeUndefined, ToJSON, Type},
     ApiResponse, Enum, Object, OpenApi,
 };
 
@@ -17,7 +17,7 @@ use super::middleware::current_request_id;
 use super::security::{ApiKeyAuth, CanEnrich};
 use super::{AppState, ApiTags};
 use crate::enrich::Answer;
-use crate::enrichment::input::{EnrichQuery, Section};
+use crate::enrichment::input::{EnrichQuery, InputError, Section};
 use crate::enrichment::record::{self, Source};
 use crate::enrichment::vendors::VendorName;
 
@@ -53,20 +53,21 @@ impl From<IncludeSection> for Section {
 #[oai(example)]
 pub struct EnrichRequest {
     /// Email address to resolve. Either `email` or `domain` is required.
-    #[oai(validator(max_length = 320))]
-    pub email: Option<String>,
-    /// Domain name to resolve (e.g. `acme.com`). Either `email` or `domain` is required.
-    #[oai(validator(max_length = 2048))]
-    pub domain: Option<String>,
+    #[oai(validator(max_length = 320, pattern = r"^\s*[^@\s]+@[^@\s]+\s*$"))]
+    pub email: MaybeUndefined<String>,
+    /// Domain name to resolve (e.g. `acme.com`; a URL such as `https://www.acme.com/about`
+    /// is read as its domain). Either `email` or `domain` is required.
+    #[oai(validator(max_length = 2048, pattern = r"^\s*[^@\s]+\s*$"))]
+    pub domain: MaybeUndefined<String>,
     /// Optional subset of sections to return: `person`, `company`, `social`. Defaults to
-    /// all. `person` alone needs an `email`.
+    /// all. `person` is only ever found for an `email`.
     #[oai(validator(min_items = 1, max_items = 3))]
-    pub include: Option<Vec<IncludeSection>>,
+    pub include: MaybeUndefined<Vec<IncludeSection>>,
 }
 
 impl Example for EnrichRequest {
     fn example() -> Self {
-        Self { email: Some("jane@acme.com".into()), domain: None, include: None }
+        Self { email: MaybeUndefined::Value("jane@acme.com".into()), domain: MaybeUndefined::Undefined, include: MaybeUndefined::Undefined }
     }
 }
 
@@ -295,7 +296,6 @@ pub enum EnrichOk {
 /// Every way the operation can fail. Nothing is ever charged for these.
 #[derive(ApiResponse)]
 #[oai(
-    bad_request_handler = "enrich_bad_request",
     header(name = "X-Request-ID", ty = "String", description = "The request's id, also in the error body."),
     header(name = "X-RateLimit-Limit", ty = "Option<u64>", description = "Requests allowed per UTC day; sent once the key is authenticated (not on 401)."),
     header(name = "X-RateLimit-Remaining", ty = "Option<u64>", description = "Requests left today; sent once the key is authenticated (not on 401)."),
@@ -363,8 +363,13 @@ pub enum EnrichFailure {
     ),
 }
 
-fn enrich_bad_request(err: poem::Error) -> EnrichFailure {
-    ApiError::from_poem(err).into()
+/// An absent field is fine; an explicit `null` is not (the schema does not allow it).
+fn not_null<T>(field: &'static str, value: MaybeUndefined<T>) -> Result<Option<T>, ApiError> {
+    match value {
+        MaybeUndefined::Undefined => Ok(None),
+        MaybeUndefined::Value(v) => Ok(Some(v)),
+        MaybeUndefined::Null => Err(ApiError::validation(vec![InputError { field, message: "must not be null; leave the field out instead".into() }])),
+    }
 }
 
 impl From<ApiError> for EnrichFailure {
@@ -429,8 +434,9 @@ impl EnrichApi {
     ) -> Result<EnrichOk, EnrichFailure> {
         let principal = _auth.0;
         let req = body.0;
-        let include: Option<Vec<Section>> = req.include.map(|l| l.into_iter().map(Section::from).collect());
-        let query = EnrichQuery::parse(req.email.as_deref(), req.domain.as_deref(), include.as_deref())
+        let (email, domain, include) = (not_null("email", req.email)?, not_null("domain", req.domain)?, not_null("include", req.include)?);
+        let include: Option<Vec<Section>> = include.map(|l| l.into_iter().map(Section::from).collect());
+        let query = EnrichQuery::parse(email.as_deref(), domain.as_deref(), include.as_deref())
             .map_err(ApiError::validation)?;
         let key = idempotency_key.0.map(|k| k.hyphenated().to_string());
         let request_id = current_request_id();

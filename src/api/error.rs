@@ -15,7 +15,8 @@ use crate::auth::AuthError;
 use crate::enrich::EnrichError;
 use crate::enrichment::input::InputError;
 
-/// Stable machine-readable error codes.
+/// Stable machine-readable error code; branch on this, not on `message`. New codes may
+/// be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -62,7 +63,8 @@ pub struct FieldProblem {
 /// The error itself.
 #[derive(Debug, Clone, Object)]
 pub struct ErrorDetail {
-    /// Stable machine-readable code; branch on this, not on `message`.
+    // No doc comment here: it would wrap the `$ref` in an `allOf`, which some client
+    // generators cannot read. The description lives on `ErrorCode`.
     pub code: ErrorCode,
     /// Human-readable explanation; wording may change.
     pub message: String,
@@ -159,6 +161,30 @@ impl ApiError {
         }
     }
 
+    /// One value of every kind, for the spec's examples.
+    pub fn examples() -> Vec<ApiError> {
+        let secs = Duration::from_secs;
+        vec![
+            Self::Validation {
+                message: "email: must look like name@example.com".into(),
+                details: vec![FieldProblem { field: "email".into(), message: "must look like name@example.com".into() }],
+            },
+            Self::InvalidKey,
+            Self::InsufficientCredits,
+            Self::InsufficientPermissions("write:enrich"),
+            Self::NoMatch,
+            Self::NotFound,
+            Self::MethodNotAllowed,
+            Self::IdempotencyKeyInUse { retry_after: secs(3) },
+            Self::PayloadTooLarge,
+            Self::UnsupportedMediaType,
+            Self::IdempotencyKeyReused,
+            Self::RateLimited { retry_after: secs(6) },
+            Self::UpstreamUnavailable { retry_after: secs(5) },
+            Self::Internal(anyhow::anyhow!("example")),
+        ]
+    }
+
     /// Whole seconds for the `Retry-After` header, where the error has one.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
@@ -177,6 +203,11 @@ impl ApiError {
         if let Self::Internal(cause) = self {
             tracing::error!(request_id = %request_id, error = ?cause, "internal error");
         }
+        self.envelope(request_id)
+    }
+
+    /// The envelope with a given request id.
+    pub fn envelope(&self, request_id: String) -> ErrorBody {
         let details = match self {
             Self::Validation { details, .. } if !details.is_empty() => Some(details.clone()),
             _ => None,
@@ -201,9 +232,39 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
             StatusCode::UNAUTHORIZED => Self::InvalidKey,
             s if s.is_server_error() => Self::Internal(anyhow::anyhow!("{err}")),
-            _ => Self::Validation { message: err.to_string(), details: Vec::new() },
+            _ => explain_parse_error(&err.to_string()),
         }
     }
+}
+
+/// Turns poem-openapi's parse messages (`failed to parse "EnrichRequest": field `email`
+/// verification failed. pattern(…)`) into a message and field-level `details`.
+fn explain_parse_error(raw: &str) -> ApiError {
+    let named = |pattern: &str| raw.split(pattern).nth(1).and_then(|rest| rest.split('`').next()).map(str::to_string);
+    let (field, what) = if let Some(field) = named("field `") {
+        let what = if raw.contains("maxLength") || raw.contains("maxItems") {
+            "is too long"
+        } else if raw.contains("minLength") || raw.contains("minItems") {
+            "is too short"
+        } else if raw.contains("pattern") {
+            "has an invalid format"
+        } else {
+            "is invalid"
+        };
+        (field, what.to_string())
+    } else if let Some(param) = named("parameter `") {
+        (param, "is invalid".to_string())
+    } else if let Some(kind) = raw.split("Expected input type \"").nth(1).and_then(|r| r.split('"').next()) {
+        let found = raw.split("found ").nth(1).and_then(|r| r.split(". (").next()).unwrap_or("something else");
+        return ApiError::Validation {
+            message: format!("expected a value of type {kind}, found {}", found.trim_end_matches('.')),
+            details: Vec::new(),
+        };
+    } else {
+        return ApiError::Validation { message: format!("the request is not valid: {raw}"), details: Vec::new() };
+    };
+    let message = format!("{field}: {what}");
+    ApiError::Validation { message, details: vec![FieldProblem { field, message: what }] }
 }
 
 impl ResponseError for ApiError {

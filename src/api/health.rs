@@ -5,9 +5,16 @@ use poem_openapi::{payload::Json, ApiResponse, Object, OpenApi};
 use super::ApiTags;
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct Health {
     /// Always `ok`.
     pub status: String,
+}
+
+impl poem_openapi::types::Example for Health {
+    fn example() -> Self {
+        Self { status: "ok".into() }
+    }
 }
 
 #[derive(ApiResponse)]

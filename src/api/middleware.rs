@@ -115,6 +115,11 @@ pub async fn request_scope<E: Endpoint>(next: Arc<E>, mut req: Request, max_body
         .instrument(span.clone())
         .await;
 
+    if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(allow) = super::spec::allowed_methods(&path) {
+            resp.headers_mut().insert(poem::http::header::ALLOW, HeaderValue::from_static(allow));
+        }
+    }
     let headers = resp.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert(HeaderName::from_static(REQUEST_ID), value);

@@ -13,7 +13,7 @@ pub mod spec;
 use std::sync::Arc;
 
 use poem::{Endpoint, EndpointExt, Route};
-use poem_openapi::{OpenApiService, Tags};
+use poem_openapi::{ContactObject, LicenseObject, OpenApiService, ServerObject, Tags};
 
 use crate::auth::Authenticator;
 use crate::enrich::EnrichService;
@@ -41,6 +41,9 @@ pub type Apis = (enrich::EnrichApi, health::HealthApi);
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new((enrich::EnrichApi, health::HealthApi), "leadlex", env!("CARGO_PKG_VERSION"))
         .description(spec::API_DESCRIPTION)
+        .server(ServerObject::new("/").description("This leadlex deployment"))
+        .license(LicenseObject::new("Proprietary").url("https://docs.leadlex.com"))
+        .contact(ContactObject::new().name("leadlex support").url("https://docs.leadlex.com"))
 }
 
 /// The whole HTTP application.

@@ -6,7 +6,10 @@
 use std::sync::OnceLock;
 
 use poem::{handler, IntoResponse, Response};
-use serde_json::Value;
+use poem_openapi::types::ToJSON;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
 
 use crate::config::Settings;
 use crate::enrichment::vendors::{clearbit, pdl};
@@ -61,11 +64,102 @@ fn fix_header_names(spec: &mut Value) {
     }
 }
 
+/// Operations without a security requirement are public: say so explicitly
+/// (`security: []`), so that clients and linters do not read "unspecified".
+fn declare_public_operations(spec: &mut Value) {
+    for op in spec["paths"].as_object_mut().into_iter().flatten().flat_map(|(_, item)| item.as_object_mut().into_iter().flatten()) {
+        if op.1.get("security").is_none() {
+            op.1["security"] = json!([]);
+        }
+    }
+}
+
+/// Media-type `examples`, which poem-openapi's derives cannot declare: request examples
+/// and one example body per response of every operation, rendered by the same code that
+/// renders real responses.
+fn add_examples(spec: &mut Value) {
+    let Some(paths) = spec.get_mut("paths").and_then(Value::as_object_mut) else { return };
+    for (path, item) in paths.iter_mut() {
+        for (method, op) in item.as_object_mut().into_iter().flatten() {
+            if let Some(content) = op.pointer_mut("/requestBody/content").and_then(Value::as_object_mut) {
+                for media in content.values_mut() {
+                    media["examples"] = request_examples(method, path);
+                }
+            }
+            for (status, resp) in op.get_mut("responses").and_then(Value::as_object_mut).into_iter().flatten() {
+                let Some(example) = response_example(method, path, status) else { continue };
+                for media in resp.get_mut("content").and_then(Value::as_object_mut).into_iter().flatten().map(|(_, m)| m) {
+                    media["examples"] = example.clone();
+                }
+            }
+        }
+    }
+}
+
+fn request_examples(method: &str, path: &str) -> Value {
+    match (method, path) {
+        ("post", "/v1/email/enrich") => json!({
+            "email": {"summary": "A person by email", "value": {"email": "jane@acme.com"}},
+            "domain": {"summary": "A company by domain, company and social sections only",
+                       "value": {"domain": "acme.com", "include": ["company", "social"]}},
+            "email_and_company": {"summary": "A personal address with the person's company",
+                                  "value": {"email": "jane@gmail.com", "domain": "acme.com"}},
+        }),
+        _ => json!({}),
+    }
+}
+
+fn response_example(method: &str, path: &str, status: &str) -> Option<Value> {
+    let status: u16 = status.parse().ok()?;
+    if (method, path) == ("get", "/healthz") {
+        return Some(json!({"ok": {"value": {"status": "ok"}}}));
+    }
+    if status == 200 {
+        let value = <super::enrich::EnrichResponse as poem_openapi::types::Example>::example().to_json();
+        return Some(json!({"jane": {"summary": "The public docs' example", "value": value}}));
+    }
+    let examples: serde_json::Map<String, Value> = ApiError::examples()
+        .into_iter()
+        .filter(|e| e.status().as_u16() == status)
+        .map(|e| {
+            let body = e.envelope(EXAMPLE_REQUEST_ID.into());
+            let code = body.error.code.to_json().and_then(|c| c.as_str().map(str::to_string)).unwrap_or_default();
+            (code, json!({"value": body.to_json()}))
+        })
+        .collect();
+    (!examples.is_empty()).then(|| Value::Object(examples))
+}
+
+const EXAMPLE_REQUEST_ID: &str = "req_8f14e45fceea167a5a36dedd4bea2543";
+
 /// The spec as a JSON value.
 pub fn openapi_value() -> Value {
     let mut spec: Value = serde_json::from_str(&super::openapi_service().spec()).expect("spec is JSON");
     fix_header_names(&mut spec);
+    add_examples(&mut spec);
+    declare_public_operations(&mut spec);
     spec
+}
+
+/// The methods a path answers, for the `Allow` header of a 405 (read off the spec).
+pub fn allowed_methods(path: &str) -> Option<&'static str> {
+    static ALLOW: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    let table = ALLOW.get_or_init(|| {
+        let spec = openapi_value();
+        spec["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(p, item)| {
+                let mut methods: Vec<String> = item.as_object().into_iter().flatten().map(|(m, _)| m.to_uppercase()).collect();
+                if methods.iter().any(|m| m == "GET") {
+                    methods.push("HEAD".into());
+                }
+                (p.clone(), methods.join(", "))
+            })
+            .collect()
+    });
+    table.iter().find(|(p, _)| p == path).map(|(_, m)| m.as_str())
 }
 
 /// The spec as pretty JSON (what `openapi/leadlex.json` holds).

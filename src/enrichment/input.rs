@@ -44,6 +44,9 @@ impl Domain {
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(InputError::new(field, "URLs must use http or https"));
             }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(InputError::new(field, "URLs must not carry credentials"));
+            }
             match url.host() {
                 Some(url::Host::Domain(d)) => d.to_string(),
                 Some(_) => return Err(InputError::new(field, "must be a domain name, not an IP address")),
@@ -242,12 +245,6 @@ impl EnrichQuery {
             return Err(problems);
         }
         let input = LookupInput::new(email, domain).map_err(|e| vec![e])?;
-        if !input.has_email() && include == BTreeSet::from([Section::Person]) {
-            return Err(vec![InputError::new(
-                "include",
-                "`person` needs an `email`: a domain alone identifies a company",
-            )]);
-        }
         Ok(Self { input, include })
     }
 
@@ -295,7 +292,7 @@ mod tests {
     #[test]
     fn bad_domains_are_refused() {
         for bad in ["", "   ", "acme", "acme..com", "-acme.com", "acme-.com", "ac me.com",
-            "127.0.0.1", "http://127.0.0.1/", "ftp://acme.com", "acme_corp.com", "jane@acme.com",
+            "127.0.0.1", "http://127.0.0.1/", "ftp://acme.com", "https://user@acme.com/", "acme_corp.com", "jane@acme.com",
             &format!("{}.com", "a".repeat(64))] {
             assert!(Domain::parse(bad).is_err(), "{bad:?} should be refused");
         }
@@ -332,8 +329,7 @@ mod tests {
         assert_eq!(errs.len(), 2);
         assert!(EnrichQuery::parse(None, None, None).is_err());
         assert!(EnrichQuery::parse(None, Some("acme.com"), Some(&[])).is_err());
-        assert!(EnrichQuery::parse(None, Some("acme.com"), Some(&[Section::Person])).is_err());
-        assert!(EnrichQuery::parse(None, Some("acme.com"), Some(&[Section::Person, Section::Company])).is_ok());
+        assert!(EnrichQuery::parse(None, Some("acme.com"), Some(&[Section::Person])).is_ok());
     }
 
     #[test]

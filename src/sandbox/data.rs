@@ -4,7 +4,8 @@
 //! Coverage (documented in `docs/`): each input falls in a bucket 0–9 of its hash;
 //! `vendor_a` knows buckets 0–6, `vendor_b` buckets 3–8, nobody knows bucket 9. A person's
 //! company is known when the vendor knows the email's domain (never for free-mail
-//! domains). `acme.com` and `jane@acme.com` are fixtures known to both, matching the
+//! domains). Anything under `.invalid` is known to nobody. `acme.com` and
+//! `jane@acme.com` are fixtures known to both, matching the
 //! public docs' example. Clearbit answers `202 queued` for emails whose local part starts
 //! with `queued`.
 
@@ -54,6 +55,9 @@ fn digest(tag: &str, subject: &str) -> [u8; 32] {
 pub fn knows(vendor: VendorName, subject: &str) -> bool {
     if subject == "acme.com" || subject == "jane@acme.com" {
         return true;
+    }
+    if subject.ends_with(".invalid") {
+        return false; // RFC 2606: a documented input nobody knows
     }
     let bucket = digest("bucket", subject)[0] % 10;
     match vendor {

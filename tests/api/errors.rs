@@ -24,8 +24,10 @@ async fn validation_errors_are_400_with_details(backend: Backend) {
         (json!({}), "email"),
         (json!({"email": "not-an-email"}), "email"),
         (json!({"domain": "not a domain"}), "domain"),
+        (json!({"domain": "nodot"}), "domain"),
+        (json!({"email": "jane@acme"}), "email"),
+        (json!({"email": null, "domain": "acme.com"}), "email"),
         (json!({"email": "jane@acme.com", "domain": "bad..domain"}), "domain"),
-        (json!({"domain": "acme.com", "include": ["person"]}), "include"),
     ] {
         let r = app.enrich(&key, body.clone()).await;
         assert_eq!(r.status, 400, "{body}");
@@ -43,6 +45,9 @@ async fn validation_errors_are_400_with_details(backend: Backend) {
     }
     let r = app.request(app.post_enrich(&key).header("Idempotency-Key", "not-a-uuid").json(&json!({"email": "jane@acme.com"}))).await;
     assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"));
+    assert_eq!(r.json()["error"]["details"][0]["field"], "Idempotency-Key");
+    let r = app.enrich(&key, json!({"email": "jane@acme.com", "include": ["persons"]})).await;
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("IncludeSection"), "names the type expected");
     assert_eq!(app.assert_books_balance(&ws).await, 10, "nothing charged");
 }
 
@@ -100,6 +105,9 @@ async fn no_match_is_404_and_free(backend: Backend) {
     r.assert_rate_limit_headers();
     // Found, but not the section asked for: also a free 404.
     let r = app.enrich(&key, json!({"email": "jane@acme.com", "include": ["social"]})).await;
+    assert_eq!((r.status, r.error_code().as_str()), (404, "no_match"));
+    // A domain never identifies a person.
+    let r = app.enrich(&key, json!({"domain": "acme.com", "include": ["person"]})).await;
     assert_eq!((r.status, r.error_code().as_str()), (404, "no_match"));
     assert_eq!(app.assert_books_balance(&ws).await, 5);
 }

@@ -1,0 +1,64 @@
+"""Drives a live leadlex through the Python client generated from openapi/leadlex.json
+(openapi-python-client): a typed 200, typed 402 and 404 errors, the rate-limit headers.
+
+Environment: LEADLEX_URL, LEADLEX_KEY (funded), LEADLEX_BROKE_KEY (balance 0).
+"""
+
+import os
+
+from leadlex_client import AuthenticatedClient
+from leadlex_client.api.enrichment import enrich_email_or_domain
+from leadlex_client.models import DataSource, EnrichRequest, EnrichResponse, ErrorBody, ErrorCode
+
+BASE = os.environ["LEADLEX_URL"]
+passed = 0
+
+
+def client(key: str) -> AuthenticatedClient:
+    return AuthenticatedClient(base_url=BASE, token=key, raise_on_unexpected_status=True)
+
+
+def check(name, fn):
+    global passed
+    fn()
+    passed += 1
+    print(f"python client: {name}: ok")
+
+
+def success():
+    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_KEY"]), body=EnrichRequest(email="jane@acme.com"))
+    assert resp.status_code == 200, resp.status_code
+    ok = resp.parsed
+    assert isinstance(ok, EnrichResponse), type(ok)
+    assert ok.data.person.full_name == "Jane Doe"
+    assert ok.data.company.domain == "acme.com"
+    assert ok.data.source in (DataSource.VENDOR_A, DataSource.CACHED)
+    assert isinstance(ok.data.credits_remaining, int) and ok.data.credits_remaining >= 0
+    assert 0.0 <= ok.data.confidence <= 1.0
+    limit = int(resp.headers["X-RateLimit-Limit"])
+    remaining = int(resp.headers["X-RateLimit-Remaining"])
+    reset = int(resp.headers["X-RateLimit-Reset"])
+    assert 0 <= remaining <= limit and reset % 86400 == 0
+    assert resp.headers["X-Request-ID"]
+
+
+def payment_required():
+    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_BROKE_KEY"]), body=EnrichRequest(email="jane@acme.com"))
+    assert resp.status_code == 402, resp.status_code
+    assert isinstance(resp.parsed, ErrorBody), type(resp.parsed)
+    assert resp.parsed.error.code == ErrorCode.INSUFFICIENT_CREDITS
+    assert resp.parsed.error.request_id == resp.headers["X-Request-ID"]
+
+
+def no_match():
+    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_KEY"]), body=EnrichRequest(domain="nobody.invalid"))
+    assert resp.status_code == 404, resp.status_code
+    assert isinstance(resp.parsed, ErrorBody)
+    assert resp.parsed.error.code == ErrorCode.NO_MATCH
+    int(resp.headers["X-RateLimit-Remaining"])
+
+
+check("200 with typed fields and rate-limit headers", success)
+check("typed 402 insufficient_credits", payment_required)
+check("typed 404 no_match", no_match)
+print(f"python client: {passed} passed, 0 failed")

@@ -15,6 +15,7 @@ on_both_backends!(
     no_match_is_404_and_free,
     poem_errors_use_the_envelope,
     all_vendors_failing_is_503_and_free,
+    database_failure_is_500_without_details_and_free,
 );
 
 async fn validation_errors_are_400_with_details(backend: Backend) {
@@ -152,5 +153,19 @@ async fn all_vendors_failing_is_503_and_free(backend: Backend) {
     assert_eq!(r.status, 503);
     assert_eq!(r.error_code(), "upstream_unavailable");
     assert!(r.header("retry-after").is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1)));
+    assert_eq!(app.assert_books_balance(&ws).await, 5);
+}
+
+async fn database_failure_is_500_without_details_and_free(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(5).await;
+    app.db.execute_unprepared("DROP TABLE enrichment_cache").await.unwrap();
+    let r = app.enrich(&key, json!({"email": "jane@acme.com"})).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.error_code(), "internal_error");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_lowercase();
+    assert!(!message.contains("enrichment_cache") && !message.contains("sql"), "the cause stays in the logs: {message}");
+    r.assert_rate_limit_headers();
     assert_eq!(app.assert_books_balance(&ws).await, 5);
 }

@@ -201,11 +201,15 @@ impl TestApp {
         (ws, key.key)
     }
 
+    /// Sends a request and checks the response against the committed spec.
     pub async fn request(&self, builder: reqwest::RequestBuilder) -> Resp {
-        let resp = builder.send().await.expect("request sent");
+        let req = builder.build().expect("request builds");
+        let (method, path) = (req.method().to_string(), req.url().path().to_string());
+        let resp = self.client.execute(req).await.expect("request sent");
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.expect("body read").to_vec();
+        crate::spec_check::check(&method, &path, status, &headers, &bytes);
         Resp { status, headers, bytes }
     }
 

@@ -2,6 +2,7 @@
 //! fresh database, on SQLite and on PostgreSQL, and talks HTTP to it.
 
 mod helpers;
+mod spec_check;
 
 mod cli;
 mod contract;

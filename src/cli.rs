@@ -286,7 +286,8 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     tracing::info!(database = %db::redact(&settings.database.url), "starting leadlex");
     let app = startup::Application::build(settings).await?;
     let addr = app.addr();
-    tracing::info!(%addr, "listening on http://{addr} (Swagger UI at http://{addr}/docs)");
+    tracing::info!(%addr, "Swagger UI at http://{addr}/docs");
+    println!("listening on http://{addr}");
     if demo {
         let (ws, key) = admin::demo(app.db()).await?;
         println!(

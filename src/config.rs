@@ -25,6 +25,15 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     pub auth: AuthSettings,
     pub sandbox: SandboxSettings,
+    pub redis: RedisSettings,
+}
+
+/// Redis, for rate limits shared by every replica.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://host:6379`. Unset: each replica limits in-process (exact for one node).
+    pub url: Option<String>,
 }
 
 impl Default for Settings {
@@ -37,6 +46,7 @@ impl Default for Settings {
             idempotency: IdempotencySettings::default(),
             auth: AuthSettings::default(),
             sandbox: SandboxSettings::default(),
+            redis: RedisSettings::default(),
         }
     }
 }
@@ -201,6 +211,9 @@ impl Settings {
         };
         if let Ok(url) = std::env::var("LEADLEX_DATABASE_URL") {
             settings.database.url = url;
+        }
+        if let Ok(url) = std::env::var("LEADLEX_REDIS_URL") {
+            settings.redis.url = Some(url).filter(|u| !u.is_empty());
         }
         if let Ok(bind) = std::env::var("LEADLEX_BIND") {
             settings.server.bind = bind;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, TransactionTrait};
 
 use crate::config::DatabaseSettings;
 
@@ -32,8 +32,41 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConn
     Database::connect(opts).await.with_context(|| format!("connecting to {}", redact(&settings.url)))
 }
 
+/// Applies pending migrations. On PostgreSQL they run in one transaction holding an
+/// advisory lock, so that replicas starting together migrate once, one after the other.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    Migrator::up(db, None).await.context("running migrations")
+    if db.get_database_backend() == DbBackend::Postgres {
+        let txn = db.begin().await?;
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7264601505)").await?;
+        Migrator::up(&txn, None).await.context("running migrations")?;
+        txn.commit().await?;
+        Ok(())
+    } else {
+        Migrator::up(db, None).await.context("running migrations")
+    }
+}
+
+/// Whether a database error means "the database cannot be reached right now" (answered
+/// with 503 and `Retry-After`) rather than a bug (500).
+pub fn is_unavailable(err: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    let sqlx_unavailable = |e: &RuntimeErr| {
+        matches!(
+            e,
+            RuntimeErr::SqlxError(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Tls(_)
+            )
+        )
+    };
+    match err {
+        DbErr::ConnectionAcquire(_) => true,
+        DbErr::Conn(e) | DbErr::Exec(e) | DbErr::Query(e) => sqlx_unavailable(e),
+        _ => false,
+    }
 }
 
 /// A database URL without its password, for messages.

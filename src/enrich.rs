@@ -36,13 +36,19 @@ pub enum EnrichError {
     IdempotencyKeyReused,
     #[error("every upstream vendor failed")]
     UpstreamUnavailable { retry_after: Duration },
+    #[error("the database is unreachable")]
+    StoreUnavailable(#[source] DbErr),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
 
 impl From<DbErr> for EnrichError {
     fn from(err: DbErr) -> Self {
-        Self::Internal(anyhow::Error::new(err).context("enrich database operation"))
+        if crate::db::is_unavailable(&err) {
+            Self::StoreUnavailable(err)
+        } else {
+            Self::Internal(anyhow::Error::new(err).context("enrich database operation"))
+        }
     }
 }
 

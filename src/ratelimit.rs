@@ -1,10 +1,14 @@
-//! Per-workspace rate limits: a per-minute limit (GCRA, the `governor` crate) and a daily
-//! quota that resets at 00:00 UTC. Every authenticated request counts, whatever its
-//! outcome; a request refused with 429 does not.
+//! Per-workspace rate limits: a per-minute limit (GCRA) and a daily quota that resets at
+//! 00:00 UTC. Every authenticated request counts, whatever its outcome; a request refused
+//! with 429 does not.
 //!
-//! This limiter lives in the process: it is exact for one node. The headers describe the
-//! daily quota; an unmetered workspace reports [`UNMETERED_REPORTED`] for limit and
-//! remaining.
+//! Two backends behind [`Limiter`]: [`RateLimiter`] in the process (the `governor` crate;
+//! exact for one node) and [`RedisLimiter`], one atomic Lua script per request on a
+//! shared Redis, so that N replicas together allow exactly the plan's limit. If Redis
+//! cannot be reached, a replica falls back to its own in-process limiter (logged) rather
+//! than refusing paying traffic. The headers describe the daily quota; an unmetered
+//! workspace reports [`UNMETERED_REPORTED`] for limit and remaining and never touches
+//! Redis.
 
 use std::{
     collections::HashMap,
@@ -154,6 +158,143 @@ impl RateLimiter {
         }
         window.used_today += 1;
         Decision::Allowed(status(window.used_today))
+    }
+}
+
+/// The limiter a replica uses.
+pub enum Limiter {
+    Local(RateLimiter),
+    Redis(RedisLimiter),
+}
+
+impl Limiter {
+    pub async fn check(&self, workspace_id: &str, limits: Limits, now_ms: i64) -> Decision {
+        match self {
+            Limiter::Local(local) => local.check(workspace_id, limits, now_ms),
+            Limiter::Redis(redis) => redis.check(workspace_id, limits, now_ms).await,
+        }
+    }
+
+    /// `Some(reachable)` when a shared store backs the limits.
+    pub async fn ping(&self) -> Option<bool> {
+        match self {
+            Limiter::Local(_) => None,
+            Limiter::Redis(redis) => Some(redis.ping().await),
+        }
+    }
+}
+
+/// GCRA and the daily counter of one workspace, atomically, on Redis's clock.
+/// KEYS[1]: the workspace's hash; ARGV: per-minute limit, daily limit (0: none).
+/// Returns {allowed, used today, retry after ms, next midnight ms}.
+const LIMIT_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local day_ms = 86400000
+local day = math.floor(now / day_ms)
+local reset = (day + 1) * day_ms
+local per_min = tonumber(ARGV[1])
+local per_day = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'day', 'used', 'tat')
+local used = 0
+if state[1] and tonumber(state[1]) == day then used = tonumber(state[2]) or 0 end
+if per_day > 0 and used >= per_day then
+  return {0, used, reset - now, reset}
+end
+local tat = tonumber(state[3]) or now
+if tat < now then tat = now end
+if per_min > 0 then
+  local interval = math.floor(60000 / per_min)
+  local new_tat = tat + interval
+  if new_tat - now > interval * per_min then
+    return {0, used, new_tat - now - interval * per_min, reset}
+  end
+  tat = new_tat
+end
+used = used + 1
+redis.call('HSET', KEYS[1], 'day', day, 'used', used, 'tat', tat)
+redis.call('PEXPIRE', KEYS[1], reset - now + 120000)
+return {1, used, 0, reset}
+"#;
+
+/// Limits shared by every replica through Redis.
+pub struct RedisLimiter {
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    script: redis::Script,
+    fallback: RateLimiter,
+}
+
+impl RedisLimiter {
+    pub fn new(url: &str) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            conn: tokio::sync::Mutex::new(None),
+            script: redis::Script::new(LIMIT_SCRIPT),
+            fallback: RateLimiter::new(),
+        })
+    }
+
+    /// A connection, made on first use (so that a replica starts while Redis is down).
+    async fn connection(&self) -> redis::RedisResult<redis::aio::ConnectionManager> {
+        let mut guard = self.conn.lock().await;
+        if let Some(conn) = guard.as_ref() {
+            return Ok(conn.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1);
+        let conn = self.client.get_connection_manager_with_config(config).await?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn eval(&self, workspace_id: &str, limits: Limits) -> redis::RedisResult<(i64, i64, i64, i64)> {
+        let mut conn = self.connection().await?;
+        self.script
+            .key(format!("leadlex:ratelimit:{workspace_id}"))
+            .arg(limits.per_minute.unwrap_or(0))
+            .arg(limits.per_day.unwrap_or(0))
+            .invoke_async(&mut conn)
+            .await
+    }
+
+    pub async fn check(&self, workspace_id: &str, limits: Limits, now_ms: i64) -> Decision {
+        if limits.per_minute.is_none() && limits.per_day.is_none() {
+            return self.fallback.check(workspace_id, limits, now_ms);
+        }
+        match self.eval(workspace_id, limits).await {
+            Ok((allowed, used, retry_ms, reset_ms)) => {
+                let used = used.max(0) as u64;
+                let status = match limits.per_day {
+                    Some(limit) => RateLimitStatus {
+                        limit: u64::from(limit),
+                        remaining: u64::from(limit).saturating_sub(used),
+                        reset_epoch_secs: reset_ms / 1000,
+                    },
+                    None => RateLimitStatus {
+                        limit: UNMETERED_REPORTED,
+                        remaining: UNMETERED_REPORTED,
+                        reset_epoch_secs: reset_ms / 1000,
+                    },
+                };
+                if allowed == 1 {
+                    Decision::Allowed(status)
+                } else {
+                    Decision::Limited { status, retry_after: ceil_secs(Duration::from_millis(retry_ms.max(0) as u64)) }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "Redis unreachable: rate limiting in-process on this replica");
+                self.fallback.check(workspace_id, limits, now_ms)
+            }
+        }
+    }
+
+    pub async fn ping(&self) -> bool {
+        let Ok(mut conn) = self.connection().await else { return false };
+        redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
     }
 }
 

@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::enrich::EnrichService;
 use crate::enrichment::{cache, vendors::Vendor, Enricher};
 use crate::idempotency;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{Limiter, RateLimiter, RedisLimiter};
 use crate::sandbox::Sandbox;
 
 pub struct Application {
@@ -52,13 +52,21 @@ impl Application {
         let enricher = Enricher::new(vendors, deadline);
         tracing::info!(vendors = ?enricher.vendor_names(), "vendor waterfall");
 
+        let limiter = match &settings.redis.url {
+            Some(url) => {
+                tracing::info!(redis = %crate::db::redact(url), "rate limits shared through Redis");
+                Limiter::Redis(RedisLimiter::new(url).context("parsing the Redis URL")?)
+            }
+            None => Limiter::Local(RateLimiter::new()),
+        };
         let state = Arc::new(AppState {
+            db: db.clone(),
             auth: Authenticator::new(
                 db.clone(),
                 Duration::from_millis(settings.auth.negative_cache_ttl_ms),
                 settings.auth.negative_cache_capacity,
             ),
-            limiter: RateLimiter::new(),
+            limiter,
             enrich: EnrichService {
                 db: db.clone(),
                 enricher,

@@ -352,8 +352,9 @@ pub enum EnrichFailure {
     /// `internal_error`: an unexpected failure on our side. Nothing was charged.
     #[oai(status = 500)]
     InternalServerError(Json<ErrorBody>),
-    /// `upstream_unavailable`: every upstream provider failed. Nothing was charged;
-    /// retry after `Retry-After` seconds.
+    /// `upstream_unavailable`: every upstream provider failed; or `service_unavailable`:
+    /// leadlex's own store is unreachable. Nothing was charged; retry (with the same
+    /// `Idempotency-Key`) after `Retry-After` seconds.
     #[oai(status = 503)]
     ServiceUnavailable(
         Json<ErrorBody>,
@@ -388,7 +389,7 @@ impl From<ApiError> for EnrichFailure {
             ApiError::IdempotencyKeyReused => Self::UnprocessableEntity(body),
             ApiError::RateLimited { .. } => Self::TooManyRequests(body, retry),
             ApiError::Internal(_) => Self::InternalServerError(body),
-            ApiError::UpstreamUnavailable { .. } => Self::ServiceUnavailable(body, retry),
+            ApiError::UpstreamUnavailable { .. } | ApiError::ServiceUnavailable { .. } => Self::ServiceUnavailable(body, retry),
         }
     }
 }

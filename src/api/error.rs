@@ -49,6 +49,9 @@ pub enum ErrorCode {
     InternalError,
     /// 503: every upstream provider failed; nothing was charged, retry later.
     UpstreamUnavailable,
+    /// 503: leadlex's own database or cache store is unreachable; nothing was charged,
+    /// retry later.
+    ServiceUnavailable,
 }
 
 /// A problem with one field of the request.
@@ -110,6 +113,8 @@ pub enum ApiError {
     RateLimited { retry_after: Duration },
     #[error("every upstream provider is unavailable; nothing was charged, retry later")]
     UpstreamUnavailable { retry_after: Duration },
+    #[error("the service is temporarily unavailable; nothing was charged, retry later")]
+    ServiceUnavailable { retry_after: Duration },
     #[error("internal error; nothing was charged")]
     Internal(#[source] anyhow::Error),
 }
@@ -137,7 +142,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamUnavailable { .. } | Self::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -157,6 +162,7 @@ impl ApiError {
             Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::UpstreamUnavailable { .. } => ErrorCode::UpstreamUnavailable,
+            Self::ServiceUnavailable { .. } => ErrorCode::ServiceUnavailable,
             Self::Internal(_) => ErrorCode::InternalError,
         }
     }
@@ -181,6 +187,7 @@ impl ApiError {
             Self::IdempotencyKeyReused,
             Self::RateLimited { retry_after: secs(6) },
             Self::UpstreamUnavailable { retry_after: secs(5) },
+            Self::ServiceUnavailable { retry_after: secs(2) },
             Self::Internal(anyhow::anyhow!("example")),
         ]
     }
@@ -190,7 +197,8 @@ impl ApiError {
         match self {
             Self::IdempotencyKeyInUse { retry_after }
             | Self::RateLimited { retry_after }
-            | Self::UpstreamUnavailable { retry_after } => {
+            | Self::UpstreamUnavailable { retry_after }
+            | Self::ServiceUnavailable { retry_after } => {
                 Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).map(|s| s.max(1))
             }
             _ => None,
@@ -233,6 +241,18 @@ impl ApiError {
             StatusCode::UNAUTHORIZED => Self::InvalidKey,
             s if s.is_server_error() => Self::Internal(anyhow::anyhow!("{err}")),
             _ => explain_parse_error(&err.to_string()),
+        }
+    }
+}
+
+impl ApiError {
+    /// A database error: 503 when the database is unreachable, 500 otherwise.
+    pub fn from_db(err: sea_orm::DbErr, doing: &'static str) -> Self {
+        if crate::db::is_unavailable(&err) {
+            tracing::warn!(error = %err, "database unavailable while {doing}");
+            Self::ServiceUnavailable { retry_after: Duration::from_secs(2) }
+        } else {
+            Self::Internal(anyhow::Error::new(err).context(doing))
         }
     }
 }
@@ -296,7 +316,7 @@ impl From<AuthError> for ApiError {
         match err {
             AuthError::InvalidKey => Self::InvalidKey,
             AuthError::MissingPermission(p) => Self::InsufficientPermissions(p.as_str()),
-            AuthError::Database(e) => Self::Internal(anyhow::Error::new(e).context("authenticating")),
+            AuthError::Database(e) => Self::from_db(e, "authenticating"),
         }
     }
 }
@@ -309,6 +329,7 @@ impl From<EnrichError> for ApiError {
             EnrichError::IdempotencyKeyInUse { retry_after } => Self::IdempotencyKeyInUse { retry_after },
             EnrichError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
             EnrichError::UpstreamUnavailable { retry_after } => Self::UpstreamUnavailable { retry_after },
+            EnrichError::StoreUnavailable(e) => Self::from_db(e, "enriching"),
             EnrichError::Internal(e) => Self::Internal(e),
         }
     }

@@ -1,8 +1,15 @@
 //! `GET /healthz`: the process is alive and serving (touches no database).
+//! `GET /readyz`: the process can serve traffic: its database and, when configured, Redis
+//! answer. Neither needs a key or is rate limited.
 
+use std::sync::Arc;
+
+use poem::web::Data;
 use poem_openapi::{payload::Json, ApiResponse, Object, OpenApi};
 
-use super::ApiTags;
+use super::error::{ErrorBody, ErrorCode, ErrorDetail};
+use super::middleware::current_request_id;
+use super::{ApiTags, AppState};
 
 #[derive(Debug, Object)]
 #[oai(example)]
@@ -25,6 +32,41 @@ pub enum HealthResponse {
     Ok(Json<Health>),
 }
 
+/// The state of each dependency.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct Readiness {
+    /// Always `ready`.
+    pub status: String,
+    /// `ok`.
+    pub database: String,
+    /// `ok`, or `not_configured` when rate limits live in the process.
+    pub redis: String,
+}
+
+impl poem_openapi::types::Example for Readiness {
+    fn example() -> Self {
+        Self { status: "ready".into(), database: "ok".into(), redis: "ok".into() }
+    }
+}
+
+#[derive(ApiResponse)]
+#[oai(header(name = "X-Request-ID", ty = "String", description = "The request's id (echoed or generated)."))]
+pub enum ReadyResponse {
+    /// Ready to serve: the database (and Redis, when configured) answer.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// `service_unavailable`: a dependency does not answer; `message` says which. Take
+    /// this replica out of rotation and ask again after `Retry-After` seconds.
+    #[oai(status = 503)]
+    NotReady(
+        Json<ErrorBody>,
+        /// Seconds before asking again.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
+}
+
 pub struct HealthApi;
 
 #[OpenApi(tag = "ApiTags::Operations")]
@@ -36,5 +78,30 @@ impl HealthApi {
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> HealthResponse {
         HealthResponse::Ok(Json(Health { status: "ok".into() }))
+    }
+
+    /// Readiness probe
+    ///
+    /// Answers 200 when the database and, if configured, Redis answer; 503 otherwise.
+    /// Needs no key and is not rate limited.
+    #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
+    async fn readyz(&self, state: Data<&Arc<AppState>>) -> ReadyResponse {
+        let database = state.db.ping().await.is_ok();
+        let redis = state.limiter.ping().await;
+        if database && redis != Some(false) {
+            let redis = if redis.is_some() { "ok" } else { "not_configured" };
+            return ReadyResponse::Ready(Json(Readiness { status: "ready".into(), database: "ok".into(), redis: redis.into() }));
+        }
+        let failing: Vec<&str> = [(!database).then_some("database"), (redis == Some(false)).then_some("redis")]
+            .into_iter()
+            .flatten()
+            .collect();
+        let error = ErrorDetail {
+            code: ErrorCode::ServiceUnavailable,
+            message: format!("not ready: {} unreachable", failing.join(" and ")),
+            request_id: current_request_id(),
+            details: None,
+        };
+        ReadyResponse::NotReady(Json(ErrorBody { error }), 2)
     }
 }

@@ -17,12 +17,13 @@ use poem_openapi::{ContactObject, LicenseObject, OpenApiService, ServerObject, T
 
 use crate::auth::Authenticator;
 use crate::enrich::EnrichService;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::Limiter;
 
 /// Everything a handler may need.
 pub struct AppState {
+    pub db: sea_orm::DatabaseConnection,
     pub auth: Authenticator,
-    pub limiter: RateLimiter,
+    pub limiter: Limiter,
     pub enrich: EnrichService,
 }
 
@@ -31,7 +32,7 @@ pub struct AppState {
 pub enum ApiTags {
     /// Look up the person or organization behind an email address or domain.
     Enrichment,
-    /// Liveness of the service.
+    /// Liveness and readiness of the service, for load balancers and orchestrators.
     Operations,
 }
 

@@ -26,7 +26,7 @@ async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
     let state = req.data::<Arc<AppState>>().expect("AppState is attached to the routes");
     let now = crate::now_ms();
     let principal = state.auth.authenticate(&bearer.token, now).await.map_err(ApiError::from)?;
-    match state.limiter.check(&principal.workspace_id, principal.limits, now) {
+    match state.limiter.check(&principal.workspace_id, principal.limits, now).await {
         Decision::Allowed(status) => {
             record_caller(&principal, status);
             Ok(principal)

@@ -114,6 +114,10 @@ fn response_example(method: &str, path: &str, status: &str) -> Option<Value> {
     if (method, path) == ("get", "/healthz") {
         return Some(json!({"ok": {"value": {"status": "ok"}}}));
     }
+    if (method, path) == ("get", "/readyz") && status == 200 {
+        let value = <super::health::Readiness as poem_openapi::types::Example>::example().to_json();
+        return Some(json!({"ready": {"value": value}}));
+    }
     if status == 200 {
         let value = <super::enrich::EnrichResponse as poem_openapi::types::Example>::example().to_json();
         return Some(json!({"jane": {"summary": "The public docs' example", "value": value}}));
@@ -121,6 +125,7 @@ fn response_example(method: &str, path: &str, status: &str) -> Option<Value> {
     let examples: serde_json::Map<String, Value> = ApiError::examples()
         .into_iter()
         .filter(|e| e.status().as_u16() == status)
+        .filter(|e| path != "/readyz" || matches!(e, ApiError::ServiceUnavailable { .. }))
         .map(|e| {
             let body = e.envelope(EXAMPLE_REQUEST_ID.into());
             let code = body.error.code.to_json().and_then(|c| c.as_str().map(str::to_string)).unwrap_or_default();

@@ -125,6 +125,19 @@ impl Resp {
     }
 }
 
+/// Sends a request and checks the response against the committed spec; `Err` only when
+/// no HTTP response came back (connection refused or reset).
+pub async fn send(client: &reqwest::Client, builder: reqwest::RequestBuilder) -> Result<Resp, reqwest::Error> {
+    let req = builder.build().expect("request builds");
+    let (method, path) = (req.method().to_string(), req.url().path().to_string());
+    let resp = client.execute(req).await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await?.to_vec();
+    crate::spec_check::check(&method, &path, status, &headers, &bytes);
+    Ok(Resp { status, headers, bytes })
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
@@ -203,14 +216,7 @@ impl TestApp {
 
     /// Sends a request and checks the response against the committed spec.
     pub async fn request(&self, builder: reqwest::RequestBuilder) -> Resp {
-        let req = builder.build().expect("request builds");
-        let (method, path) = (req.method().to_string(), req.url().path().to_string());
-        let resp = self.client.execute(req).await.expect("request sent");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.expect("body read").to_vec();
-        crate::spec_check::check(&method, &path, status, &headers, &bytes);
-        Resp { status, headers, bytes }
+        send(&self.client, builder).await.expect("request sent")
     }
 
     pub fn post_enrich(&self, key: &str) -> reqwest::RequestBuilder {

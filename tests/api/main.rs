@@ -13,3 +13,4 @@ mod idempotency;
 mod keys;
 mod normalisation;
 mod ratelimit;
+mod replicas;

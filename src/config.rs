@@ -21,6 +21,7 @@ pub struct Settings {
     /// Upstream vendors in waterfall order. Empty: `serve` starts the built-in sandbox
     /// vendors on a free loopback port and uses them.
     pub vendors: Vec<VendorSettings>,
+    pub waterfall: WaterfallSettings,
     pub cache: CacheSettings,
     pub idempotency: IdempotencySettings,
     pub auth: AuthSettings,
@@ -42,6 +43,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             server: ServerSettings::default(),
             vendors: Vec::new(),
+            waterfall: WaterfallSettings::default(),
             cache: CacheSettings::default(),
             idempotency: IdempotencySettings::default(),
             auth: AuthSettings::default(),
@@ -120,11 +122,51 @@ fn default_vendor_timeout_ms() -> u64 {
 pub struct CacheSettings {
     /// How long a vendor's answer is served from the cache, in seconds.
     pub ttl_secs: u64,
+    /// Overrides `ttl_secs` for the `person` section (people change jobs more often than
+    /// companies change names).
+    pub person_ttl_secs: Option<u64>,
+    /// Overrides `ttl_secs` for the `company` section.
+    pub company_ttl_secs: Option<u64>,
+    /// Overrides `ttl_secs` for the `social` section.
+    pub social_ttl_secs: Option<u64>,
+    /// How long "no vendor knows this input" is remembered, in seconds (0: never), so
+    /// that repeated misses do not call the vendors again.
+    pub negative_ttl_secs: u64,
 }
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self { ttl_secs: 30 * 24 * 3600 }
+        Self {
+            ttl_secs: 30 * 24 * 3600,
+            person_ttl_secs: None,
+            company_ttl_secs: None,
+            social_ttl_secs: None,
+            negative_ttl_secs: 600,
+        }
+    }
+}
+
+/// How the vendor waterfall behaves.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct WaterfallSettings {
+    /// When the first vendor matched but left fields empty, ask the next vendors to fill
+    /// them (costs extra vendor calls, never extra credits).
+    pub fill_gaps: bool,
+    /// Extra attempts per vendor for failures that are safe to repeat (connection
+    /// refused, 5xx, 429 with a short `Retry-After`); never after a timeout.
+    pub max_retries: u32,
+    /// Base of the jittered backoff between attempts, in milliseconds.
+    pub retry_backoff_ms: u64,
+    /// Consecutive failures that open a vendor's circuit breaker.
+    pub breaker_failure_threshold: u32,
+    /// How long an open breaker skips the vendor before one probe, in seconds.
+    pub breaker_open_secs: u64,
+}
+
+impl Default for WaterfallSettings {
+    fn default() -> Self {
+        Self { fill_gaps: false, max_retries: 1, retry_backoff_ms: 100, breaker_failure_threshold: 5, breaker_open_secs: 30 }
     }
 }
 

@@ -73,9 +73,9 @@ pub struct Success {
 pub struct EnrichService {
     pub db: DatabaseConnection,
     pub enricher: Enricher,
-    pub cache_ttl: Duration,
     pub idempotency_lease: Duration,
     pub idempotency_ttl: Duration,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Method and path that idempotency fingerprints are made of.
@@ -137,16 +137,17 @@ impl EnrichService {
             _ => return Err(EnrichError::InsufficientCredits),
         }
 
-        let (matched, from_cache) = match self.enricher.lookup(&self.db, &query.input, crate::now_ms()).await? {
+        let lookup = self.enricher.lookup(&self.db, &query.input, &query.include, crate::now_ms()).await?;
+        let (matched, from_cache) = match lookup {
             LookupOutcome::Found { matched, from_cache } => (matched, from_cache),
             LookupOutcome::NoMatch => return Err(EnrichError::NoMatch),
             LookupOutcome::Unavailable { retry_after } => return Err(EnrichError::UpstreamUnavailable { retry_after }),
         };
-        let ttl_ms = self.cache_ttl.as_millis() as i64;
+        let policy = &self.enricher.cache;
         let Some(record) = matched.record.project(&query.include) else {
             // The vendor knew something, just not what was asked: keep it, charge nothing.
             if !from_cache {
-                cache::put(&self.db, &query.input, &matched, crate::now_ms(), ttl_ms).await?;
+                cache::put(&self.db, &query.input, &matched, policy, crate::now_ms()).await?;
             }
             return Err(EnrichError::NoMatch);
         };
@@ -163,7 +164,7 @@ impl EnrichService {
         let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
         let body = render(Answer { record: &record, source, confidence: matched.confidence, credits_remaining: balance_after });
         if !from_cache {
-            cache::put(&txn, &query.input, &matched, crate::now_ms(), ttl_ms).await?;
+            cache::put(&txn, &query.input, &matched, policy, crate::now_ms()).await?;
         }
         if let Some(claim) = claim {
             if !idempotency::complete(&txn, claim, 200, &body).await? {
@@ -172,6 +173,7 @@ impl EnrichService {
             }
         }
         txn.commit().await?;
+        self.metrics.credits_charged.inc();
         Ok(Success { body, replayed: false })
     }
 }

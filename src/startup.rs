@@ -15,7 +15,8 @@ use crate::api::{self, AppState};
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::enrich::EnrichService;
-use crate::enrichment::{cache, vendors::Vendor, Enricher};
+use crate::enrichment::{cache, cache::CachePolicy, vendors::Vendor, Enricher};
+use crate::metrics::Metrics;
 use crate::idempotency;
 use crate::ratelimit::{Limiter, RateLimiter, RedisLimiter};
 use crate::sandbox::Sandbox;
@@ -49,7 +50,14 @@ impl Application {
             .context("building the HTTP client")?;
         let vendors: Vec<Vendor> = vendor_settings.iter().map(|v| Vendor::from_settings(v, http.clone())).collect();
         let deadline = Duration::from_millis(settings.server.request_deadline_ms);
-        let enricher = Enricher::new(vendors, deadline);
+        let metrics = Arc::new(Metrics::new());
+        let enricher = Enricher::new(
+            vendors,
+            deadline,
+            settings.waterfall.clone(),
+            CachePolicy::from_settings(&settings.cache),
+            metrics.clone(),
+        );
         tracing::info!(vendors = ?enricher.vendor_names(), "vendor waterfall");
 
         let limiter = match &settings.redis.url {
@@ -67,10 +75,11 @@ impl Application {
                 settings.auth.negative_cache_capacity,
             ),
             limiter,
+            metrics: metrics.clone(),
             enrich: EnrichService {
                 db: db.clone(),
                 enricher,
-                cache_ttl: Duration::from_secs(settings.cache.ttl_secs),
+                metrics,
                 idempotency_lease: deadline + Duration::from_millis(settings.idempotency.lease_margin_ms),
                 idempotency_ttl: Duration::from_secs(settings.idempotency.ttl_secs),
             },

@@ -1,6 +1,7 @@
 //! `GET /healthz`: the process is alive and serving (touches no database).
 //! `GET /readyz`: the process can serve traffic: its database and, when configured, Redis
-//! answer. Neither needs a key or is rate limited.
+//! answer. `GET /metrics`: Prometheus metrics (OpenMetrics text). None needs a key or is
+//! rate limited; expose `/metrics` on an internal network only.
 
 use std::sync::Arc;
 
@@ -67,6 +68,35 @@ pub enum ReadyResponse {
     ),
 }
 
+/// The OpenMetrics text exposition format.
+pub struct OpenMetricsText(pub String);
+
+impl poem_openapi::payload::Payload for OpenMetricsText {
+    const CONTENT_TYPE: &'static str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        <String as poem_openapi::types::Type>::schema_ref()
+    }
+}
+
+impl poem::IntoResponse for OpenMetricsText {
+    fn into_response(self) -> poem::Response {
+        poem::Response::builder()
+            .content_type(<Self as poem_openapi::payload::Payload>::CONTENT_TYPE)
+            .body(self.0)
+    }
+}
+
+#[derive(ApiResponse)]
+#[oai(header(name = "X-Request-ID", ty = "String", description = "The request's id (echoed or generated)."))]
+pub enum MetricsResponse {
+    /// Every metric: requests by operation and status, latency histograms, vendor calls
+    /// by outcome and latency, circuit-breaker states, cache hits and misses, coalesced
+    /// lookups, credits charged.
+    #[oai(status = 200)]
+    Ok(OpenMetricsText),
+}
+
 pub struct HealthApi;
 
 #[OpenApi(tag = "ApiTags::Operations")]
@@ -78,6 +108,15 @@ impl HealthApi {
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> HealthResponse {
         HealthResponse::Ok(Json(Health { status: "ok".into() }))
+    }
+
+    /// Prometheus metrics
+    ///
+    /// The service's metrics in the OpenMetrics text format, for a Prometheus scraper.
+    /// Labels never carry keys, workspaces or inputs.
+    #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
+    async fn metrics(&self, state: Data<&Arc<AppState>>) -> MetricsResponse {
+        MetricsResponse::Ok(OpenMetricsText(state.metrics.render()))
     }
 
     /// Readiness probe

@@ -40,8 +40,10 @@ pub fn current_request_id() -> String {
     SCOPE.try_with(|s| s.request_id.clone()).unwrap_or_else(|_| "unknown".to_string())
 }
 
-/// Records the authenticated caller and the rate-limit state for the response headers.
+/// Records the authenticated caller and the rate-limit state for the response headers;
+/// from here on every log line of the request names the key's display prefix.
 pub fn record_caller(principal: &Principal, rate_limit: RateLimitStatus) {
+    tracing::Span::current().record("key", principal.key_prefix.as_str());
     let _ = SCOPE.try_with(|s| {
         *s.principal.lock().expect("not poisoned") = Some(principal.clone());
         *s.rate_limit.lock().expect("not poisoned") = Some(rate_limit);
@@ -83,7 +85,12 @@ async fn limit_body(req: &mut Request, limit: usize) -> Result<(), ApiError> {
 }
 
 /// The middleware itself, for `EndpointExt::around`: `max_body_bytes` bounds every body.
-pub async fn request_scope<E: Endpoint>(next: Arc<E>, mut req: Request, max_body_bytes: usize) -> poem::Result<Response> {
+pub async fn request_scope<E: Endpoint>(
+    next: Arc<E>,
+    mut req: Request,
+    max_body_bytes: usize,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> poem::Result<Response> {
     let request_id = req
         .headers()
         .get(REQUEST_ID)
@@ -99,7 +106,7 @@ pub async fn request_scope<E: Endpoint>(next: Arc<E>, mut req: Request, max_body
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = Instant::now();
-    let span = tracing::info_span!("request", request_id = %request_id);
+    let span = tracing::info_span!("request", request_id = %request_id, key = tracing::field::Empty);
 
     let mut resp = SCOPE
         .scope(scope.clone(), async move {
@@ -130,13 +137,18 @@ pub async fn request_scope<E: Endpoint>(next: Arc<E>, mut req: Request, max_body
         headers.insert(HeaderName::from_static(RATE_LIMIT_REMAINING), rl.remaining.into());
         headers.insert(HeaderName::from_static(RATE_LIMIT_RESET), rl.reset_epoch_secs.into());
     }
-    let key = scope.principal.lock().expect("not poisoned").as_ref().map(|p| p.key_prefix.clone());
+    let status = resp.status().as_u16();
+    let operation = super::spec::operation_id(method.as_str(), &path).unwrap_or("other").to_string();
+    metrics.requests.get_or_create(&crate::metrics::RequestLabels { operation: operation.clone(), status }).inc();
+    metrics
+        .request_seconds
+        .get_or_create(&crate::metrics::OperationLabels { operation })
+        .observe(started.elapsed().as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             method = %method,
             path = %path,
-            status = resp.status().as_u16(),
-            key = key.as_deref().unwrap_or("-"),
+            status,
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "served"
         )

@@ -25,6 +25,7 @@ pub struct AppState {
     pub auth: Authenticator,
     pub limiter: Limiter,
     pub enrich: EnrichService,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// The tags of the API; every operation has exactly one.
@@ -49,11 +50,12 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
 
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> impl Endpoint {
+    let metrics = state.metrics.clone();
     Route::new()
         .nest("/", openapi_service())
         .at("/openapi.json", poem::get(spec::openapi_json))
         .at("/openapi.yaml", poem::get(spec::openapi_yaml))
         .nest("/docs", docs::swagger_ui())
         .data(state)
-        .around(move |ep, req| middleware::request_scope(ep, req, max_body_bytes))
+        .around(move |ep, req| middleware::request_scope(ep, req, max_body_bytes, metrics.clone()))
 }

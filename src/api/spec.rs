@@ -114,6 +114,10 @@ fn response_example(method: &str, path: &str, status: &str) -> Option<Value> {
     if (method, path) == ("get", "/healthz") {
         return Some(json!({"ok": {"value": {"status": "ok"}}}));
     }
+    if (method, path) == ("get", "/metrics") {
+        let text = "# HELP leadlex_credits_charged Credits charged for successful lookups.\n# TYPE leadlex_credits_charged counter\nleadlex_credits_charged_total 42\n# EOF\n";
+        return Some(json!({"sample": {"value": text}}));
+    }
     if (method, path) == ("get", "/readyz") && status == 200 {
         let value = <super::health::Readiness as poem_openapi::types::Example>::example().to_json();
         return Some(json!({"ready": {"value": value}}));
@@ -144,6 +148,22 @@ pub fn openapi_value() -> Value {
     add_examples(&mut spec);
     declare_public_operations(&mut spec);
     spec
+}
+
+/// The operationId of a method and path, for metric labels (`None`: not an operation).
+pub fn operation_id(method: &str, path: &str) -> Option<&'static str> {
+    static OPS: OnceLock<Vec<(String, String, String)>> = OnceLock::new();
+    let table = OPS.get_or_init(|| {
+        let spec = openapi_value();
+        let mut ops = Vec::new();
+        for (p, item) in spec["paths"].as_object().into_iter().flatten() {
+            for (m, op) in item.as_object().into_iter().flatten() {
+                ops.push((m.to_uppercase(), p.clone(), op["operationId"].as_str().unwrap_or_default().to_string()));
+            }
+        }
+        ops
+    });
+    table.iter().find(|(m, p, _)| m == method && p == path).map(|(_, _, id)| id.as_str())
 }
 
 /// The methods a path answers, for the `Allow` header of a 405 (read off the spec).

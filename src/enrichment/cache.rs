@@ -1,5 +1,10 @@
 //! The enrichment cache, keyed by the normalised input ([`LookupInput::cache_key`]).
-//! An entry is served until its `expires_at`; expired entries are ignored and purged.
+//!
+//! A match is served while every section the caller asks for is younger than its TTL
+//! (configurable per section); a remembered no-match is served until its short TTL runs
+//! out. Expired entries are ignored and purged in the background.
+
+use std::{collections::BTreeSet, time::Duration};
 
 use sea_orm::{
     sea_query::OnConflict, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
@@ -7,44 +12,95 @@ use sea_orm::{
 
 use entity::cache_entry;
 
-use super::input::LookupInput;
+use super::input::{LookupInput, Section};
 use super::record::{EnrichmentRecord, Matched};
 use super::vendors::VendorName;
+use crate::config::CacheSettings;
 
-/// The cached answer for `input`, if fresh at `now_ms`.
-pub async fn get(db: &impl ConnectionTrait, input: &LookupInput, now_ms: i64) -> Result<Option<Matched>, DbErr> {
+const MATCH: &str = "match";
+const NO_MATCH: &str = "no_match";
+
+/// How long each kind of entry is served.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    pub person: Duration,
+    pub company: Duration,
+    pub social: Duration,
+    pub negative: Duration,
+}
+
+impl CachePolicy {
+    pub fn from_settings(s: &CacheSettings) -> Self {
+        let or_default = |v: Option<u64>| Duration::from_secs(v.unwrap_or(s.ttl_secs));
+        Self {
+            person: or_default(s.person_ttl_secs),
+            company: or_default(s.company_ttl_secs),
+            social: or_default(s.social_ttl_secs),
+            negative: Duration::from_secs(s.negative_ttl_secs),
+        }
+    }
+
+    fn ttl(&self, section: Section) -> Duration {
+        match section {
+            Section::Person => self.person,
+            Section::Company => self.company,
+            Section::Social => self.social,
+        }
+    }
+
+    fn longest(&self) -> Duration {
+        self.person.max(self.company).max(self.social)
+    }
+}
+
+/// What the cache knows about an input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cached {
+    Match(Matched),
+    NoMatch,
+    Miss,
+}
+
+fn present(record: &EnrichmentRecord) -> impl Iterator<Item = Section> + '_ {
+    Section::ALL.into_iter().filter(|s| match s {
+        Section::Person => record.person.is_some(),
+        Section::Company => record.company.is_some(),
+        Section::Social => record.social.is_some(),
+    })
+}
+
+/// The cached answer for `input`, if every section asked for is still fresh at `now_ms`.
+pub async fn get(
+    db: &impl ConnectionTrait,
+    input: &LookupInput,
+    include: &BTreeSet<Section>,
+    policy: &CachePolicy,
+    now_ms: i64,
+) -> Result<Cached, DbErr> {
     let Some(row) = cache_entry::Entity::find_by_id(input.cache_key()).one(db).await? else {
-        return Ok(None);
+        return Ok(Cached::Miss);
     };
     if row.expires_at <= now_ms {
-        return Ok(None);
+        return Ok(Cached::Miss);
+    }
+    if row.outcome == NO_MATCH {
+        return Ok(Cached::NoMatch);
     }
     let (Ok(record), Some(vendor)) = (
         serde_json::from_str::<EnrichmentRecord>(&row.record),
         VendorName::parse(&row.vendor),
     ) else {
         tracing::warn!(cache_key = %row.cache_key, "unreadable cache entry ignored");
-        return Ok(None);
+        return Ok(Cached::Miss);
     };
-    Ok(Some(Matched { record, vendor, confidence: row.confidence }))
+    let age = Duration::from_millis((now_ms - row.fetched_at).max(0) as u64);
+    if present(&record).any(|s| include.contains(&s) && age >= policy.ttl(s)) {
+        return Ok(Cached::Miss);
+    }
+    Ok(Cached::Match(Matched { record, vendor, confidence: row.confidence }))
 }
 
-/// Stores (or replaces) the answer for `input`.
-pub async fn put(
-    db: &impl ConnectionTrait,
-    input: &LookupInput,
-    matched: &Matched,
-    now_ms: i64,
-    ttl_ms: i64,
-) -> Result<(), DbErr> {
-    let row = cache_entry::ActiveModel {
-        cache_key: Set(input.cache_key()),
-        record: Set(serde_json::to_string(&matched.record).expect("record serialises")),
-        vendor: Set(matched.vendor.as_str().to_string()),
-        confidence: Set(matched.confidence),
-        fetched_at: Set(now_ms),
-        expires_at: Set(now_ms.saturating_add(ttl_ms)),
-    };
+async fn upsert(db: &impl ConnectionTrait, row: cache_entry::ActiveModel) -> Result<(), DbErr> {
     cache_entry::Entity::insert(row)
         .on_conflict(
             OnConflict::column(cache_entry::Column::CacheKey)
@@ -54,12 +110,61 @@ pub async fn put(
                     cache_entry::Column::Confidence,
                     cache_entry::Column::FetchedAt,
                     cache_entry::Column::ExpiresAt,
+                    cache_entry::Column::Outcome,
                 ])
                 .to_owned(),
         )
         .exec_without_returning(db)
         .await?;
     Ok(())
+}
+
+/// Stores (or replaces) the answer for `input`.
+pub async fn put(
+    db: &impl ConnectionTrait,
+    input: &LookupInput,
+    matched: &Matched,
+    policy: &CachePolicy,
+    now_ms: i64,
+) -> Result<(), DbErr> {
+    upsert(
+        db,
+        cache_entry::ActiveModel {
+            cache_key: Set(input.cache_key()),
+            record: Set(serde_json::to_string(&matched.record).expect("record serialises")),
+            vendor: Set(matched.vendor.as_str().to_string()),
+            confidence: Set(matched.confidence),
+            fetched_at: Set(now_ms),
+            expires_at: Set(now_ms.saturating_add(policy.longest().as_millis() as i64)),
+            outcome: Set(MATCH.to_string()),
+        },
+    )
+    .await
+}
+
+/// Remembers that no vendor knows `input` (for the policy's negative TTL).
+pub async fn put_no_match(
+    db: &impl ConnectionTrait,
+    input: &LookupInput,
+    policy: &CachePolicy,
+    now_ms: i64,
+) -> Result<(), DbErr> {
+    if policy.negative.is_zero() {
+        return Ok(());
+    }
+    upsert(
+        db,
+        cache_entry::ActiveModel {
+            cache_key: Set(input.cache_key()),
+            record: Set("null".to_string()),
+            vendor: Set(String::new()),
+            confidence: Set(0.0),
+            fetched_at: Set(now_ms),
+            expires_at: Set(now_ms.saturating_add(policy.negative.as_millis() as i64)),
+            outcome: Set(NO_MATCH.to_string()),
+        },
+    )
+    .await
 }
 
 /// Deletes expired entries; returns how many.

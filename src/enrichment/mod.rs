@@ -1,22 +1,40 @@
 //! Finding out who is behind an input: the cache first, then the vendors in waterfall
 //! order until one matches. Knows nothing of HTTP callers, keys or credits.
 //!
-//! Outcomes: a match (from the cache or a vendor), no match (every vendor answered and
-//! none matched, or some failed and the rest said no), or unavailable (every vendor
+//! Outcomes: a match (from the cache or the vendors), no match (every vendor answered
+//! and none matched, or some failed and the rest said no), or unavailable (every vendor
 //! failed: the data may exist, so the caller should retry).
+//!
+//! Resilience: each vendor has its own timeout and circuit breaker, the whole waterfall
+//! one deadline; failures that are safe to repeat are retried with jittered backoff.
+//! Concurrent lookups of the same input share one waterfall (coalescing). No-matches are
+//! remembered for a short TTL. With `fill_gaps`, later vendors fill what the first match
+//! left empty, and the confidence reflects whether they agree.
 
+pub mod breaker;
 pub mod cache;
 pub mod input;
 pub mod record;
 pub mod vendors;
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
+use rand::Rng;
 use sea_orm::{DatabaseConnection, DbErr};
+use tokio::{sync::OnceCell, time::Instant};
 
-use input::LookupInput;
-use record::Matched;
-use vendors::{Vendor, VendorAnswer};
+use breaker::{CircuitBreaker, Permit};
+use cache::{CachePolicy, Cached};
+use input::{LookupInput, Section};
+use record::{merged_confidence, Matched};
+use vendors::{Vendor, VendorAnswer, VendorError};
+
+use crate::config::WaterfallSettings;
+use crate::metrics::{Metrics, VendorLabels, VendorOutcomeLabels};
 
 /// The result of a lookup.
 #[derive(Debug, Clone)]
@@ -27,66 +45,206 @@ pub enum LookupOutcome {
     Unavailable { retry_after: Duration },
 }
 
+struct Slot {
+    vendor: Vendor,
+    breaker: CircuitBreaker,
+}
+
 /// The waterfall of configured vendors, behind the cache.
-#[derive(Debug, Clone)]
 pub struct Enricher {
-    vendors: Vec<Vendor>,
+    slots: Vec<Slot>,
     deadline: Duration,
+    policy: WaterfallSettings,
+    pub cache: CachePolicy,
+    inflight: Mutex<HashMap<String, Arc<OnceCell<LookupOutcome>>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Enricher {
-    pub fn new(vendors: Vec<Vendor>, deadline: Duration) -> Self {
-        Self { vendors, deadline }
+    pub fn new(
+        vendors: Vec<Vendor>,
+        deadline: Duration,
+        policy: WaterfallSettings,
+        cache: CachePolicy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let open_for = Duration::from_secs(policy.breaker_open_secs);
+        let slots = vendors
+            .into_iter()
+            .map(|vendor| Slot { vendor, breaker: CircuitBreaker::new(policy.breaker_failure_threshold, open_for) })
+            .collect();
+        Self { slots, deadline, policy, cache, inflight: Mutex::new(HashMap::new()), metrics }
     }
 
     pub fn vendor_names(&self) -> Vec<&'static str> {
-        self.vendors.iter().map(|v| v.name().as_str()).collect()
+        self.slots.iter().map(|s| s.vendor.name().as_str()).collect()
     }
 
     pub async fn lookup(
         &self,
         db: &DatabaseConnection,
         input: &LookupInput,
+        include: &BTreeSet<Section>,
         now_ms: i64,
     ) -> Result<LookupOutcome, DbErr> {
-        if let Some(matched) = cache::get(db, input, now_ms).await? {
-            return Ok(LookupOutcome::Found { matched, from_cache: true });
+        match cache::get(db, input, include, &self.cache, now_ms).await? {
+            Cached::Match(matched) => {
+                self.metrics.cache("hit");
+                return Ok(LookupOutcome::Found { matched, from_cache: true });
+            }
+            Cached::NoMatch => {
+                self.metrics.cache("negative_hit");
+                return Ok(LookupOutcome::NoMatch);
+            }
+            Cached::Miss => self.metrics.cache("miss"),
         }
-        Ok(self.ask_vendors(input).await)
+        let outcome = self.coalesced(input).await;
+        if matches!(outcome, LookupOutcome::NoMatch) {
+            cache::put_no_match(db, input, &self.cache, crate::now_ms()).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// One waterfall per input at a time: concurrent callers share its outcome.
+    async fn coalesced(&self, input: &LookupInput) -> LookupOutcome {
+        let key = input.cache_key();
+        let (cell, leader) = {
+            let mut inflight = self.inflight.lock().expect("not poisoned");
+            match inflight.get(&key) {
+                Some(cell) => (cell.clone(), false),
+                None => {
+                    let cell = Arc::new(OnceCell::new());
+                    inflight.insert(key.clone(), cell.clone());
+                    (cell, true)
+                }
+            }
+        };
+        // The leader clears the entry when it is done, or dropped (its caller went away).
+        let _guard = leader.then(|| InflightGuard { map: &self.inflight, key, cell: cell.clone() });
+        if !leader {
+            self.metrics.coalesced_lookups.inc();
+        }
+        cell.get_or_init(|| self.ask_vendors(input)).await.clone()
     }
 
     /// Asks each vendor in order, within one overall deadline.
     async fn ask_vendors(&self, input: &LookupInput) -> LookupOutcome {
-        let started = tokio::time::Instant::now();
-        let mut failures = 0usize;
+        let started = Instant::now();
+        let (mut failures, mut asked) = (0usize, 0usize);
         let mut retry_after = Duration::from_secs(1);
-        for vendor in &self.vendors {
-            let left = self.deadline.saturating_sub(started.elapsed());
-            let answer = match tokio::time::timeout(left, vendor.lookup(input)).await {
-                Ok(answer) => answer,
-                Err(_) => Err(vendors::VendorError::Timeout),
-            };
-            match answer {
-                Ok(VendorAnswer::Match { record, confidence }) => {
-                    let matched = Matched { record, vendor: vendor.name(), confidence: confidence.clamp(0.0, 1.0) };
-                    return LookupOutcome::Found { matched, from_cache: false };
+        let mut found: Option<Matched> = None;
+        for slot in &self.slots {
+            if let Some(m) = &found {
+                if !self.policy.fill_gaps || !m.record.has_gaps(input.has_email()) {
+                    break;
                 }
-                Ok(VendorAnswer::NoMatch) => {
-                    tracing::debug!(vendor = vendor.name().as_str(), "no match");
-                }
+            }
+            asked += 1;
+            match self.call(slot, input, started).await {
+                Ok(VendorAnswer::Match { record, confidence }) => match &mut found {
+                    None => found = Some(Matched { record, vendor: slot.vendor.name(), confidence: confidence.clamp(0.0, 1.0) }),
+                    Some(m) => {
+                        let agreement = m.record.fill_from(&record);
+                        m.confidence = merged_confidence(m.confidence, confidence, agreement);
+                    }
+                },
+                Ok(VendorAnswer::NoMatch) => {}
                 Err(err) => {
                     failures += 1;
                     if let Some(after) = err.retry_after() {
                         retry_after = retry_after.max(after);
                     }
-                    tracing::warn!(vendor = vendor.name().as_str(), error = %err, "vendor failed");
                 }
             }
         }
-        if failures > 0 && failures == self.vendors.len() {
-            LookupOutcome::Unavailable { retry_after: retry_after.min(Duration::from_secs(60)) }
-        } else {
-            LookupOutcome::NoMatch
+        match found {
+            Some(matched) => LookupOutcome::Found { matched, from_cache: false },
+            None if failures > 0 && failures == asked => {
+                LookupOutcome::Unavailable { retry_after: retry_after.min(Duration::from_secs(60)) }
+            }
+            None => LookupOutcome::NoMatch,
         }
+    }
+
+    /// One vendor, through its breaker, with bounded retries inside the deadline.
+    async fn call(&self, slot: &Slot, input: &LookupInput, started: Instant) -> Result<VendorAnswer, VendorError> {
+        let name = slot.vendor.name().as_str();
+        let labels = VendorLabels { vendor: name.to_string() };
+        let permit = slot.breaker.acquire();
+        self.metrics.breaker_state.get_or_create(&labels).set(slot.breaker.state_code());
+        if permit == Permit::Rejected {
+            self.count(name, "breaker_open");
+            return Err(VendorError::BreakerOpen);
+        }
+        let mut attempt = 0;
+        let result = loop {
+            let left = self.deadline.saturating_sub(started.elapsed());
+            let t0 = Instant::now();
+            let result = match tokio::time::timeout(left, slot.vendor.lookup(input)).await {
+                Ok(result) => result,
+                Err(_) => Err(VendorError::Timeout),
+            };
+            self.metrics.vendor_seconds.get_or_create(&labels).observe(t0.elapsed().as_secs_f64());
+            self.count(name, outcome_label(&result));
+            let Err(err) = &result else { break result };
+            tracing::warn!(vendor = name, attempt, error = %err, "vendor failed");
+            let backoff = self.backoff(attempt, err);
+            match backoff {
+                Some(wait) if attempt < self.policy.max_retries && started.elapsed() + wait < self.deadline => {
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                _ => break result,
+            }
+        };
+        slot.breaker.record(result.is_ok());
+        self.metrics.breaker_state.get_or_create(&labels).set(slot.breaker.state_code());
+        result
+    }
+
+    /// How long to wait before repeating a failed call, or `None` when repeating is not
+    /// safe (a timeout may have been served and billed) or not useful.
+    fn backoff(&self, attempt: u32, err: &VendorError) -> Option<Duration> {
+        if !err.is_safe_to_retry() {
+            return None;
+        }
+        let base = self.policy.retry_backoff_ms.max(1) << attempt.min(6);
+        let jittered = rand::thread_rng().gen_range(base / 2..=base + base / 2);
+        let wait = Duration::from_millis(jittered);
+        match err.retry_after() {
+            Some(after) if after > Duration::from_secs(2) => None,
+            Some(after) => Some(after.max(wait)),
+            None => Some(wait),
+        }
+    }
+
+    fn count(&self, vendor: &str, outcome: &str) {
+        self.metrics
+            .vendor_calls
+            .get_or_create(&VendorOutcomeLabels { vendor: vendor.to_string(), outcome: outcome.to_string() })
+            .inc();
+    }
+}
+
+struct InflightGuard<'a> {
+    map: &'a Mutex<HashMap<String, Arc<OnceCell<LookupOutcome>>>>,
+    key: String,
+    cell: Arc<OnceCell<LookupOutcome>>,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().expect("not poisoned");
+        if map.get(&self.key).is_some_and(|c| Arc::ptr_eq(c, &self.cell)) {
+            map.remove(&self.key);
+        }
+    }
+}
+
+fn outcome_label(result: &Result<VendorAnswer, VendorError>) -> &'static str {
+    match result {
+        Ok(VendorAnswer::Match { .. }) => "match",
+        Ok(VendorAnswer::NoMatch) => "no_match",
+        Err(e) => e.kind(),
     }
 }

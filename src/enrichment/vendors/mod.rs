@@ -70,6 +70,8 @@ pub enum VendorError {
     Status(u16),
     #[error("vendor answered a body we cannot read: {0}")]
     Malformed(String),
+    #[error("circuit breaker open: vendor skipped")]
+    BreakerOpen,
 }
 
 impl VendorError {
@@ -82,6 +84,32 @@ impl VendorError {
             Self::Malformed(err.to_string())
         } else {
             Self::Transport(err)
+        }
+    }
+
+    /// Whether repeating the call cannot cost or change anything upstream: the request
+    /// never arrived (connection refused), or the vendor refused it without serving it
+    /// (5xx, 429). Never after a timeout: the vendor may have served and billed it.
+    pub fn is_safe_to_retry(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::RateLimited { .. } => true,
+            Self::Status(s) => *s >= 500,
+            _ => false,
+        }
+    }
+
+    /// The metric label of this failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect(_) => "connect",
+            Self::Transport(_) => "transport",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Queued => "queued",
+            Self::Refused(_) => "refused",
+            Self::Status(_) => "status",
+            Self::Malformed(_) => "malformed",
+            Self::BreakerOpen => "breaker_open",
         }
     }
 

@@ -1,0 +1,114 @@
+//! Prometheus metrics (OpenMetrics text at `GET /metrics`): requests by operation and
+//! status, latency histograms, per-vendor calls/latency/outcome/breaker state, cache
+//! hits and misses, coalesced lookups, credits charged. Labels never carry keys,
+//! workspaces or inputs, so cardinality stays fixed.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub operation: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VendorLabels {
+    pub vendor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VendorOutcomeLabels {
+    pub vendor: String,
+    /// `match`, `no_match`, `timeout`, `connect`, `status`, `rate_limited`, `queued`,
+    /// `malformed`, `refused`, `breaker_open`, `transport`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `hit`, `negative_hit` or `miss`.
+    pub result: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Histograms<OperationLabels>,
+    pub vendor_calls: Family<VendorOutcomeLabels, Counter>,
+    pub vendor_seconds: Histograms<VendorLabels>,
+    /// 0 closed, 1 half-open, 2 open.
+    pub breaker_state: Family<VendorLabels, Gauge>,
+    pub cache_lookups: Family<CacheLabels, Counter>,
+    pub coalesced_lookups: Counter,
+    pub credits_charged: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("leadlex");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by operation and status", requests.clone());
+        let request_seconds: Histograms<OperationLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register("http_request_duration_seconds", "HTTP request latency by operation", request_seconds.clone());
+        let vendor_calls = Family::<VendorOutcomeLabels, Counter>::default();
+        registry.register("vendor_calls", "Upstream vendor calls by vendor and outcome", vendor_calls.clone());
+        let vendor_seconds: Histograms<VendorLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register("vendor_call_duration_seconds", "Upstream vendor call latency", vendor_seconds.clone());
+        let breaker_state = Family::<VendorLabels, Gauge>::default();
+        registry.register("vendor_breaker_state", "Circuit breaker per vendor: 0 closed, 1 half-open, 2 open", breaker_state.clone());
+        let cache_lookups = Family::<CacheLabels, Counter>::default();
+        registry.register("cache_lookups", "Enrichment cache lookups by result", cache_lookups.clone());
+        let coalesced_lookups = Counter::default();
+        registry.register("coalesced_lookups", "Lookups that joined an identical one already asking the vendors", coalesced_lookups.clone());
+        let credits_charged = Counter::default();
+        registry.register("credits_charged", "Credits charged for successful lookups", credits_charged.clone());
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            vendor_calls,
+            vendor_seconds,
+            breaker_state,
+            cache_lookups,
+            coalesced_lookups,
+            credits_charged,
+        }
+    }
+
+    pub fn cache(&self, result: &str) {
+        self.cache_lookups.get_or_create(&CacheLabels { result: result.into() }).inc();
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}

@@ -1,4 +1,4 @@
-//! Prometheus metrics (OpenMetrics text at `GET /metrics`): requests by operation and
+//! Prometheus metrics (text format at `GET /metrics`): requests by operation and
 //! status, latency histograms, per-vendor calls/latency/outcome/breaker state, cache
 //! hits and misses, coalesced lookups, credits charged. Labels never carry keys,
 //! workspaces or inputs, so cardinality stays fixed.

@@ -68,11 +68,12 @@ pub enum ReadyResponse {
     ),
 }
 
-/// The OpenMetrics text exposition format.
+/// Metrics as text that Prometheus scrapes (`text/plain; version=0.0.4`, which generated
+/// clients understand; the body is OpenMetrics-compatible text).
 pub struct OpenMetricsText(pub String);
 
 impl poem_openapi::payload::Payload for OpenMetricsText {
-    const CONTENT_TYPE: &'static str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
 
     fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
         <String as poem_openapi::types::Type>::schema_ref()
@@ -112,7 +113,7 @@ impl HealthApi {
 
     /// Prometheus metrics
     ///
-    /// The service's metrics in the OpenMetrics text format, for a Prometheus scraper.
+    /// The service's metrics in the Prometheus text format, for a Prometheus scraper.
     /// Labels never carry keys, workspaces or inputs.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self, state: Data<&Arc<AppState>>) -> MetricsResponse {

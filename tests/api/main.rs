@@ -11,6 +11,8 @@ mod enrich;
 mod errors;
 mod idempotency;
 mod keys;
+mod logs;
 mod normalisation;
 mod ratelimit;
 mod replicas;
+mod vendors;

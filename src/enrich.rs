@@ -6,7 +6,8 @@
 //! 7. a cheap balance read: 402 before any vendor is asked;
 //! 8. lookup: cache, then the vendor waterfall; 404 when nothing asked for was found;
 //! 9. settle in ONE transaction: conditional debit, ledger row, cache write, idempotency
-//!    record completed with the exact response bytes;
+//!    record completed with the exact response bytes (batched with concurrent requests'
+//!    settlements by the [`Settler`]: group commit, the response waits for its commit);
 //! 10. any failure before step 9 commits leaves no charge and releases the claim.
 //!
 //! Invariants: a 200 costs exactly one credit, whether from a vendor or the cache; every
@@ -14,10 +15,11 @@
 
 use std::time::Duration;
 
-use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::auth::Principal;
-use crate::credits::{self, CreditsError};
+use crate::credits;
+use crate::settler::{Job, Render, SettleError, Settler};
 use crate::enrichment::input::EnrichQuery;
 use crate::enrichment::record::{EnrichmentRecord, Source};
 use crate::enrichment::{cache, Enricher, LookupOutcome};
@@ -72,6 +74,7 @@ pub struct Success {
 
 pub struct EnrichService {
     pub db: DatabaseConnection,
+    pub settler: Settler,
     pub enricher: Enricher,
     pub idempotency_lease: Duration,
     pub idempotency_ttl: Duration,
@@ -88,7 +91,7 @@ impl EnrichService {
         request_id: &str,
         query: &EnrichQuery,
         idempotency_key: Option<&str>,
-        render: impl FnOnce(Answer<'_>) -> Vec<u8>,
+        render: fn(Answer<'_>) -> Vec<u8>,
     ) -> Result<Success, EnrichError> {
         let now = crate::now_ms();
         let claim = match idempotency_key {
@@ -129,7 +132,7 @@ impl EnrichService {
         request_id: &str,
         query: &EnrichQuery,
         claim: Option<&ClaimToken>,
-        render: impl FnOnce(Answer<'_>) -> Vec<u8>,
+        render: fn(Answer<'_>) -> Vec<u8>,
     ) -> Result<Success, EnrichError> {
         let ws = &principal.workspace_id;
         match credits::balance(&self.db, ws).await? {
@@ -152,27 +155,28 @@ impl EnrichService {
             return Err(EnrichError::NoMatch);
         };
 
-        let txn = self.db.begin().await?;
-        let balance_after = match credits::debit_one(&txn, ws, &principal.key_id, request_id).await {
-            Ok(balance) => balance,
-            Err(CreditsError::Insufficient) => {
-                txn.rollback().await?;
-                return Err(EnrichError::InsufficientCredits);
+        let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
+        let confidence = matched.confidence;
+        let render: Render = Box::new(move |credits_remaining| {
+            render(Answer { record: &record, source, confidence, credits_remaining })
+        });
+        let job = Job {
+            workspace_id: ws.clone(),
+            api_key_id: principal.key_id.clone(),
+            request_id: request_id.to_string(),
+            cache_write: (!from_cache).then(|| (query.input.clone(), matched)),
+            claim: claim.cloned(),
+            render,
+        };
+        let body = match self.settler.settle(job).await {
+            Ok(body) => body,
+            Err(SettleError::Insufficient) => return Err(EnrichError::InsufficientCredits),
+            Err(SettleError::ClaimLost) => return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) }),
+            Err(SettleError::Database(err)) if crate::db::is_unavailable(&err) => {
+                return Err(EnrichError::StoreUnavailable(DbErr::Custom(err.to_string())))
             }
             Err(err) => return Err(anyhow::Error::new(err).into()),
         };
-        let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
-        let body = render(Answer { record: &record, source, confidence: matched.confidence, credits_remaining: balance_after });
-        if !from_cache {
-            cache::put(&txn, &query.input, &matched, policy, crate::now_ms()).await?;
-        }
-        if let Some(claim) = claim {
-            if !idempotency::complete(&txn, claim, 200, &body).await? {
-                txn.rollback().await?;
-                return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) });
-            }
-        }
-        txn.commit().await?;
         self.metrics.credits_charged.inc();
         Ok(Success { body, replayed: false })
     }

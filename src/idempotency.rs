@@ -133,6 +133,17 @@ async fn delete_where(
     Ok(res.rows_affected)
 }
 
+/// Confirms, inside a transaction, that the claim is still ours, and holds its row until
+/// the transaction ends (so the completion that follows cannot fail).
+pub async fn touch(txn: &impl ConnectionTrait, claim: &ClaimToken) -> Result<bool, DbErr> {
+    let res = rec::Entity::update_many()
+        .col_expr(rec::Column::LockedUntil, Expr::col(rec::Column::LockedUntil).into())
+        .filter(own(&claim.workspace_id, &claim.key, &claim.token))
+        .exec(txn)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
 /// Marks the claim completed with the response to replay. `false` when the claim is no
 /// longer ours (its lease ran out and someone took it over): the caller must roll back.
 pub async fn complete(

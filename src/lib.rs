@@ -8,6 +8,7 @@
 //!   in the order `shared/DESIGN.md` fixes.
 //! - [`auth`]: API keys (generation, hashing, lookup) and permissions.
 //! - [`credits`]: balances and the append-only ledger.
+//! - [`settler`]: group commit of successful lookups (debit, ledger, cache, idempotency).
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and purging.
 //! - [`ratelimit`]: per-workspace plans and their per-minute and daily limits.
 //! - [`enrichment`]: input normalisation, the record model, the cache and the vendor
@@ -32,6 +33,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod ratelimit;
 pub mod sandbox;
+pub mod settler;
 pub mod startup;
 pub mod telemetry;
 

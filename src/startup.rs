@@ -17,6 +17,7 @@ use crate::config::Settings;
 use crate::enrich::EnrichService;
 use crate::enrichment::{cache, cache::CachePolicy, vendors::Vendor, Enricher};
 use crate::metrics::Metrics;
+use crate::settler::Settler;
 use crate::idempotency;
 use crate::ratelimit::{Limiter, RateLimiter, RedisLimiter};
 use crate::sandbox::Sandbox;
@@ -51,11 +52,13 @@ impl Application {
         let vendors: Vec<Vendor> = vendor_settings.iter().map(|v| Vendor::from_settings(v, http.clone())).collect();
         let deadline = Duration::from_millis(settings.server.request_deadline_ms);
         let metrics = Arc::new(Metrics::new());
+        let cache_policy = CachePolicy::from_settings(&settings.cache);
+        let settler = Settler::spawn(db.clone(), cache_policy);
         let enricher = Enricher::new(
             vendors,
             deadline,
             settings.waterfall.clone(),
-            CachePolicy::from_settings(&settings.cache),
+            cache_policy,
             metrics.clone(),
         );
         tracing::info!(vendors = ?enricher.vendor_names(), "vendor waterfall");
@@ -78,6 +81,7 @@ impl Application {
             metrics: metrics.clone(),
             enrich: EnrichService {
                 db: db.clone(),
+                settler,
                 enricher,
                 metrics,
                 idempotency_lease: deadline + Duration::from_millis(settings.idempotency.lease_margin_ms),

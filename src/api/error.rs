@@ -329,7 +329,10 @@ impl From<EnrichError> for ApiError {
             EnrichError::IdempotencyKeyInUse { retry_after } => Self::IdempotencyKeyInUse { retry_after },
             EnrichError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
             EnrichError::UpstreamUnavailable { retry_after } => Self::UpstreamUnavailable { retry_after },
-            EnrichError::StoreUnavailable(e) => Self::from_db(e, "enriching"),
+            EnrichError::StoreUnavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable while enriching");
+                Self::ServiceUnavailable { retry_after: Duration::from_secs(2) }
+            }
             EnrichError::Internal(e) => Self::Internal(e),
         }
     }

@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""What the gateway costs per request, against the bare HTTP stack, in one run.
+
+Starts the release build of `leadlex serve` on SQLite, then on PostgreSQL, and drives it
+with wrk on loopback. Scenarios (each reported as req/s, p50, p99, p99.9 and the
+server's peak RSS, with its ratio to the baseline measured in the same run):
+
+  1. baseline      GET /healthz (no database)
+  2. cached        enrich of an input already in the cache (auth, rate limit, durable
+                   debit, ledger, cache read)
+  3. replay        idempotent replay of a stored response
+  4. miss          sandbox vendors answering after 20 ms: the gateway's added latency
+  5. 401 / 402     an unknown key; a workspace at balance 0
+
+then the same with 1 million keys and 1 million cache rows in the database.
+Usage: scripts/bench [--quick] [--backends sqlite,postgres] [--out FILE]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent / "bench.d"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+LEADLEX = TARGET / "release" / "leadlex"
+VENDOR_LATENCY_MS = 20
+PG = os.environ.get("LEADLEX_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(db, *args):
+    out = subprocess.run([str(LEADLEX), "--database-url", db, "--json", *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def psql(db, sql):
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", db, "-c", sql], check=True, capture_output=True)
+
+
+def sqlite(path, sql):
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.executescript(sql)
+    con.commit()
+    con.close()
+
+
+class Server:
+    def __init__(self, db, workdir):
+        self.db = db
+        config = Path(workdir) / "bench.toml"
+        config.write_text(f"[sandbox]\nlatency_ms = {VENDOR_LATENCY_MS}\n[database]\nmax_connections = 16\n")
+        port = free_port()
+        env = dict(os.environ, LEADLEX_DATABASE_URL=db, LEADLEX_CONFIG=str(config), RUST_LOG="warn")
+        env.pop("LEADLEX_REDIS_URL", None)
+        self.proc = subprocess.Popen(
+            [str(LEADLEX), "serve", "--bind", f"127.0.0.1:{port}"], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        line = self.proc.stdout.readline()
+        match = re.search(r"listening on (http://\S+)", line)
+        if not match:
+            raise SystemExit(f"server did not start: {line!r}")
+        self.url = match.group(1)
+
+    def peak_rss_mb(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def post(url, key, body, idem=None):
+    req = urllib.request.Request(f"{url}/v1/email/enrich", data=json.dumps(body).encode(), method="POST")
+    req.add_header("Authorization", f"Bearer {key}")
+    req.add_header("Content-Type", "application/json")
+    if idem:
+        req.add_header("Idempotency-Key", idem)
+    try:
+        with urllib.request.urlopen(req) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def wrk(url, script, env, connections, seconds):
+    threads = 1 if connections == 1 else 2
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(HERE / script), url]
+    out = subprocess.run(cmd, env=dict(os.environ, BENCH_DIR=str(HERE), **env), check=True, capture_output=True, text=True)
+    line = [l for l in out.stdout.splitlines() if l.startswith("{")][-1]
+    return json.loads(line)
+
+
+def scenarios(server, keys, run_id):
+    body = json.dumps({"email": "jane@acme.com"})
+    return [
+        ("baseline", f"{server.url}/healthz", "get.lua", {}),
+        ("cached", f"{server.url}/v1/email/enrich", "enrich.lua", {"BENCH_KEY": keys["rich"], "BENCH_BODY": body}),
+        ("replay", f"{server.url}/v1/email/enrich", "enrich.lua",
+         {"BENCH_KEY": keys["rich"], "BENCH_BODY": body, "BENCH_IDEM": keys["idem"]}),
+        ("miss", f"{server.url}/v1/email/enrich", "miss.lua", {"BENCH_KEY": keys["rich"], "BENCH_RUN": run_id}),
+        ("401", f"{server.url}/v1/email/enrich", "enrich.lua",
+         {"BENCH_KEY": "wbk_" + "x" * 43, "BENCH_BODY": body}),
+        ("402", f"{server.url}/v1/email/enrich", "enrich.lua", {"BENCH_KEY": keys["broke"], "BENCH_BODY": body}),
+    ]
+
+
+def prepare(db):
+    rich = cli(db, "workspace", "create", "--name", "bench", "--plan", "unmetered", "--credits", "1000000000")["id"]
+    broke = cli(db, "workspace", "create", "--name", "bench-broke", "--plan", "unmetered")["id"]
+    return {
+        "rich_ws": rich,
+        "rich": cli(db, "key", "create", "--workspace", rich, "--permission", "write:enrich")["key"],
+        "broke": cli(db, "key", "create", "--workspace", broke, "--permission", "write:enrich")["key"],
+        "idem": str(uuid.uuid4()),
+    }
+
+
+def grow(backend, db, sqlite_path, workspace, rows):
+    """Adds `rows` API keys and `rows` cache entries, as a large deployment has."""
+    now = int(time.time() * 1000)
+    if backend == "postgres":
+        psql(db, f"""
+            INSERT INTO api_keys (id, workspace_id, name, prefix, key_hash, permissions, created_at)
+            SELECT 'key_bench_' || g, '{workspace}', 'bulk', 'wbk_bulk', md5(g::text) || md5((g+1)::text), 'write:enrich', {now}
+            FROM generate_series(1, {rows}) g;
+            INSERT INTO enrichment_cache (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome)
+            SELECT 'domain:bulk' || g || '.com', '{{"company":{{"name":"Bulk"}}}}', 'vendor_a', 0.9, {now}, {now} + 86400000, 'match'
+            FROM generate_series(1, {rows}) g;
+            ANALYZE;""")
+    else:
+        sqlite(sqlite_path, f"""
+            WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {rows})
+            INSERT INTO api_keys (id, workspace_id, name, prefix, key_hash, permissions, created_at)
+            SELECT 'key_bench_' || n, '{workspace}', 'bulk', 'wbk_bulk', printf('%064x', n), 'write:enrich', {now} FROM g;
+            WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {rows})
+            INSERT INTO enrichment_cache (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome)
+            SELECT 'domain:bulk' || n || '.com', '{{"company":{{"name":"Bulk"}}}}', 'vendor_a', 0.9, {now}, {now} + 86400000, 'match' FROM g;
+            ANALYZE;""")
+
+
+def run_backend(backend, args, results):
+    workdir = tempfile.mkdtemp(prefix="leadlex-bench-")
+    if backend == "sqlite":
+        sqlite_path = f"{workdir}/bench.db"
+        db = f"sqlite://{sqlite_path}"
+    else:
+        sqlite_path = None
+        name = f"leadlex_bench_{uuid.uuid4().hex[:12]}"
+        psql(f"{PG}/postgres", f"CREATE DATABASE {name}")
+        db = f"{PG}/{name}"
+    try:
+        cli(db, "migrate")
+        keys = prepare(db)
+        for scale in ("small", "large"):
+            if scale == "large":
+                grow(backend, db, sqlite_path, keys["rich_ws"], args.rows)
+            server = Server(db, workdir)
+            try:
+                # Warm the cache and the idempotency record the scenarios reuse.
+                assert post(server.url, keys["rich"], {"email": "jane@acme.com"}) == 200
+                assert post(server.url, keys["rich"], {"email": "jane@acme.com"}, keys["idem"]) == 200
+                run_id = uuid.uuid4().hex[:8]
+                for name, url, script, env in scenarios(server, keys, run_id):
+                    for connections in args.connections:
+                        wrk(url, script, env, connections, args.warmup)
+                        r = wrk(url, script, env, connections, args.duration)
+                        r.update(backend=backend, scale=scale, scenario=name, connections=connections,
+                                 rss_mb=round(server.peak_rss_mb(), 1))
+                        results.append(r)
+                        print(json.dumps(r), file=sys.stderr)
+            finally:
+                server.stop()
+    finally:
+        if backend == "postgres":
+            psql(f"{PG}/postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def table(results):
+    base = {(r["backend"], r["scale"], r["connections"]): r for r in results if r["scenario"] == "baseline"}
+    small = {(r["backend"], r["scenario"], r["connections"]): r for r in results if r["scale"] == "small"}
+    lines = [
+        "| backend | rows | scenario | conns | req/s | × baseline | p50 ms | p99 ms | p99.9 ms | non-2xx | peak RSS MB | large/small |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        b = base[(r["backend"], r["scale"], r["connections"])]
+        ratio = r["rps"] / b["rps"] if b["rps"] else float("nan")
+        vs_small = ""
+        if r["scale"] == "large":
+            s = small[(r["backend"], r["scenario"], r["connections"])]
+            s_ratio = s["rps"] / base[(r["backend"], "small", r["connections"])]["rps"]
+            vs_small = f"{ratio / s_ratio:.2f}"
+        lines.append(
+            f"| {r['backend']} | {r['scale']} | {r['scenario']} | {r['connections']} | {r['rps']:.0f} | {ratio:.2f} | "
+            f"{r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {r['p999_us'] / 1000:.2f} | {r['non2xx']} | "
+            f"{r['rss_mb']:.0f} | {vs_small} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a few seconds per scenario, 16 connections, 10k rows")
+    p.add_argument("--backends", default="sqlite,postgres")
+    p.add_argument("--out", help="also write the table to this file")
+    args = p.parse_args()
+    if args.quick:
+        args.connections, args.duration, args.warmup, args.rows = [16], 2, 1, 10_000
+    else:
+        args.connections, args.duration, args.warmup, args.rows = [1, 16, 64], 10, 3, 1_000_000
+    if not LEADLEX.exists():
+        raise SystemExit(f"{LEADLEX} missing: run scripts/bench (it builds release first)")
+    results = []
+    for backend in args.backends.split(","):
+        run_backend(backend, args, results)
+    text = table(results)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(f"bench: {len(results)} passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+//! Group commit: one writer per process settles successful lookups in batches, so that
+//! many requests share one transaction and one durable commit (one fsync on SQLite, one
+//! WAL flush on PostgreSQL) instead of paying one each.
+//!
+//! Each job in a batch: confirm the idempotency claim is still ours, take one credit with
+//! the conditional update (`credit_balance >= 1`), append the ledger row, render the
+//! response with the balance after the debit, write the cache, complete the idempotency
+//! record with those bytes. A job that finds the balance gone or its claim taken over
+//! writes nothing and gets its own answer; the others go ahead. Every reply is sent only
+//! after the batch committed, so a response never precedes its durable debit. A database
+//! error aborts the whole batch (nothing of it is committed) and fails every job in it.
+//!
+//! Invariants are the credit module's: the balance never goes below zero and the ledger
+//! always sums to it, whatever the batch size or the number of replicas.
+
+use std::sync::Arc;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::credits::{self, CreditsError};
+use crate::enrichment::cache::{self, CachePolicy};
+use crate::enrichment::input::LookupInput;
+use crate::enrichment::record::Matched;
+use crate::idempotency::{self, ClaimToken};
+
+/// Largest number of settlements in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Renders the 200 body from the balance after the debit.
+pub type Render = Box<dyn FnOnce(i64) -> Vec<u8> + Send>;
+
+/// One successful lookup to pay for.
+pub struct Job {
+    pub workspace_id: String,
+    pub api_key_id: String,
+    pub request_id: String,
+    /// The vendor's answer to cache (none when it came from the cache).
+    pub cache_write: Option<(LookupInput, Matched)>,
+    pub claim: Option<ClaimToken>,
+    pub render: Render,
+}
+
+/// Why a settlement did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error("insufficient credits")]
+    Insufficient,
+    #[error("the idempotency claim was taken over")]
+    ClaimLost,
+    #[error("settling")]
+    Database(#[source] Arc<DbErr>),
+    #[error("the settler has stopped")]
+    Stopped,
+}
+
+struct Envelope {
+    job: Job,
+    reply: oneshot::Sender<Result<Vec<u8>, SettleError>>,
+}
+
+/// The handle requests use.
+#[derive(Clone)]
+pub struct Settler {
+    tx: mpsc::UnboundedSender<Envelope>,
+}
+
+impl Settler {
+    pub fn spawn(db: DatabaseConnection, cache: CachePolicy) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(db, cache, rx));
+        Self { tx }
+    }
+
+    /// Settles `job` durably; returns the response bytes.
+    pub async fn settle(&self, job: Job) -> Result<Vec<u8>, SettleError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Envelope { job, reply }).map_err(|_| SettleError::Stopped)?;
+        answer.await.map_err(|_| SettleError::Stopped)?
+    }
+}
+
+async fn run(db: DatabaseConnection, cache: CachePolicy, mut rx: mpsc::UnboundedReceiver<Envelope>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        settle_batch(&db, &cache, std::mem::take(&mut batch)).await;
+    }
+}
+
+async fn settle_batch(db: &DatabaseConnection, cache: &CachePolicy, batch: Vec<Envelope>) {
+    let (jobs, replies): (Vec<Job>, Vec<_>) = batch.into_iter().map(|e| (e.job, e.reply)).unzip();
+    match settle_jobs(db, cache, jobs).await {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(outcome); // the request may have gone; the charge stands, with its stored record
+            }
+        }
+        Err(err) => {
+            let err = Arc::new(err);
+            for reply in replies {
+                let _ = reply.send(Err(SettleError::Database(err.clone())));
+            }
+        }
+    }
+}
+
+/// The batch in one transaction; any database error rolls all of it back.
+async fn settle_jobs(
+    db: &DatabaseConnection,
+    cache: &CachePolicy,
+    jobs: Vec<Job>,
+) -> Result<Vec<Result<Vec<u8>, SettleError>>, DbErr> {
+    let txn = db.begin().await?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        outcomes.push(settle_one(&txn, cache, job).await?);
+    }
+    txn.commit().await?;
+    Ok(outcomes)
+}
+
+/// One job inside the batch's transaction. `Ok(Err(..))`: this job is refused and wrote
+/// nothing; `Err`: the batch must be abandoned.
+async fn settle_one(
+    txn: &impl ConnectionTrait,
+    cache_policy: &CachePolicy,
+    job: Job,
+) -> Result<Result<Vec<u8>, SettleError>, DbErr> {
+    if let Some(claim) = &job.claim {
+        if !idempotency::touch(txn, claim).await? {
+            return Ok(Err(SettleError::ClaimLost));
+        }
+    }
+    let balance_after = match credits::debit_one(txn, &job.workspace_id, &job.api_key_id, &job.request_id).await {
+        Ok(balance) => balance,
+        Err(CreditsError::Insufficient) => return Ok(Err(SettleError::Insufficient)),
+        Err(CreditsError::Database(e)) => return Err(e),
+        Err(other) => return Err(DbErr::Custom(other.to_string())),
+    };
+    let body = (job.render)(balance_after);
+    if let Some((input, matched)) = &job.cache_write {
+        cache::put(txn, input, matched, cache_policy, crate::now_ms()).await?;
+    }
+    if let Some(claim) = &job.claim {
+        if !idempotency::complete(txn, claim, 200, &body).await? {
+            return Err(DbErr::Custom("idempotency claim vanished inside the settling transaction".into()));
+        }
+    }
+    Ok(Ok(body))
+}

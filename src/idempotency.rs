@@ -52,33 +52,35 @@ pub async fn claim(
     ttl: Duration,
 ) -> Result<Claim, DbErr> {
     let lease_ms = lease.as_millis() as i64;
+    let acquired = |token| ClaimToken { workspace_id: workspace_id.to_string(), key: key.to_string(), token };
     for _ in 0..4 {
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let inserted = rec::Entity::insert(rec::ActiveModel {
-            workspace_id: Set(workspace_id.to_string()),
-            idempotency_key: Set(key.to_string()),
-            fingerprint: Set(fingerprint.to_string()),
-            state: Set(IN_PROGRESS.to_string()),
-            owner_token: Set(token.clone()),
-            locked_until: Set(now_ms + lease_ms),
-            response_status: Set(None),
-            response_body: Set(None),
-            created_at: Set(now_ms),
-            expires_at: Set(now_ms + ttl.as_millis() as i64),
-        })
-        .on_conflict(
-            OnConflict::columns([rec::Column::WorkspaceId, rec::Column::IdempotencyKey])
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
-        let acquired = |token| ClaimToken { workspace_id: workspace_id.to_string(), key: key.to_string(), token };
-        if inserted == 1 {
-            return Ok(Claim::Acquired(acquired(token)));
-        }
-        let Some(existing) = rec::Entity::find_by_id((workspace_id.to_string(), key.to_string())).one(db).await? else {
-            continue; // deleted meanwhile: try again
+        // Read first: a replay, a conflict or a reuse then costs no write (no write lock).
+        let existing = rec::Entity::find_by_id((workspace_id.to_string(), key.to_string())).one(db).await?;
+        let Some(existing) = existing else {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            let inserted = rec::Entity::insert(rec::ActiveModel {
+                workspace_id: Set(workspace_id.to_string()),
+                idempotency_key: Set(key.to_string()),
+                fingerprint: Set(fingerprint.to_string()),
+                state: Set(IN_PROGRESS.to_string()),
+                owner_token: Set(token.clone()),
+                locked_until: Set(now_ms + lease_ms),
+                response_status: Set(None),
+                response_body: Set(None),
+                created_at: Set(now_ms),
+                expires_at: Set(now_ms + ttl.as_millis() as i64),
+            })
+            .on_conflict(
+                OnConflict::columns([rec::Column::WorkspaceId, rec::Column::IdempotencyKey])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+            if inserted == 1 {
+                return Ok(Claim::Acquired(acquired(token)));
+            }
+            continue; // someone else inserted it meanwhile: read it
         };
         if existing.expires_at <= now_ms {
             delete_where(db, workspace_id, key, rec::Column::ExpiresAt.lte(now_ms)).await?;
@@ -96,6 +98,7 @@ pub async fn claim(
             return Ok(Claim::InUse { retry_after: Duration::from_secs(wait_ms.div_ceil(1000).clamp(1, 60)) });
         }
         // The owner's lease ran out: take the claim over, unless someone else just did.
+        let token = uuid::Uuid::new_v4().simple().to_string();
         let taken = rec::Entity::update_many()
             .col_expr(rec::Column::OwnerToken, Expr::value(token.clone()))
             .col_expr(rec::Column::LockedUntil, Expr::value(now_ms + lease_ms))

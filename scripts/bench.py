@@ -171,9 +171,9 @@ def run_backend(backend, args, results):
         db = f"sqlite://{sqlite_path}"
     else:
         sqlite_path = None
-        name = f"leadlex_bench_{uuid.uuid4().hex[:12]}"
-        psql(f"{PG}/postgres", f"CREATE DATABASE {name}")
-        db = f"{PG}/{name}"
+        dbname = f"leadlex_bench_{uuid.uuid4().hex[:12]}"
+        psql(f"{PG}/postgres", f"CREATE DATABASE {dbname}")
+        db = f"{PG}/{dbname}"
     try:
         cli(db, "migrate")
         keys = prepare(db)
@@ -198,7 +198,7 @@ def run_backend(backend, args, results):
                 server.stop()
     finally:
         if backend == "postgres":
-            psql(f"{PG}/postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            psql(f"{PG}/postgres", f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -3,15 +3,12 @@
 //! A key is `wbk_` + 43 base62 characters from the OS CSPRNG (~256 bits). Only its
 //! SHA-256 hash (looked up by index, then compared in constant time) and a short display
 //! prefix are stored; the plaintext is shown once at creation and never logged.
-//! A malformed key is refused before any database access, and unknown keys are
-//! remembered for a short while so that a flood of bad keys costs one lookup each.
+//! A malformed key is refused before any database access; unknown keys are remembered
+//! for a short while so that a flood of bad keys costs one lookup each; known keys are
+//! remembered for `auth.key_cache_ttl_ms` (1 s by default), so a revocation takes effect
+//! within that time on every replica (expiry is checked on every request, exactly).
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    fmt,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeSet, fmt, time::Duration};
 
 use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
@@ -21,6 +18,7 @@ use subtle::ConstantTimeEq;
 use entity::{api_key, workspace};
 
 use crate::enrichment::input::hex;
+use crate::memo::Memo;
 use crate::ratelimit::{Limits, Plan};
 
 pub const KEY_PREFIX: &str = "wbk_";
@@ -96,6 +94,10 @@ pub struct Principal {
     pub workspace_id: String,
     pub permissions: BTreeSet<Permission>,
     pub limits: Limits,
+    /// The workspace balance when the key was looked up (at most the key cache's TTL
+    /// ago): a cheap pre-check only; the debit is the authority.
+    pub balance_hint: i64,
+    expires_at: Option<i64>,
 }
 
 impl fmt::Debug for Principal {
@@ -137,14 +139,15 @@ pub fn parse_permissions(stored: &str) -> BTreeSet<Permission> {
 /// Resolves bearer tokens to principals.
 pub struct Authenticator {
     db: DatabaseConnection,
-    unknown: Mutex<HashMap<String, Instant>>,
+    /// `Some(principal)` for a usable key, `None` for an unknown, revoked key.
+    memo: Memo<String, Option<Principal>>,
     negative_ttl: Duration,
-    negative_capacity: usize,
+    positive_ttl: Duration,
 }
 
 impl Authenticator {
-    pub fn new(db: DatabaseConnection, negative_ttl: Duration, negative_capacity: usize) -> Self {
-        Self { db, unknown: Mutex::new(HashMap::new()), negative_ttl, negative_capacity }
+    pub fn new(db: DatabaseConnection, negative_ttl: Duration, positive_ttl: Duration, capacity: usize) -> Self {
+        Self { db, memo: Memo::new(capacity), negative_ttl, positive_ttl }
     }
 
     pub async fn authenticate(&self, token: &str, now_ms: i64) -> Result<Principal, AuthError> {
@@ -152,59 +155,45 @@ impl Authenticator {
             return Err(AuthError::InvalidKey);
         }
         let hash = hash_key(token);
-        if self.known_unknown(&hash) {
-            return Err(AuthError::InvalidKey);
+        let principal = match self.memo.get(&hash) {
+            Some(known) => known,
+            None => {
+                let found = self.lookup(&hash).await?;
+                let ttl = if found.is_some() { self.positive_ttl } else { self.negative_ttl };
+                self.memo.insert(hash, found.clone(), ttl);
+                found
+            }
+        };
+        match principal {
+            Some(p) if p.expires_at.is_none_or(|at| at > now_ms) => Ok(p),
+            _ => Err(AuthError::InvalidKey),
         }
+    }
+
+    /// The key behind `hash`, `None` when unknown or revoked.
+    async fn lookup(&self, hash: &str) -> Result<Option<Principal>, AuthError> {
         let found = api_key::Entity::find()
-            .filter(api_key::Column::KeyHash.eq(hash.as_str()))
+            .filter(api_key::Column::KeyHash.eq(hash))
             .find_also_related(workspace::Entity)
             .one(&self.db)
             .await?;
         let (key, ws) = match found {
             Some((key, Some(ws))) if bool::from(key.key_hash.as_bytes().ct_eq(hash.as_bytes())) => (key, ws),
-            _ => {
-                self.remember_unknown(hash);
-                return Err(AuthError::InvalidKey);
-            }
+            _ => return Ok(None),
         };
-        if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now_ms) {
-            return Err(AuthError::InvalidKey);
+        if key.revoked_at.is_some() {
+            return Ok(None);
         }
         let plan = Plan::parse(&ws.plan).unwrap_or(Plan::Starter);
-        Ok(Principal {
+        Ok(Some(Principal {
             key_id: key.id,
             key_prefix: key.prefix,
             workspace_id: ws.id,
             permissions: parse_permissions(&key.permissions),
             limits: plan.limits().with_overrides(ws.rate_limit_per_minute, ws.rate_limit_per_day),
-        })
-    }
-
-    fn known_unknown(&self, hash: &str) -> bool {
-        let mut unknown = self.unknown.lock().expect("not poisoned");
-        match unknown.get(hash) {
-            Some(at) if at.elapsed() < self.negative_ttl => true,
-            Some(_) => {
-                unknown.remove(hash);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn remember_unknown(&self, hash: String) {
-        if self.negative_ttl.is_zero() {
-            return;
-        }
-        let mut unknown = self.unknown.lock().expect("not poisoned");
-        if unknown.len() >= self.negative_capacity {
-            let ttl = self.negative_ttl;
-            unknown.retain(|_, at| at.elapsed() < ttl);
-            if unknown.len() >= self.negative_capacity {
-                unknown.clear();
-            }
-        }
-        unknown.insert(hash, Instant::now());
+            balance_hint: ws.credit_balance,
+            expires_at: key.expires_at,
+        }))
     }
 }
 

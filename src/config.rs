@@ -198,7 +198,11 @@ pub struct AuthSettings {
     /// How long an unknown key is remembered as unknown, in milliseconds, so that a
     /// flood of bad keys does not cost a database round-trip each.
     pub negative_cache_ttl_ms: u64,
-    /// Largest number of remembered unknown keys.
+    /// How long a known key (and its workspace's plan and balance hint) is remembered,
+    /// in milliseconds: a revocation takes effect within this time (0: immediately, at
+    /// one database read per request).
+    pub key_cache_ttl_ms: u64,
+    /// Largest number of remembered keys, known and unknown.
     pub negative_cache_capacity: usize,
 }
 
@@ -206,6 +210,7 @@ impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             negative_cache_ttl_ms: 10_000,
+            key_cache_ttl_ms: 1_000,
             negative_cache_capacity: 100_000,
         }
     }

@@ -75,6 +75,10 @@ pub struct Success {
 pub struct EnrichService {
     pub db: DatabaseConnection,
     pub settler: Settler,
+    /// Workspaces just seen at balance 0, so that a flood of 402s costs one read per
+    /// `hint_ttl` (a top-up is honoured within that time).
+    pub known_empty: crate::memo::Memo<String, ()>,
+    pub hint_ttl: Duration,
     pub enricher: Enricher,
     pub idempotency_lease: Duration,
     pub idempotency_ttl: Duration,
@@ -135,9 +139,16 @@ impl EnrichService {
         render: fn(Answer<'_>) -> Vec<u8>,
     ) -> Result<Success, EnrichError> {
         let ws = &principal.workspace_id;
-        match credits::balance(&self.db, ws).await? {
-            Some(b) if b > 0 => {}
-            _ => return Err(EnrichError::InsufficientCredits),
+        // A cheap pre-check on the balance seen at authentication; when it says empty,
+        // read again before refusing, so that a fresh top-up is honoured at once.
+        if principal.balance_hint <= 0 {
+            if self.known_empty.get(ws).is_some() {
+                return Err(EnrichError::InsufficientCredits);
+            }
+            if !matches!(credits::balance(&self.db, ws).await?, Some(b) if b > 0) {
+                self.known_empty.insert(ws.clone(), (), self.hint_ttl);
+                return Err(EnrichError::InsufficientCredits);
+            }
         }
 
         let lookup = self.enricher.lookup(&self.db, &query.input, &query.include, crate::now_ms()).await?;

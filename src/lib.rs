@@ -15,7 +15,7 @@
 //!   waterfall; [`enrichment::vendors`] holds one adapter per upstream wire format.
 //! - [`sandbox`]: built-in deterministic vendors speaking both wire formats over HTTP.
 //! - [`admin`]: operator actions behind the CLI (workspaces, keys, grants).
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; [`memo`]: bounded expiring in-process caches.
 //! - [`config`], [`db`], [`startup`], [`cli`], [`telemetry`]: plumbing.
 //!
 //! Persistence lives in the `entity` and `migration` crates of the workspace.
@@ -30,6 +30,7 @@ pub mod db;
 pub mod enrich;
 pub mod enrichment;
 pub mod idempotency;
+pub mod memo;
 pub mod metrics;
 pub mod ratelimit;
 pub mod sandbox;

@@ -75,6 +75,7 @@ impl Application {
             auth: Authenticator::new(
                 db.clone(),
                 Duration::from_millis(settings.auth.negative_cache_ttl_ms),
+                Duration::from_millis(settings.auth.key_cache_ttl_ms),
                 settings.auth.negative_cache_capacity,
             ),
             limiter,
@@ -82,6 +83,8 @@ impl Application {
             enrich: EnrichService {
                 db: db.clone(),
                 settler,
+                known_empty: crate::memo::Memo::new(settings.auth.negative_cache_capacity),
+                hint_ttl: Duration::from_millis(settings.auth.key_cache_ttl_ms),
                 enricher,
                 metrics,
                 idempotency_lease: deadline + Duration::from_millis(settings.idempotency.lease_margin_ms),

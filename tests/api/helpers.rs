@@ -149,6 +149,8 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     settings.database.url = database_url.clone();
     settings.database.max_connections = 8;
     settings.server.bind = "127.0.0.1:0".into();
+    // Revocations and top-ups take effect at once (the key cache is tested on its own).
+    settings.auth.key_cache_ttl_ms = 0;
     configure(&mut settings);
     let app = Application::build(settings).await.expect("application builds");
     let base = format!("http://{}", app.addr());

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::helpers::{spawn_app, Backend};
 use crate::on_both_backends;
 
-on_both_backends!(keys_are_stored_hashed, revoked_keys_are_401, expired_keys_are_401);
+on_both_backends!(keys_are_stored_hashed, revoked_keys_are_401, expired_keys_are_401, cached_keys_see_revocations_and_top_ups_within_the_ttl);
 
 async fn keys_are_stored_hashed(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -46,4 +46,20 @@ async fn expired_keys_are_401(backend: Backend) {
     assert_eq!(app.enrich(&soon.key, json!({"domain": "acme.com"})).await.status, 200);
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     assert_eq!(app.enrich(&soon.key, json!({"domain": "acme.com"})).await.status, 401);
+}
+
+async fn cached_keys_see_revocations_and_top_ups_within_the_ttl(backend: Backend) {
+    let app = crate::helpers::spawn_app_with(backend, |s| s.auth.key_cache_ttl_ms = 500).await;
+    let ws = app.workspace(leadlex::ratelimit::Plan::Unmetered, 1).await;
+    let key = app.key(&ws, &[Permission::WriteEnrich], None).await;
+    assert_eq!(app.enrich(&key.key, json!({"email": "jane@acme.com"})).await.status, 200);
+    assert_eq!(app.enrich(&key.key, json!({"email": "jane@acme.com"})).await.status, 402);
+    leadlex::credits::grant(&app.db, &ws, 5).await.unwrap();
+    leadlex::admin::revoke_key(&app.db, &key.id).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let r = app.enrich(&key.key, json!({"email": "jane@acme.com"})).await;
+    assert_eq!((r.status, r.error_code().as_str()), (401, "invalid_key"), "revoked within the TTL");
+    let other = app.key(&ws, &[Permission::WriteEnrich], None).await;
+    assert_eq!(app.enrich(&other.key, json!({"email": "jane@acme.com"})).await.status, 200, "topped up within the TTL");
+    assert_eq!(app.assert_books_balance(&ws).await, 4);
 }

@@ -72,8 +72,21 @@ pub struct Success {
     pub replayed: bool,
 }
 
+/// A completed idempotent call, remembered in-process for replays (immutable until it
+/// expires, so any replica may serve it from memory).
+#[derive(Clone)]
+pub struct Completed {
+    fingerprint: String,
+    body: std::sync::Arc<[u8]>,
+    expires_at: i64,
+}
+
+/// How long a replayable response read from the database is reused in-process.
+const REPLAY_MEMO_TTL: Duration = Duration::from_secs(60);
+
 pub struct EnrichService {
     pub db: DatabaseConnection,
+    pub replays: crate::memo::Memo<(String, String), Completed>,
     pub settler: Settler,
     /// Workspaces just seen at balance 0, so that a flood of 402s costs one read per
     /// `hint_ttl` (a top-up is honoured within that time).
@@ -102,6 +115,14 @@ impl EnrichService {
             None => None,
             Some(key) => {
                 let fingerprint = query.fingerprint(OPERATION.0, OPERATION.1);
+                let memo_key = (principal.workspace_id.clone(), key.to_string());
+                if let Some(done) = self.replays.get(&memo_key).filter(|d| d.expires_at > now) {
+                    return if done.fingerprint == fingerprint {
+                        Ok(Success { body: done.body.to_vec(), replayed: true })
+                    } else {
+                        Err(EnrichError::IdempotencyKeyReused)
+                    };
+                }
                 match idempotency::claim(
                     &self.db,
                     &principal.workspace_id,
@@ -114,7 +135,13 @@ impl EnrichService {
                 .await?
                 {
                     Claim::Acquired(token) => Some(token),
-                    Claim::Replay { body, .. } => return Ok(Success { body, replayed: true }),
+                    Claim::Replay { body, expires_at, .. } => {
+                        let body: std::sync::Arc<[u8]> = body.into();
+                        let left = Duration::from_millis((expires_at - now).max(0) as u64);
+                        let done = Completed { fingerprint, body: body.clone(), expires_at };
+                        self.replays.insert(memo_key, done, left.min(REPLAY_MEMO_TTL));
+                        return Ok(Success { body: body.to_vec(), replayed: true });
+                    }
                     Claim::InUse { retry_after } => return Err(EnrichError::IdempotencyKeyInUse { retry_after }),
                     Claim::Reused => return Err(EnrichError::IdempotencyKeyReused),
                 }

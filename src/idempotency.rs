@@ -33,8 +33,9 @@ pub struct ClaimToken {
 pub enum Claim {
     /// The caller owns the key now and must complete or release it.
     Acquired(ClaimToken),
-    /// A completed call with the same request: answer with these exact bytes.
-    Replay { status: u16, body: Vec<u8> },
+    /// A completed call with the same request: answer with these exact bytes (until
+    /// `expires_at`).
+    Replay { status: u16, body: Vec<u8>, expires_at: i64 },
     /// The first call with this key is still running.
     InUse { retry_after: Duration },
     /// The key was used with a different request.
@@ -91,7 +92,8 @@ pub async fn claim(
         }
         if existing.state == COMPLETED {
             let status = existing.response_status.unwrap_or(200) as u16;
-            return Ok(Claim::Replay { status, body: existing.response_body.unwrap_or_default() });
+            let body = existing.response_body.unwrap_or_default();
+            return Ok(Claim::Replay { status, body, expires_at: existing.expires_at });
         }
         if existing.locked_until > now_ms {
             let wait_ms = (existing.locked_until - now_ms) as u64;

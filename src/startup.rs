@@ -82,6 +82,7 @@ impl Application {
             metrics: metrics.clone(),
             enrich: EnrichService {
                 db: db.clone(),
+                replays: crate::memo::Memo::new(100_000),
                 settler,
                 known_empty: crate::memo::Memo::new(settings.auth.negative_cache_capacity),
                 hint_ttl: Duration::from_millis(settings.auth.key_cache_ttl_ms),

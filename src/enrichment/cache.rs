@@ -69,6 +69,11 @@ fn present(record: &EnrichmentRecord) -> impl Iterator<Item = Section> + '_ {
     })
 }
 
+/// The stored entry for a cache key, fresh or not.
+pub async fn row(db: &impl ConnectionTrait, cache_key: &str) -> Result<Option<cache_entry::Model>, DbErr> {
+    cache_entry::Entity::find_by_id(cache_key).one(db).await
+}
+
 /// The cached answer for `input`, if every section asked for is still fresh at `now_ms`.
 pub async fn get(
     db: &impl ConnectionTrait,
@@ -77,27 +82,32 @@ pub async fn get(
     policy: &CachePolicy,
     now_ms: i64,
 ) -> Result<Cached, DbErr> {
-    let Some(row) = cache_entry::Entity::find_by_id(input.cache_key()).one(db).await? else {
-        return Ok(Cached::Miss);
-    };
+    Ok(match row(db, &input.cache_key()).await? {
+        Some(row) => interpret(&row, include, policy, now_ms),
+        None => Cached::Miss,
+    })
+}
+
+/// What a stored entry says about a request for `include` at `now_ms`.
+pub fn interpret(row: &cache_entry::Model, include: &BTreeSet<Section>, policy: &CachePolicy, now_ms: i64) -> Cached {
     if row.expires_at <= now_ms {
-        return Ok(Cached::Miss);
+        return Cached::Miss;
     }
     if row.outcome == NO_MATCH {
-        return Ok(Cached::NoMatch);
+        return Cached::NoMatch;
     }
     let (Ok(record), Some(vendor)) = (
         serde_json::from_str::<EnrichmentRecord>(&row.record),
         VendorName::parse(&row.vendor),
     ) else {
         tracing::warn!(cache_key = %row.cache_key, "unreadable cache entry ignored");
-        return Ok(Cached::Miss);
+        return Cached::Miss;
     };
     let age = Duration::from_millis((now_ms - row.fetched_at).max(0) as u64);
     if present(&record).any(|s| include.contains(&s) && age >= policy.ttl(s)) {
-        return Ok(Cached::Miss);
+        return Cached::Miss;
     }
-    Ok(Cached::Match(Matched { record, vendor, confidence: row.confidence }))
+    Cached::Match(Matched { record, vendor, confidence: row.confidence })
 }
 
 async fn upsert(db: &impl ConnectionTrait, row: cache_entry::ActiveModel) -> Result<(), DbErr> {

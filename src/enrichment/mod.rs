@@ -34,6 +34,7 @@ use record::{merged_confidence, Matched};
 use vendors::{Vendor, VendorAnswer, VendorError};
 
 use crate::config::WaterfallSettings;
+use crate::memo::Memo;
 use crate::metrics::{Metrics, VendorLabels, VendorOutcomeLabels};
 
 /// The result of a lookup.
@@ -57,8 +58,13 @@ pub struct Enricher {
     policy: WaterfallSettings,
     pub cache: CachePolicy,
     inflight: Mutex<HashMap<String, Arc<OnceCell<LookupOutcome>>>>,
+    /// Recently read cache rows.
+    rows: Memo<String, entity::cache_entry::Model>,
     metrics: Arc<Metrics>,
 }
+
+/// How long a cache row read from the database is reused in-process.
+const ROW_MEMO_TTL: Duration = Duration::from_secs(30);
 
 impl Enricher {
     pub fn new(
@@ -73,7 +79,7 @@ impl Enricher {
             .into_iter()
             .map(|vendor| Slot { vendor, breaker: CircuitBreaker::new(policy.breaker_failure_threshold, open_for) })
             .collect();
-        Self { slots, deadline, policy, cache, inflight: Mutex::new(HashMap::new()), metrics }
+        Self { slots, deadline, policy, cache, inflight: Mutex::new(HashMap::new()), rows: Memo::new(100_000), metrics }
     }
 
     pub fn vendor_names(&self) -> Vec<&'static str> {
@@ -87,7 +93,7 @@ impl Enricher {
         include: &BTreeSet<Section>,
         now_ms: i64,
     ) -> Result<LookupOutcome, DbErr> {
-        match cache::get(db, input, include, &self.cache, now_ms).await? {
+        match self.cached(db, input, include, now_ms).await? {
             Cached::Match(matched) => {
                 self.metrics.cache("hit");
                 return Ok(LookupOutcome::Found { matched, from_cache: true });
@@ -103,6 +109,30 @@ impl Enricher {
             cache::put_no_match(db, input, &self.cache, crate::now_ms()).await?;
         }
         Ok(outcome)
+    }
+
+    /// The cache's answer, from the in-process memo of recent rows when it has a usable
+    /// one (rows change only by being replaced, so a memo hit that is fresh is right),
+    /// otherwise from the database.
+    async fn cached(
+        &self,
+        db: &DatabaseConnection,
+        input: &LookupInput,
+        include: &BTreeSet<Section>,
+        now_ms: i64,
+    ) -> Result<Cached, DbErr> {
+        let key = input.cache_key();
+        if let Some(row) = self.rows.get(&key) {
+            let cached = cache::interpret(&row, include, &self.cache, now_ms);
+            if !matches!(cached, Cached::Miss) {
+                return Ok(cached);
+            }
+        }
+        let Some(row) = cache::row(db, &key).await? else { return Ok(Cached::Miss) };
+        let cached = cache::interpret(&row, include, &self.cache, now_ms);
+        let left = Duration::from_millis((row.expires_at - now_ms).max(0) as u64);
+        self.rows.insert(key, row, left.min(ROW_MEMO_TTL));
+        Ok(cached)
     }
 
     /// One waterfall per input at a time: concurrent callers share its outcome.

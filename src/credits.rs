@@ -79,9 +79,11 @@ pub async fn debit_one(
     request_id: &str,
 ) -> Result<i64, CreditsError> {
     let updated = workspace::Entity::update_many()
-        .col_expr(workspace::Column::CreditBalance, Expr::col(workspace::Column::CreditBalance).sub(1))
+        // i64, like `debit`: the two share one SQL text, and PostgreSQL's prepared
+        // statement must see one parameter type.
+        .col_expr(workspace::Column::CreditBalance, Expr::col(workspace::Column::CreditBalance).sub(1i64))
         .filter(workspace::Column::Id.eq(workspace_id))
-        .filter(workspace::Column::CreditBalance.gte(1))
+        .filter(workspace::Column::CreditBalance.gte(1i64))
         .exec_with_returning(txn)
         .await?;
     let Some(ws) = updated.into_iter().next() else {
@@ -89,6 +91,43 @@ pub async fn debit_one(
     };
     append(txn, workspace_id, Some(api_key_id), Some(request_id), -1, ws.credit_balance, Reason::Enrich).await?;
     Ok(ws.credit_balance)
+}
+
+/// Takes `k` credits at once if the balance covers them all; returns the balance after,
+/// or `None` (nothing taken) when it does not.
+pub async fn debit(txn: &impl ConnectionTrait, workspace_id: &str, k: i64) -> Result<Option<i64>, DbErr> {
+    let updated = workspace::Entity::update_many()
+        .col_expr(workspace::Column::CreditBalance, Expr::col(workspace::Column::CreditBalance).sub(k))
+        .filter(workspace::Column::Id.eq(workspace_id))
+        .filter(workspace::Column::CreditBalance.gte(k))
+        .exec_with_returning(txn)
+        .await?;
+    Ok(updated.into_iter().next().map(|ws| ws.credit_balance))
+}
+
+/// One `enrich` ledger row per (api key id, request id, balance after), in one insert.
+pub async fn append_debits(
+    txn: &impl ConnectionTrait,
+    workspace_id: &str,
+    rows: &[(String, String, i64)],
+) -> Result<(), DbErr> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let now = crate::now_ms();
+    credit_ledger::Entity::insert_many(rows.iter().map(|(key, request, after)| credit_ledger::ActiveModel {
+        workspace_id: Set(workspace_id.to_string()),
+        api_key_id: Set(Some(key.clone())),
+        request_id: Set(Some(request.clone())),
+        delta: Set(-1),
+        balance_after: Set(*after),
+        reason: Set(Reason::Enrich.as_str().to_string()),
+        created_at: Set(now),
+        ..Default::default()
+    }))
+    .exec_without_returning(txn)
+    .await?;
+    Ok(())
 }
 
 async fn append(

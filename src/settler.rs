@@ -105,38 +105,81 @@ async fn settle_batch(db: &DatabaseConnection, cache: &CachePolicy, batch: Vec<E
 }
 
 /// The batch in one transaction; any database error rolls all of it back.
+///
+/// Fast path, per workspace: one conditional update takes all of its jobs' credits at
+/// once (`credit_balance >= k`) and one multi-row insert writes their ledger rows, with
+/// each job's `balance_after` in order. When the balance cannot cover them all, that
+/// workspace's jobs fall back to one conditional debit each, so exactly as many succeed
+/// as there are credits.
 async fn settle_jobs(
     db: &DatabaseConnection,
     cache: &CachePolicy,
     jobs: Vec<Job>,
 ) -> Result<Vec<Result<Vec<u8>, SettleError>>, DbErr> {
     let txn = db.begin().await?;
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        outcomes.push(settle_one(&txn, cache, job).await?);
-    }
-    txn.commit().await?;
-    Ok(outcomes)
-}
+    let mut outcomes: Vec<Option<Result<Vec<u8>, SettleError>>> = (0..jobs.len()).map(|_| None).collect();
+    let mut jobs: Vec<Option<Job>> = jobs.into_iter().map(Some).collect();
 
-/// One job inside the batch's transaction. `Ok(Err(..))`: this job is refused and wrote
-/// nothing; `Err`: the batch must be abandoned.
-async fn settle_one(
-    txn: &impl ConnectionTrait,
-    cache_policy: &CachePolicy,
-    job: Job,
-) -> Result<Result<Vec<u8>, SettleError>, DbErr> {
-    if let Some(claim) = &job.claim {
-        if !idempotency::touch(txn, claim).await? {
-            return Ok(Err(SettleError::ClaimLost));
+    // Claims first: a job whose claim was taken over writes nothing.
+    for (i, slot) in jobs.iter_mut().enumerate() {
+        if let Some(claim) = slot.as_ref().and_then(|j| j.claim.as_ref()) {
+            if !idempotency::touch(&txn, claim).await? {
+                outcomes[i] = Some(Err(SettleError::ClaimLost));
+                *slot = None;
+            }
         }
     }
-    let balance_after = match credits::debit_one(txn, &job.workspace_id, &job.api_key_id, &job.request_id).await {
-        Ok(balance) => balance,
-        Err(CreditsError::Insufficient) => return Ok(Err(SettleError::Insufficient)),
-        Err(CreditsError::Database(e)) => return Err(e),
-        Err(other) => return Err(DbErr::Custom(other.to_string())),
-    };
+
+    let mut by_workspace: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, job) in jobs.iter().enumerate() {
+        if let Some(job) = job {
+            by_workspace.entry(job.workspace_id.clone()).or_default().push(i);
+        }
+    }
+    for (workspace_id, members) in by_workspace {
+        let k = members.len() as i64;
+        let balances: Vec<Option<i64>> = match credits::debit(&txn, &workspace_id, k).await? {
+            Some(after) => {
+                // Job n (0-based) of k sees the balance after its own debit.
+                let rows: Vec<(String, String, i64)> = members
+                    .iter()
+                    .enumerate()
+                    .map(|(n, &i)| {
+                        let job = jobs[i].as_ref().expect("present");
+                        (job.api_key_id.clone(), job.request_id.clone(), after + k - 1 - n as i64)
+                    })
+                    .collect();
+                credits::append_debits(&txn, &workspace_id, &rows).await?;
+                rows.iter().map(|r| Some(r.2)).collect()
+            }
+            None => {
+                let mut balances = Vec::with_capacity(members.len());
+                for &i in &members {
+                    let job = jobs[i].as_ref().expect("present");
+                    balances.push(match credits::debit_one(&txn, &workspace_id, &job.api_key_id, &job.request_id).await {
+                        Ok(balance) => Some(balance),
+                        Err(CreditsError::Insufficient) => None,
+                        Err(CreditsError::Database(e)) => return Err(e),
+                        Err(other) => return Err(DbErr::Custom(other.to_string())),
+                    });
+                }
+                balances
+            }
+        };
+        for (&i, balance) in members.iter().zip(balances) {
+            let job = jobs[i].take().expect("present");
+            outcomes[i] = Some(match balance {
+                None => Err(SettleError::Insufficient),
+                Some(balance_after) => Ok(finish(&txn, cache, job, balance_after).await?),
+            });
+        }
+    }
+    txn.commit().await?;
+    Ok(outcomes.into_iter().map(|o| o.expect("every job has an outcome")).collect())
+}
+
+/// After a job's debit: render, write the cache, complete the idempotency record.
+async fn finish(txn: &impl ConnectionTrait, cache_policy: &CachePolicy, job: Job, balance_after: i64) -> Result<Vec<u8>, DbErr> {
     let body = (job.render)(balance_after);
     if let Some((input, matched)) = &job.cache_write {
         cache::put(txn, input, matched, cache_policy, crate::now_ms()).await?;
@@ -146,5 +189,5 @@ async fn settle_one(
             return Err(DbErr::Custom("idempotency claim vanished inside the settling transaction".into()));
         }
     }
-    Ok(Ok(body))
+    Ok(body)
 }

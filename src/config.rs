@@ -62,6 +62,17 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// Seconds to wait for a pooled connection before failing the request.
     pub acquire_timeout_secs: u64,
+    /// SQLite only: `full` (default: a commit survives a power cut) or `normal` (a commit
+    /// survives a process crash; the last commits may be lost on a power cut).
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SqliteSynchronous {
+    #[default]
+    Full,
+    Normal,
 }
 
 impl Default for DatabaseSettings {
@@ -70,6 +81,7 @@ impl Default for DatabaseSettings {
             url: "sqlite://leadlex.db".into(),
             max_connections: 16,
             acquire_timeout_secs: 5,
+            sqlite_synchronous: SqliteSynchronous::Full,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Connecting to the database (SQLite, the embedded default, or PostgreSQL) and running
-//! migrations. SQLite runs in WAL mode with `synchronous=FULL` (a committed debit survives
-//! a power cut) and a busy timeout, so that concurrent writers queue instead of failing.
+//! migrations. SQLite runs in WAL mode with `synchronous=FULL` by default (a committed
+//! debit survives a power cut; `normal` is configurable) and a busy timeout, so that
+//! concurrent writers queue instead of failing.
 
 use std::time::Duration;
 
@@ -22,9 +23,13 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConn
         .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
         .sqlx_logging(false);
     if sqlite {
-        opts.map_sqlx_sqlite_opts(|o| {
+        let synchronous = match settings.sqlite_synchronous {
+            crate::config::SqliteSynchronous::Full => sqlx::sqlite::SqliteSynchronous::Full,
+            crate::config::SqliteSynchronous::Normal => sqlx::sqlite::SqliteSynchronous::Normal,
+        };
+        opts.map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                .synchronous(synchronous)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
         });

@@ -10,6 +10,8 @@ server's peak RSS, with its ratio to the baseline measured in the same run):
                    debit, ledger, cache read)
   3. replay        idempotent replay of a stored response
   4. miss          sandbox vendors answering after 20 ms: the gateway's added latency
+                   (its p50 minus the p50 of the vendor alone, "vendor", measured with
+                   the same connections in the same run)
   5. 401 / 402     an unknown key; a workspace at balance 0
 
 then the same with 1 million keys and 1 million cache rows in the database.
@@ -63,11 +65,38 @@ def sqlite(path, sql):
     con.close()
 
 
+class Sandbox:
+    """The sandbox vendors as a process of their own, so that their latency can be
+    measured directly and subtracted from the miss scenario's."""
+
+    def __init__(self):
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [str(LEADLEX), "sandbox", "--bind", f"127.0.0.1:{port}", "--latency-ms", str(VENDOR_LATENCY_MS)],
+            env=dict(os.environ, RUST_LOG="warn"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
 class Server:
-    def __init__(self, db, workdir):
+    def __init__(self, db, workdir, sandbox):
         self.db = db
         config = Path(workdir) / "bench.toml"
-        config.write_text(f"[sandbox]\nlatency_ms = {VENDOR_LATENCY_MS}\n[database]\nmax_connections = 16\n")
+        vendors = "".join(
+            f'[[vendors]]\nname = "{name}"\nbase_url = "{sandbox.url}/{name}"\napi_key = "sandbox"\n'
+            for name in ("vendor_a", "vendor_b")
+        )
+        config.write_text(f"[database]\nmax_connections = 16\n{vendors}")
         port = free_port()
         env = dict(os.environ, LEADLEX_DATABASE_URL=db, LEADLEX_CONFIG=str(config), RUST_LOG="warn")
         env.pop("LEADLEX_REDIS_URL", None)
@@ -116,10 +145,11 @@ def wrk(url, script, env, connections, seconds):
     return json.loads(line)
 
 
-def scenarios(server, keys, run_id):
+def scenarios(server, sandbox, keys, run_id):
     body = json.dumps({"email": "jane@acme.com"})
     return [
         ("baseline", f"{server.url}/healthz", "get.lua", {}),
+        ("vendor", f"{sandbox.url}/vendor_a/v5/person/enrich?email=jane%40acme.com", "vendor.lua", {}),
         ("cached", f"{server.url}/v1/email/enrich", "enrich.lua", {"BENCH_KEY": keys["rich"], "BENCH_BODY": body}),
         ("replay", f"{server.url}/v1/email/enrich", "enrich.lua",
          {"BENCH_KEY": keys["rich"], "BENCH_BODY": body, "BENCH_IDEM": keys["idem"]}),
@@ -174,19 +204,20 @@ def run_backend(backend, args, results):
         dbname = f"leadlex_bench_{uuid.uuid4().hex[:12]}"
         psql(f"{PG}/postgres", f"CREATE DATABASE {dbname}")
         db = f"{PG}/{dbname}"
+    sandbox = Sandbox()
     try:
         cli(db, "migrate")
         keys = prepare(db)
         for scale in ("small", "large"):
             if scale == "large":
                 grow(backend, db, sqlite_path, keys["rich_ws"], args.rows)
-            server = Server(db, workdir)
+            server = Server(db, workdir, sandbox)
             try:
                 # Warm the cache and the idempotency record the scenarios reuse.
                 assert post(server.url, keys["rich"], {"email": "jane@acme.com"}) == 200
                 assert post(server.url, keys["rich"], {"email": "jane@acme.com"}, keys["idem"]) == 200
                 run_id = uuid.uuid4().hex[:8]
-                for name, url, script, env in scenarios(server, keys, run_id):
+                for name, url, script, env in scenarios(server, sandbox, keys, run_id):
                     for connections in args.connections:
                         wrk(url, script, env, connections, args.warmup)
                         r = wrk(url, script, env, connections, args.duration)
@@ -197,6 +228,7 @@ def run_backend(backend, args, results):
             finally:
                 server.stop()
     finally:
+        sandbox.stop()
         if backend == "postgres":
             psql(f"{PG}/postgres", f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         shutil.rmtree(workdir, ignore_errors=True)
@@ -205,14 +237,19 @@ def run_backend(backend, args, results):
 def table(results):
     base = {(r["backend"], r["scale"], r["connections"]): r for r in results if r["scenario"] == "baseline"}
     small = {(r["backend"], r["scenario"], r["connections"]): r for r in results if r["scale"] == "small"}
+    vendor = {(r["backend"], r["scale"], r["connections"]): r for r in results if r["scenario"] == "vendor"}
     lines = [
-        "| backend | rows | scenario | conns | req/s | × baseline | p50 ms | p99 ms | p99.9 ms | non-2xx | peak RSS MB | large/small |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| backend | rows | scenario | conns | req/s | × baseline | p50 ms | p99 ms | p99.9 ms | non-2xx | peak RSS MB | large/small | added p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         b = base[(r["backend"], r["scale"], r["connections"])]
         ratio = r["rps"] / b["rps"] if b["rps"] else float("nan")
         vs_small = ""
+        added = ""
+        if r["scenario"] == "miss":
+            v = vendor[(r["backend"], r["scale"], r["connections"])]
+            added = f"{(r['p50_us'] - v['p50_us']) / 1000:.2f}"
         if r["scale"] == "large":
             s = small[(r["backend"], r["scenario"], r["connections"])]
             s_ratio = s["rps"] / base[(r["backend"], "small", r["connections"])]["rps"]
@@ -220,7 +257,7 @@ def table(results):
         lines.append(
             f"| {r['backend']} | {r['scale']} | {r['scenario']} | {r['connections']} | {r['rps']:.0f} | {ratio:.2f} | "
             f"{r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {r['p999_us'] / 1000:.2f} | {r['non2xx']} | "
-            f"{r['rss_mb']:.0f} | {vs_small} |"
+            f"{r['rss_mb']:.0f} | {vs_small} | {added} |"
         )
     return "\n".join(lines)
 

@@ -83,7 +83,12 @@ impl Settler {
 async fn run(db: DatabaseConnection, cache: CachePolicy, mut rx: mpsc::UnboundedReceiver<Envelope>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        settle_batch(&db, &cache, std::mem::take(&mut batch)).await;
+        // A batch runs in a task of its own: should it panic, its requests fail (their
+        // reply channels drop) and its transaction rolls back, but the writer lives on.
+        let (db, jobs) = (db.clone(), std::mem::take(&mut batch));
+        if let Err(err) = tokio::spawn(async move { settle_batch(&db, &cache, jobs).await }).await {
+            tracing::error!(error = %err, "a settlement batch panicked; its requests failed, nothing was committed");
+        }
     }
 }
 

@@ -39,6 +39,9 @@ async fn admin_commands_manage_workspaces_keys_and_credits(backend: Backend) {
             assert_eq!(key["permissions"], serde_json::json!(["write:enrich", "read:usage"]));
             assert_eq!(key["expires_at"], "2099-01-01T00:00:00Z");
             assert_eq!(leadlex(db, &["credits", "grant", "--workspace", &id, "--amount", "5"])["balance"], 30);
+            assert_eq!(leadlex(db, &["credits", "balance", "--workspace", &id])["balance"], 30);
+            let updated = leadlex(db, &["workspace", "update", "--id", &id, "--plan", "org", "--per-day", "5"]);
+            assert_eq!(updated["updated"], true);
             let key_id = key["id"].as_str().unwrap().to_string();
             assert_eq!(leadlex(db, &["key", "revoke", "--id", &key_id])["revoked"], true);
             let list = leadlex(db, &["key", "list", "--workspace", &id]);
@@ -51,6 +54,13 @@ async fn admin_commands_manage_workspaces_keys_and_credits(backend: Backend) {
     .await
     .unwrap();
     assert!(out.starts_with("ws_"));
+    let mut settings = leadlex::config::Settings::default();
+    settings.database.url = db.to_string();
+    let conn = leadlex::db::connect(&settings.database).await.unwrap();
+    use sea_orm::EntityTrait;
+    let ws = entity::workspace::Entity::find_by_id(out.as_str()).one(&conn).await.unwrap().unwrap();
+    assert_eq!((ws.plan.as_str(), ws.rate_limit_per_day), ("org", Some(5)), "workspace update took effect");
+    conn.close().await.ok();
     let bad = Command::new(env!("CARGO_BIN_EXE_leadlex"))
         .args(["--database-url", db, "key", "create", "--workspace", &out, "--permission", "write:everything"])
         .output()

@@ -116,3 +116,19 @@ fn sandbox_is_deterministic_and_vendors_overlap_partially() {
     let d = leadlex::enrichment::input::Domain::parse("d7.com").unwrap();
     assert_eq!(format!("{:?}", leadlex::sandbox::data::company(&d)), format!("{:?}", leadlex::sandbox::data::company(&d)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_serves_the_committed_spec_as_json_and_yaml() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await;
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/leadlex.json")).unwrap(),
+    )
+    .unwrap();
+    let json = app.request(app.client.get(format!("{}/openapi.json", app.base))).await;
+    assert_eq!(json.status, 200);
+    assert_eq!(json.json(), committed, "/openapi.json is the committed spec");
+    let yaml = app.request(app.client.get(format!("{}/openapi.yaml", app.base))).await;
+    assert_eq!(yaml.header("content-type"), Some("application/yaml; charset=utf-8"));
+    let from_yaml: Value = serde_yaml::from_slice(&yaml.bytes).unwrap();
+    assert_eq!(from_yaml, committed, "/openapi.yaml says the same");
+}

@@ -61,6 +61,10 @@ pub struct Metrics {
     pub cache_lookups: Family<CacheLabels, Counter>,
     pub coalesced_lookups: Counter,
     pub credits_charged: Counter,
+    /// Settlements per group-commit transaction.
+    pub settle_batch_size: Histogram,
+    /// Duration of one group-commit transaction.
+    pub settle_batch_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -88,8 +92,14 @@ impl Metrics {
         registry.register("coalesced_lookups", "Lookups that joined an identical one already asking the vendors", coalesced_lookups.clone());
         let credits_charged = Counter::default();
         registry.register("credits_charged", "Credits charged for successful lookups", credits_charged.clone());
+        let settle_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
+        registry.register("settle_batch_size", "Settlements per group-commit transaction", settle_batch_size.clone());
+        let settle_batch_seconds = latency_histogram();
+        registry.register("settle_batch_duration_seconds", "Duration of one group-commit transaction", settle_batch_seconds.clone());
         Self {
             registry,
+            settle_batch_size,
+            settle_batch_seconds,
             requests,
             request_seconds,
             vendor_calls,

@@ -23,6 +23,7 @@ use crate::enrichment::cache::{self, CachePolicy};
 use crate::enrichment::input::LookupInput;
 use crate::enrichment::record::Matched;
 use crate::idempotency::{self, ClaimToken};
+use crate::metrics::Metrics;
 
 /// Largest number of settlements in one transaction.
 const MAX_BATCH: usize = 256;
@@ -66,9 +67,9 @@ pub struct Settler {
 }
 
 impl Settler {
-    pub fn spawn(db: DatabaseConnection, cache: CachePolicy) -> Self {
+    pub fn spawn(db: DatabaseConnection, cache: CachePolicy, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(db, cache, rx));
+        tokio::spawn(run(db, cache, rx, metrics));
         Self { tx }
     }
 
@@ -80,13 +81,17 @@ impl Settler {
     }
 }
 
-async fn run(db: DatabaseConnection, cache: CachePolicy, mut rx: mpsc::UnboundedReceiver<Envelope>) {
+async fn run(db: DatabaseConnection, cache: CachePolicy, mut rx: mpsc::UnboundedReceiver<Envelope>, metrics: Arc<Metrics>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // A batch runs in a task of its own: should it panic, its requests fail (their
         // reply channels drop) and its transaction rolls back, but the writer lives on.
         let (db, jobs) = (db.clone(), std::mem::take(&mut batch));
-        if let Err(err) = tokio::spawn(async move { settle_batch(&db, &cache, jobs).await }).await {
+        metrics.settle_batch_size.observe(jobs.len() as f64);
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::spawn(async move { settle_batch(&db, &cache, jobs).await }).await;
+        metrics.settle_batch_seconds.observe(started.elapsed().as_secs_f64());
+        if let Err(err) = outcome {
             tracing::error!(error = %err, "a settlement batch panicked; its requests failed, nothing was committed");
         }
     }

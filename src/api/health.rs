@@ -93,7 +93,7 @@ impl poem::IntoResponse for OpenMetricsText {
 pub enum MetricsResponse {
     /// Every metric: requests by operation and status, latency histograms, vendor calls
     /// by outcome and latency, circuit-breaker states, cache hits and misses, coalesced
-    /// lookups, credits charged.
+    /// lookups, credits charged, group-commit batch sizes and durations.
     #[oai(status = 200)]
     Ok(OpenMetricsText),
 }

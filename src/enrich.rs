@@ -39,7 +39,7 @@ pub enum EnrichError {
     #[error("every upstream vendor failed")]
     UpstreamUnavailable { retry_after: Duration },
     #[error("the database is unreachable")]
-    StoreUnavailable(#[source] DbErr),
+    StoreUnavailable(#[source] std::sync::Arc<DbErr>),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -47,7 +47,7 @@ pub enum EnrichError {
 impl From<DbErr> for EnrichError {
     fn from(err: DbErr) -> Self {
         if crate::db::is_unavailable(&err) {
-            Self::StoreUnavailable(err)
+            Self::StoreUnavailable(std::sync::Arc::new(err))
         } else {
             Self::Internal(anyhow::Error::new(err).context("enrich database operation"))
         }
@@ -211,7 +211,7 @@ impl EnrichService {
             Err(SettleError::Insufficient) => return Err(EnrichError::InsufficientCredits),
             Err(SettleError::ClaimLost) => return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) }),
             Err(SettleError::Database(err)) if crate::db::is_unavailable(&err) => {
-                return Err(EnrichError::StoreUnavailable(DbErr::Custom(err.to_string())))
+                return Err(EnrichError::StoreUnavailable(err))
             }
             Err(err) => return Err(anyhow::Error::new(err).into()),
         };

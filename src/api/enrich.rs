@@ -426,7 +426,7 @@ impl EnrichApi {
     #[oai(path = "/v1/email/enrich", method = "post", operation_id = "enrich_email_or_domain")]
     async fn enrich(
         &self,
-        _auth: ApiKeyAuth,
+        auth: ApiKeyAuth,
         _can: CanEnrich,
         state: Data<&Arc<AppState>>,
         /// Optional UUID to deduplicate retries within 24 hours. The credit is only
@@ -435,7 +435,7 @@ impl EnrichApi {
         idempotency_key: Header<Option<uuid::Uuid>>,
         body: Json<EnrichRequest>,
     ) -> Result<EnrichOk, EnrichFailure> {
-        let principal = _auth.0;
+        let principal = auth.0;
         let req = body.0;
         let (email, domain, include) = (not_null("email", req.email)?, not_null("domain", req.domain)?, not_null("include", req.include)?);
         let include: Option<Vec<Section>> = include.map(|l| l.into_iter().map(Section::from).collect());

@@ -74,20 +74,6 @@ pub async fn row(db: &impl ConnectionTrait, cache_key: &str) -> Result<Option<ca
     cache_entry::Entity::find_by_id(cache_key).one(db).await
 }
 
-/// The cached answer for `input`, if every section asked for is still fresh at `now_ms`.
-pub async fn get(
-    db: &impl ConnectionTrait,
-    input: &LookupInput,
-    include: &BTreeSet<Section>,
-    policy: &CachePolicy,
-    now_ms: i64,
-) -> Result<Cached, DbErr> {
-    Ok(match row(db, &input.cache_key()).await? {
-        Some(row) => interpret(&row, include, policy, now_ms),
-        None => Cached::Miss,
-    })
-}
-
 /// What a stored entry says about a request for `include` at `now_ms`.
 pub fn interpret(row: &cache_entry::Model, include: &BTreeSet<Section>, policy: &CachePolicy, now_ms: i64) -> Cached {
     if row.expires_at <= now_ms {

@@ -104,11 +104,7 @@ impl Enricher {
             }
             Cached::Miss => self.metrics.cache("miss"),
         }
-        let outcome = self.coalesced(input).await;
-        if matches!(outcome, LookupOutcome::NoMatch) {
-            cache::put_no_match(db, input, &self.cache, crate::now_ms()).await?;
-        }
-        Ok(outcome)
+        Ok(self.coalesced(db, input).await)
     }
 
     /// The cache's answer, from the in-process memo of recent rows when it has a usable
@@ -136,7 +132,9 @@ impl Enricher {
     }
 
     /// One waterfall per input at a time: concurrent callers share its outcome.
-    async fn coalesced(&self, input: &LookupInput) -> LookupOutcome {
+    /// The one waterfall also remembers a no-match (once, not once per waiting caller;
+    /// failing to remember it costs a later vendor call, not this answer).
+    async fn coalesced(&self, db: &DatabaseConnection, input: &LookupInput) -> LookupOutcome {
         let key = input.cache_key();
         let (cell, leader) = {
             let mut inflight = self.inflight.lock().expect("not poisoned");
@@ -154,7 +152,17 @@ impl Enricher {
         if !leader {
             self.metrics.coalesced_lookups.inc();
         }
-        cell.get_or_init(|| self.ask_vendors(input)).await.clone()
+        cell.get_or_init(|| async {
+            let outcome = self.ask_vendors(input).await;
+            if matches!(outcome, LookupOutcome::NoMatch) {
+                if let Err(err) = cache::put_no_match(db, input, &self.cache, crate::now_ms()).await {
+                    tracing::warn!(error = %err, "remembering a no-match failed");
+                }
+            }
+            outcome
+        })
+        .await
+        .clone()
     }
 
     /// Asks each vendor in order, within one overall deadline.

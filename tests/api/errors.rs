@@ -132,14 +132,13 @@ async fn poem_errors_use_the_envelope(backend: Backend) {
     assert_eq!(app.assert_books_balance(&ws).await, 5);
 }
 
-pub fn dead_vendors() -> Vec<leadlex::config::VendorSettings> {
-    // A port that was free a moment ago: connections are refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+fn dead_vendors() -> Vec<leadlex::config::VendorSettings> {
+    let url = crate::helpers::dead_url();
     ["vendor_a", "vendor_b"]
         .into_iter()
         .map(|name| leadlex::config::VendorSettings {
             name: leadlex::enrichment::vendors::VendorName::parse(name).unwrap(),
-            base_url: format!("http://127.0.0.1:{port}"),
+            base_url: url.clone(),
             api_key: leadlex::config::Secret::new("k"),
             timeout_ms: 500,
         })

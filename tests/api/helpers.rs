@@ -268,3 +268,10 @@ pub fn sandbox_input(template: &str, pred: impl Fn(bool, bool) -> bool) -> Strin
 pub fn domain_known_by(a: bool, b: bool) -> String {
     sandbox_input("company{i}.com", |ka, kb| ka == a && kb == b)
 }
+
+/// A base URL nobody listens on (a port that was free a moment ago): connections are
+/// refused.
+pub fn dead_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("http://127.0.0.1:{port}")
+}

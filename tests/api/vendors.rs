@@ -17,18 +17,13 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
 };
 
-use crate::helpers::{spawn_app_with, Backend, TestApp};
+use crate::helpers::{dead_url, spawn_app_with, Backend, TestApp};
 
 const PERSON_A: &str = "/v5/person/enrich";
 const PERSON_B: &str = "/v2/combined/find";
 
 fn vendor(name: VendorName, base: &str, timeout_ms: u64) -> VendorSettings {
     VendorSettings { name, base_url: base.to_string(), api_key: Secret::new("k"), timeout_ms }
-}
-
-fn dead_url() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    format!("http://127.0.0.1:{port}")
 }
 
 /// An app whose waterfall is vendor_a at `a`, then vendor_b at `b`.

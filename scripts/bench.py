@@ -102,7 +102,7 @@ class Server:
         env.pop("LEADLEX_REDIS_URL", None)
         self.proc = subprocess.Popen(
             [str(LEADLEX), "serve", "--bind", f"127.0.0.1:{port}"], env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdout=subprocess.PIPE, stderr=None if os.environ.get("BENCH_SERVER_STDERR") else subprocess.DEVNULL, text=True,
         )
         line = self.proc.stdout.readline()
         match = re.search(r"listening on (http://\S+)", line)

@@ -55,23 +55,21 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
 /// with 503 and `Retry-After`) rather than a bug (500).
 pub fn is_unavailable(err: &DbErr) -> bool {
     use sea_orm::RuntimeErr;
-    let sqlx_unavailable = |e: &RuntimeErr| {
-        matches!(
-            e,
-            RuntimeErr::SqlxError(
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Tls(_)
-            )
-        )
-    };
     match err {
         DbErr::ConnectionAcquire(_) => true,
-        DbErr::Conn(e) | DbErr::Exec(e) | DbErr::Query(e) => sqlx_unavailable(e),
+        DbErr::Conn(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            sqlx_unavailable(e)
+        }
         _ => false,
     }
+}
+
+/// [`is_unavailable`] for sqlx's own errors.
+pub fn sqlx_unavailable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_)
+    )
 }
 
 /// A database URL without its password, for messages.

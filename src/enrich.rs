@@ -13,13 +13,14 @@
 //! Invariants: a 200 costs exactly one credit, whether from a vendor or the cache; every
 //! other outcome costs nothing; a replay never charges and never asks a vendor.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::auth::Principal;
 use crate::credits;
-use crate::settler::{Job, Render, SettleError, Settler};
+use crate::settler::{Body, Job, SettleError, Settler};
 use crate::enrichment::input::EnrichQuery;
 use crate::enrichment::record::{EnrichmentRecord, Source};
 use crate::enrichment::{cache, Enricher, LookupOutcome};
@@ -39,7 +40,7 @@ pub enum EnrichError {
     #[error("every upstream vendor failed")]
     UpstreamUnavailable { retry_after: Duration },
     #[error("the database is unreachable")]
-    StoreUnavailable(#[source] std::sync::Arc<DbErr>),
+    StoreUnavailable(#[source] Arc<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -47,7 +48,7 @@ pub enum EnrichError {
 impl From<DbErr> for EnrichError {
     fn from(err: DbErr) -> Self {
         if crate::db::is_unavailable(&err) {
-            Self::StoreUnavailable(std::sync::Arc::new(err))
+            Self::StoreUnavailable(Arc::new(err))
         } else {
             Self::Internal(anyhow::Error::new(err).context("enrich database operation"))
         }
@@ -194,25 +195,21 @@ impl EnrichService {
         };
 
         let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
-        let confidence = matched.confidence;
-        let render: Render = Box::new(move |credits_remaining| {
-            render(Answer { record: &record, source, confidence, credits_remaining })
-        });
+        let rendered = render(Answer { record: &record, source, confidence: matched.confidence, credits_remaining: Body::PLACEHOLDER });
+        let body = Body::split(rendered).ok_or_else(|| anyhow::anyhow!("the 200 body does not show credits_remaining"))?;
         let job = Job {
             workspace_id: ws.clone(),
             api_key_id: principal.key_id.clone(),
             request_id: request_id.to_string(),
-            cache_write: (!from_cache).then(|| (query.input.clone(), matched)),
+            cache_row: (!from_cache).then(|| cache::match_row(&query.input, &matched, policy, crate::now_ms())),
             claim: claim.cloned(),
-            render,
+            body,
         };
         let body = match self.settler.settle(job).await {
             Ok(body) => body,
             Err(SettleError::Insufficient) => return Err(EnrichError::InsufficientCredits),
             Err(SettleError::ClaimLost) => return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) }),
-            Err(SettleError::Database(err)) if crate::db::is_unavailable(&err) => {
-                return Err(EnrichError::StoreUnavailable(err))
-            }
+            Err(SettleError::Database(err)) if err.unavailable => return Err(EnrichError::StoreUnavailable(Arc::new(err))),
             Err(err) => return Err(anyhow::Error::new(err).into()),
         };
         self.metrics.credits_charged.inc();

@@ -28,6 +28,14 @@ pub struct ClaimToken {
     token: String,
 }
 
+impl ClaimToken {
+    /// Workspace id, idempotency key and owner token: what identifies the claim in the
+    /// `idempotency_records` table.
+    pub fn parts(&self) -> (&str, &str, &str) {
+        (&self.workspace_id, &self.key, &self.token)
+    }
+}
+
 /// What a claim attempt found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {

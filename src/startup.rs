@@ -53,7 +53,7 @@ impl Application {
         let deadline = Duration::from_millis(settings.server.request_deadline_ms);
         let metrics = Arc::new(Metrics::new());
         let cache_policy = CachePolicy::from_settings(&settings.cache);
-        let settler = Settler::spawn(db.clone(), cache_policy, metrics.clone());
+        let settler = Settler::spawn(&settings.database, metrics.clone()).await.context("starting the settler")?;
         let enricher = Enricher::new(
             vendors,
             deadline,

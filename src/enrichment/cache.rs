@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use sea_orm::{
-    sea_query::OnConflict, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    sea_query::OnConflict, ActiveModelTrait, ActiveValue::Set, ColumnTrait, IntoActiveModel, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
 };
 
 use entity::cache_entry;
@@ -123,19 +123,20 @@ pub async fn put(
     policy: &CachePolicy,
     now_ms: i64,
 ) -> Result<(), DbErr> {
-    upsert(
-        db,
-        cache_entry::ActiveModel {
-            cache_key: Set(input.cache_key()),
-            record: Set(serde_json::to_string(&matched.record).expect("record serialises")),
-            vendor: Set(matched.vendor.as_str().to_string()),
-            confidence: Set(matched.confidence),
-            fetched_at: Set(now_ms),
-            expires_at: Set(now_ms.saturating_add(policy.longest().as_millis() as i64)),
-            outcome: Set(MATCH.to_string()),
-        },
-    )
-    .await
+    upsert(db, match_row(input, matched, policy, now_ms).into_active_model().reset_all()).await
+}
+
+/// The row [`put`] writes (the settler writes it in the debit's transaction).
+pub fn match_row(input: &LookupInput, matched: &Matched, policy: &CachePolicy, now_ms: i64) -> cache_entry::Model {
+    cache_entry::Model {
+        cache_key: input.cache_key(),
+        record: serde_json::to_string(&matched.record).expect("record serialises"),
+        vendor: matched.vendor.as_str().to_string(),
+        confidence: matched.confidence,
+        fetched_at: now_ms,
+        expires_at: now_ms.saturating_add(policy.longest().as_millis() as i64),
+        outcome: MATCH.to_string(),
+    }
 }
 
 /// Remembers that no vendor knows `input` (for the policy's negative TTL).

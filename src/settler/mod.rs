@@ -1,0 +1,297 @@
+//! Group commit: one writer per process settles successful lookups in batches, so that
+//! many requests share one transaction and one durable commit (one fsync on SQLite, one
+//! WAL flush on PostgreSQL) instead of paying one each.
+//!
+//! Each job in a batch: confirm the idempotency claim is still ours, take one credit with
+//! the conditional update (`credit_balance >= 1`), append the ledger row, write the cache,
+//! complete the idempotency record with the exact response bytes (the body the request
+//! rendered, with the balance after its own debit). A job that finds the balance gone or
+//! its claim taken over writes nothing and gets its own answer; the others go ahead.
+//! Every reply is sent only after the batch committed, so a response never precedes its
+//! durable debit. A database error aborts the whole batch (nothing of it is committed)
+//! and fails every job in it.
+//!
+//! The writer runs on a thread of its own with its own connection ([`sqlite`]: rusqlite,
+//! synchronous, no hop per statement; [`postgres`]: sqlx, one statement per workspace for
+//! the debits and their ledger rows). Requests never wait in the same run queue as the
+//! batch that settles them, and the batch's statements never wait behind requests.
+//!
+//! Invariants are the credit module's: the balance never goes below zero and the ledger
+//! always sums to it, whatever the batch size or the number of replicas.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::DatabaseSettings;
+use crate::idempotency::ClaimToken;
+use crate::metrics::Metrics;
+
+/// Largest number of settlements in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// One successful lookup to pay for.
+pub struct Job {
+    pub workspace_id: String,
+    pub api_key_id: String,
+    pub request_id: String,
+    /// The vendor's answer to cache (none when it came from the cache).
+    pub cache_row: Option<entity::cache_entry::Model>,
+    pub claim: Option<ClaimToken>,
+    pub body: Body,
+}
+
+/// A 200 body rendered by the request itself, with a hole where the balance after the
+/// debit goes: the writer only fills the hole, so rendering never holds up a batch.
+#[derive(Debug, Clone)]
+pub struct Body {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl Body {
+    /// The balance to render the body with; [`Body::split`] cuts it out again.
+    pub const PLACEHOLDER: i64 = i64::MAX;
+
+    /// Cuts the last occurrence of [`Body::PLACEHOLDER`]'s digits out of `rendered`
+    /// (the balance is the body's last number). `None` when they are not there.
+    pub fn split(rendered: Vec<u8>) -> Option<Self> {
+        let digits = Self::PLACEHOLDER.to_string();
+        let at = rendered.windows(digits.len()).rposition(|w| w == digits.as_bytes())?;
+        let tail = rendered[at + digits.len()..].to_vec();
+        let mut head = rendered;
+        head.truncate(at);
+        Some(Self { head, tail })
+    }
+
+    /// The body with `balance` in the hole.
+    pub fn with_balance(&self, balance: i64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.head.len() + 20 + self.tail.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(balance.to_string().as_bytes());
+        out.extend_from_slice(&self.tail);
+        out
+    }
+}
+
+/// Why a settlement did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SettleError {
+    #[error("insufficient credits")]
+    Insufficient,
+    #[error("the idempotency claim was taken over")]
+    ClaimLost,
+    #[error("settling")]
+    Database(#[source] StoreError),
+    #[error("the settler has stopped")]
+    Stopped,
+}
+
+/// A database error of either writer, and whether it means "unreachable right now".
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{source}")]
+pub struct StoreError {
+    source: Arc<dyn std::error::Error + Send + Sync>,
+    pub unavailable: bool,
+}
+
+impl StoreError {
+    fn new(source: impl std::error::Error + Send + Sync + 'static, unavailable: bool) -> Self {
+        Self { source: Arc::new(source), unavailable }
+    }
+
+    fn bug(message: &str) -> Self {
+        Self::new(std::io::Error::other(message.to_string()), false)
+    }
+}
+
+type Outcome = Result<Vec<u8>, SettleError>;
+
+struct Envelope {
+    job: Job,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// The handle requests use.
+#[derive(Clone)]
+pub struct Settler {
+    tx: mpsc::UnboundedSender<Envelope>,
+}
+
+impl Settler {
+    /// Starts the writer on a thread of its own (a single-threaded runtime and its own
+    /// connection to `settings`' database); returns once it is connected.
+    pub async fn spawn(settings: &DatabaseSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = oneshot::channel();
+        let settings = settings.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name("leadlex-settler".into()).spawn(move || {
+            runtime.block_on(async move {
+                if settings.url.starts_with("sqlite:") {
+                    match sqlite::Store::open(&settings) {
+                        Ok(store) => {
+                            let _ = ready_tx.send(Ok(()));
+                            run(store, rx, metrics).await;
+                        }
+                        Err(err) => drop(ready_tx.send(Err(err))),
+                    }
+                } else {
+                    match postgres::Store::open(&settings).await {
+                        Ok(store) => {
+                            let _ = ready_tx.send(Ok(()));
+                            run(store, rx, metrics).await;
+                        }
+                        Err(err) => drop(ready_tx.send(Err(err))),
+                    }
+                }
+            })
+        })?;
+        ready.await.map_err(|_| anyhow::anyhow!("the settler thread died while connecting"))??;
+        Ok(Self { tx })
+    }
+
+    /// Settles `job` durably; returns the response bytes.
+    pub async fn settle(&self, job: Job) -> Outcome {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Envelope { job, reply }).map_err(|_| SettleError::Stopped)?;
+        answer.await.map_err(|_| SettleError::Stopped)?
+    }
+}
+
+/// What a writer does inside one batch; every method but `begin` runs inside the batch's
+/// transaction (or, when `begin` was told none is needed, as one atomic statement).
+trait Store {
+    /// Opens the batch's transaction unless one is open, or unless `atomic_statements`
+    /// says the batch is nothing but one [`Store::debit_batch`], atomic on its own (a
+    /// store may open one anyway).
+    async fn begin(&mut self, atomic_statements: bool) -> Result<(), StoreError>;
+    /// Keeps an in-progress claim ours; false when it was taken over.
+    async fn touch(&mut self, claim: &ClaimToken) -> Result<bool, StoreError>;
+    /// Takes `rows.len()` credits at once if the balance covers them all, and appends one
+    /// ledger row per (api key id, request id), the n-th (0-based) with the balance after
+    /// its own debit; returns the balance after all of them, or `None` (nothing written).
+    async fn debit_batch(&mut self, workspace_id: &str, rows: &[(&str, &str)], now_ms: i64)
+        -> Result<Option<i64>, StoreError>;
+    /// One conditional debit and its ledger row; `None` at balance 0.
+    async fn debit_one(&mut self, workspace_id: &str, api_key_id: &str, request_id: &str, now_ms: i64)
+        -> Result<Option<i64>, StoreError>;
+    async fn put_cache(&mut self, row: &entity::cache_entry::Model) -> Result<(), StoreError>;
+    /// Completes a claim with the response to replay; false when it is no longer ours.
+    async fn complete(&mut self, claim: &ClaimToken, body: &[u8]) -> Result<bool, StoreError>;
+    async fn commit(&mut self) -> Result<(), StoreError>;
+    /// Abandons the batch (after an error or a panic); must leave the store usable.
+    async fn rollback(&mut self);
+}
+
+async fn run(mut store: impl Store, mut rx: mpsc::UnboundedReceiver<Envelope>, metrics: Arc<Metrics>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        metrics.settle_batch_size.observe(batch.len() as f64);
+        let started = std::time::Instant::now();
+        let (jobs, replies): (Vec<Job>, Vec<_>) = batch.drain(..).map(|e| (e.job, e.reply)).unzip();
+        // Should a batch panic, its requests fail (their reply channels drop), its
+        // transaction rolls back, and the writer lives on.
+        match AssertUnwindSafe(settle(&mut store, jobs)).catch_unwind().await {
+            Ok(Ok(outcomes)) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome); // the request may have gone; the charge stands, with its stored record
+                }
+            }
+            Ok(Err(err)) => {
+                store.rollback().await;
+                tracing::error!(error = %err, jobs = replies.len(), "a settlement batch failed; nothing of it was committed");
+                for reply in replies {
+                    let _ = reply.send(Err(SettleError::Database(err.clone())));
+                }
+            }
+            Err(_) => {
+                store.rollback().await;
+                tracing::error!(jobs = replies.len(), "a settlement batch panicked; its requests failed, nothing was committed");
+            }
+        }
+        metrics.settle_batch_seconds.observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// The batch in one transaction; any database error rolls all of it back.
+///
+/// Per workspace, one [`Store::debit_batch`] takes all of its jobs' credits at once.
+/// When the balance cannot cover them all, that workspace's jobs fall back to one
+/// conditional debit each, so exactly as many succeed as there are credits.
+async fn settle(store: &mut impl Store, jobs: Vec<Job>) -> Result<Vec<Outcome>, StoreError> {
+    let now = crate::now_ms();
+    let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
+    let mut by_workspace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        by_workspace.entry(job.workspace_id.as_str()).or_default().push(i);
+    }
+    let plain = by_workspace.len() == 1 && jobs.iter().all(|j| j.claim.is_none() && j.cache_row.is_none());
+    store.begin(plain).await?;
+
+    // Claims first: a job whose claim was taken over writes nothing.
+    for (i, job) in jobs.iter().enumerate() {
+        if let Some(claim) = &job.claim {
+            if !store.touch(claim).await? {
+                outcomes[i] = Some(Err(SettleError::ClaimLost));
+            }
+        }
+    }
+    for (workspace_id, mut members) in by_workspace {
+        members.retain(|&i| outcomes[i].is_none());
+        let rows: Vec<(&str, &str)> =
+            members.iter().map(|&i| (jobs[i].api_key_id.as_str(), jobs[i].request_id.as_str())).collect();
+        let balances: Vec<Option<i64>> = match store.debit_batch(workspace_id, &rows, now).await? {
+            // Job n (0-based) of k sees the balance after its own debit.
+            Some(after) => (0..rows.len()).map(|n| Some(after + (rows.len() - 1 - n) as i64)).collect(),
+            None => {
+                // Several statements now: they must commit together.
+                store.begin(false).await?;
+                let mut balances = Vec::with_capacity(rows.len());
+                for (key, request) in &rows {
+                    balances.push(store.debit_one(workspace_id, key, request, now).await?);
+                }
+                balances
+            }
+        };
+        for (&i, balance) in members.iter().zip(balances) {
+            let job = &jobs[i];
+            outcomes[i] = Some(match balance {
+                None => Err(SettleError::Insufficient),
+                Some(balance_after) => {
+                    let body = job.body.with_balance(balance_after);
+                    if let Some(row) = &job.cache_row {
+                        store.put_cache(row).await?;
+                    }
+                    if let Some(claim) = &job.claim {
+                        if !store.complete(claim, &body).await? {
+                            return Err(StoreError::bug("idempotency claim vanished inside the settling transaction"));
+                        }
+                    }
+                    Ok(body)
+                }
+            });
+        }
+    }
+    store.commit().await?;
+    Ok(outcomes.into_iter().map(|o| o.expect("every job has an outcome")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Body;
+
+    #[test]
+    fn a_body_gets_its_balance_where_the_placeholder_was() {
+        let rendered = format!(r#"{{"data":{{"confidence":0.9,"credits_remaining":{}}}}}"#, Body::PLACEHOLDER);
+        let body = Body::split(rendered.into_bytes()).expect("placeholder found");
+        assert_eq!(body.with_balance(41), br#"{"data":{"confidence":0.9,"credits_remaining":41}}"#);
+        assert!(Body::split(b"{}".to_vec()).is_none());
+    }
+}

@@ -16,6 +16,8 @@ server's peak RSS, with its ratio to the baseline measured in the same run):
 
 then the same with 1 million keys and 1 million cache rows in the database.
 Usage: scripts/bench [--quick] [--backends sqlite,postgres] [--out FILE]
+(BENCH_DATABASE_SETTINGS="key = value;…" adds settings to the server's [database] table;
+BENCH_SERVER_STDERR=1 shows the server's log.)
 """
 
 import argparse
@@ -96,7 +98,8 @@ class Server:
             f'[[vendors]]\nname = "{name}"\nbase_url = "{sandbox.url}/{name}"\napi_key = "sandbox"\n'
             for name in ("vendor_a", "vendor_b")
         )
-        config.write_text(f"[database]\nmax_connections = 16\n{vendors}")
+        extra = os.environ.get("BENCH_DATABASE_SETTINGS", "").replace(";", "\n")
+        config.write_text(f"[database]\nmax_connections = 16\n{extra}\n{vendors}")
         port = free_port()
         env = dict(os.environ, LEADLEX_DATABASE_URL=db, LEADLEX_CONFIG=str(config), RUST_LOG="warn")
         env.pop("LEADLEX_REDIS_URL", None)

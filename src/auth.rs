@@ -8,7 +8,7 @@
 //! remembered for `auth.key_cache_ttl_ms` (1 s by default), so a revocation takes effect
 //! within that time on every replica (expiry is checked on every request, exactly).
 
-use std::{collections::BTreeSet, fmt, time::Duration};
+use std::{collections::BTreeSet, fmt, sync::Arc, time::Duration};
 
 use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
@@ -140,7 +140,8 @@ pub fn parse_permissions(stored: &str) -> BTreeSet<Permission> {
 pub struct Authenticator {
     db: DatabaseConnection,
     /// `Some(principal)` for a usable key, `None` for an unknown, revoked key.
-    memo: Memo<String, Option<Principal>>,
+    /// Keyed by the SHA-256 of the key.
+    memo: Memo<[u8; 32], Option<Arc<Principal>>>,
     negative_ttl: Duration,
     positive_ttl: Duration,
 }
@@ -150,17 +151,17 @@ impl Authenticator {
         Self { db, memo: Memo::new(capacity), negative_ttl, positive_ttl }
     }
 
-    pub async fn authenticate(&self, token: &str, now_ms: i64) -> Result<Principal, AuthError> {
+    pub async fn authenticate(&self, token: &str, now_ms: i64) -> Result<Arc<Principal>, AuthError> {
         if !is_well_formed(token) {
             return Err(AuthError::InvalidKey);
         }
-        let hash = hash_key(token);
-        let principal = match self.memo.get(&hash) {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let principal = match self.memo.get(&digest) {
             Some(known) => known,
             None => {
-                let found = self.lookup(&hash).await?;
+                let found = self.lookup(&hex(&digest)).await?.map(Arc::new);
                 let ttl = if found.is_some() { self.positive_ttl } else { self.negative_ttl };
-                self.memo.insert(hash, found.clone(), ttl);
+                self.memo.insert(digest, found.clone(), ttl);
                 found
             }
         };

@@ -65,6 +65,10 @@ pub struct DatabaseSettings {
     /// SQLite only: `full` (default: a commit survives a power cut) or `normal` (a commit
     /// survives a process crash; the last commits may be lost on a power cut).
     pub sqlite_synchronous: SqliteSynchronous,
+    /// Group commit: while lookups settle concurrently, the writer starts a commit at
+    /// most once per this many microseconds, so that each commit (an fsync) carries more
+    /// of them. A lone lookup never waits. 0 commits as soon as the previous commit ends.
+    pub group_commit_window_us: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -82,6 +86,7 @@ impl Default for DatabaseSettings {
             max_connections: 16,
             acquire_timeout_secs: 5,
             sqlite_synchronous: SqliteSynchronous::Full,
+            group_commit_window_us: 500,
         }
     }
 }

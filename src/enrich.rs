@@ -13,6 +13,7 @@
 //! Invariants: a 200 costs exactly one credit, whether from a vendor or the cache; every
 //! other outcome costs nothing; a replay never charges and never asks a vendor.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use crate::auth::Principal;
 use crate::credits;
 use crate::settler::{Body, Job, SettleError, Settler};
-use crate::enrichment::input::EnrichQuery;
+use crate::enrichment::input::{EnrichQuery, Section};
 use crate::enrichment::record::{EnrichmentRecord, Source};
 use crate::enrichment::{cache, Enricher, LookupOutcome};
 use crate::idempotency::{self, Claim, ClaimToken};
@@ -82,12 +83,18 @@ pub struct Completed {
     expires_at: i64,
 }
 
+/// How long a rendered body of a cached answer is reused.
+const CACHED_BODY_TTL: Duration = Duration::from_secs(30);
+
 /// How long a replayable response read from the database is reused in-process.
 const REPLAY_MEMO_TTL: Duration = Duration::from_secs(60);
 
 pub struct EnrichService {
     pub db: DatabaseConnection,
     pub replays: crate::memo::Memo<(String, String), Completed>,
+    /// Bodies of cached answers, by (cache key, sections asked for, the entry's
+    /// `fetched_at`), rendered once with a hole for the balance.
+    pub cached_bodies: crate::memo::Memo<(String, BTreeSet<Section>, i64), Arc<Body>>,
     pub settler: Settler,
     /// Workspaces just seen at balance 0, so that a flood of 402s costs one read per
     /// `hint_ttl` (a top-up is honoured within that time).
@@ -180,23 +187,36 @@ impl EnrichService {
         }
 
         let lookup = self.enricher.lookup(&self.db, &query.input, &query.include, crate::now_ms()).await?;
-        let (matched, from_cache) = match lookup {
-            LookupOutcome::Found { matched, from_cache } => (matched, from_cache),
+        let (matched, cached_at) = match lookup {
+            LookupOutcome::Found { matched, cached_at } => (matched, cached_at),
             LookupOutcome::NoMatch => return Err(EnrichError::NoMatch),
             LookupOutcome::Unavailable { retry_after } => return Err(EnrichError::UpstreamUnavailable { retry_after }),
         };
+        let from_cache = cached_at.is_some();
         let policy = &self.enricher.cache;
-        let Some(record) = matched.record.project(&query.include) else {
-            // The vendor knew something, just not what was asked: keep it, charge nothing.
-            if !from_cache {
-                cache::put(&self.db, &query.input, &matched, policy, crate::now_ms()).await?;
+        // A cached answer's body depends only on the entry and the sections asked for.
+        let memo_key = cached_at.map(|at| (query.input.cache_key(), query.include.clone(), at));
+        let body = match memo_key.as_ref().and_then(|k| self.cached_bodies.get(k)) {
+            Some(body) => body,
+            None => {
+                let Some(record) = matched.record.project(&query.include) else {
+                    // The vendor knew something, just not what was asked: keep it, charge nothing.
+                    if !from_cache {
+                        cache::put(&self.db, &query.input, &matched, policy, crate::now_ms()).await?;
+                    }
+                    return Err(EnrichError::NoMatch);
+                };
+                let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
+                let answer = Answer { record: &record, source, confidence: matched.confidence, credits_remaining: Body::PLACEHOLDER };
+                let body = Arc::new(
+                    Body::split(render(answer)).ok_or_else(|| anyhow::anyhow!("the 200 body does not show credits_remaining"))?,
+                );
+                if let Some(key) = memo_key {
+                    self.cached_bodies.insert(key, body.clone(), CACHED_BODY_TTL);
+                }
+                body
             }
-            return Err(EnrichError::NoMatch);
         };
-
-        let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
-        let rendered = render(Answer { record: &record, source, confidence: matched.confidence, credits_remaining: Body::PLACEHOLDER });
-        let body = Body::split(rendered).ok_or_else(|| anyhow::anyhow!("the 200 body does not show credits_remaining"))?;
         let job = Job {
             workspace_id: ws.clone(),
             api_key_id: principal.key_id.clone(),

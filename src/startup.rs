@@ -83,6 +83,7 @@ impl Application {
             enrich: EnrichService {
                 db: db.clone(),
                 replays: crate::memo::Memo::new(100_000),
+                cached_bodies: crate::memo::Memo::new(10_000),
                 settler,
                 known_empty: crate::memo::Memo::new(settings.auth.negative_cache_capacity),
                 hint_ttl: Duration::from_millis(settings.auth.key_cache_ttl_ms),

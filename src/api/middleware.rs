@@ -27,7 +27,7 @@ pub const RATE_LIMIT_RESET: &str = "x-ratelimit-reset";
 #[derive(Debug)]
 pub struct RequestScope {
     pub request_id: String,
-    principal: Mutex<Option<Principal>>,
+    principal: Mutex<Option<Arc<Principal>>>,
     rate_limit: Mutex<Option<RateLimitStatus>>,
 }
 
@@ -42,7 +42,7 @@ pub fn current_request_id() -> String {
 
 /// Records the authenticated caller and the rate-limit state for the response headers;
 /// from here on every log line of the request names the key's display prefix.
-pub fn record_caller(principal: &Principal, rate_limit: RateLimitStatus) {
+pub fn record_caller(principal: &Arc<Principal>, rate_limit: RateLimitStatus) {
     tracing::Span::current().record("key", principal.key_prefix.as_str());
     let _ = SCOPE.try_with(|s| {
         *s.principal.lock().expect("not poisoned") = Some(principal.clone());
@@ -51,7 +51,7 @@ pub fn record_caller(principal: &Principal, rate_limit: RateLimitStatus) {
 }
 
 /// The authenticated caller of the current request, if any.
-pub fn current_principal() -> Option<Principal> {
+pub fn current_principal() -> Option<Arc<Principal>> {
     SCOPE.try_with(|s| s.principal.lock().expect("not poisoned").clone()).ok().flatten()
 }
 
@@ -61,7 +61,9 @@ pub fn is_acceptable_request_id(id: &str) -> bool {
 }
 
 fn new_request_id() -> String {
-    format!("req_{}", uuid::Uuid::new_v4().simple())
+    // From the thread's CSPRNG (seeded from the OS), not a getrandom syscall per request.
+    let bytes: [u8; 16] = rand::random();
+    format!("req_{}", uuid::Builder::from_random_bytes(bytes).into_uuid().simple())
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (declared or actually sent).

@@ -20,9 +20,9 @@ use crate::ratelimit::Decision;
 /// API keys look like `wbk_…`; send them as `Authorization: Bearer wbk_…`.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "wbk_ API key", checker = "check_key")]
-pub struct ApiKeyAuth(pub Principal);
+pub struct ApiKeyAuth(pub Arc<Principal>);
 
-async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
+async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<Arc<Principal>> {
     let state = req.data::<Arc<AppState>>().expect("AppState is attached to the routes");
     let now = crate::now_ms();
     let principal = state.auth.authenticate(&bearer.token, now).await.map_err(ApiError::from)?;

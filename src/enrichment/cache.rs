@@ -74,26 +74,48 @@ pub async fn row(db: &impl ConnectionTrait, cache_key: &str) -> Result<Option<ca
     cache_entry::Entity::find_by_id(cache_key).one(db).await
 }
 
-/// What a stored entry says about a request for `include` at `now_ms`.
-pub fn interpret(row: &cache_entry::Model, include: &BTreeSet<Section>, policy: &CachePolicy, now_ms: i64) -> Cached {
-    if row.expires_at <= now_ms {
-        return Cached::Miss;
+/// A stored entry with its record parsed once (what the in-process memo keeps).
+#[derive(Debug)]
+pub struct Entry {
+    pub fetched_at: i64,
+    pub expires_at: i64,
+    /// `None` for a remembered no-match, or a record that does not parse (ignored).
+    matched: Option<Matched>,
+    no_match: bool,
+}
+
+impl Entry {
+    pub fn new(row: cache_entry::Model) -> Self {
+        let no_match = row.outcome == NO_MATCH;
+        let matched = if no_match {
+            None
+        } else {
+            match (serde_json::from_str::<EnrichmentRecord>(&row.record), VendorName::parse(&row.vendor)) {
+                (Ok(record), Some(vendor)) => Some(Matched { record, vendor, confidence: row.confidence }),
+                _ => {
+                    tracing::warn!(cache_key = %row.cache_key, "unreadable cache entry ignored");
+                    None
+                }
+            }
+        };
+        Self { fetched_at: row.fetched_at, expires_at: row.expires_at, matched, no_match }
     }
-    if row.outcome == NO_MATCH {
-        return Cached::NoMatch;
+
+    /// What the entry says about a request for `include` at `now_ms`.
+    pub fn interpret(&self, include: &BTreeSet<Section>, policy: &CachePolicy, now_ms: i64) -> Cached {
+        if self.expires_at <= now_ms {
+            return Cached::Miss;
+        }
+        if self.no_match {
+            return Cached::NoMatch;
+        }
+        let Some(matched) = &self.matched else { return Cached::Miss };
+        let age = Duration::from_millis((now_ms - self.fetched_at).max(0) as u64);
+        if present(&matched.record).any(|s| include.contains(&s) && age >= policy.ttl(s)) {
+            return Cached::Miss;
+        }
+        Cached::Match(matched.clone())
     }
-    let (Ok(record), Some(vendor)) = (
-        serde_json::from_str::<EnrichmentRecord>(&row.record),
-        VendorName::parse(&row.vendor),
-    ) else {
-        tracing::warn!(cache_key = %row.cache_key, "unreadable cache entry ignored");
-        return Cached::Miss;
-    };
-    let age = Duration::from_millis((now_ms - row.fetched_at).max(0) as u64);
-    if present(&record).any(|s| include.contains(&s) && age >= policy.ttl(s)) {
-        return Cached::Miss;
-    }
-    Cached::Match(Matched { record, vendor, confidence: row.confidence })
 }
 
 async fn upsert(db: &impl ConnectionTrait, row: cache_entry::ActiveModel) -> Result<(), DbErr> {

@@ -40,7 +40,9 @@ use crate::metrics::{Metrics, VendorLabels, VendorOutcomeLabels};
 /// The result of a lookup.
 #[derive(Debug, Clone)]
 pub enum LookupOutcome {
-    Found { matched: Matched, from_cache: bool },
+    /// `cached_at`: when the answer came from the cache, the `fetched_at` of its entry
+    /// (entries change only by being replaced, so cache key and `cached_at` identify it).
+    Found { matched: Matched, cached_at: Option<i64> },
     NoMatch,
     /// Every vendor failed; `retry_after` is the soonest a retry makes sense.
     Unavailable { retry_after: Duration },
@@ -59,7 +61,7 @@ pub struct Enricher {
     pub cache: CachePolicy,
     inflight: Mutex<HashMap<String, Arc<OnceCell<LookupOutcome>>>>,
     /// Recently read cache rows.
-    rows: Memo<String, entity::cache_entry::Model>,
+    rows: Memo<String, Arc<cache::Entry>>,
     metrics: Arc<Metrics>,
 }
 
@@ -94,15 +96,15 @@ impl Enricher {
         now_ms: i64,
     ) -> Result<LookupOutcome, DbErr> {
         match self.cached(db, input, include, now_ms).await? {
-            Cached::Match(matched) => {
+            (Cached::Match(matched), cached_at) => {
                 self.metrics.cache("hit");
-                return Ok(LookupOutcome::Found { matched, from_cache: true });
+                return Ok(LookupOutcome::Found { matched, cached_at: Some(cached_at) });
             }
-            Cached::NoMatch => {
+            (Cached::NoMatch, _) => {
                 self.metrics.cache("negative_hit");
                 return Ok(LookupOutcome::NoMatch);
             }
-            Cached::Miss => self.metrics.cache("miss"),
+            (Cached::Miss, _) => self.metrics.cache("miss"),
         }
         Ok(self.coalesced(db, input).await)
     }
@@ -116,19 +118,20 @@ impl Enricher {
         input: &LookupInput,
         include: &BTreeSet<Section>,
         now_ms: i64,
-    ) -> Result<Cached, DbErr> {
+    ) -> Result<(Cached, i64), DbErr> {
         let key = input.cache_key();
-        if let Some(row) = self.rows.get(&key) {
-            let cached = cache::interpret(&row, include, &self.cache, now_ms);
+        if let Some(entry) = self.rows.get(&key) {
+            let cached = entry.interpret(include, &self.cache, now_ms);
             if !matches!(cached, Cached::Miss) {
-                return Ok(cached);
+                return Ok((cached, entry.fetched_at));
             }
         }
-        let Some(row) = cache::row(db, &key).await? else { return Ok(Cached::Miss) };
-        let cached = cache::interpret(&row, include, &self.cache, now_ms);
-        let left = Duration::from_millis((row.expires_at - now_ms).max(0) as u64);
-        self.rows.insert(key, row, left.min(ROW_MEMO_TTL));
-        Ok(cached)
+        let Some(row) = cache::row(db, &key).await? else { return Ok((Cached::Miss, 0)) };
+        let entry = cache::Entry::new(row);
+        let cached = entry.interpret(include, &self.cache, now_ms);
+        let (left, fetched_at) = (Duration::from_millis((entry.expires_at - now_ms).max(0) as u64), entry.fetched_at);
+        self.rows.insert(key, Arc::new(entry), left.min(ROW_MEMO_TTL));
+        Ok((cached, fetched_at))
     }
 
     /// One waterfall per input at a time: concurrent callers share its outcome.
@@ -196,7 +199,7 @@ impl Enricher {
             }
         }
         match found {
-            Some(matched) => LookupOutcome::Found { matched, from_cache: false },
+            Some(matched) => LookupOutcome::Found { matched, cached_at: None },
             None if failures > 0 && failures == asked => {
                 LookupOutcome::Unavailable { retry_after: retry_after.min(Duration::from_secs(60)) }
             }

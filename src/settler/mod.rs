@@ -44,7 +44,7 @@ pub struct Job {
     /// The vendor's answer to cache (none when it came from the cache).
     pub cache_row: Option<entity::cache_entry::Model>,
     pub claim: Option<ClaimToken>,
-    pub body: Body,
+    pub body: Arc<Body>,
 }
 
 /// A 200 body rendered by the request itself, with a hole where the balance after the
@@ -131,6 +131,7 @@ impl Settler {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready) = oneshot::channel();
         let settings = settings.clone();
+        let window = std::time::Duration::from_micros(settings.group_commit_window_us);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         std::thread::Builder::new().name("leadlex-settler".into()).spawn(move || {
             runtime.block_on(async move {
@@ -138,7 +139,7 @@ impl Settler {
                     match sqlite::Store::open(&settings) {
                         Ok(store) => {
                             let _ = ready_tx.send(Ok(()));
-                            run(store, rx, metrics).await;
+                            run(store, rx, window, metrics).await;
                         }
                         Err(err) => drop(ready_tx.send(Err(err))),
                     }
@@ -146,7 +147,7 @@ impl Settler {
                     match postgres::Store::open(&settings).await {
                         Ok(store) => {
                             let _ = ready_tx.send(Ok(()));
-                            run(store, rx, metrics).await;
+                            run(store, rx, window, metrics).await;
                         }
                         Err(err) => drop(ready_tx.send(Err(err))),
                     }
@@ -190,11 +191,36 @@ trait Store {
     async fn rollback(&mut self);
 }
 
-async fn run(mut store: impl Store, mut rx: mpsc::UnboundedReceiver<Envelope>, metrics: Arc<Metrics>) {
+async fn run(
+    mut store: impl Store,
+    mut rx: mpsc::UnboundedReceiver<Envelope>,
+    window: std::time::Duration,
+    metrics: Arc<Metrics>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut last_start = std::time::Instant::now();
+    let mut concurrent = false;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Under concurrency (this batch or the last had company), hold the commit until
+        // `window` after the last one started, gathering what arrives meanwhile: fewer,
+        // larger commits (PostgreSQL's commit_delay with commit_siblings, in spirit).
+        // Blocking is right here: this thread does nothing else.
+        concurrent |= batch.len() > 1;
+        if concurrent && batch.len() < MAX_BATCH {
+            if let Some(wait) = window.checked_sub(last_start.elapsed()) {
+                std::thread::sleep(wait);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(envelope) => batch.push(envelope),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        concurrent = batch.len() > 1;
         metrics.settle_batch_size.observe(batch.len() as f64);
         let started = std::time::Instant::now();
+        last_start = started;
         let (jobs, replies): (Vec<Job>, Vec<_>) = batch.drain(..).map(|e| (e.job, e.reply)).unzip();
         // Should a batch panic, its requests fail (their reply channels drop), its
         // transaction rolls back, and the writer lives on.

@@ -21,7 +21,11 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConn
     opts.max_connections(settings.max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        // No ping before every use of a pooled connection (a round trip per query on
+        // PostgreSQL, a thread hop on SQLite): a connection that died shows as an I/O
+        // error, answered 503 like any outage, and the pool replaces it.
+        .test_before_acquire(false);
     if sqlite {
         let synchronous = match settings.sqlite_synchronous {
             crate::config::SqliteSynchronous::Full => sqlx::sqlite::SqliteSynchronous::Full,

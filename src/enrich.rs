@@ -217,11 +217,13 @@ impl EnrichService {
                 body
             }
         };
+        let cache_row = (!from_cache).then(|| cache::match_row(&query.input, &matched, policy, crate::now_ms()));
+        let stamps = cache_row.as_ref().map(|r| (r.fetched_at, r.expires_at));
         let job = Job {
             workspace_id: ws.clone(),
             api_key_id: principal.key_id.clone(),
             request_id: request_id.to_string(),
-            cache_row: (!from_cache).then(|| cache::match_row(&query.input, &matched, policy, crate::now_ms())),
+            cache_row,
             claim: claim.cloned(),
             body,
         };
@@ -232,6 +234,9 @@ impl EnrichService {
             Err(SettleError::Database(err)) if err.unavailable => return Err(EnrichError::StoreUnavailable(Arc::new(err))),
             Err(err) => return Err(anyhow::Error::new(err).into()),
         };
+        if let Some((fetched_at, expires_at)) = stamps {
+            self.enricher.remember(&query.input, cache::Entry::of_match(matched, fetched_at, expires_at), crate::now_ms());
+        }
         self.metrics.credits_charged.inc();
         Ok(Success { body, replayed: false })
     }

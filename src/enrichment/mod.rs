@@ -134,6 +134,13 @@ impl Enricher {
         Ok((cached, fetched_at))
     }
 
+    /// Remembers a cache entry this process just paid for, before its row commits (the
+    /// settler writes cache rows just after the debits; see `settler::settle`).
+    pub fn remember(&self, input: &LookupInput, entry: cache::Entry, now_ms: i64) {
+        let left = Duration::from_millis((entry.expires_at - now_ms).max(0) as u64);
+        self.rows.insert(input.cache_key(), Arc::new(entry), left.min(ROW_MEMO_TTL));
+    }
+
     /// One waterfall per input at a time: concurrent callers share its outcome.
     /// The one waterfall also remembers a no-match (once, not once per waiting caller;
     /// failing to remember it costs a later vendor call, not this answer).

@@ -99,20 +99,28 @@ impl super::Store for Store {
         self.debit_batch(workspace_id, &[(api_key_id, request_id)], now_ms).await
     }
 
-    async fn put_cache(&mut self, row: &entity::cache_entry::Model) -> Result<(), StoreError> {
+    async fn put_cache(&mut self, rows: &[entity::cache_entry::Model]) -> Result<(), StoreError> {
+        // One statement for all of them. Within one statement a key may be upserted only
+        // once: the last row for a key wins, as it would one statement after another.
+        let mut last: std::collections::HashMap<&str, &entity::cache_entry::Model> = Default::default();
+        for row in rows {
+            last.insert(&row.cache_key, row);
+        }
+        let rows: Vec<_> = last.into_values().collect();
         let q = sqlx::query(
             "INSERT INTO enrichment_cache (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (cache_key) DO UPDATE SET \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::int8[], $6::int8[], $7::text[]) \
+             ON CONFLICT (cache_key) DO UPDATE SET \
              record = excluded.record, vendor = excluded.vendor, confidence = excluded.confidence, \
              fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, outcome = excluded.outcome",
         )
-        .bind(&row.cache_key)
-        .bind(&row.record)
-        .bind(&row.vendor)
-        .bind(row.confidence)
-        .bind(row.fetched_at)
-        .bind(row.expires_at)
-        .bind(&row.outcome);
+        .bind(rows.iter().map(|r| r.cache_key.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.record.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.vendor.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.confidence).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.fetched_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.expires_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>());
         on!(self, q, execute)?;
         Ok(())
     }

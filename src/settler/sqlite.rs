@@ -114,8 +114,14 @@ impl super::Store for Store {
         Ok(after)
     }
 
-    async fn put_cache(&mut self, row: &entity::cache_entry::Model) -> Result<(), StoreError> {
-        self.conn
+    async fn put_cache(&mut self, rows: &[entity::cache_entry::Model]) -> Result<(), StoreError> {
+        // Several rows need one transaction to be atomic.
+        let own_txn = rows.len() > 1 && self.conn.is_autocommit();
+        if own_txn {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+        }
+        for row in rows {
+            self.conn
             .prepare_cached(
                 "INSERT INTO enrichment_cache (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (cache_key) DO UPDATE SET \
@@ -134,6 +140,10 @@ impl super::Store for Store {
                 ])
             })
             .map_err(err)?;
+        }
+        if own_txn {
+            self.conn.execute_batch("COMMIT").map_err(err)?;
+        }
         Ok(())
     }
 

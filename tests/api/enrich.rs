@@ -13,6 +13,7 @@ on_both_backends!(
     cached_answers_say_cached_and_still_cost_one_credit,
     request_ids_are_echoed_or_generated,
     cache_entries_expire_after_their_ttl,
+    a_vendor_answer_reaches_the_shared_cache_table,
 );
 
 async fn success_has_the_documented_shape_and_costs_one_credit(backend: Backend) {
@@ -127,4 +128,26 @@ async fn cache_entries_expire_after_their_ttl(backend: Backend) {
     assert_eq!(source(app.enrich(&key, json!({"domain": "acme.com"})).await), "cached");
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     assert_eq!(source(app.enrich(&key, json!({"domain": "acme.com"})).await), "vendor_a");
+}
+
+/// The settler writes a vendor answer's cache row just after the debit's commit (off the
+/// commit the response waits for): it must still land, for the other replicas.
+async fn a_vendor_answer_reaches_the_shared_cache_table(backend: Backend) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(10).await;
+    let r = app.enrich(&key, json!({"email": "jane@acme.com"})).await;
+    assert_eq!(r.json()["data"]["source"], "vendor_a");
+    let sql = "SELECT vendor FROM enrichment_cache WHERE cache_key = 'email:jane@acme.com'";
+    let mut vendor = None;
+    for _ in 0..100 {
+        let row = app.db.query_one(Statement::from_string(app.db.get_database_backend(), sql)).await.unwrap();
+        if let Some(row) = row {
+            vendor = Some(row.try_get::<String>("", "vendor").unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(vendor.as_deref(), Some("vendor_a"), "the cache row was written within 2 s");
+    assert_eq!(app.assert_books_balance(&ws).await, 9);
 }

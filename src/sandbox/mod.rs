@@ -81,9 +81,14 @@ pub fn routes(latency: Duration) -> impl poem::Endpoint {
 
 type Params = Query<HashMap<String, String>>;
 
+/// Waits `latency` from now, to within tens of microseconds: tokio's timer rounds a
+/// sleep up to its next millisecond tick, which would make the vendor's latency depend on
+/// when in that millisecond a request arrives (and the benchmark would blame the gateway
+/// for it). A blocking-pool thread's sleep has no such tick.
 async fn pause(latency: Latency) {
     if !latency.0.is_zero() {
-        tokio::time::sleep(latency.0).await;
+        let d = latency.0;
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(d)).await;
     }
 }
 

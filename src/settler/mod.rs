@@ -173,14 +173,15 @@ impl Settler {
 trait Store {
     /// Opens the batch's transaction unless one is open, or unless `atomic_statements`
     /// says the batch is nothing but one [`Store::debit_batch`] or one
-    /// [`Store::put_cache`], atomic on its own (a store may open one anyway).
+    /// [`Store::put_cache`], each atomic on its own (a store may open one anyway).
     async fn begin(&mut self, atomic_statements: bool) -> Result<(), StoreError>;
     /// Keeps an in-progress claim ours; false when it was taken over.
     async fn touch(&mut self, claim: &ClaimToken) -> Result<bool, StoreError>;
-    /// Takes `rows.len()` credits at once if the balance covers them all, and appends one
-    /// ledger row per (api key id, request id), the n-th (0-based) with the balance after
-    /// its own debit; returns the balance after all of them, or `None` (nothing written).
-    async fn debit_batch(&mut self, workspace_id: &str, rows: &[(&str, &str)], now_ms: i64)
+    /// Writes `cache` (rows already paid for), then takes `rows.len()` credits at once
+    /// if the balance covers them all, and appends one ledger row per (api key id,
+    /// request id), the n-th (0-based) with the balance after its own debit; returns the
+    /// balance after all of them, or `None` (no credit taken; `cache` written anyway).
+    async fn debit_batch(&mut self, workspace_id: &str, rows: &[(&str, &str)], cache: &[CacheRow], now_ms: i64)
         -> Result<Option<i64>, StoreError>;
     /// One conditional debit and its ledger row; `None` at balance 0.
     async fn debit_one(&mut self, workspace_id: &str, api_key_id: &str, request_id: &str, now_ms: i64)
@@ -262,7 +263,7 @@ async fn run(
     }
 }
 
-type CacheRow = entity::cache_entry::Model;
+pub(crate) type CacheRow = entity::cache_entry::Model;
 
 /// Writes cache rows in a transaction of their own; a failure costs later vendor calls,
 /// never a credit, so it is logged and forgotten.
@@ -308,11 +309,9 @@ async fn settle(
         by_workspace.entry(job.workspace_id.clone()).or_default().push(i);
     }
     let mut cache_rows = Vec::new();
-    let plain = by_workspace.len() == 1 && carried.is_empty() && jobs.iter().all(|j| j.claim.is_none());
+    let plain = by_workspace.len() == 1 && jobs.iter().all(|j| j.claim.is_none());
     store.begin(plain).await?;
-    if !carried.is_empty() {
-        store.put_cache(carried).await?;
-    }
+    let mut carried = Some(carried);
 
     // Claims first: a job whose claim was taken over writes nothing.
     for (i, job) in jobs.iter().enumerate() {
@@ -326,7 +325,7 @@ async fn settle(
         members.retain(|&i| outcomes[i].is_none());
         let rows: Vec<(&str, &str)> =
             members.iter().map(|&i| (jobs[i].api_key_id.as_str(), jobs[i].request_id.as_str())).collect();
-        let balances: Vec<Option<i64>> = match store.debit_batch(&workspace_id, &rows, now).await? {
+        let balances: Vec<Option<i64>> = match store.debit_batch(&workspace_id, &rows, carried.take().unwrap_or_default(), now).await? {
             // Job n (0-based) of k sees the balance after its own debit.
             Some(after) => (0..rows.len()).map(|n| Some(after + (rows.len() - 1 - n) as i64)).collect(),
             None => {

@@ -1,9 +1,10 @@
 //! The PostgreSQL writer: a small sqlx pool of its own, driven by the settler's thread.
 //!
-//! A batch of plain lookups (one workspace, no idempotency claim, nothing to cache: a
-//! burst of cached hits) is ONE statement in autocommit: a CTE takes all of its credits
-//! with the conditional update and inserts their ledger rows from the returned balance,
-//! so it costs one round trip and one WAL flush. Anything else runs in a transaction.
+//! A batch of plain lookups (one workspace, no idempotency claim: a burst of cached hits
+//! or of misses) is ONE statement in autocommit: a CTE writes the cache rows carried
+//! from the previous batch, takes all of the batch's credits with the conditional update
+//! and inserts their ledger rows from the returned balance, so it costs one round trip
+//! and one WAL flush. Anything else runs in a transaction.
 //! The statements are the ones `credits`, `idempotency` and `enrichment::cache` issue
 //! through sea-orm, written out for the hot path (the whole suite runs them on
 //! PostgreSQL).
@@ -13,7 +14,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::StoreError;
+use super::{CacheRow, StoreError};
 use crate::config::DatabaseSettings;
 use crate::idempotency::ClaimToken;
 
@@ -50,7 +51,13 @@ impl Store {
     }
 }
 
-const DEBIT_BATCH: &str = "WITH debit AS ( \
+const DEBIT_BATCH: &str = "WITH cache AS (INSERT INTO enrichment_cache \
+       (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
+       SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::float8[], $10::int8[], $11::int8[], $12::text[]) \
+       ON CONFLICT (cache_key) DO UPDATE SET \
+       record = excluded.record, vendor = excluded.vendor, confidence = excluded.confidence, \
+       fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, outcome = excluded.outcome), \
+     debit AS ( \
        UPDATE workspaces SET credit_balance = credit_balance - $2 \
        WHERE id = $1 AND credit_balance >= $2 RETURNING credit_balance), \
      ledger AS ( \
@@ -58,6 +65,33 @@ const DEBIT_BATCH: &str = "WITH debit AS ( \
        SELECT $1, k.key, k.request, -1, debit.credit_balance + $2 - k.n, 'enrich', $5 \
        FROM debit, unnest($3::text[], $4::text[]) WITH ORDINALITY AS k(key, request, n)) \
      SELECT credit_balance FROM debit";
+
+const PUT_CACHE: &str = "INSERT INTO enrichment_cache \
+     (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::int8[], $6::int8[], $7::text[]) \
+     ON CONFLICT (cache_key) DO UPDATE SET \
+     record = excluded.record, vendor = excluded.vendor, confidence = excluded.confidence, \
+     fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, outcome = excluded.outcome";
+
+type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds cache rows as seven arrays, one per column (the next seven parameters). One
+/// statement may upsert a key only once, so for a repeated key the last row wins, as it
+/// would one statement after another.
+fn bind_cache<'q>(q: Query<'q>, rows: &'q [CacheRow]) -> Query<'q> {
+    let mut last: std::collections::HashMap<&str, &CacheRow> = Default::default();
+    for row in rows {
+        last.insert(&row.cache_key, row);
+    }
+    let rows: Vec<&CacheRow> = last.into_values().collect();
+    q.bind(rows.iter().map(|r| r.cache_key.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.record.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.vendor.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.confidence).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.fetched_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.expires_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
+}
 
 impl super::Store for Store {
     async fn begin(&mut self, atomic_statements: bool) -> Result<(), StoreError> {
@@ -79,48 +113,40 @@ impl super::Store for Store {
         Ok(on!(self, q, execute)?.rows_affected() == 1)
     }
 
-    async fn debit_batch(&mut self, workspace_id: &str, rows: &[(&str, &str)], now_ms: i64) -> Result<Option<i64>, StoreError> {
+    async fn debit_batch(
+        &mut self,
+        workspace_id: &str,
+        rows: &[(&str, &str)],
+        cache: &[CacheRow],
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
         if rows.is_empty() {
+            if !cache.is_empty() {
+                super::Store::put_cache(self, cache).await?;
+            }
             return Ok(None);
         }
         let keys: Vec<&str> = rows.iter().map(|r| r.0).collect();
         let requests: Vec<&str> = rows.iter().map(|r| r.1).collect();
-        let q = sqlx::query(DEBIT_BATCH)
-            .bind(workspace_id)
-            .bind(rows.len() as i64)
-            .bind(&keys)
-            .bind(&requests)
-            .bind(now_ms);
+        let q = bind_cache(
+            sqlx::query(DEBIT_BATCH)
+                .bind(workspace_id)
+                .bind(rows.len() as i64)
+                .bind(&keys)
+                .bind(&requests)
+                .bind(now_ms),
+            cache,
+        );
         let row = on!(self, q, fetch_optional)?;
         row.map(|r| r.try_get::<i64, _>(0)).transpose().map_err(err)
     }
 
     async fn debit_one(&mut self, workspace_id: &str, api_key_id: &str, request_id: &str, now_ms: i64) -> Result<Option<i64>, StoreError> {
-        self.debit_batch(workspace_id, &[(api_key_id, request_id)], now_ms).await
+        self.debit_batch(workspace_id, &[(api_key_id, request_id)], &[], now_ms).await
     }
 
-    async fn put_cache(&mut self, rows: &[entity::cache_entry::Model]) -> Result<(), StoreError> {
-        // One statement for all of them. Within one statement a key may be upserted only
-        // once: the last row for a key wins, as it would one statement after another.
-        let mut last: std::collections::HashMap<&str, &entity::cache_entry::Model> = Default::default();
-        for row in rows {
-            last.insert(&row.cache_key, row);
-        }
-        let rows: Vec<_> = last.into_values().collect();
-        let q = sqlx::query(
-            "INSERT INTO enrichment_cache (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::int8[], $6::int8[], $7::text[]) \
-             ON CONFLICT (cache_key) DO UPDATE SET \
-             record = excluded.record, vendor = excluded.vendor, confidence = excluded.confidence, \
-             fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, outcome = excluded.outcome",
-        )
-        .bind(rows.iter().map(|r| r.cache_key.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.record.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.vendor.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.confidence).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.fetched_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.expires_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>());
+    async fn put_cache(&mut self, rows: &[CacheRow]) -> Result<(), StoreError> {
+        let q = bind_cache(sqlx::query(PUT_CACHE), rows);
         on!(self, q, execute)?;
         Ok(())
     }

@@ -75,7 +75,16 @@ impl super::Store for Store {
         Ok(n == 1)
     }
 
-    async fn debit_batch(&mut self, workspace_id: &str, rows: &[(&str, &str)], now_ms: i64) -> Result<Option<i64>, StoreError> {
+    async fn debit_batch(
+        &mut self,
+        workspace_id: &str,
+        rows: &[(&str, &str)],
+        cache: &[super::CacheRow],
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        if !cache.is_empty() {
+            super::Store::put_cache(self, cache).await?;
+        }
         let k = rows.len() as i64;
         if k == 0 {
             return Ok(None);

@@ -106,7 +106,9 @@ impl Enricher {
             }
             (Cached::Miss, _) => self.metrics.cache("miss"),
         }
-        Ok(self.coalesced(db, input).await)
+        // Boxed: the waterfall's state (HTTP client futures) is large, and every caller's
+        // future would otherwise carry it, copied each time poem moves a request's future.
+        Ok(Box::pin(self.coalesced(db, input)).await)
     }
 
     /// The cache's answer, from the in-process memo of recent rows when it has a usable

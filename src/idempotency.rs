@@ -3,7 +3,8 @@
 //! A record is `in_progress` while its first call runs (leased until `locked_until`, a
 //! little longer than the request deadline), then `completed` with the exact response
 //! bytes, which are replayed until `expires_at` (created + 24 h). Only the claim's owner
-//! (by `owner_token`) may complete or release it; a claim whose lease ran out (its
+//! (by `owner_token`) may complete (the [`crate::settler`] does, in the debit's
+//! transaction) or release it; a claim whose lease ran out (its
 //! process died) may be taken over. Non-200 outcomes release the claim, so a retry runs
 //! again.
 
@@ -144,35 +145,6 @@ async fn delete_where(
         .exec(db)
         .await?;
     Ok(res.rows_affected)
-}
-
-/// Confirms, inside a transaction, that the claim is still ours, and holds its row until
-/// the transaction ends (so the completion that follows cannot fail).
-pub async fn touch(txn: &impl ConnectionTrait, claim: &ClaimToken) -> Result<bool, DbErr> {
-    let res = rec::Entity::update_many()
-        .col_expr(rec::Column::LockedUntil, Expr::col(rec::Column::LockedUntil).into())
-        .filter(own(&claim.workspace_id, &claim.key, &claim.token))
-        .exec(txn)
-        .await?;
-    Ok(res.rows_affected == 1)
-}
-
-/// Marks the claim completed with the response to replay. `false` when the claim is no
-/// longer ours (its lease ran out and someone took it over): the caller must roll back.
-pub async fn complete(
-    txn: &impl ConnectionTrait,
-    claim: &ClaimToken,
-    status: u16,
-    body: &[u8],
-) -> Result<bool, DbErr> {
-    let res = rec::Entity::update_many()
-        .col_expr(rec::Column::State, Expr::value(COMPLETED))
-        .col_expr(rec::Column::ResponseStatus, Expr::value(i32::from(status)))
-        .col_expr(rec::Column::ResponseBody, Expr::value(body.to_vec()))
-        .filter(own(&claim.workspace_id, &claim.key, &claim.token))
-        .exec(txn)
-        .await?;
-    Ok(res.rows_affected == 1)
 }
 
 /// Gives the claim up (the call ended without a 200), so that a retry runs again.

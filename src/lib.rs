@@ -8,7 +8,8 @@
 //!   in the order `shared/DESIGN.md` fixes.
 //! - [`auth`]: API keys (generation, hashing, lookup) and permissions.
 //! - [`credits`]: balances and the append-only ledger.
-//! - [`settler`]: group commit of successful lookups (debit, ledger, cache, idempotency).
+//! - [`settler`]: group commit of successful lookups (debit, ledger, idempotency record,
+//!   then the cache row), on a writer thread with its own connection per backend.
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and purging.
 //! - [`ratelimit`]: per-workspace plans and their per-minute and daily limits.
 //! - [`enrichment`]: input normalisation, the record model, the cache and the vendor

@@ -82,7 +82,8 @@ impl Application {
             metrics: metrics.clone(),
             enrich: EnrichService {
                 db: db.clone(),
-                replays: crate::memo::Memo::new(100_000),
+                // Bounded so that the memos together stay within tens of MB.
+                replays: crate::memo::Memo::new(20_000),
                 cached_bodies: crate::memo::Memo::new(10_000),
                 settler,
                 known_empty: crate::memo::Memo::new(settings.auth.negative_cache_capacity),

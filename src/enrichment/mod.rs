@@ -81,7 +81,9 @@ impl Enricher {
             .into_iter()
             .map(|vendor| Slot { vendor, breaker: CircuitBreaker::new(policy.breaker_failure_threshold, open_for) })
             .collect();
-        Self { slots, deadline, policy, cache, inflight: Mutex::new(HashMap::new()), rows: Memo::new(100_000), metrics }
+        // 10k rows of about 1 KB: a flood of misses (each remembers its row) stays within
+        // ~10 MB; the inputs asked again and again are re-read at most once per flush.
+        Self { slots, deadline, policy, cache, inflight: Mutex::new(HashMap::new()), rows: Memo::new(10_000), metrics }
     }
 
     pub fn vendor_names(&self) -> Vec<&'static str> {

@@ -4,10 +4,10 @@
 use futures::future::join_all;
 use serde_json::json;
 
-use crate::helpers::{sandbox_input, spawn_app, Backend};
+use crate::helpers::{sandbox_input, spawn_app, spawn_app_with, Backend};
 use crate::on_both_backends;
 
-on_both_backends!(concurrent_requests_never_overspend);
+on_both_backends!(concurrent_requests_never_overspend, group_commit_batches_mixed_calls_exactly);
 
 async fn concurrent_requests_never_overspend(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -32,4 +32,33 @@ async fn concurrent_requests_never_overspend(backend: Backend) {
     assert_eq!(remaining, [0, 1, 2, 3, 4], "each success saw its own debit");
     assert_eq!(app.assert_books_balance(&ws).await, 0);
     assert_eq!(app.charges(&ws).await, 5);
+}
+
+/// A group commit window gathers concurrent calls into large batches: cached hits (one
+/// statement per batch), misses whose cache rows ride the next batch, and calls with an
+/// Idempotency-Key (a transaction) settle together, on fewer credits than calls.
+async fn group_commit_batches_mixed_calls_exactly(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.database.group_commit_window_us = 5_000).await;
+    let (ws, key) = app.funded(40).await;
+    assert_eq!(app.enrich(&key, json!({"email": "jane@acme.com"})).await.status, 200);
+    let misses: Vec<String> = (0..20).map(|n| sandbox_input(&format!("batch{n}x{{i}}@acme.com"), |a, _| a)).collect();
+    let idem: Vec<String> = (0..20).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let hits = (0..20).map(|_| app.enrich(&key, json!({"email": "jane@acme.com"})));
+    let fresh = misses.iter().map(|email| app.enrich(&key, json!({"email": email})));
+    let keyed = idem.iter().map(|k| app.enrich_idem(&key, k, json!({"domain": "acme.com"})));
+    let (hits, fresh, keyed) = futures::join!(join_all(hits), join_all(fresh), join_all(keyed));
+    let all: Vec<_> = hits.iter().chain(&fresh).chain(&keyed).collect();
+    let ok: Vec<_> = all.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(ok.len(), 39, "statuses: {:?}", all.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(all.iter().all(|r| r.status == 200 || r.error_code() == "insufficient_credits"));
+    let mut remaining: Vec<i64> = ok.iter().map(|r| r.json()["data"]["credits_remaining"].as_i64().unwrap()).collect();
+    remaining.sort();
+    assert_eq!(remaining, (0..39).collect::<Vec<i64>>(), "each success saw its own debit");
+    assert_eq!(app.assert_books_balance(&ws).await, 0);
+    assert_eq!(app.charges(&ws).await, 40);
+    for (k, first) in idem.iter().zip(&keyed).filter(|(_, r)| r.status == 200) {
+        let again = app.enrich_idem(&key, k, json!({"domain": "acme.com"})).await;
+        assert_eq!((again.status, &again.bytes), (200, &first.bytes), "a replay returns the stored bytes");
+    }
+    assert_eq!(app.charges(&ws).await, 40, "replays are free");
 }

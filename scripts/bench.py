@@ -16,7 +16,9 @@ server's peak RSS, with its ratio to the baseline measured in the same run):
                    the difference is the gateway's own cost
   5. 401 / 402     an unknown key; a workspace at balance 0
 
-then the same with 1 million keys and 1 million cache rows in the database.
+then the same with 1 million keys and 1 million cache rows in the database. Each
+scenario's ratio is to a baseline measured just before it at the same connection count
+(the standalone baseline rows show the drift within the run).
 Usage: scripts/bench [--quick] [--backends sqlite,postgres] [--out FILE]
 (BENCH_DATABASE_SETTINGS="key = value;…" adds settings to the server's [database] table;
 BENCH_SERVER_STDERR=1 shows the server's log.)
@@ -248,10 +250,15 @@ def run_backend(backend, args, results):
                 assert post(server.url, keys["rich"], {"email": "jane@acme.com"}, keys["idem"]) == 200
                 for name, url, script, env in scenarios(server, sandbox, keys):
                     for connections in args.connections:
+                        # The machine's speed drifts by minutes (shared host): each scenario
+                        # is compared with a baseline measured just before it.
+                        paired = None
+                        if name not in ("baseline", "vendor"):
+                            paired = wrk(f"{server.url}/healthz", "get.lua", {}, connections, args.paired)["rps"]
                         wrk(url, script, fresh(env, workdir, args.warmup), connections, args.warmup)
                         r = wrk(url, script, fresh(env, workdir, args.duration), connections, args.duration)
                         r.update(backend=backend, scale=scale, scenario=name, connections=connections,
-                                 rss_mb=round(server.peak_rss_mb(), 1))
+                                 rss_mb=round(server.peak_rss_mb(), 1), base_rps=paired)
                         results.append(r)
                         print(json.dumps(r), file=sys.stderr)
             finally:
@@ -271,9 +278,12 @@ def table(results):
         "| backend | rows | scenario | conns | req/s | × baseline | p50 ms | p99 ms | p99.9 ms | non-2xx | peak RSS MB | large/small | added p50 ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    def ratio_of(r):
+        b = r.get("base_rps") or base[(r["backend"], r["scale"], r["connections"])]["rps"]
+        return r["rps"] / b if b else float("nan")
+
     for r in results:
-        b = base[(r["backend"], r["scale"], r["connections"])]
-        ratio = r["rps"] / b["rps"] if b["rps"] else float("nan")
+        ratio = ratio_of(r)
         vs_small = ""
         added = ""
         if r["scenario"] == "miss":
@@ -281,7 +291,7 @@ def table(results):
             added = f"{(r['p50_us'] - v['p50_us']) / 1000:.2f}"
         if r["scale"] == "large":
             s = small[(r["backend"], r["scenario"], r["connections"])]
-            s_ratio = s["rps"] / base[(r["backend"], "small", r["connections"])]["rps"]
+            s_ratio = ratio_of(s)
             vs_small = f"{ratio / s_ratio:.2f}"
         lines.append(
             f"| {r['backend']} | {r['scale']} | {r['scenario']} | {r['connections']} | {r['rps']:.0f} | {ratio:.2f} | "
@@ -298,9 +308,9 @@ def main():
     p.add_argument("--out", help="also write the table to this file")
     args = p.parse_args()
     if args.quick:
-        args.connections, args.duration, args.warmup, args.rows = [16], 2, 1, 10_000
+        args.connections, args.duration, args.warmup, args.rows, args.paired = [16], 2, 1, 10_000, 1
     else:
-        args.connections, args.duration, args.warmup, args.rows = [1, 16, 64], 10, 3, 1_000_000
+        args.connections, args.duration, args.warmup, args.rows, args.paired = [1, 16, 64], 10, 3, 1_000_000, 5
     if not LEADLEX.exists():
         raise SystemExit(f"{LEADLEX} missing: run scripts/bench (it builds release first)")
     results = []

@@ -93,8 +93,8 @@ pub struct EnrichService {
     pub db: DatabaseConnection,
     pub replays: crate::memo::Memo<(String, String), Completed>,
     /// Bodies of cached answers, by (cache key, sections asked for, the entry's
-    /// `fetched_at`), rendered once with a hole for the balance.
-    pub cached_bodies: crate::memo::Memo<(String, BTreeSet<Section>, i64), Arc<Body>>,
+    /// `fetched_at`, vendor and confidence), rendered once with a hole for the balance.
+    pub cached_bodies: crate::memo::Memo<(String, BTreeSet<Section>, i64, &'static str, u64), Arc<Body>>,
     pub settler: Settler,
     /// Workspaces just seen at balance 0, so that a flood of 402s costs one read per
     /// `hint_ttl` (a top-up is honoured within that time).
@@ -195,7 +195,8 @@ impl EnrichService {
         let from_cache = cached_at.is_some();
         let policy = &self.enricher.cache;
         // A cached answer's body depends only on the entry and the sections asked for.
-        let memo_key = cached_at.map(|at| (query.input.cache_key(), query.include.clone(), at));
+        let memo_key = cached_at
+            .map(|at| (query.input.cache_key(), query.include.clone(), at, matched.vendor.as_str(), matched.confidence.to_bits()));
         let body = match memo_key.as_ref().and_then(|k| self.cached_bodies.get(k)) {
             Some(body) => body,
             None => {

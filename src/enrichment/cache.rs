@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use sea_orm::{
-    sea_query::OnConflict, ActiveModelTrait, ActiveValue::Set, ColumnTrait, IntoActiveModel, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    sea_query::{Alias, Expr, OnConflict}, ActiveModelTrait, ActiveValue::Set, ColumnTrait, IntoActiveModel, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
 };
 
 use entity::cache_entry;
@@ -135,6 +135,11 @@ async fn upsert(db: &impl ConnectionTrait, row: cache_entry::ActiveModel) -> Res
                     cache_entry::Column::ExpiresAt,
                     cache_entry::Column::Outcome,
                 ])
+                // Never replace a newer answer with an older one (replicas race).
+                .action_and_where(
+                    Expr::col((cache_entry::Entity, cache_entry::Column::FetchedAt))
+                        .lte(Expr::col((Alias::new("excluded"), cache_entry::Column::FetchedAt))),
+                )
                 .to_owned(),
         )
         .exec_without_returning(db)

@@ -249,14 +249,17 @@ async fn run(
             }
             Ok(Err(err)) => {
                 store.rollback().await;
-                tracing::error!(error = %err, jobs = replies.len(), cache_rows = rows.len(), "a settlement batch failed; nothing of it was committed");
+                tracing::error!(error = %err, jobs = replies.len(), "a settlement batch failed; nothing of it was committed");
                 for reply in replies {
                     let _ = reply.send(Err(SettleError::Database(err.clone())));
                 }
+                // The carried rows were paid for: try them once more on their own.
+                carried = rows;
             }
             Err(_) => {
                 store.rollback().await;
                 tracing::error!(jobs = replies.len(), "a settlement batch panicked; its requests failed, nothing was committed");
+                carried = rows;
             }
         }
         metrics.settle_batch_seconds.observe(started.elapsed().as_secs_f64());
@@ -271,15 +274,20 @@ async fn write_cache(store: &mut impl Store, rows: Vec<CacheRow>) {
     if rows.is_empty() {
         return;
     }
-    let result = async {
+    let result = AssertUnwindSafe(async {
         store.begin(true).await?;
         store.put_cache(&rows).await?;
         store.commit().await
+    })
+    .catch_unwind()
+    .await;
+    let failure = match result {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => "panicked".to_string(),
     };
-    if let Err(err) = result.await {
-        store.rollback().await;
-        tracing::warn!(error = %err, rows = rows.len(), "writing cache rows failed; those inputs will ask the vendors again");
-    }
+    store.rollback().await;
+    tracing::warn!(error = %failure, rows = rows.len(), "writing cache rows failed; those inputs will ask the vendors again");
 }
 
 /// The batch in one transaction; any database error rolls all of it back. Returns each

@@ -135,7 +135,8 @@ impl super::Store for Store {
                 "INSERT INTO enrichment_cache (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (cache_key) DO UPDATE SET \
                  record = excluded.record, vendor = excluded.vendor, confidence = excluded.confidence, \
-                 fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, outcome = excluded.outcome",
+                 fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, outcome = excluded.outcome \
+                 WHERE enrichment_cache.fetched_at <= excluded.fetched_at",
             )
             .and_then(|mut s| {
                 s.execute(params![

@@ -296,8 +296,8 @@ async fn write_cache(store: &mut impl Store, rows: Vec<CacheRow>) {
 /// The cache rows `carried` over from the previous batch commit first, in this
 /// transaction; a batch's own rows wait for the next one (or a transaction of their own
 /// when nothing else is waiting). They are not money: keeping them out of the commit a
-/// response waits for takes their pages off that fsync (on SQLite FULL, a miss's
-/// settlement took 0.69 ms with its cache row and 0.36 ms without). The request that
+/// response waits for takes their pages off that fsync, and on PostgreSQL lets a batch
+/// of misses be one statement (see `docs/deployment.md` for the figures). The request that
 /// paid for a row remembers it in-process at once, so that its process serves the input
 /// from the cache right away; a crash before the row commits costs a vendor call, never
 /// a credit.

@@ -15,8 +15,6 @@ use entity::{credit_ledger, workspace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreditsError {
-    #[error("insufficient credits")]
-    Insufficient,
     #[error("no such workspace")]
     UnknownWorkspace,
     #[error("amount must be positive")]

@@ -44,6 +44,9 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            // No ping before each statement: a dead connection fails its batch (503s,
+            // nothing committed) and the pool replaces it.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
             .connect(&settings.url)
             .await?;

@@ -56,7 +56,9 @@ impl CachePolicy {
 /// What the cache knows about an input.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cached {
-    Match(Matched),
+    /// The answer, and the `fetched_at` of its entry (entries change only by being
+    /// replaced, so the cache key and `fetched_at` identify one).
+    Match(Matched, i64),
     NoMatch,
     Miss,
 }
@@ -119,7 +121,7 @@ impl Entry {
         if present(&matched.record).any(|s| include.contains(&s) && age >= policy.ttl(s)) {
             return Cached::Miss;
         }
-        Cached::Match(matched.clone())
+        Cached::Match(matched.clone(), self.fetched_at)
     }
 }
 
@@ -158,7 +160,7 @@ pub async fn put(
     upsert(db, match_row(input, matched, policy, now_ms).into_active_model().reset_all()).await
 }
 
-/// The row [`put`] writes (the settler writes it in the debit's transaction).
+/// The row [`put`] writes (the settler writes it just after the debit's commit).
 pub fn match_row(input: &LookupInput, matched: &Matched, policy: &CachePolicy, now_ms: i64) -> cache_entry::Model {
     cache_entry::Model {
         cache_key: input.cache_key(),

@@ -98,15 +98,15 @@ impl Enricher {
         now_ms: i64,
     ) -> Result<LookupOutcome, DbErr> {
         match self.cached(db, input, include, now_ms).await? {
-            (Cached::Match(matched), cached_at) => {
+            Cached::Match(matched, fetched_at) => {
                 self.metrics.cache("hit");
-                return Ok(LookupOutcome::Found { matched, cached_at: Some(cached_at) });
+                return Ok(LookupOutcome::Found { matched, cached_at: Some(fetched_at) });
             }
-            (Cached::NoMatch, _) => {
+            Cached::NoMatch => {
                 self.metrics.cache("negative_hit");
                 return Ok(LookupOutcome::NoMatch);
             }
-            (Cached::Miss, _) => self.metrics.cache("miss"),
+            Cached::Miss => self.metrics.cache("miss"),
         }
         // Boxed: the waterfall's state (HTTP client futures) is large, and every caller's
         // future would otherwise carry it, copied each time poem moves a request's future.
@@ -122,24 +122,24 @@ impl Enricher {
         input: &LookupInput,
         include: &BTreeSet<Section>,
         now_ms: i64,
-    ) -> Result<(Cached, i64), DbErr> {
+    ) -> Result<Cached, DbErr> {
         let key = input.cache_key();
         if let Some(entry) = self.rows.get(&key) {
             let cached = entry.interpret(include, &self.cache, now_ms);
             if !matches!(cached, Cached::Miss) {
-                return Ok((cached, entry.fetched_at));
+                return Ok(cached);
             }
         }
-        let Some(row) = cache::row(db, &key).await? else { return Ok((Cached::Miss, 0)) };
+        let Some(row) = cache::row(db, &key).await? else { return Ok(Cached::Miss) };
         let entry = cache::Entry::new(row);
         let cached = entry.interpret(include, &self.cache, now_ms);
-        let (left, fetched_at) = (Duration::from_millis((entry.expires_at - now_ms).max(0) as u64), entry.fetched_at);
-        self.rows.insert(key, Arc::new(entry), left.min(ROW_MEMO_TTL));
-        Ok((cached, fetched_at))
+        self.remember(input, entry, now_ms);
+        Ok(cached)
     }
 
-    /// Remembers a cache entry this process just paid for, before its row commits (the
-    /// settler writes cache rows just after the debits; see `settler::settle`).
+    /// Remembers a cache entry: one just read from the database, or one this process just
+    /// paid for, before its row commits (the settler writes cache rows just after the
+    /// debits; see `settler::settle`).
     pub fn remember(&self, input: &LookupInput, entry: cache::Entry, now_ms: i64) {
         let left = Duration::from_millis((entry.expires_at - now_ms).max(0) as u64);
         self.rows.insert(input.cache_key(), Arc::new(entry), left.min(ROW_MEMO_TTL));

@@ -20,6 +20,18 @@
 //! Invariants are the credit module's: the balance never goes below zero and the ledger
 //! always sums to it, whatever the batch size or the number of replicas.
 
+/// How both writers upsert a cache row on conflict (`enrichment::cache::put` says the
+/// same through sea-orm): every column replaced, but never a newer answer by an older one
+/// (replicas race).
+macro_rules! cache_on_conflict {
+    () => {
+        "ON CONFLICT (cache_key) DO UPDATE SET \
+         record = excluded.record, vendor = excluded.vendor, confidence = excluded.confidence, \
+         fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, outcome = excluded.outcome \
+         WHERE enrichment_cache.fetched_at <= excluded.fetched_at"
+    };
+}
+
 mod postgres;
 mod sqlite;
 
@@ -138,21 +150,9 @@ impl Settler {
         std::thread::Builder::new().name("leadlex-settler".into()).spawn(move || {
             runtime.block_on(async move {
                 if settings.url.starts_with("sqlite:") {
-                    match sqlite::Store::open(&settings) {
-                        Ok(store) => {
-                            let _ = ready_tx.send(Ok(()));
-                            run(store, rx, window, metrics).await;
-                        }
-                        Err(err) => drop(ready_tx.send(Err(err))),
-                    }
+                    serve(sqlite::Store::open(&settings), ready_tx, rx, window, metrics).await
                 } else {
-                    match postgres::Store::open(&settings).await {
-                        Ok(store) => {
-                            let _ = ready_tx.send(Ok(()));
-                            run(store, rx, window, metrics).await;
-                        }
-                        Err(err) => drop(ready_tx.send(Err(err))),
-                    }
+                    serve(postgres::Store::open(&settings).await, ready_tx, rx, window, metrics).await
                 }
             })
         })?;
@@ -193,6 +193,23 @@ trait Store {
     async fn commit(&mut self) -> Result<(), StoreError>;
     /// Abandons the batch (after an error or a panic); must leave the store usable.
     async fn rollback(&mut self);
+}
+
+/// Reports whether the store opened, then runs the writer on it.
+async fn serve(
+    opened: anyhow::Result<impl Store>,
+    ready: oneshot::Sender<anyhow::Result<()>>,
+    rx: mpsc::UnboundedReceiver<Envelope>,
+    window: std::time::Duration,
+    metrics: Arc<Metrics>,
+) {
+    match opened {
+        Ok(store) => {
+            let _ = ready.send(Ok(()));
+            run(store, rx, window, metrics).await;
+        }
+        Err(err) => drop(ready.send(Err(err))),
+    }
 }
 
 async fn run(

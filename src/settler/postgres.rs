@@ -54,13 +54,12 @@ impl Store {
     }
 }
 
-const DEBIT_BATCH: &str = "WITH cache AS (INSERT INTO enrichment_cache \
+const DEBIT_BATCH: &str = concat!(
+    "WITH cache AS (INSERT INTO enrichment_cache \
        (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
-       SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::float8[], $10::int8[], $11::int8[], $12::text[]) \
-       ON CONFLICT (cache_key) DO UPDATE SET \
-       record = excluded.record, vendor = excluded.vendor, confidence = excluded.confidence, \
-       fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, outcome = excluded.outcome \
-       WHERE enrichment_cache.fetched_at <= excluded.fetched_at), \
+       SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::float8[], $10::int8[], $11::int8[], $12::text[]) ",
+    cache_on_conflict!(),
+    "), \
      debit AS ( \
        UPDATE workspaces SET credit_balance = credit_balance - $2 \
        WHERE id = $1 AND credit_balance >= $2 RETURNING credit_balance), \
@@ -68,15 +67,15 @@ const DEBIT_BATCH: &str = "WITH cache AS (INSERT INTO enrichment_cache \
        INSERT INTO credit_ledger (workspace_id, api_key_id, request_id, delta, balance_after, reason, created_at) \
        SELECT $1, k.key, k.request, -1, debit.credit_balance + $2 - k.n, 'enrich', $5 \
        FROM debit, unnest($3::text[], $4::text[]) WITH ORDINALITY AS k(key, request, n) ORDER BY k.n) \
-     SELECT credit_balance FROM debit";
+     SELECT credit_balance FROM debit"
+);
 
-const PUT_CACHE: &str = "INSERT INTO enrichment_cache \
+const PUT_CACHE: &str = concat!(
+    "INSERT INTO enrichment_cache \
      (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::int8[], $6::int8[], $7::text[]) \
-     ON CONFLICT (cache_key) DO UPDATE SET \
-     record = excluded.record, vendor = excluded.vendor, confidence = excluded.confidence, \
-     fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, outcome = excluded.outcome \
-     WHERE enrichment_cache.fetched_at <= excluded.fetched_at";
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::int8[], $6::int8[], $7::text[]) ",
+    cache_on_conflict!()
+);
 
 type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 

@@ -131,13 +131,11 @@ impl super::Store for Store {
         }
         for row in rows {
             self.conn
-            .prepare_cached(
+            .prepare_cached(concat!(
                 "INSERT INTO enrichment_cache (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (cache_key) DO UPDATE SET \
-                 record = excluded.record, vendor = excluded.vendor, confidence = excluded.confidence, \
-                 fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, outcome = excluded.outcome \
-                 WHERE enrichment_cache.fetched_at <= excluded.fetched_at",
-            )
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ",
+                cache_on_conflict!()
+            ))
             .and_then(|mut s| {
                 s.execute(params![
                     row.cache_key,

@@ -69,7 +69,7 @@ pub struct Answer<'a> {
 /// A successful call: the exact bytes of the 200 body.
 #[derive(Debug)]
 pub struct Success {
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
     /// True when these bytes are a replay of an earlier call with the same key.
     pub replayed: bool,
 }
@@ -79,7 +79,7 @@ pub struct Success {
 #[derive(Clone)]
 pub struct Completed {
     fingerprint: String,
-    body: std::sync::Arc<[u8]>,
+    body: bytes::Bytes,
     expires_at: i64,
 }
 
@@ -126,7 +126,7 @@ impl EnrichService {
                 let memo_key = (principal.workspace_id.clone(), key.to_string());
                 if let Some(done) = self.replays.get(&memo_key).filter(|d| d.expires_at > now) {
                     return if done.fingerprint == fingerprint {
-                        Ok(Success { body: done.body.to_vec(), replayed: true })
+                        Ok(Success { body: done.body, replayed: true })
                     } else {
                         Err(EnrichError::IdempotencyKeyReused)
                     };
@@ -144,11 +144,11 @@ impl EnrichService {
                 {
                     Claim::Acquired(token) => Some(token),
                     Claim::Replay { body, expires_at, .. } => {
-                        let body: std::sync::Arc<[u8]> = body.into();
+                        let body = bytes::Bytes::from(body);
                         let left = Duration::from_millis((expires_at - now).max(0) as u64);
                         let done = Completed { fingerprint, body: body.clone(), expires_at };
                         self.replays.insert(memo_key, done, left.min(REPLAY_MEMO_TTL));
-                        return Ok(Success { body: body.to_vec(), replayed: true });
+                        return Ok(Success { body, replayed: true });
                     }
                     Claim::InUse { retry_after } => return Err(EnrichError::IdempotencyKeyInUse { retry_after }),
                     Claim::Reused => return Err(EnrichError::IdempotencyKeyReused),
@@ -239,6 +239,6 @@ impl EnrichService {
             self.enricher.remember(&query.input, cache::Entry::of_match(matched, fetched_at, expires_at), crate::now_ms());
         }
         self.metrics.credits_charged.inc();
-        Ok(Success { body, replayed: false })
+        Ok(Success { body: body.into(), replayed: false })
     }
 }

@@ -63,7 +63,11 @@ pub fn is_acceptable_request_id(id: &str) -> bool {
 fn new_request_id() -> String {
     // From the thread's CSPRNG (seeded from the OS), not a getrandom syscall per request.
     let bytes: [u8; 16] = rand::random();
-    format!("req_{}", uuid::Builder::from_random_bytes(bytes).into_uuid().simple())
+    let uuid = uuid::Builder::from_random_bytes(bytes).into_uuid();
+    let mut id = String::with_capacity(4 + uuid::fmt::Simple::LENGTH);
+    id.push_str("req_");
+    id.push_str(uuid.simple().encode_lower(&mut [0; uuid::fmt::Simple::LENGTH]));
+    id
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (declared or actually sent).
@@ -106,7 +110,8 @@ pub async fn request_scope<E: Endpoint>(
         rate_limit: Mutex::new(None),
     });
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let uri = req.uri().clone(); // shares the request's bytes
+    let path = uri.path();
     let started = Instant::now();
     let span = tracing::info_span!("request", request_id = %request_id, key = tracing::field::Empty);
 
@@ -125,7 +130,7 @@ pub async fn request_scope<E: Endpoint>(
         .await;
 
     if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
-        if let Some(allow) = super::spec::allowed_methods(&path) {
+        if let Some(allow) = super::spec::allowed_methods(path) {
             resp.headers_mut().insert(poem::http::header::ALLOW, HeaderValue::from_static(allow));
         }
     }
@@ -140,8 +145,8 @@ pub async fn request_scope<E: Endpoint>(
         headers.insert(HeaderName::from_static(RATE_LIMIT_RESET), rl.reset_epoch_secs.into());
     }
     let status = resp.status().as_u16();
-    let operation = super::spec::operation_id(method.as_str(), &path).unwrap_or("other").to_string();
-    metrics.requests.get_or_create(&crate::metrics::RequestLabels { operation: operation.clone(), status }).inc();
+    let operation = super::spec::operation_id(method.as_str(), path).unwrap_or("other");
+    metrics.requests.get_or_create(&crate::metrics::RequestLabels { operation, status }).inc();
     metrics
         .request_seconds
         .get_or_create(&crate::metrics::OperationLabels { operation })

@@ -6,6 +6,7 @@ pub mod docs;
 pub mod enrich;
 pub mod error;
 pub mod health;
+pub mod json;
 pub mod middleware;
 pub mod security;
 pub mod spec;

@@ -15,7 +15,9 @@
 //! The writer runs on a thread of its own with its own connection ([`sqlite`]: rusqlite,
 //! synchronous, no hop per statement; [`postgres`]: sqlx, one statement per workspace for
 //! the debits and their ledger rows). Requests never wait in the same run queue as the
-//! batch that settles them, and the batch's statements never wait behind requests.
+//! batch that settles them, and the batch's statements never wait behind requests. On
+//! SQLite, a settlement with no other in flight runs inline on the request's thread,
+//! under the same lock as the writer's batches (one writer, one transaction at a time).
 //!
 //! Invariants are the credit module's: the balance never goes below zero and the ledger
 //! always sums to it, whatever the batch size or the number of replicas.
@@ -37,7 +39,8 @@ mod sqlite;
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
@@ -132,10 +135,57 @@ struct Envelope {
     reply: oneshot::Sender<Outcome>,
 }
 
+/// What the writer's thread is asked to do.
+enum Msg {
+    Settle(Envelope),
+    /// Write the carried cache rows when nothing else is waiting (sent after a
+    /// settlement ran inline and left rows behind).
+    Flush,
+}
+
+/// The writer's state: its store and the cache rows carried to the next transaction.
+/// Its thread takes the lock for each batch; on SQLite, a request alone in the system
+/// may take it to settle inline (see [`Settler::settle`]).
+struct Writer<S> {
+    store: S,
+    carried: Vec<CacheRow>,
+}
+
+type Shared<S> = Arc<Mutex<Writer<S>>>;
+
+fn lock<S>(writer: &Mutex<Writer<S>>) -> MutexGuard<'_, Writer<S>> {
+    // Batches run under catch_unwind, so a poisoned lock only means a panic outside one;
+    // the store is still consistent (its transaction was rolled back).
+    writer.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The handle requests use.
 #[derive(Clone)]
 pub struct Settler {
-    tx: mpsc::UnboundedSender<Envelope>,
+    tx: mpsc::UnboundedSender<Msg>,
+    /// The SQLite writer, for settling inline (none on PostgreSQL, whose connection
+    /// belongs to the writer thread's runtime).
+    inline: Option<Shared<sqlite::Store>>,
+    /// Settlements asked for and not answered yet.
+    in_flight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+/// Counts one settlement in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    /// Enters; true when no other settlement was in flight.
+    fn enter(count: &'a AtomicUsize) -> (Self, bool) {
+        let before = count.fetch_add(1, Ordering::AcqRel);
+        (Self(count), before == 0)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Settler {
@@ -147,23 +197,51 @@ impl Settler {
         let settings = settings.clone();
         let window = std::time::Duration::from_micros(settings.group_commit_window_us);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let thread_metrics = metrics.clone();
         std::thread::Builder::new().name("leadlex-settler".into()).spawn(move || {
             runtime.block_on(async move {
                 if settings.url.starts_with("sqlite:") {
-                    serve(sqlite::Store::open(&settings), ready_tx, rx, window, metrics).await
+                    serve(sqlite::Store::open(&settings), |w| Some(w.clone()), ready_tx, rx, window, thread_metrics).await
                 } else {
-                    serve(postgres::Store::open(&settings).await, ready_tx, rx, window, metrics).await
+                    serve(postgres::Store::open(&settings).await, |_| None, ready_tx, rx, window, thread_metrics).await
                 }
             })
         })?;
-        ready.await.map_err(|_| anyhow::anyhow!("the settler thread died while connecting"))??;
-        Ok(Self { tx })
+        let inline = ready.await.map_err(|_| anyhow::anyhow!("the settler thread died while connecting"))??;
+        Ok(Self { tx, inline, in_flight: Arc::new(AtomicUsize::new(0)), metrics })
     }
 
     /// Settles `job` durably; returns the response bytes.
+    ///
+    /// On SQLite, a settlement with no other in flight runs inline, on the request's own
+    /// thread (the writer's statements are synchronous; blocking this worker for one
+    /// commit is what the writer thread would have done): no hand-off to the writer's
+    /// thread and back, each of which wakes an idle CPU. Under concurrency, settlements
+    /// go to the writer's thread, which batches them (group commit).
     pub async fn settle(&self, job: Job) -> Outcome {
+        let (_flight, alone) = InFlight::enter(&self.in_flight);
+        if let (Some(writer), true) = (&self.inline, alone) {
+            let guard = match writer.try_lock() {
+                Ok(guard) => Some(guard),
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut w) = guard {
+                let outcome = settle_batch(&mut w, vec![job], &self.metrics)
+                    .now_or_never()
+                    .expect("the SQLite writer never waits")
+                    .pop()
+                    .expect("one outcome per job");
+                let flush = !w.carried.is_empty();
+                drop(w);
+                if flush {
+                    let _ = self.tx.send(Msg::Flush);
+                }
+                return outcome;
+            }
+        }
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Envelope { job, reply }).map_err(|_| SettleError::Stopped)?;
+        self.tx.send(Msg::Settle(Envelope { job, reply })).map_err(|_| SettleError::Stopped)?;
         answer.await.map_err(|_| SettleError::Stopped)?
     }
 }
@@ -195,42 +273,53 @@ trait Store {
     async fn rollback(&mut self);
 }
 
-/// Reports whether the store opened, then runs the writer on it.
-async fn serve(
-    opened: anyhow::Result<impl Store>,
-    ready: oneshot::Sender<anyhow::Result<()>>,
-    rx: mpsc::UnboundedReceiver<Envelope>,
+/// Reports whether the store opened (and what `expose` shares of it), then runs the
+/// writer on it.
+async fn serve<S: Store>(
+    opened: anyhow::Result<S>,
+    expose: impl FnOnce(&Shared<S>) -> Option<Shared<sqlite::Store>>,
+    ready: oneshot::Sender<anyhow::Result<Option<Shared<sqlite::Store>>>>,
+    rx: mpsc::UnboundedReceiver<Msg>,
     window: std::time::Duration,
     metrics: Arc<Metrics>,
 ) {
     match opened {
         Ok(store) => {
-            let _ = ready.send(Ok(()));
-            run(store, rx, window, metrics).await;
+            let writer = Arc::new(Mutex::new(Writer { store, carried: Vec::new() }));
+            let _ = ready.send(Ok(expose(&writer)));
+            run(writer, rx, window, metrics).await;
         }
         Err(err) => drop(ready.send(Err(err))),
     }
 }
 
-async fn run(
-    mut store: impl Store,
-    mut rx: mpsc::UnboundedReceiver<Envelope>,
+// The writer's lock is held across awaits: only on this thread's single-threaded runtime,
+// and the only other taker (an inline SQLite settlement) never awaits while holding it.
+#[allow(clippy::await_holding_lock)]
+async fn run<S: Store>(
+    writer: Shared<S>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
     window: std::time::Duration,
     metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut last_start = std::time::Instant::now();
     let mut concurrent = false;
-    // Cache rows of settled lookups, written with the next batch, or on their own as soon
-    // as no lookup is waiting (see `settle`).
-    let mut carried: Vec<CacheRow> = Vec::new();
     loop {
-        if !carried.is_empty() && rx.is_empty() {
-            write_cache(&mut store, std::mem::take(&mut carried)).await;
-            continue;
+        // Cache rows of settled lookups are written with the next batch, or on their own
+        // as soon as no lookup is waiting (see `settle`).
+        if rx.is_empty() {
+            let mut w = lock(&writer);
+            if !w.carried.is_empty() {
+                let rows = std::mem::take(&mut w.carried);
+                write_cache(&mut w.store, rows).await;
+                continue;
+            }
         }
         if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            write_cache(&mut store, std::mem::take(&mut carried)).await;
+            let mut w = lock(&writer);
+            let rows = std::mem::take(&mut w.carried);
+            write_cache(&mut w.store, rows).await;
             break;
         }
         // Under concurrency (this batch or the last had company), hold the commit until
@@ -243,44 +332,64 @@ async fn run(
                 std::thread::sleep(wait);
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
-                        Ok(envelope) => batch.push(envelope),
+                        Ok(msg) => batch.push(msg),
                         Err(_) => break,
                     }
                 }
             }
         }
-        concurrent = batch.len() > 1;
-        metrics.settle_batch_size.observe(batch.len() as f64);
-        let started = std::time::Instant::now();
-        last_start = started;
-        let (jobs, replies): (Vec<Job>, Vec<_>) = batch.drain(..).map(|e| (e.job, e.reply)).unzip();
-        // Should a batch panic, its requests fail (their reply channels drop), its
-        // transaction rolls back, and the writer lives on.
-        let rows = std::mem::take(&mut carried);
-        match AssertUnwindSafe(settle(&mut store, jobs, &rows)).catch_unwind().await {
-            Ok(Ok((outcomes, cache_rows))) => {
-                carried = cache_rows;
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome); // the request may have gone; the charge stands, with its stored record
-                }
-            }
-            Ok(Err(err)) => {
-                store.rollback().await;
-                tracing::error!(error = %err, jobs = replies.len(), "a settlement batch failed; nothing of it was committed");
-                for reply in replies {
-                    let _ = reply.send(Err(SettleError::Database(err.clone())));
-                }
-                // The carried rows were paid for: try them once more on their own.
-                carried = rows;
-            }
-            Err(_) => {
-                store.rollback().await;
-                tracing::error!(jobs = replies.len(), "a settlement batch panicked; its requests failed, nothing was committed");
-                carried = rows;
-            }
+        let (jobs, replies): (Vec<Job>, Vec<_>) = batch
+            .drain(..)
+            .filter_map(|msg| match msg {
+                Msg::Settle(e) => Some((e.job, e.reply)),
+                Msg::Flush => None,
+            })
+            .unzip();
+        if jobs.is_empty() {
+            continue;
         }
-        metrics.settle_batch_seconds.observe(started.elapsed().as_secs_f64());
+        concurrent = jobs.len() > 1;
+        last_start = std::time::Instant::now();
+        let outcomes = settle_batch(&mut lock(&writer), jobs, &metrics).await;
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome); // the request may have gone; the charge stands, with its stored record
+        }
     }
+}
+
+/// Settles `jobs` in one transaction ([`settle`]) with the rows carried from the last
+/// one; returns each job's outcome, to send once the writer's lock is released.
+// See `run` on the lock held across awaits.
+#[allow(clippy::await_holding_lock)]
+async fn settle_batch<S: Store>(w: &mut Writer<S>, jobs: Vec<Job>, metrics: &Metrics) -> Vec<Outcome> {
+    metrics.settle_batch_size.observe(jobs.len() as f64);
+    let started = std::time::Instant::now();
+    let count = jobs.len();
+    let rows = std::mem::take(&mut w.carried);
+    // Should a batch panic, its requests fail, its transaction rolls back, and the writer
+    // lives on.
+    let outcomes = match AssertUnwindSafe(settle(&mut w.store, jobs, &rows)).catch_unwind().await {
+        Ok(Ok((outcomes, cache_rows))) => {
+            w.carried = cache_rows;
+            outcomes
+        }
+        Ok(Err(err)) => {
+            w.store.rollback().await;
+            tracing::error!(error = %err, jobs = count, "a settlement batch failed; nothing of it was committed");
+            // The carried rows were paid for: try them once more on their own.
+            w.carried = rows;
+            (0..count).map(|_| Err(SettleError::Database(err.clone()))).collect()
+        }
+        Err(_) => {
+            w.store.rollback().await;
+            tracing::error!(jobs = count, "a settlement batch panicked; its requests failed, nothing was committed");
+            w.carried = rows;
+            let err = StoreError::bug("the settlement batch panicked");
+            (0..count).map(|_| Err(SettleError::Database(err.clone()))).collect()
+        }
+    };
+    metrics.settle_batch_seconds.observe(started.elapsed().as_secs_f64());
+    outcomes
 }
 
 pub(crate) type CacheRow = entity::cache_entry::Model;

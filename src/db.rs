@@ -86,3 +86,50 @@ pub fn redact(url: &str) -> String {
         _ => url.to_string(),
     }
 }
+
+/// The SQLite file a `sqlite:` URL names (`None` for an in-memory database).
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    let path = url.strip_prefix("sqlite:")?.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or(path);
+    (!path.is_empty() && !path.starts_with(":memory:")).then_some(path)
+}
+
+/// Point reads on SQLite on the caller's own thread: a read by primary key takes
+/// microseconds from the page cache, where sqlx would hand it to its worker thread and
+/// back (two wake-ups of an idle CPU, a tenth of a miss's CPU). Read-only connections,
+/// pooled; in WAL mode they never block the writer nor wait for it.
+pub struct SqliteReads {
+    path: String,
+    idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
+}
+
+/// Connections kept for reuse (more are opened under concurrency, then dropped).
+const SQLITE_READS_KEPT: usize = 4;
+
+impl SqliteReads {
+    pub fn new(path: &str) -> Self {
+        Self { path: path.to_string(), idle: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// Runs `read` on a pooled connection.
+    pub fn with<T>(&self, read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        let pooled = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = rusqlite::Connection::open_with_flags(
+                    &self.path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(Duration::from_secs(10))?;
+                conn
+            }
+        };
+        let result = read(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < SQLITE_READS_KEPT {
+            idle.push(conn);
+        }
+        result
+    }
+}

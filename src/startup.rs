@@ -54,13 +54,16 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let cache_policy = CachePolicy::from_settings(&settings.cache);
         let settler = Settler::spawn(&settings.database, metrics.clone()).await.context("starting the settler")?;
-        let enricher = Enricher::new(
+        let mut enricher = Enricher::new(
             vendors,
             deadline,
             settings.waterfall.clone(),
             cache_policy,
             metrics.clone(),
         );
+        if let Some(path) = crate::db::sqlite_path(&settings.database.url) {
+            enricher = enricher.with_sqlite_reads(Arc::new(crate::db::SqliteReads::new(path)));
+        }
         tracing::info!(vendors = ?enricher.vendor_names(), "vendor waterfall");
 
         let limiter = match &settings.redis.url {

@@ -76,6 +76,27 @@ pub async fn row(db: &impl ConnectionTrait, cache_key: &str) -> Result<Option<ca
     cache_entry::Entity::find_by_id(cache_key).one(db).await
 }
 
+/// [`row`] on a synchronous SQLite connection (see `db::SqliteReads`).
+pub fn row_sqlite(conn: &rusqlite::Connection, cache_key: &str) -> rusqlite::Result<Option<cache_entry::Model>> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached(
+        "SELECT cache_key, record, vendor, confidence, fetched_at, expires_at, outcome \
+         FROM enrichment_cache WHERE cache_key = ?1",
+    )?
+    .query_row([cache_key], |r| {
+        Ok(cache_entry::Model {
+            cache_key: r.get(0)?,
+            record: r.get(1)?,
+            vendor: r.get(2)?,
+            confidence: r.get(3)?,
+            fetched_at: r.get(4)?,
+            expires_at: r.get(5)?,
+            outcome: r.get(6)?,
+        })
+    })
+    .optional()
+}
+
 /// A stored entry with its record parsed once (what the in-process memo keeps).
 #[derive(Debug)]
 pub struct Entry {

@@ -62,6 +62,8 @@ pub struct Enricher {
     inflight: Mutex<HashMap<String, Arc<OnceCell<LookupOutcome>>>>,
     /// Recently read cache rows.
     rows: Memo<String, Arc<cache::Entry>>,
+    /// On SQLite, cache rows are read on the request's own thread.
+    sqlite_reads: Option<Arc<crate::db::SqliteReads>>,
     metrics: Arc<Metrics>,
 }
 
@@ -83,7 +85,22 @@ impl Enricher {
             .collect();
         // 10k rows of about 1 KB: a flood of misses (each remembers its row) stays within
         // ~10 MB; the inputs asked again and again are re-read at most once per flush.
-        Self { slots, deadline, policy, cache, inflight: Mutex::new(HashMap::new()), rows: Memo::new(10_000), metrics }
+        Self {
+            slots,
+            deadline,
+            policy,
+            cache,
+            inflight: Mutex::new(HashMap::new()),
+            rows: Memo::new(10_000),
+            sqlite_reads: None,
+            metrics,
+        }
+    }
+
+    /// Reads cache rows through `reads` (SQLite) instead of the pool.
+    pub fn with_sqlite_reads(mut self, reads: Arc<crate::db::SqliteReads>) -> Self {
+        self.sqlite_reads = Some(reads);
+        self
     }
 
     pub fn vendor_names(&self) -> Vec<&'static str> {
@@ -130,7 +147,16 @@ impl Enricher {
                 return Ok(cached);
             }
         }
-        let Some(row) = cache::row(db, &key).await? else { return Ok(Cached::Miss) };
+        let row = match self.sqlite_reads.as_ref().map(|reads| reads.with(|conn| cache::row_sqlite(conn, &key))) {
+            Some(Ok(row)) => row,
+            Some(Err(err)) => {
+                // Through the pool instead, which reports an outage as such.
+                tracing::debug!(error = %err, "reading a cache row on this thread failed");
+                cache::row(db, &key).await?
+            }
+            None => cache::row(db, &key).await?,
+        };
+        let Some(row) = row else { return Ok(Cached::Miss) };
         let entry = cache::Entry::new(row);
         let cached = entry.interpret(include, &self.cache, now_ms);
         self.remember(input, entry, now_ms);

@@ -37,9 +37,7 @@ fn err(e: rusqlite::Error) -> StoreError {
 
 impl Store {
     pub fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        let path = settings.url.trim_start_matches("sqlite:").trim_start_matches("//");
-        let path = path.split('?').next().unwrap_or(path);
-        anyhow::ensure!(!path.is_empty() && !path.starts_with(":memory:"), "the settler needs an SQLite database file");
+        let path = crate::db::sqlite_path(&settings.url).ok_or_else(|| anyhow::anyhow!("the settler needs an SQLite database file"))?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         let synchronous = match settings.sqlite_synchronous {

@@ -14,6 +14,7 @@ on_both_backends!(
     request_ids_are_echoed_or_generated,
     cache_entries_expire_after_their_ttl,
     a_vendor_answer_reaches_the_shared_cache_table,
+    a_row_another_replica_wrote_answers_as_cached,
 );
 
 async fn success_has_the_documented_shape_and_costs_one_credit(backend: Backend) {
@@ -130,24 +131,50 @@ async fn cache_entries_expire_after_their_ttl(backend: Backend) {
     assert_eq!(source(app.enrich(&key, json!({"domain": "acme.com"})).await), "vendor_a");
 }
 
+/// The vendor of the cache row for `cache_key`, waiting up to 2 s for it to land.
+async fn cached_vendor(app: &crate::helpers::TestApp, cache_key: &str) -> Option<String> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let sql = format!("SELECT vendor FROM enrichment_cache WHERE cache_key = '{cache_key}'");
+    for _ in 0..100 {
+        let row = app.db.query_one(Statement::from_string(app.db.get_database_backend(), sql.clone())).await.unwrap();
+        if let Some(row) = row {
+            return Some(row.try_get::<String>("", "vendor").unwrap());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    None
+}
+
 /// The settler writes a vendor answer's cache row just after the debit's commit (off the
 /// commit the response waits for): it must still land, for the other replicas.
 async fn a_vendor_answer_reaches_the_shared_cache_table(backend: Backend) {
-    use sea_orm::{ConnectionTrait, Statement};
     let app = spawn_app(backend).await;
     let (ws, key) = app.funded(10).await;
     let r = app.enrich(&key, json!({"email": "jane@acme.com"})).await;
     assert_eq!(r.json()["data"]["source"], "vendor_a");
-    let sql = "SELECT vendor FROM enrichment_cache WHERE cache_key = 'email:jane@acme.com'";
-    let mut vendor = None;
-    for _ in 0..100 {
-        let row = app.db.query_one(Statement::from_string(app.db.get_database_backend(), sql)).await.unwrap();
-        if let Some(row) = row {
-            vendor = Some(row.try_get::<String>("", "vendor").unwrap());
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(vendor.as_deref(), Some("vendor_a"), "the cache row was written within 2 s");
+    assert_eq!(cached_vendor(&app, "email:jane@acme.com").await.as_deref(), Some("vendor_a"), "the cache row was written within 2 s");
     assert_eq!(app.assert_books_balance(&ws).await, 9);
+}
+
+/// A row this process never saw (as another replica would have written it) is read from
+/// the shared table and served as cached: the vendors would have answered otherwise.
+async fn a_row_another_replica_wrote_answers_as_cached(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(10).await;
+    assert_eq!(app.enrich(&key, json!({"email": "jane@acme.com"})).await.status, 200);
+    assert!(cached_vendor(&app, "email:jane@acme.com").await.is_some());
+    app.db
+        .execute_unprepared(
+            "INSERT INTO enrichment_cache (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
+             SELECT 'email:someone.else@acme.com', record, vendor, confidence, fetched_at, expires_at, outcome \
+             FROM enrichment_cache WHERE cache_key = 'email:jane@acme.com'",
+        )
+        .await
+        .unwrap();
+    let r = app.enrich(&key, json!({"email": "Someone.Else@acme.com"})).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
+    assert_eq!(r.json()["data"]["source"], "cached");
+    assert_eq!(r.json()["data"]["person"]["full_name"], "Jane Doe", "the stored record, not a vendor's answer");
+    assert_eq!(app.assert_books_balance(&ws).await, 8);
 }

@@ -121,7 +121,9 @@ impl SqliteReads {
                     &self.path,
                     rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
-                conn.busy_timeout(Duration::from_secs(10))?;
+                // A WAL read waits for nobody but a rare recovery; past this it falls
+                // back to the pool.
+                conn.busy_timeout(Duration::from_millis(50))?;
                 conn
             }
         };

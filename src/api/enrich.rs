@@ -76,7 +76,10 @@ impl Example for EnrichRequest {
 
 impl FastParse for EnrichRequest {
     fn fast_parse(body: &[u8]) -> Option<Self> {
+        // Unknown fields fall back: serde skips them without the checks `Value` makes
+        // (UTF-8, surrogates, number range, nesting depth).
         #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
         struct Raw {
             #[serde(default, deserialize_with = "present")]
             email: Option<Option<String>>,
@@ -512,7 +515,12 @@ mod tests {
         let bodies = [
             r#"{"email":"jane@acme.com"}"#.to_string(),
             r#"  {"domain":"acme.com","include":["company","person"]} "#.to_string(),
-            r#"{"email":"jane@acme.com","domain":"acme.com","include":["social"],"extra":[1,{"a":null}]}"#.to_string(),
+            r#"{"email":"jane@acme.com","domain":"acme.com","include":["social"]}"#.to_string(),
+            r#"{"email":"jane@acme.com","extra":[1,{"a":null}]}"#.to_string(),
+            r#"{"email":"a@b.co","x":1e400}"#.to_string(),
+            r#"{"email":"a@b.co","x":"\ud800"}"#.to_string(),
+            r#"{"email":"\ud800@b.co"}"#.to_string(),
+            format!(r#"{{"email":"a@b.co","x":{}1{}}}"#, "[".repeat(200), "]".repeat(200)),
             r#"{}"#.to_string(),
             r#"{"email":null}"#.to_string(),
             r#"{"email":""}"#.to_string(),
@@ -529,15 +537,17 @@ mod tests {
             r#"{"email":"jane@acme.com""#.to_string(),
             String::new(),
         ];
+        let mut bodies: Vec<Vec<u8>> = bodies.into_iter().map(String::into_bytes).collect();
+        bodies.push(b"{\"email\":\"a@b.co\",\"x\":\"\xff\"}".to_vec());
+        bodies.push(b"{\"email\":\"\xff@b.co\"}".to_vec());
         let mut fast = 0;
         for body in &bodies {
-            let slow = serde_json::from_slice::<serde_json::Value>(body.as_bytes())
-                .ok()
-                .and_then(|v| EnrichRequest::parse_from_json(Some(v)).ok());
-            if let Some(quick) = EnrichRequest::fast_parse(body.as_bytes()) {
+            let shown = String::from_utf8_lossy(body);
+            let slow = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| EnrichRequest::parse_from_json(Some(v)).ok());
+            if let Some(quick) = EnrichRequest::fast_parse(body) {
                 fast += 1;
-                let slow = slow.unwrap_or_else(|| panic!("fast path accepted what Json refuses: {body}"));
-                assert_eq!(format!("{quick:?}"), format!("{slow:?}"), "{body}");
+                let slow = slow.unwrap_or_else(|| panic!("fast path accepted what Json refuses: {shown}"));
+                assert_eq!(format!("{quick:?}"), format!("{slow:?}"), "{shown}");
             }
         }
         assert_eq!(fast, 5, "the ordinary bodies take the shortcut");

@@ -153,10 +153,18 @@ struct Writer<S> {
 
 type Shared<S> = Arc<Mutex<Writer<S>>>;
 
-fn lock<S>(writer: &Mutex<Writer<S>>) -> MutexGuard<'_, Writer<S>> {
-    // Batches run under catch_unwind, so a poisoned lock only means a panic outside one;
-    // the store is still consistent (its transaction was rolled back).
-    writer.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<S: Store>(writer: &Mutex<Writer<S>>) -> MutexGuard<'_, Writer<S>> {
+    writer.lock().unwrap_or_else(|poisoned| recover(writer, poisoned))
+}
+
+/// A lock poisoned by a panic outside a batch's catch_unwind: whatever transaction that
+/// left open is rolled back before anyone uses the store again (dropping a PostgreSQL
+/// transaction rolls it back as well).
+fn recover<'a, S: Store>(writer: &Mutex<Writer<S>>, poisoned: PoisonError<MutexGuard<'a, Writer<S>>>) -> MutexGuard<'a, Writer<S>> {
+    let mut guard = poisoned.into_inner();
+    let _ = guard.store.rollback().now_or_never();
+    writer.clear_poison();
+    guard
 }
 
 /// The handle requests use.
@@ -220,26 +228,43 @@ impl Settler {
     /// go to the writer's thread, which batches them (group commit).
     pub async fn settle(&self, job: Job) -> Outcome {
         let (_flight, alone) = InFlight::enter(&self.in_flight);
-        if let (Some(writer), true) = (&self.inline, alone) {
-            let guard = match writer.try_lock() {
-                Ok(guard) => Some(guard),
-                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-                Err(TryLockError::WouldBlock) => None,
-            };
-            if let Some(mut w) = guard {
-                let outcome = settle_batch(&mut w, vec![job], &self.metrics)
-                    .now_or_never()
-                    .expect("the SQLite writer never waits")
-                    .pop()
-                    .expect("one outcome per job");
-                let flush = !w.carried.is_empty();
-                drop(w);
-                if flush {
-                    let _ = self.tx.send(Msg::Flush);
-                }
-                return outcome;
-            }
+        let job = match (&self.inline, alone) {
+            (Some(writer), true) => match self.settle_inline(writer, job) {
+                Ok(outcome) => return outcome,
+                Err(job) => job,
+            },
+            _ => job,
+        };
+        self.queue(job).await
+    }
+
+    /// Settles `job` on this thread if the writer is free and the database's write lock
+    /// is free right now (another process, or this one's pool, may hold it: waiting for
+    /// it is the writer thread's job, never a request worker's); gives `job` back if not.
+    fn settle_inline(&self, writer: &Mutex<Writer<sqlite::Store>>, job: Job) -> Result<Outcome, Job> {
+        let mut w = match writer.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => recover(writer, poisoned),
+            Err(TryLockError::WouldBlock) => return Err(job),
+        };
+        if !w.store.try_begin() {
+            return Err(job);
         }
+        let outcome = settle_batch(&mut w, vec![job], &self.metrics)
+            .now_or_never()
+            .expect("the SQLite writer never waits")
+            .pop()
+            .expect("one outcome per job");
+        let flush = !w.carried.is_empty();
+        drop(w);
+        if flush {
+            let _ = self.tx.send(Msg::Flush);
+        }
+        Ok(outcome)
+    }
+
+    /// Hands `job` to the writer's thread and waits for its batch's commit.
+    async fn queue(&self, job: Job) -> Outcome {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Msg::Settle(Envelope { job, reply })).map_err(|_| SettleError::Stopped)?;
         answer.await.map_err(|_| SettleError::Stopped)?
@@ -326,7 +351,7 @@ async fn run<S: Store>(
         // `window` after the last one started, gathering what arrives meanwhile: fewer,
         // larger commits (PostgreSQL's commit_delay with commit_siblings, in spirit).
         // Blocking is right here: this thread does nothing else.
-        concurrent |= batch.len() > 1;
+        concurrent |= batch.iter().filter(|msg| matches!(msg, Msg::Settle(_))).count() > 1;
         if concurrent && batch.len() < MAX_BATCH {
             if let Some(wait) = window.checked_sub(last_start.elapsed()) {
                 std::thread::sleep(wait);
@@ -345,10 +370,10 @@ async fn run<S: Store>(
                 Msg::Flush => None,
             })
             .unzip();
+        concurrent = jobs.len() > 1;
         if jobs.is_empty() {
             continue;
         }
-        concurrent = jobs.len() > 1;
         last_start = std::time::Instant::now();
         let outcomes = settle_batch(&mut lock(&writer), jobs, &metrics).await;
         for (reply, outcome) in replies.into_iter().zip(outcomes) {

@@ -39,7 +39,7 @@ impl Store {
     pub fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
         let path = crate::db::sqlite_path(&settings.url).ok_or_else(|| anyhow::anyhow!("the settler needs an SQLite database file"))?;
         let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         let synchronous = match settings.sqlite_synchronous {
             SqliteSynchronous::Full => "FULL",
             SqliteSynchronous::Normal => "NORMAL",
@@ -51,6 +51,26 @@ impl Store {
         Ok(Self { conn })
     }
 }
+
+impl Store {
+    /// Opens the batch's transaction only if the write lock is free right now (no busy
+    /// wait); false, with nothing begun, when it is not (or on any error: the writer's
+    /// thread will meet it and report it).
+    pub fn try_begin(&mut self) -> bool {
+        if !self.conn.is_autocommit() {
+            return true;
+        }
+        let began = self.conn.busy_timeout(Duration::ZERO).and_then(|()| self.conn.execute_batch("BEGIN IMMEDIATE")).is_ok();
+        if self.conn.busy_timeout(BUSY_TIMEOUT).is_err() && began {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return false;
+        }
+        began
+    }
+}
+
+/// How long the writer's thread waits for the database's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl super::Store for Store {
     async fn begin(&mut self, _atomic_statements: bool) -> Result<(), StoreError> {

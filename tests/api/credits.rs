@@ -7,7 +7,11 @@ use serde_json::json;
 use crate::helpers::{sandbox_input, spawn_app, spawn_app_with, Backend};
 use crate::on_both_backends;
 
-on_both_backends!(concurrent_requests_never_overspend, group_commit_batches_mixed_calls_exactly);
+on_both_backends!(
+    concurrent_requests_never_overspend,
+    group_commit_batches_mixed_calls_exactly,
+    a_debit_waits_for_a_lock_held_elsewhere,
+);
 
 async fn concurrent_requests_never_overspend(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -61,4 +65,31 @@ async fn group_commit_batches_mixed_calls_exactly(backend: Backend) {
         assert_eq!((again.status, &again.bytes), (200, &first.bytes), "a replay returns the stored bytes");
     }
     assert_eq!(app.charges(&ws).await, 40, "replays are free");
+}
+
+/// Another writer (a replica, an admin top-up) holds the lock the debit needs: the call
+/// waits for it (on SQLite the request hands its settlement to the writer's thread rather
+/// than wait on its own), answers only once the lock is gone, and is charged once.
+async fn a_debit_waits_for_a_lock_held_elsewhere(backend: Backend) {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(3).await;
+    assert_eq!(app.enrich(&key, json!({"email": "jane@acme.com"})).await.status, 200, "cached from now on");
+    let txn = app.db.begin().await.unwrap();
+    txn.execute_unprepared(&format!("UPDATE workspaces SET credit_balance = credit_balance WHERE id = '{ws}'")).await.unwrap();
+    let call = {
+        let (base, client, key) = (app.base.clone(), app.client.clone(), key.clone());
+        tokio::spawn(async move {
+            let req = client.post(format!("{base}/v1/email/enrich")).bearer_auth(key).json(&json!({"email": "jane@acme.com"}));
+            crate::helpers::send(&client, req).await.unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(!call.is_finished(), "no answer while the debit cannot commit");
+    txn.commit().await.unwrap();
+    let r = call.await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
+    assert_eq!(r.json()["data"]["credits_remaining"], 1);
+    assert_eq!(app.assert_books_balance(&ws).await, 1);
+    assert_eq!(app.charges(&ws).await, 2);
 }

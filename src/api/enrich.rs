@@ -491,7 +491,7 @@ impl EnrichApi {
         let include: Option<Vec<Section>> = include.map(|l| l.into_iter().map(Section::from).collect());
         let query = EnrichQuery::parse(email.as_deref(), domain.as_deref(), include.as_deref())
             .map_err(ApiError::validation)?;
-        let key = idempotency_key.0.map(|k| k.hyphenated().to_string());
+        let key = idempotency_key.0.map(|k| k.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned());
         let request_id = current_request_id();
         let success = state
             .enrich

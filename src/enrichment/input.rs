@@ -251,9 +251,19 @@ impl EnrichQuery {
     /// Identifies "the same request" for idempotency: a hash of the method, the path and
     /// the normalised body (so `ACME.com` and `acme.com` are the same request).
     pub fn fingerprint(&self, method: &str, path: &str) -> String {
-        let include: Vec<&str> = self.include.iter().map(|s| s.as_str()).collect();
-        let canonical = format!("{method} {path}\n{}\n{}", self.input.cache_key(), include.join(","));
-        hex(&Sha256::digest(canonical.as_bytes()))
+        // The SHA-256 of "{method} {path}\n{cache key}\n{sections, comma-separated}",
+        // hashed piece by piece (no formatted copy per request).
+        let mut hash = Sha256::new();
+        for part in [method, " ", path, "\n", &self.input.cache_key(), "\n"] {
+            hash.update(part.as_bytes());
+        }
+        for (n, section) in self.include.iter().enumerate() {
+            if n > 0 {
+                hash.update(b",");
+            }
+            hash.update(section.as_str().as_bytes());
+        }
+        hex(&hash.finalize())
     }
 }
 
@@ -341,5 +351,15 @@ mod tests {
         let c = EnrichQuery::parse(Some("jane@acme.com"), None, Some(&[Section::Person])).unwrap();
         assert_eq!(a.fingerprint("POST", "/p"), b.fingerprint("POST", "/p"));
         assert_ne!(a.fingerprint("POST", "/p"), c.fingerprint("POST", "/p"));
+    }
+
+    /// Fingerprints are stored with idempotency records: their bytes must not change
+    /// from one release to the next, or retries after an upgrade would be refused (422).
+    #[test]
+    fn fingerprint_is_the_hash_of_the_documented_canonical_form() {
+        let q = EnrichQuery::parse(Some("jane@gmail.com"), Some("acme.com"), Some(&[Section::Social, Section::Person])).unwrap();
+        let canonical = "POST /v1/email/enrich\nemail:jane@gmail.com|company:acme.com\nperson,social";
+        assert_eq!(q.input.cache_key(), "email:jane@gmail.com|company:acme.com", "the canonical form below assumes this key");
+        assert_eq!(q.fingerprint("POST", "/v1/email/enrich"), hex(&Sha256::digest(canonical.as_bytes())));
     }
 }

@@ -13,7 +13,7 @@
 use poem::{web::RequestBody, Body, Request, Result};
 use poem_openapi::{
     payload::{Json, ParsePayload, Payload},
-    registry::{MetaMediaType, MetaRequest, MetaSchemaRef, Registry},
+    registry::{MetaRequest, MetaSchemaRef, Registry},
     types::{ParseFromJSON, Type},
     ApiExtractor, ApiExtractorType, ExtractParamOptions,
 };
@@ -71,10 +71,7 @@ impl<'a, T: ParseFromJSON + FastParse> ApiExtractor<'a> for JsonBody<T> {
     }
 
     fn request_meta() -> Option<MetaRequest> {
-        <Json<T> as ApiExtractor>::request_meta().map(|meta| MetaRequest {
-            content: vec![MetaMediaType { content_type: <Self as Payload>::CONTENT_TYPE, schema: <Self as Payload>::schema_ref() }],
-            ..meta
-        })
+        <Json<T> as ApiExtractor>::request_meta()
     }
 
     async fn from_request(request: &'a Request, body: &mut RequestBody, _param_opts: ExtractParamOptions<()>) -> Result<Self> {

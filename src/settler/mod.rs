@@ -171,12 +171,17 @@ fn recover<'a, S: Store>(writer: &Mutex<Writer<S>>, poisoned: PoisonError<MutexG
 #[derive(Clone)]
 pub struct Settler {
     tx: mpsc::UnboundedSender<Msg>,
-    /// The SQLite writer, for settling inline (none on PostgreSQL, whose connection
+    /// On SQLite, what settling inline needs (none on PostgreSQL, whose connection
     /// belongs to the writer thread's runtime).
-    inline: Option<Shared<sqlite::Store>>,
+    inline: Option<Inline>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Clone)]
+struct Inline {
+    writer: Shared<sqlite::Store>,
     /// Settlements asked for and not answered yet.
     in_flight: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
 }
 
 /// Counts one settlement in flight for as long as it lives.
@@ -215,8 +220,9 @@ impl Settler {
                 }
             })
         })?;
-        let inline = ready.await.map_err(|_| anyhow::anyhow!("the settler thread died while connecting"))??;
-        Ok(Self { tx, inline, in_flight: Arc::new(AtomicUsize::new(0)), metrics })
+        let writer = ready.await.map_err(|_| anyhow::anyhow!("the settler thread died while connecting"))??;
+        let inline = writer.map(|writer| Inline { writer, in_flight: Arc::new(AtomicUsize::new(0)) });
+        Ok(Self { tx, inline, metrics })
     }
 
     /// Settles `job` durably; returns the response bytes.
@@ -227,13 +233,15 @@ impl Settler {
     /// thread and back, each of which wakes an idle CPU. Under concurrency, settlements
     /// go to the writer's thread, which batches them (group commit).
     pub async fn settle(&self, job: Job) -> Outcome {
-        let (_flight, alone) = InFlight::enter(&self.in_flight);
-        let job = match (&self.inline, alone) {
-            (Some(writer), true) => match self.settle_inline(writer, job) {
+        let Some(inline) = &self.inline else { return self.queue(job).await };
+        let (_flight, alone) = InFlight::enter(&inline.in_flight);
+        let job = if alone {
+            match self.settle_inline(&inline.writer, job) {
                 Ok(outcome) => return outcome,
                 Err(job) => job,
-            },
-            _ => job,
+            }
+        } else {
+            job
         };
         self.queue(job).await
     }
@@ -384,37 +392,28 @@ async fn run<S: Store>(
 
 /// Settles `jobs` in one transaction ([`settle`]) with the rows carried from the last
 /// one; returns each job's outcome, to send once the writer's lock is released.
-// See `run` on the lock held across awaits.
-#[allow(clippy::await_holding_lock)]
 async fn settle_batch<S: Store>(w: &mut Writer<S>, jobs: Vec<Job>, metrics: &Metrics) -> Vec<Outcome> {
     metrics.settle_batch_size.observe(jobs.len() as f64);
     let started = std::time::Instant::now();
     let count = jobs.len();
     let rows = std::mem::take(&mut w.carried);
-    // Should a batch panic, its requests fail, its transaction rolls back, and the writer
-    // lives on.
-    let outcomes = match AssertUnwindSafe(settle(&mut w.store, jobs, &rows)).catch_unwind().await {
+    // Should a batch fail or panic, its requests fail, its transaction rolls back, and
+    // the writer lives on.
+    let failure = match AssertUnwindSafe(settle(&mut w.store, jobs, &rows)).catch_unwind().await {
         Ok(Ok((outcomes, cache_rows))) => {
             w.carried = cache_rows;
-            outcomes
+            metrics.settle_batch_seconds.observe(started.elapsed().as_secs_f64());
+            return outcomes;
         }
-        Ok(Err(err)) => {
-            w.store.rollback().await;
-            tracing::error!(error = %err, jobs = count, "a settlement batch failed; nothing of it was committed");
-            // The carried rows were paid for: try them once more on their own.
-            w.carried = rows;
-            (0..count).map(|_| Err(SettleError::Database(err.clone()))).collect()
-        }
-        Err(_) => {
-            w.store.rollback().await;
-            tracing::error!(jobs = count, "a settlement batch panicked; its requests failed, nothing was committed");
-            w.carried = rows;
-            let err = StoreError::bug("the settlement batch panicked");
-            (0..count).map(|_| Err(SettleError::Database(err.clone()))).collect()
-        }
+        Ok(Err(err)) => err,
+        Err(_) => StoreError::bug("the settlement batch panicked"),
     };
+    w.store.rollback().await;
+    tracing::error!(error = %failure, jobs = count, "a settlement batch failed; nothing of it was committed");
+    // The carried rows were paid for: try them once more on their own.
+    w.carried = rows;
     metrics.settle_batch_seconds.observe(started.elapsed().as_secs_f64());
-    outcomes
+    (0..count).map(|_| Err(SettleError::Database(failure.clone()))).collect()
 }
 
 pub(crate) type CacheRow = entity::cache_entry::Model;

@@ -50,9 +50,7 @@ impl Store {
         conn.set_prepared_statement_cache_capacity(32);
         Ok(Self { conn })
     }
-}
 
-impl Store {
     /// Opens the batch's transaction only if the write lock is free right now (no busy
     /// wait); false, with nothing begun, when it is not (or on any error: the writer's
     /// thread will meet it and report it).
@@ -116,43 +114,16 @@ impl super::Store for Store {
             .and_then(|mut s| s.query_row(params![workspace_id, k], |r| r.get(0)).optional())
             .map_err(err)?;
         let Some(after) = after else { return Ok(None) };
-        // Row n (0-based) carries the balance after its own debit, in that order; several
-        // rows per statement (one bind-and-step instead of one per row).
-        let mut n = 0;
-        for chunk in LEDGER_CHUNKS {
-            while rows.len() - n >= chunk {
-                let mut insert = self.conn.prepare_cached(ledger_insert(chunk)).map_err(err)?;
-                insert.raw_bind_parameter(1, workspace_id).map_err(err)?;
-                insert.raw_bind_parameter(2, now_ms).map_err(err)?;
-                for (i, (key, request)) in rows[n..n + chunk].iter().enumerate() {
-                    let p = 3 + 3 * i;
-                    insert.raw_bind_parameter(p, key).map_err(err)?;
-                    insert.raw_bind_parameter(p + 1, request).map_err(err)?;
-                    insert.raw_bind_parameter(p + 2, after + k - 1 - (n + i) as i64).map_err(err)?;
-                }
-                insert.raw_execute().map_err(err)?;
-                n += chunk;
-            }
+        // Row n (0-based) carries the balance after its own debit, in that order.
+        let mut insert = self.conn.prepare_cached(LEDGER_INSERT).map_err(err)?;
+        for (n, (key, request)) in rows.iter().enumerate() {
+            insert.execute(params![workspace_id, key, request, after + k - 1 - n as i64, now_ms]).map_err(err)?;
         }
         Ok(Some(after))
     }
 
     async fn debit_one(&mut self, workspace_id: &str, api_key_id: &str, request_id: &str, now_ms: i64) -> Result<Option<i64>, StoreError> {
-        let after: Option<i64> = self
-            .conn
-            .prepare_cached(
-                "UPDATE workspaces SET credit_balance = credit_balance - 1 \
-                 WHERE id = ?1 AND credit_balance >= 1 RETURNING credit_balance",
-            )
-            .and_then(|mut s| s.query_row(params![workspace_id], |r| r.get(0)).optional())
-            .map_err(err)?;
-        if let Some(after) = after {
-            self.conn
-                .prepare_cached(LEDGER_INSERT)
-                .and_then(|mut s| s.execute(params![workspace_id, api_key_id, request_id, after, now_ms]))
-                .map_err(err)?;
-        }
-        Ok(after)
+        self.debit_batch(workspace_id, &[(api_key_id, request_id)], &[], now_ms).await
     }
 
     async fn put_cache(&mut self, rows: &[entity::cache_entry::Model]) -> Result<(), StoreError> {
@@ -211,32 +182,6 @@ impl super::Store for Store {
             }
         }
     }
-}
-
-/// Rows per ledger statement, largest first (the last must be 1).
-const LEDGER_CHUNKS: [usize; 3] = [16, 4, 1];
-
-/// `INSERT` of `rows` (one of [`LEDGER_CHUNKS`]) ledger debits: `?1` the workspace,
-/// `?2` the time, then per row its key id, request id and balance after.
-fn ledger_insert(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let sql = SQL.get_or_init(|| {
-        LEDGER_CHUNKS
-            .iter()
-            .map(|&rows| {
-                let values: Vec<String> = (0..rows)
-                    .map(|i| format!("(?1, ?{}, ?{}, -1, ?{}, 'enrich', ?2)", 3 + 3 * i, 4 + 3 * i, 5 + 3 * i))
-                    .collect();
-                format!(
-                    "INSERT INTO credit_ledger \
-                     (workspace_id, api_key_id, request_id, delta, balance_after, reason, created_at) VALUES {}",
-                    values.join(", ")
-                )
-            })
-            .collect()
-    });
-    let at = LEDGER_CHUNKS.iter().position(|&c| c == rows).expect("a chunk size");
-    &sql[at]
 }
 
 const LEDGER_INSERT: &str = "INSERT INTO credit_ledger \

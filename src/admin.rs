@@ -12,6 +12,7 @@ use entity::{api_key, workspace};
 use crate::auth::{self, Permission};
 use crate::credits;
 use crate::ratelimit::Plan;
+use crate::settler::Settler;
 
 fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
@@ -29,8 +30,11 @@ pub struct WorkspaceCreated {
     pub balance: i64,
 }
 
+/// Creates a workspace; its initial `credits` are granted through `settler` (the one
+/// writer of balances), with their ledger row.
 pub async fn create_workspace(
     db: &DatabaseConnection,
+    settler: &Settler,
     name: &str,
     plan: Plan,
     credits: i64,
@@ -56,7 +60,7 @@ pub async fn create_workspace(
     .insert(db)
     .await
     .context("creating the workspace")?;
-    let balance = if credits > 0 { credits::grant(db, &id, credits).await? } else { 0 };
+    let balance = if credits > 0 { credits::grant(settler, &id, credits).await? } else { 0 };
     Ok(WorkspaceCreated { id, name: name.to_string(), plan: plan.as_str(), balance })
 }
 
@@ -120,13 +124,7 @@ pub async fn create_key(
     .insert(db)
     .await
     .context("storing the key")?;
-    Ok(KeyCreated {
-        id,
-        key: new.plaintext,
-        prefix: new.prefix,
-        permissions: perms,
-        expires_at: expires_at_ms.and_then(rfc3339),
-    })
+    Ok(KeyCreated { id, key: new.plaintext, prefix: new.prefix, permissions: perms, expires_at: expires_at_ms.and_then(rfc3339) })
 }
 
 /// Revokes a key; it is refused from the next request on.
@@ -173,17 +171,17 @@ pub async fn list_keys(db: &DatabaseConnection, workspace_id: &str) -> anyhow::R
 
 /// The demo workspace of `serve --demo`: created once, with credits and a fresh key on
 /// every start (the plaintext of an older key cannot be shown again).
-pub async fn demo(db: &DatabaseConnection) -> anyhow::Result<(String, KeyCreated)> {
+pub async fn demo(db: &DatabaseConnection, settler: &Settler) -> anyhow::Result<(String, KeyCreated)> {
     const NAME: &str = "demo";
     let existing = workspace::Entity::find().filter(workspace::Column::Name.eq(NAME)).one(db).await?;
     let ws_id = match existing {
         Some(ws) => {
             if ws.credit_balance < 100 {
-                credits::grant(db, &ws.id, 1_000).await?;
+                credits::grant(settler, &ws.id, 1_000).await?;
             }
             ws.id
         }
-        None => create_workspace(db, NAME, Plan::Pro, 1_000, None, None).await?.id,
+        None => create_workspace(db, settler, NAME, Plan::Pro, 1_000, None, None).await?.id,
     };
     let key = create_key(db, &ws_id, "demo", &BTreeSet::from([Permission::WriteEnrich]), None).await?;
     Ok((ws_id, key))

@@ -3,12 +3,12 @@
 //! A key is `wbk_` + 43 base62 characters from the OS CSPRNG (~256 bits). Only its
 //! SHA-256 hash (looked up by index, then compared in constant time) and a short display
 //! prefix are stored; the plaintext is shown once at creation and never logged.
-//! A malformed key is refused before any database access; unknown keys are remembered
-//! for a short while so that a flood of bad keys costs one lookup each; known keys are
-//! remembered for `auth.key_cache_ttl_ms` (1 s by default), so a revocation takes effect
-//! within that time on every replica (expiry is checked on every request, exactly).
+//! A malformed key is refused before any database access; known and unknown keys are
+//! remembered apart in the hot caches ([`crate::hot`]): a flood of bad keys costs one
+//! lookup each and never evicts a good key; a revocation takes effect on every replica
+//! within the known-key TTL (1 s by default; a key's expiry is checked on every request).
 
-use std::{collections::BTreeSet, fmt, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, fmt, sync::Arc};
 
 use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
@@ -17,8 +17,8 @@ use subtle::ConstantTimeEq;
 
 use entity::{api_key, workspace};
 
-use crate::enrichment::input::hex;
-use crate::memo::Memo;
+use crate::hex::hex;
+use crate::hot::{HotCaches, KeyDigest, KnownKey};
 use crate::ratelimit::{Limits, Plan};
 
 pub const KEY_PREFIX: &str = "wbk_";
@@ -80,9 +80,7 @@ pub fn hash_key(plaintext: &str) -> String {
 
 /// Shape check only: `wbk_` followed by 40 to 100 base62 characters.
 pub fn is_well_formed(token: &str) -> bool {
-    token
-        .strip_prefix(KEY_PREFIX)
-        .is_some_and(|rest| (40..=100).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+    token.strip_prefix(KEY_PREFIX).is_some_and(|rest| (40..=100).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// An authenticated caller.
@@ -102,10 +100,7 @@ pub struct Principal {
 
 impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Principal")
-            .field("key", &self.key_prefix)
-            .field("workspace_id", &self.workspace_id)
-            .finish()
+        f.debug_struct("Principal").field("key", &self.key_prefix).field("workspace_id", &self.workspace_id).finish()
     }
 }
 
@@ -136,48 +131,43 @@ pub fn parse_permissions(stored: &str) -> BTreeSet<Permission> {
     stored.split_whitespace().filter_map(Permission::parse).collect()
 }
 
-/// Resolves bearer tokens to principals.
+/// Resolves bearer tokens to principals, remembering what it found in the hot caches.
 pub struct Authenticator {
     db: DatabaseConnection,
-    /// `Some(principal)` for a usable key, `None` for an unknown, revoked key.
-    /// Keyed by the SHA-256 of the key.
-    memo: Memo<[u8; 32], Option<Arc<Principal>>>,
-    negative_ttl: Duration,
-    positive_ttl: Duration,
+    hot: Arc<HotCaches>,
 }
 
 impl Authenticator {
-    pub fn new(db: DatabaseConnection, negative_ttl: Duration, positive_ttl: Duration, capacity: usize) -> Self {
-        Self { db, memo: Memo::new(capacity), negative_ttl, positive_ttl }
+    pub fn new(db: DatabaseConnection, hot: Arc<HotCaches>) -> Self {
+        Self { db, hot }
     }
 
     pub async fn authenticate(&self, token: &str, now_ms: i64) -> Result<Arc<Principal>, AuthError> {
         if !is_well_formed(token) {
             return Err(AuthError::InvalidKey);
         }
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let principal = match self.memo.get(&digest) {
+        let digest = KeyDigest(Sha256::digest(token.as_bytes()).into());
+        let known = match self.hot.key(&digest) {
             Some(known) => known,
             None => {
-                let found = self.lookup(&hex(&digest)).await?.map(Arc::new);
-                let ttl = if found.is_some() { self.positive_ttl } else { self.negative_ttl };
-                self.memo.insert(digest, found.clone(), ttl);
-                found
+                let known = match self.lookup(&hex(&digest.0)).await? {
+                    Some(principal) => KnownKey::Valid(Arc::new(principal)),
+                    None => KnownKey::Invalid,
+                };
+                self.hot.remember_key(digest, known.clone());
+                known
             }
         };
-        match principal {
-            Some(p) if p.expires_at.is_none_or(|at| at > now_ms) => Ok(p),
+        match known {
+            KnownKey::Valid(p) if p.expires_at.is_none_or(|at| at > now_ms) => Ok(p),
             _ => Err(AuthError::InvalidKey),
         }
     }
 
     /// The key behind `hash`, `None` when unknown or revoked.
     async fn lookup(&self, hash: &str) -> Result<Option<Principal>, AuthError> {
-        let found = api_key::Entity::find()
-            .filter(api_key::Column::KeyHash.eq(hash))
-            .find_also_related(workspace::Entity)
-            .one(&self.db)
-            .await?;
+        let found =
+            api_key::Entity::find().filter(api_key::Column::KeyHash.eq(hash)).find_also_related(workspace::Entity).one(&self.db).await?;
         let (key, ws) = match found {
             Some((key, Some(ws))) if bool::from(key.key_hash.as_bytes().ct_eq(hash.as_bytes())) => (key, ws),
             _ => return Ok(None),

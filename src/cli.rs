@@ -1,7 +1,7 @@
 //! The `leadlex` command line: `serve`, `sandbox`, `spec`, `migrate` and the operators'
 //! admin commands. `--json` prints exactly one JSON object on stdout.
 
-use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -9,7 +9,9 @@ use serde_json::json;
 
 use crate::auth::Permission;
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::ratelimit::Plan;
+use crate::settler::Settler;
 use crate::{admin, api, credits, db, sandbox, startup, telemetry};
 
 #[derive(Debug, Parser)]
@@ -210,10 +212,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Workspace(cmd) => {
             let db = db::connect(&settings.database).await?;
-            db::migrate(&db).await?;
+            db::ensure_schema(&db).await?;
             match cmd {
                 WorkspaceCommand::Create { name, plan, credits, per_minute, per_day } => {
-                    let ws = admin::create_workspace(&db, name, (*plan).into(), *credits, *per_minute, *per_day).await?;
+                    let settler = Settler::spawn(&settings.database, Arc::new(Metrics::new())).await?;
+                    let ws = admin::create_workspace(&db, &settler, name, (*plan).into(), *credits, *per_minute, *per_day).await?;
                     emit(cli.json, serde_json::to_value(&ws)?, || {
                         format!("workspace {} ({}, plan {}, {} credits)", ws.id, ws.name, ws.plan, ws.balance)
                     });
@@ -227,7 +230,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Key(cmd) => {
             let db = db::connect(&settings.database).await?;
-            db::migrate(&db).await?;
+            db::ensure_schema(&db).await?;
             match cmd {
                 KeyCommand::Create { workspace, permissions, expires_at, name } => {
                     let mut perms = BTreeSet::new();
@@ -256,7 +259,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     let keys = admin::list_keys(&db, workspace).await?;
                     emit(cli.json, json!({"keys": keys}), || {
                         keys.iter()
-                            .map(|k| format!("{}\t{}\t{}\t{}", k.id, k.prefix, k.permissions.join(","), k.revoked_at.as_deref().unwrap_or("active")))
+                            .map(|k| {
+                                format!(
+                                    "{}\t{}\t{}\t{}",
+                                    k.id,
+                                    k.prefix,
+                                    k.permissions.join(","),
+                                    k.revoked_at.as_deref().unwrap_or("active")
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join("\n")
                     });
@@ -266,10 +277,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Credits(cmd) => {
             let db = db::connect(&settings.database).await?;
-            db::migrate(&db).await?;
+            db::ensure_schema(&db).await?;
             match cmd {
                 CreditsCommand::Grant { workspace, amount } => {
-                    let balance = credits::grant(&db, workspace, *amount).await.context("granting credits")?;
+                    let settler = Settler::spawn(&settings.database, Arc::new(Metrics::new())).await?;
+                    let balance = credits::grant(&settler, workspace, *amount).await.context("granting credits")?;
                     emit(cli.json, json!({"balance": balance}), || format!("balance of {workspace}: {balance}"));
                 }
                 CreditsCommand::Balance { workspace } => {
@@ -289,7 +301,7 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     tracing::info!(%addr, "Swagger UI at http://{addr}/docs");
     println!("listening on http://{addr}");
     if demo {
-        let (ws, key) = admin::demo(app.db()).await?;
+        let (ws, key) = admin::demo(app.db(), app.settler()).await?;
         println!(
             "\nleadlex demo is ready.\n  workspace: {ws}\n  API key:   {key}\n  Swagger UI: http://{addr}/docs\n\n  curl -s -X POST http://{addr}/v1/email/enrich \\\n    -H \"Authorization: Bearer {key}\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"email\": \"jane@acme.com\"}}'\n",
             key = key.key

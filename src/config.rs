@@ -4,16 +4,17 @@
 //! The JSON Schema of the file is published under `openapi/config.schema.json`.
 //! Secrets (vendor API keys) live in [`Secret`], which never prints its value.
 
-use std::{fmt, path::Path};
+use std::path::Path;
 
 use anyhow::Context;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::enrichment::vendors::VendorName;
+pub use crate::secret::Secret;
+pub use crate::vendor_name::VendorName;
 
 /// The whole configuration of a leadlex process.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub database: DatabaseSettings,
@@ -24,7 +25,7 @@ pub struct Settings {
     pub waterfall: WaterfallSettings,
     pub cache: CacheSettings,
     pub idempotency: IdempotencySettings,
-    pub auth: AuthSettings,
+    pub hot_caches: HotCachesSettings,
     pub sandbox: SandboxSettings,
     pub redis: RedisSettings,
 }
@@ -35,22 +36,6 @@ pub struct Settings {
 pub struct RedisSettings {
     /// `redis://host:6379`. Unset: each replica limits in-process (exact for one node).
     pub url: Option<String>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            database: DatabaseSettings::default(),
-            server: ServerSettings::default(),
-            vendors: Vec::new(),
-            waterfall: WaterfallSettings::default(),
-            cache: CacheSettings::default(),
-            idempotency: IdempotencySettings::default(),
-            auth: AuthSettings::default(),
-            sandbox: SandboxSettings::default(),
-            redis: RedisSettings::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -108,12 +93,7 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self {
-            bind: "127.0.0.1:8080".into(),
-            max_body_bytes: 16 * 1024,
-            request_deadline_ms: 10_000,
-            json_logs: false,
-        }
+        Self { bind: "127.0.0.1:8080".into(), max_body_bytes: 16 * 1024, request_deadline_ms: 10_000, json_logs: false }
     }
 }
 
@@ -155,13 +135,7 @@ pub struct CacheSettings {
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self {
-            ttl_secs: 30 * 24 * 3600,
-            person_ttl_secs: None,
-            company_ttl_secs: None,
-            social_ttl_secs: None,
-            negative_ttl_secs: 600,
-        }
+        Self { ttl_secs: 30 * 24 * 3600, person_ttl_secs: None, company_ttl_secs: None, social_ttl_secs: None, negative_ttl_secs: 600 }
     }
 }
 
@@ -203,36 +177,54 @@ pub struct IdempotencySettings {
 
 impl Default for IdempotencySettings {
     fn default() -> Self {
-        Self {
-            ttl_secs: 24 * 3600,
-            lease_margin_ms: 5_000,
-            purge_interval_secs: 300,
-        }
+        Self { ttl_secs: 24 * 3600, lease_margin_ms: 5_000, purge_interval_secs: 300 }
     }
 }
 
+/// The hot in-process caches (see `docs/design.md`): each spares a database round trip
+/// per request at the cost of a bounded staleness. Every cache is bounded by its
+/// `capacity` (entries; evicted one at a time) and serves an entry for at most `ttl_ms`
+/// milliseconds (0 turns the cache off).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
-pub struct AuthSettings {
-    /// How long an unknown key is remembered as unknown, in milliseconds, so that a
-    /// flood of bad keys does not cost a database round-trip each.
-    pub negative_cache_ttl_ms: u64,
-    /// How long a known key (and its workspace's plan and balance hint) is remembered,
-    /// in milliseconds: a revocation takes effect within this time (0: immediately, at
-    /// one database read per request).
-    pub key_cache_ttl_ms: u64,
-    /// Largest number of remembered keys, known and unknown.
-    pub negative_cache_capacity: usize,
+pub struct HotCachesSettings {
+    /// Usable API keys with their workspace's plan and a balance hint. A revocation,
+    /// expiry change or plan change takes effect on every replica within `ttl_ms`.
+    pub known_keys: HotCacheSettings,
+    /// Well-formed keys found unknown or revoked, so that a flood of bad keys costs one
+    /// database read per key and TTL. Kept apart from the known keys.
+    pub unknown_keys: HotCacheSettings,
+    /// Workspaces just seen at balance 0, so that a flood of 402s costs one read per
+    /// `ttl_ms`; a top-up is honoured within it.
+    pub empty_workspaces: HotCacheSettings,
+    /// Completed idempotent calls, replayed from memory (immutable until they expire).
+    pub replays: HotCacheSettings,
+    /// Parsed enrichment cache rows. An entry replaced by another replica is seen within
+    /// `ttl_ms`.
+    pub cache_rows: HotCacheSettings,
 }
 
-impl Default for AuthSettings {
+impl Default for HotCachesSettings {
     fn default() -> Self {
+        // Sized so that all of them together stay within tens of MB.
         Self {
-            negative_cache_ttl_ms: 10_000,
-            key_cache_ttl_ms: 1_000,
-            negative_cache_capacity: 100_000,
+            known_keys: HotCacheSettings { capacity: 100_000, ttl_ms: 1_000 },
+            unknown_keys: HotCacheSettings { capacity: 100_000, ttl_ms: 10_000 },
+            empty_workspaces: HotCacheSettings { capacity: 10_000, ttl_ms: 1_000 },
+            replays: HotCacheSettings { capacity: 20_000, ttl_ms: 60_000 },
+            cache_rows: HotCacheSettings { capacity: 10_000, ttl_ms: 30_000 },
         }
     }
+}
+
+/// One hot cache's bounds.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HotCacheSettings {
+    /// Largest number of entries.
+    pub capacity: usize,
+    /// Longest time an entry is served, in milliseconds (0: the cache is off).
+    pub ttl_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -242,36 +234,13 @@ pub struct SandboxSettings {
     pub latency_ms: u64,
 }
 
-/// A secret string: deserialised from configuration, never printed.
-#[derive(Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
 impl Settings {
     /// Defaults, then the TOML file if given, then `LEADLEX_*` environment variables.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut settings = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading configuration file {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("parsing configuration file {}", path.display()))?
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading configuration file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing configuration file {}", path.display()))?
             }
             None => Settings::default(),
         };
@@ -299,12 +268,6 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_is_never_printed() {
-        let s = Secret::new("sk_live_123");
-        assert!(!format!("{s:?}").contains("sk_live_123"));
-    }
 
     #[test]
     fn toml_file_overrides_defaults_and_rejects_unknown_keys() {

@@ -3,15 +3,15 @@
 //! Invariants: a balance never goes below zero (every debit is one conditional
 //! `UPDATE … WHERE credit_balance >= k`, and the column has a CHECK); every change of a
 //! balance appends a ledger row in the same transaction, so the sum of a workspace's
-//! ledger always equals its balance. Grants are here; the debits of lookups are taken by
-//! the [`crate::settler`], in batches, with the same rules.
+//! ledger always equals its balance. Every change of a balance, the debits of lookups and
+//! operators' grants alike, is made by the [`crate::settler`], the one writer; this module
+//! reads.
 
-use sea_orm::{
-    sea_query::Expr, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    QuerySelect, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 
 use entity::{credit_ledger, workspace};
+
+use crate::settler::{SettleError, Settler};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreditsError {
@@ -21,6 +21,8 @@ pub enum CreditsError {
     InvalidAmount,
     #[error("credits database operation")]
     Database(#[from] DbErr),
+    #[error("changing the balance")]
+    Settle(#[source] SettleError),
 }
 
 /// Why a ledger row exists.
@@ -41,56 +43,22 @@ impl Reason {
 
 /// The current balance, or `None` for an unknown workspace.
 pub async fn balance(db: &impl ConnectionTrait, workspace_id: &str) -> Result<Option<i64>, DbErr> {
-    let row: Option<i64> = workspace::Entity::find_by_id(workspace_id)
-        .select_only()
-        .column(workspace::Column::CreditBalance)
-        .into_tuple()
-        .one(db)
-        .await?;
+    let row: Option<i64> =
+        workspace::Entity::find_by_id(workspace_id).select_only().column(workspace::Column::CreditBalance).into_tuple().one(db).await?;
     Ok(row)
 }
 
-/// Adds `amount` credits; returns the new balance.
-pub async fn grant(db: &impl TransactionTrait, workspace_id: &str, amount: i64) -> Result<i64, CreditsError> {
+/// Adds `amount` credits through the settler (the one writer of balances and the
+/// ledger); returns the new balance.
+pub async fn grant(settler: &Settler, workspace_id: &str, amount: i64) -> Result<i64, CreditsError> {
     if amount <= 0 {
         return Err(CreditsError::InvalidAmount);
     }
-    let txn = db.begin().await?;
-    let updated = workspace::Entity::update_many()
-        .col_expr(workspace::Column::CreditBalance, Expr::col(workspace::Column::CreditBalance).add(amount))
-        .filter(workspace::Column::Id.eq(workspace_id))
-        .exec_with_returning(&txn)
-        .await?;
-    let Some(ws) = updated.into_iter().next() else {
-        return Err(CreditsError::UnknownWorkspace);
-    };
-    append(&txn, workspace_id, None, None, amount, ws.credit_balance, Reason::Grant).await?;
-    txn.commit().await?;
-    Ok(ws.credit_balance)
-}
-
-async fn append(
-    db: &impl ConnectionTrait,
-    workspace_id: &str,
-    api_key_id: Option<&str>,
-    request_id: Option<&str>,
-    delta: i64,
-    balance_after: i64,
-    reason: Reason,
-) -> Result<(), DbErr> {
-    credit_ledger::Entity::insert(credit_ledger::ActiveModel {
-        workspace_id: Set(workspace_id.to_string()),
-        api_key_id: Set(api_key_id.map(str::to_string)),
-        request_id: Set(request_id.map(str::to_string)),
-        delta: Set(delta),
-        balance_after: Set(balance_after),
-        reason: Set(reason.as_str().to_string()),
-        created_at: Set(crate::now_ms()),
-        ..Default::default()
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+    match settler.grant(workspace_id, amount).await {
+        Ok(balance) => Ok(balance),
+        Err(SettleError::UnknownWorkspace) => Err(CreditsError::UnknownWorkspace),
+        Err(err) => Err(CreditsError::Settle(err)),
+    }
 }
 
 /// The ledger of a workspace, oldest first (for operators and invariant checks).

@@ -1,5 +1,5 @@
-//! Connecting to the database (SQLite, the embedded default, or PostgreSQL) and running
-//! migrations. SQLite runs in WAL mode with `synchronous=FULL` by default (a committed
+//! Connecting to the database (SQLite, the embedded default, or PostgreSQL), running
+//! migrations and checking that the schema is the binary's. SQLite runs in WAL mode with `synchronous=FULL` by default (a committed
 //! debit survives a power cut; `normal` is configurable) and a busy timeout, so that
 //! concurrent writers queue instead of failing.
 
@@ -53,6 +53,29 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     } else {
         Migrator::up(db, None).await.context("running migrations")
     }
+}
+
+/// Makes sure the schema is the one this binary expects before anything uses it. The
+/// embedded SQLite default migrates itself; a PostgreSQL database is migrated only by
+/// `leadlex migrate` (a production schema never changes by surprise), so one that is
+/// behind gets an error naming that command.
+pub async fn ensure_schema(db: &DatabaseConnection) -> anyhow::Result<()> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return migrate(db).await;
+    }
+    let manager = migration::SchemaManager::new(db);
+    let pending: Vec<String> = if manager.has_table("seaql_migrations").await? {
+        Migrator::get_pending_migrations(db).await?.iter().map(|m| m.name().to_string()).collect()
+    } else {
+        Migrator::migrations().iter().map(|m| m.name().to_string()).collect()
+    };
+    if !pending.is_empty() {
+        anyhow::bail!(
+            "the database schema is behind this binary (pending migrations: {}); run `leadlex migrate` first",
+            pending.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Whether a database error means "the database cannot be reached right now" (answered

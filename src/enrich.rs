@@ -1,31 +1,33 @@
-//! The money path of one enrich call, in the order `shared/DESIGN.md` fixes (steps 6–10;
+//! The money path of one enrich call (steps 6–10 of the order in `docs/design.md`;
 //! authentication, rate limiting, permission and validation happen before, in `api`):
 //!
 //! 6. idempotency claim: replay a completed call, refuse a reused key (422) or a key in
 //!    use (409);
 //! 7. a cheap balance read: 402 before any vendor is asked;
 //! 8. lookup: cache, then the vendor waterfall; 404 when nothing asked for was found;
-//! 9. settle in ONE transaction: conditional debit, ledger row, cache write, idempotency
-//!    record completed with the exact response bytes (batched with concurrent requests'
-//!    settlements by the [`Settler`]: group commit, the response waits for its commit);
+//! 9. settle: the [`Settler`] takes the credit with its ledger row and completes the
+//!    idempotency record with the answer, in one transaction (batched with concurrent
+//!    requests' settlements: group commit); the vendor's answer is cached just after;
 //! 10. any failure before step 9 commits leaves no charge and releases the claim.
 //!
 //! Invariants: a 200 costs exactly one credit, whether from a vendor or the cache; every
-//! other outcome costs nothing; a replay never charges and never asks a vendor.
+//! other outcome costs nothing; a replay never charges and never asks a vendor. Knows
+//! nothing of HTTP: it answers with an [`Answer`] and the balance, which `api` renders.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{DatabaseConnection, DbErr};
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
 use crate::credits;
-use crate::settler::{Body, Job, SettleError, Settler};
-use crate::enrichment::input::{EnrichQuery, Section};
-use crate::enrichment::record::{EnrichmentRecord, Source};
-use crate::enrichment::{cache, Enricher, LookupOutcome};
+use crate::hot::{HotCaches, ReplayKey};
 use crate::idempotency::{self, Claim, ClaimToken};
+use crate::lookup::input::EnrichQuery;
+use crate::lookup::record::{EnrichmentRecord, Source};
+use crate::lookup::{cache, Lookup, LookupOutcome};
+use crate::settler::{Completion, Job, SettleError, Settler};
 
 /// Why an enrich call did not succeed; mapped to HTTP in `api::error` only.
 #[derive(Debug, thiserror::Error)]
@@ -56,82 +58,99 @@ impl From<DbErr> for EnrichError {
     }
 }
 
-/// What the API layer needs to render a 200 body.
-#[derive(Debug)]
-pub struct Answer<'a> {
-    /// Only the sections asked for; never empty.
-    pub record: &'a EnrichmentRecord,
+/// What an enrich call found: the sections asked for (never empty), where they came from
+/// and how sure the vendor was. Stored as JSON with a completed idempotency record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    #[serde(flatten)]
+    pub record: EnrichmentRecord,
     pub source: Source,
     pub confidence: f64,
-    pub credits_remaining: i64,
 }
 
-/// A successful call: the exact bytes of the 200 body.
-#[derive(Debug)]
+/// A successful call.
+#[derive(Debug, Clone)]
 pub struct Success {
-    pub body: bytes::Bytes,
-    /// True when these bytes are a replay of an earlier call with the same key.
+    pub answer: Arc<Answer>,
+    /// The workspace's balance right after this call's debit.
+    pub credits_remaining: i64,
+    /// True when this is a replay of an earlier call with the same key.
     pub replayed: bool,
 }
 
-/// A completed idempotent call, remembered in-process for replays (immutable until it
-/// expires, so any replica may serve it from memory).
-#[derive(Clone)]
+/// A completed idempotent call, remembered for replays (immutable until it expires, so
+/// any replica may serve it from memory).
+#[derive(Debug)]
 pub struct Completed {
     fingerprint: String,
-    body: bytes::Bytes,
-    expires_at: i64,
+    answer: Arc<Answer>,
+    balance_after: i64,
+    pub expires_at: i64,
 }
 
-/// How long a rendered body of a cached answer is reused.
-const CACHED_BODY_TTL: Duration = Duration::from_secs(30);
-
-/// How long a replayable response read from the database is reused in-process.
-const REPLAY_MEMO_TTL: Duration = Duration::from_secs(60);
-
-pub struct EnrichService {
-    pub db: DatabaseConnection,
-    pub replays: crate::memo::Memo<(String, String), Completed>,
-    /// Bodies of cached answers, by (cache key, sections asked for, the entry's
-    /// `fetched_at`, vendor and confidence), rendered once with a hole for the balance.
-    pub cached_bodies: crate::memo::Memo<(String, BTreeSet<Section>, i64, &'static str, u64), Arc<Body>>,
-    pub settler: Settler,
-    /// Workspaces just seen at balance 0, so that a flood of 402s costs one read per
-    /// `hint_ttl` (a top-up is honoured within that time).
-    pub known_empty: crate::memo::Memo<String, ()>,
-    pub hint_ttl: Duration,
-    pub enricher: Enricher,
-    pub idempotency_lease: Duration,
-    pub idempotency_ttl: Duration,
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+impl Completed {
+    /// The replay of this call for a request with `fingerprint`.
+    fn replay(&self, fingerprint: &str) -> Result<Success, EnrichError> {
+        if self.fingerprint != fingerprint {
+            return Err(EnrichError::IdempotencyKeyReused);
+        }
+        Ok(Success { answer: self.answer.clone(), credits_remaining: self.balance_after, replayed: true })
+    }
 }
 
 /// Method and path that idempotency fingerprints are made of.
 pub const OPERATION: (&str, &str) = ("POST", "/v1/email/enrich");
 
+/// What an [`EnrichService`] is built from.
+pub struct EnrichParts {
+    pub db: DatabaseConnection,
+    pub hot: Arc<HotCaches>,
+    pub settler: Settler,
+    pub lookup: Lookup,
+    /// How long an in-progress claim is leased (request deadline plus a margin).
+    pub idempotency_lease: Duration,
+    /// How long a completed call is replayed.
+    pub idempotency_ttl: Duration,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+pub struct EnrichService {
+    db: DatabaseConnection,
+    hot: Arc<HotCaches>,
+    settler: Settler,
+    lookup: Lookup,
+    idempotency_lease: Duration,
+    idempotency_ttl: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
 impl EnrichService {
+    pub fn new(parts: EnrichParts) -> Self {
+        let EnrichParts { db, hot, settler, lookup, idempotency_lease, idempotency_ttl, metrics } = parts;
+        Self { db, hot, settler, lookup, idempotency_lease, idempotency_ttl, metrics }
+    }
+
+    pub fn lookup(&self) -> &Lookup {
+        &self.lookup
+    }
+
     pub async fn enrich(
         &self,
         principal: &Principal,
         request_id: &str,
         query: &EnrichQuery,
         idempotency_key: Option<&str>,
-        render: fn(Answer<'_>) -> Vec<u8>,
     ) -> Result<Success, EnrichError> {
         let now = crate::now_ms();
         let claim = match idempotency_key {
             None => None,
             Some(key) => {
                 let fingerprint = query.fingerprint(OPERATION.0, OPERATION.1);
-                let memo_key = (principal.workspace_id.clone(), key.to_string());
-                if let Some(done) = self.replays.get(&memo_key).filter(|d| d.expires_at > now) {
-                    return if done.fingerprint == fingerprint {
-                        Ok(Success { body: done.body, replayed: true })
-                    } else {
-                        Err(EnrichError::IdempotencyKeyReused)
-                    };
+                let replay_key = ReplayKey { workspace_id: principal.workspace_id.clone(), idempotency_key: key.to_string() };
+                if let Some(done) = self.hot.replay(&replay_key, now) {
+                    return done.replay(&fingerprint);
                 }
-                match idempotency::claim(
+                let claimed = idempotency::claim(
                     &self.db,
                     &principal.workspace_id,
                     key,
@@ -140,27 +159,35 @@ impl EnrichService {
                     self.idempotency_lease,
                     self.idempotency_ttl,
                 )
-                .await?
-                {
-                    Claim::Acquired(token) => Some(token),
-                    Claim::Replay { body, expires_at, .. } => {
-                        let body = bytes::Bytes::from(body);
-                        let left = Duration::from_millis((expires_at - now).max(0) as u64);
-                        let done = Completed { fingerprint, body: body.clone(), expires_at };
-                        self.replays.insert(memo_key, done, left.min(REPLAY_MEMO_TTL));
-                        return Ok(Success { body, replayed: true });
+                .await?;
+                match claimed {
+                    Claim::Acquired(token) => Some((token, fingerprint, replay_key)),
+                    Claim::Replay { answer, balance_after, expires_at } => {
+                        let answer: Answer = serde_json::from_slice(&answer)
+                            .map_err(|e| anyhow::Error::new(e).context("reading a stored idempotent answer"))?;
+                        let done = Arc::new(Completed { fingerprint, answer: Arc::new(answer), balance_after, expires_at });
+                        self.hot.remember_replay(replay_key, done.clone(), now);
+                        return done.replay(&done.fingerprint);
                     }
                     Claim::InUse { retry_after } => return Err(EnrichError::IdempotencyKeyInUse { retry_after }),
                     Claim::Reused => return Err(EnrichError::IdempotencyKeyReused),
                 }
             }
         };
-        let result = self.run(principal, request_id, query, claim.as_ref(), render).await;
-        if let (Err(_), Some(token)) = (&result, &claim) {
-            if let Err(err) = idempotency::release(&self.db, token).await {
-                // The lease runs out by itself; a retry then takes the claim over.
-                tracing::error!(error = %err, "releasing an idempotency claim failed");
+        let result = self.run(principal, request_id, query, claim.as_ref().map(|c| &c.0)).await;
+        match (&result, claim) {
+            (Err(_), Some((token, ..))) => {
+                if let Err(err) = idempotency::release(&self.db, &token).await {
+                    // The lease runs out by itself; a retry then takes the claim over.
+                    tracing::error!(error = %err, "releasing an idempotency claim failed");
+                }
             }
+            (Ok(success), Some((_, fingerprint, replay_key))) => {
+                let expires_at = now + self.idempotency_ttl.as_millis() as i64;
+                let done = Completed { fingerprint, answer: success.answer.clone(), balance_after: success.credits_remaining, expires_at };
+                self.hot.remember_replay(replay_key, Arc::new(done), crate::now_ms());
+            }
+            _ => {}
         }
         result
     }
@@ -171,74 +198,92 @@ impl EnrichService {
         request_id: &str,
         query: &EnrichQuery,
         claim: Option<&ClaimToken>,
-        render: fn(Answer<'_>) -> Vec<u8>,
     ) -> Result<Success, EnrichError> {
         let ws = &principal.workspace_id;
         // A cheap pre-check on the balance seen at authentication; when it says empty,
         // read again before refusing, so that a fresh top-up is honoured at once.
         if principal.balance_hint <= 0 {
-            if self.known_empty.get(ws).is_some() {
+            if self.hot.is_empty_workspace(ws) {
                 return Err(EnrichError::InsufficientCredits);
             }
             if !matches!(credits::balance(&self.db, ws).await?, Some(b) if b > 0) {
-                self.known_empty.insert(ws.clone(), (), self.hint_ttl);
+                self.hot.remember_empty_workspace(ws);
                 return Err(EnrichError::InsufficientCredits);
             }
         }
 
-        let lookup = self.enricher.lookup(&self.db, &query.input, &query.include, crate::now_ms()).await?;
-        let (matched, cached_at) = match lookup {
+        let (matched, cached_at) = match self.lookup.find(&self.db, &query.input, &query.include, crate::now_ms()).await? {
             LookupOutcome::Found { matched, cached_at } => (matched, cached_at),
             LookupOutcome::NoMatch => return Err(EnrichError::NoMatch),
             LookupOutcome::Unavailable { retry_after } => return Err(EnrichError::UpstreamUnavailable { retry_after }),
         };
         let from_cache = cached_at.is_some();
-        let policy = &self.enricher.cache;
-        // A cached answer's body depends only on the entry and the sections asked for.
-        let memo_key = cached_at
-            .map(|at| (query.input.cache_key(), query.include.clone(), at, matched.vendor.as_str(), matched.confidence.to_bits()));
-        let body = match memo_key.as_ref().and_then(|k| self.cached_bodies.get(k)) {
-            Some(body) => body,
-            None => {
-                let Some(record) = matched.record.project(&query.include) else {
-                    // The vendor knew something, just not what was asked: keep it, charge nothing.
-                    if !from_cache {
-                        cache::put(&self.db, &query.input, &matched, policy, crate::now_ms()).await?;
-                    }
-                    return Err(EnrichError::NoMatch);
-                };
-                let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
-                let answer = Answer { record: &record, source, confidence: matched.confidence, credits_remaining: Body::PLACEHOLDER };
-                let body = Arc::new(
-                    Body::split(render(answer)).ok_or_else(|| anyhow::anyhow!("the 200 body does not show credits_remaining"))?,
-                );
-                if let Some(key) = memo_key {
-                    self.cached_bodies.insert(key, body.clone(), CACHED_BODY_TTL);
-                }
-                body
+        let Some(record) = matched.record.project(&query.include) else {
+            // The vendor knew something, just not what was asked: keep it, charge nothing.
+            if !from_cache {
+                self.lookup.keep_unpaid(&query.input, &matched, crate::now_ms());
             }
+            return Err(EnrichError::NoMatch);
         };
-        let cache_row = (!from_cache).then(|| cache::match_row(&query.input, &matched, policy, crate::now_ms()));
+        let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
+        let answer = Arc::new(Answer { record, source, confidence: matched.confidence });
+        let cache_row = (!from_cache).then(|| cache::match_row(&query.input, &matched, self.lookup.cache_policy(), crate::now_ms()));
         let stamps = cache_row.as_ref().map(|r| (r.fetched_at, r.expires_at));
+        let completion = match claim {
+            None => None,
+            Some(token) => Some(Completion {
+                claim: token.clone(),
+                answer: serde_json::to_vec(&*answer).map_err(|e| anyhow::Error::new(e).context("storing the answer"))?,
+            }),
+        };
         let job = Job {
             workspace_id: ws.clone(),
             api_key_id: principal.key_id.clone(),
             request_id: request_id.to_string(),
             cache_row,
-            claim: claim.cloned(),
-            body,
+            completion,
         };
-        let body = match self.settler.settle(job).await {
-            Ok(body) => body,
+        let charged = match self.settler.settle(job).await {
+            Ok(charged) => charged,
             Err(SettleError::Insufficient) => return Err(EnrichError::InsufficientCredits),
             Err(SettleError::ClaimLost) => return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) }),
             Err(SettleError::Database(err)) if err.unavailable => return Err(EnrichError::StoreUnavailable(Arc::new(err))),
             Err(err) => return Err(anyhow::Error::new(err).into()),
         };
         if let Some((fetched_at, expires_at)) = stamps {
-            self.enricher.remember(&query.input, cache::Entry::of_match(matched, fetched_at, expires_at), crate::now_ms());
+            self.lookup.remember(&query.input, cache::Entry::of_match(*matched, fetched_at, expires_at), crate::now_ms());
         }
         self.metrics.credits_charged.inc();
-        Ok(Success { body: body.into(), replayed: false })
+        Ok(Success { answer, credits_remaining: charged.balance_after, replayed: false })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lookup::record::{Company, Person};
+    use crate::vendor_name::VendorName;
+
+    /// A stored answer reads back as the same answer, in the JSON shape the migration of
+    /// older records produces (the 200 body's `data` without `credits_remaining`).
+    #[test]
+    fn a_stored_answer_round_trips_in_the_documented_shape() {
+        let answer = Answer {
+            record: EnrichmentRecord {
+                person: Some(Person { full_name: Some("Jane Doe".into()), ..Default::default() }),
+                company: Some(Company { name: Some("Acme Corp".into()), founded_year: Some(1998), ..Default::default() }),
+                social: None,
+            },
+            source: Source::Vendor(VendorName::VendorA),
+            confidence: 0.9,
+        };
+        let stored = serde_json::to_string(&answer).unwrap();
+        assert_eq!(
+            stored,
+            r#"{"person":{"full_name":"Jane Doe"},"company":{"name":"Acme Corp","founded_year":1998},"source":"vendor_a","confidence":0.9}"#
+        );
+        assert_eq!(serde_json::from_str::<Answer>(&stored).unwrap(), answer);
+        let cached: Answer = serde_json::from_str(r#"{"company":{"name":"X"},"source":"cached","confidence":0.5}"#).unwrap();
+        assert_eq!(cached.source, Source::Cached);
     }
 }

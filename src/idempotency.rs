@@ -18,8 +18,23 @@ use sea_orm::{
 
 use entity::idempotency_record as rec;
 
-const IN_PROGRESS: &str = "in_progress";
-const COMPLETED: &str = "completed";
+/// The state of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The first call with the key is running (leased until `locked_until`).
+    InProgress,
+    /// The call succeeded; its answer is replayed until the record expires.
+    Completed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::InProgress => "in_progress",
+            State::Completed => "completed",
+        }
+    }
+}
 
 /// Proof of owning a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +50,11 @@ impl ClaimToken {
     pub fn parts(&self) -> (&str, &str, &str) {
         (&self.workspace_id, &self.key, &self.token)
     }
+
+    #[cfg(test)]
+    pub fn for_tests(workspace_id: &str, key: &str, token: &str) -> Self {
+        Self { workspace_id: workspace_id.into(), key: key.into(), token: token.into() }
+    }
 }
 
 /// What a claim attempt found.
@@ -42,9 +62,9 @@ impl ClaimToken {
 pub enum Claim {
     /// The caller owns the key now and must complete or release it.
     Acquired(ClaimToken),
-    /// A completed call with the same request: answer with these exact bytes (until
-    /// `expires_at`).
-    Replay { status: u16, body: Vec<u8>, expires_at: i64 },
+    /// A completed call with the same request: its answer (as the domain stored it) and
+    /// the balance its debit left, replayable until `expires_at`.
+    Replay { answer: Vec<u8>, balance_after: i64, expires_at: i64 },
     /// The first call with this key is still running.
     InUse { retry_after: Duration },
     /// The key was used with a different request.
@@ -72,19 +92,16 @@ pub async fn claim(
                 workspace_id: Set(workspace_id.to_string()),
                 idempotency_key: Set(key.to_string()),
                 fingerprint: Set(fingerprint.to_string()),
-                state: Set(IN_PROGRESS.to_string()),
+                state: Set(State::InProgress.as_str().to_string()),
                 owner_token: Set(token.clone()),
                 locked_until: Set(now_ms + lease_ms),
                 response_status: Set(None),
                 response_body: Set(None),
+                balance_after: Set(None),
                 created_at: Set(now_ms),
                 expires_at: Set(now_ms + ttl.as_millis() as i64),
             })
-            .on_conflict(
-                OnConflict::columns([rec::Column::WorkspaceId, rec::Column::IdempotencyKey])
-                    .do_nothing()
-                    .to_owned(),
-            )
+            .on_conflict(OnConflict::columns([rec::Column::WorkspaceId, rec::Column::IdempotencyKey]).do_nothing().to_owned())
             .exec_without_returning(db)
             .await?;
             if inserted == 1 {
@@ -99,10 +116,11 @@ pub async fn claim(
         if existing.fingerprint != fingerprint {
             return Ok(Claim::Reused);
         }
-        if existing.state == COMPLETED {
-            let status = existing.response_status.unwrap_or(200) as u16;
-            let body = existing.response_body.unwrap_or_default();
-            return Ok(Claim::Replay { status, body, expires_at: existing.expires_at });
+        if existing.state == State::Completed.as_str() {
+            let (Some(answer), Some(balance_after)) = (existing.response_body, existing.balance_after) else {
+                return Err(DbErr::Custom(format!("completed idempotency record {key} has no answer")));
+            };
+            return Ok(Claim::Replay { answer, balance_after, expires_at: existing.expires_at });
         }
         if existing.locked_until > now_ms {
             let wait_ms = (existing.locked_until - now_ms) as u64;
@@ -128,7 +146,7 @@ fn own(workspace_id: &str, key: &str, token: &str) -> Condition {
     Condition::all()
         .add(rec::Column::WorkspaceId.eq(workspace_id))
         .add(rec::Column::IdempotencyKey.eq(key))
-        .add(rec::Column::State.eq(IN_PROGRESS))
+        .add(rec::Column::State.eq(State::InProgress.as_str()))
         .add(rec::Column::OwnerToken.eq(token))
 }
 
@@ -157,9 +175,9 @@ pub async fn release(db: &impl ConnectionTrait, claim: &ClaimToken) -> Result<()
 pub async fn purge_expired(db: &impl ConnectionTrait, now_ms: i64) -> Result<u64, DbErr> {
     let res = rec::Entity::delete_many()
         .filter(
-            Condition::any().add(rec::Column::ExpiresAt.lte(now_ms)).add(
-                Condition::all().add(rec::Column::State.eq(IN_PROGRESS)).add(rec::Column::LockedUntil.lte(now_ms)),
-            ),
+            Condition::any()
+                .add(rec::Column::ExpiresAt.lte(now_ms))
+                .add(Condition::all().add(rec::Column::State.eq(State::InProgress.as_str())).add(rec::Column::LockedUntil.lte(now_ms))),
         )
         .exec(db)
         .await?;

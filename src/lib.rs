@@ -5,19 +5,23 @@
 //! - [`api`]: the HTTP contract (poem-openapi types, the error envelope, request-scope
 //!   middleware, the published spec and Swagger UI). No SQL, no business rule.
 //! - [`enrich`]: the money path of one enrich call (idempotency, balance, lookup, settle),
-//!   in the order `shared/DESIGN.md` fixes.
+//!   in the order `docs/design.md` fixes.
 //! - [`auth`]: API keys (generation, hashing, lookup) and permissions.
 //! - [`credits`]: balances and the append-only ledger.
-//! - [`settler`]: group commit of successful lookups (debit, ledger, idempotency record,
-//!   then the cache row), on a writer thread with its own connection per backend.
+//! - [`settler`]: the one writer of balances, the ledger, completed idempotency records
+//!   and the cache: group commit of successful lookups, grants, cache rows; on a writer
+//!   thread with its own connection per backend. Knows no HTTP.
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and purging.
 //! - [`ratelimit`]: per-workspace plans and their per-minute and daily limits.
 //! - [`enrichment`]: input normalisation, the record model, the cache and the vendor
-//!   waterfall; [`enrichment::vendors`] holds one adapter per upstream wire format.
+//!   waterfall; [`lookup::vendors`] holds one adapter per upstream wire format.
 //! - [`sandbox`]: built-in deterministic vendors speaking both wire formats over HTTP.
 //! - [`admin`]: operator actions behind the CLI (workspaces, keys, grants).
-//! - [`metrics`]: Prometheus metrics; [`memo`]: bounded expiring in-process caches.
-//! - [`config`], [`db`], [`startup`], [`cli`], [`telemetry`]: plumbing.
+//! - [`hot`]: the one owner of the hot in-process caches (keys, empty workspaces,
+//!   replays, cache rows), each bounded, with its staleness bound.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`config`], [`db`], [`startup`], [`cli`], [`telemetry`]: plumbing; [`secret`],
+//!   [`vendor_name`], [`hex`]: leaves that import nothing of the crate.
 //!
 //! Persistence lives in the `entity` and `migration` crates of the workspace.
 
@@ -29,15 +33,18 @@ pub mod config;
 pub mod credits;
 pub mod db;
 pub mod enrich;
-pub mod enrichment;
+pub mod hex;
+pub mod hot;
 pub mod idempotency;
-pub mod memo;
+pub mod lookup;
 pub mod metrics;
 pub mod ratelimit;
 pub mod sandbox;
+pub mod secret;
 pub mod settler;
 pub mod startup;
 pub mod telemetry;
+pub mod vendor_name;
 
 /// The current instant as Unix epoch milliseconds, the unit of every stored timestamp.
 pub fn now_ms() -> i64 {

@@ -1,6 +1,7 @@
 //! Prometheus metrics (text format at `GET /metrics`): requests by operation and
 //! status, latency histograms, per-vendor calls/latency/outcome/breaker state, cache
-//! hits and misses, coalesced lookups, credits charged. Labels never carry keys,
+//! hits and misses, hot in-process cache hits and misses, coalesced lookups, credits
+//! charged, group-commit batches. Labels never carry keys,
 //! workspaces or inputs, so cardinality stays fixed.
 
 use prometheus_client::{
@@ -45,6 +46,14 @@ pub struct CacheLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HotCacheLabels {
+    /// `known_keys`, `unknown_keys`, `empty_workspaces`, `replays` or `cache_rows`.
+    pub cache: &'static str,
+    /// `hit` or `miss`.
+    pub outcome: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -61,6 +70,8 @@ pub struct Metrics {
     pub breaker_state: Family<VendorLabels, Gauge>,
     pub cache_lookups: Family<CacheLabels, Counter>,
     pub coalesced_lookups: Counter,
+    /// Lookups in the hot in-process caches (`crate::hot`), by cache and outcome.
+    pub hot_cache_lookups: Family<HotCacheLabels, Counter>,
     pub credits_charged: Counter,
     /// Settlements per group-commit transaction.
     pub settle_batch_size: Histogram,
@@ -90,7 +101,13 @@ impl Metrics {
         let cache_lookups = Family::<CacheLabels, Counter>::default();
         registry.register("cache_lookups", "Enrichment cache lookups by result", cache_lookups.clone());
         let coalesced_lookups = Counter::default();
-        registry.register("coalesced_lookups", "Lookups that joined an identical one already asking the vendors", coalesced_lookups.clone());
+        registry.register(
+            "coalesced_lookups",
+            "Lookups that joined an identical one already asking the vendors",
+            coalesced_lookups.clone(),
+        );
+        let hot_cache_lookups = Family::<HotCacheLabels, Counter>::default();
+        registry.register("hot_cache", "Lookups in the in-process hot caches by cache and outcome", hot_cache_lookups.clone());
         let credits_charged = Counter::default();
         registry.register("credits_charged", "Credits charged for successful lookups", credits_charged.clone());
         let settle_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
@@ -108,12 +125,18 @@ impl Metrics {
             breaker_state,
             cache_lookups,
             coalesced_lookups,
+            hot_cache_lookups,
             credits_charged,
         }
     }
 
     pub fn cache(&self, result: &str) {
         self.cache_lookups.get_or_create(&CacheLabels { result: result.into() }).inc();
+    }
+
+    pub fn hot_cache(&self, cache: &'static str, hit: bool) {
+        let outcome = if hit { "hit" } else { "miss" };
+        self.hot_cache_lookups.get_or_create(&HotCacheLabels { cache, outcome }).inc();
     }
 
     /// The OpenMetrics text of every metric.

@@ -10,14 +10,12 @@
 //! workspace reports [`UNMETERED_REPORTED`] for limit and remaining and never touches
 //! Redis.
 
-use std::{
-    collections::HashMap,
-    num::NonZeroU32,
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::HashMap, num::NonZeroU32, sync::Mutex, time::Duration};
 
-use governor::{clock::{Clock, DefaultClock}, DefaultDirectRateLimiter, Quota};
+use governor::{
+    clock::{Clock, DefaultClock},
+    DefaultDirectRateLimiter, Quota,
+};
 
 /// What `X-RateLimit-Limit` and `X-RateLimit-Remaining` say for an unmetered workspace.
 pub const UNMETERED_REPORTED: u64 = i32::MAX as u64;
@@ -71,10 +69,7 @@ impl Limits {
     /// Applies a workspace's own overrides on top of its plan's limits.
     pub fn with_overrides(self, per_minute: Option<i64>, per_day: Option<i64>) -> Self {
         let clamp = |v: i64| u32::try_from(v.max(1)).unwrap_or(u32::MAX);
-        Self {
-            per_minute: per_minute.map(clamp).or(self.per_minute),
-            per_day: per_day.map(clamp).or(self.per_day),
-        }
+        Self { per_minute: per_minute.map(clamp).or(self.per_minute), per_day: per_day.map(clamp).or(self.per_day) }
     }
 }
 
@@ -102,10 +97,7 @@ struct Window {
 
 impl Window {
     fn new(limits: Limits, day: i64) -> Self {
-        let minute = limits
-            .per_minute
-            .and_then(NonZeroU32::new)
-            .map(|n| DefaultDirectRateLimiter::direct(Quota::per_minute(n)));
+        let minute = limits.per_minute.and_then(NonZeroU32::new).map(|n| DefaultDirectRateLimiter::direct(Quota::per_minute(n)));
         Self { limits, minute, day, used_today: 0 }
     }
 }
@@ -137,11 +129,7 @@ impl RateLimiter {
             window.used_today = 0;
         }
         let status = |used: u64| match limits.per_day {
-            Some(limit) => RateLimitStatus {
-                limit: u64::from(limit),
-                remaining: u64::from(limit).saturating_sub(used),
-                reset_epoch_secs,
-            },
+            Some(limit) => RateLimitStatus { limit: u64::from(limit), remaining: u64::from(limit).saturating_sub(used), reset_epoch_secs },
             None => RateLimitStatus { limit: UNMETERED_REPORTED, remaining: UNMETERED_REPORTED, reset_epoch_secs },
         };
         if let Some(limit) = limits.per_day {
@@ -164,7 +152,7 @@ impl RateLimiter {
 /// The limiter a replica uses.
 pub enum Limiter {
     Local(RateLimiter),
-    Redis(RedisLimiter),
+    Redis(Box<RedisLimiter>),
 }
 
 impl Limiter {
@@ -273,11 +261,7 @@ impl RedisLimiter {
                         remaining: u64::from(limit).saturating_sub(used),
                         reset_epoch_secs: reset_ms / 1000,
                     },
-                    None => RateLimitStatus {
-                        limit: UNMETERED_REPORTED,
-                        remaining: UNMETERED_REPORTED,
-                        reset_epoch_secs: reset_ms / 1000,
-                    },
+                    None => RateLimitStatus { limit: UNMETERED_REPORTED, remaining: UNMETERED_REPORTED, reset_epoch_secs: reset_ms / 1000 },
                 };
                 if allowed == 1 {
                     Decision::Allowed(status)

@@ -1,6 +1,8 @@
-//! Building and running the service: `Application::build` connects the database, runs
-//! migrations, wires vendors (the built-in sandbox when none is configured) and binds the
-//! listener first, so that `port()` is known before serving (tests bind port 0).
+//! Building and running the service: `Application::build` connects the database (and
+//! migrates the embedded SQLite default; PostgreSQL must be at the binary's schema, see
+//! [`crate::db::ensure_schema`]), wires vendors (the built-in sandbox when none is
+//! configured) and binds the listener first, so that `addr()` is known before serving
+//! (tests bind port 0).
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -14,13 +16,14 @@ use sea_orm::DatabaseConnection;
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
 use crate::config::Settings;
-use crate::enrich::EnrichService;
-use crate::enrichment::{cache, cache::CachePolicy, vendors::Vendor, Enricher};
-use crate::metrics::Metrics;
-use crate::settler::Settler;
+use crate::enrich::{EnrichParts, EnrichService};
+use crate::hot::HotCaches;
 use crate::idempotency;
+use crate::lookup::{cache, cache::CachePolicy, vendors::Vendor, Lookup, LookupParts};
+use crate::metrics::Metrics;
 use crate::ratelimit::{Limiter, RateLimiter, RedisLimiter};
 use crate::sandbox::Sandbox;
+use crate::settler::Settler;
 
 pub struct Application {
     addr: SocketAddr,
@@ -29,12 +32,13 @@ pub struct Application {
     db: DatabaseConnection,
     sandbox: Option<Sandbox>,
     purger: tokio::task::JoinHandle<()>,
+    settler: Settler,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db = crate::db::connect(&settings.database).await?;
-        crate::db::migrate(&db).await?;
+        crate::db::ensure_schema(&db).await?;
 
         let (vendor_settings, sandbox) = if settings.vendors.is_empty() {
             let latency = Duration::from_millis(settings.sandbox.latency_ms);
@@ -52,84 +56,68 @@ impl Application {
         let vendors: Vec<Vendor> = vendor_settings.iter().map(|v| Vendor::from_settings(v, http.clone())).collect();
         let deadline = Duration::from_millis(settings.server.request_deadline_ms);
         let metrics = Arc::new(Metrics::new());
-        let cache_policy = CachePolicy::from_settings(&settings.cache);
+        let hot = Arc::new(HotCaches::new(&settings.hot_caches, metrics.clone()));
         let settler = Settler::spawn(&settings.database, metrics.clone()).await.context("starting the settler")?;
-        let mut enricher = Enricher::new(
+        let mut lookup = Lookup::new(LookupParts {
             vendors,
             deadline,
-            settings.waterfall.clone(),
-            cache_policy,
-            metrics.clone(),
-        );
+            policy: settings.waterfall.clone(),
+            cache: CachePolicy::from_settings(&settings.cache),
+            hot: hot.clone(),
+            settler: settler.clone(),
+            metrics: metrics.clone(),
+        });
         if let Some(path) = crate::db::sqlite_path(&settings.database.url) {
-            enricher = enricher.with_sqlite_reads(Arc::new(crate::db::SqliteReads::new(path)));
+            lookup = lookup.with_sqlite_reads(Arc::new(crate::db::SqliteReads::new(path)));
         }
-        tracing::info!(vendors = ?enricher.vendor_names(), "vendor waterfall");
+        tracing::info!(vendors = ?lookup.vendor_names(), "vendor waterfall");
 
         let limiter = match &settings.redis.url {
             Some(url) => {
                 tracing::info!(redis = %crate::db::redact(url), "rate limits shared through Redis");
-                Limiter::Redis(RedisLimiter::new(url).context("parsing the Redis URL")?)
+                Limiter::Redis(Box::new(RedisLimiter::new(url).context("parsing the Redis URL")?))
             }
             None => Limiter::Local(RateLimiter::new()),
         };
-        let state = Arc::new(AppState {
+        let enrich = EnrichService::new(EnrichParts {
             db: db.clone(),
-            auth: Authenticator::new(
-                db.clone(),
-                Duration::from_millis(settings.auth.negative_cache_ttl_ms),
-                Duration::from_millis(settings.auth.key_cache_ttl_ms),
-                settings.auth.negative_cache_capacity,
-            ),
-            limiter,
+            hot: hot.clone(),
+            settler: settler.clone(),
+            lookup,
+            idempotency_lease: deadline + Duration::from_millis(settings.idempotency.lease_margin_ms),
+            idempotency_ttl: Duration::from_secs(settings.idempotency.ttl_secs),
             metrics: metrics.clone(),
-            enrich: EnrichService {
-                db: db.clone(),
-                // Bounded so that the memos together stay within tens of MB.
-                replays: crate::memo::Memo::new(20_000),
-                cached_bodies: crate::memo::Memo::new(10_000),
-                settler,
-                known_empty: crate::memo::Memo::new(settings.auth.negative_cache_capacity),
-                hint_ttl: Duration::from_millis(settings.auth.key_cache_ttl_ms),
-                enricher,
-                metrics,
-                idempotency_lease: deadline + Duration::from_millis(settings.idempotency.lease_margin_ms),
-                idempotency_ttl: Duration::from_secs(settings.idempotency.ttl_secs),
-            },
         });
+        let state = Arc::new(AppState { db: db.clone(), auth: Authenticator::new(db.clone(), hot), limiter, metrics, enrich });
 
         let purger = tokio::spawn(purge_loop(db.clone(), Duration::from_secs(settings.idempotency.purge_interval_secs.max(1))));
         let acceptor = TcpListener::bind(settings.server.bind.clone())
             .into_acceptor()
             .await
             .with_context(|| format!("binding {}", settings.server.bind))?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .context("listener has no local address")?;
+        let addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).context("listener has no local address")?;
         let endpoint = api::app(state, settings.server.max_body_bytes).map_to_response().boxed();
-        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger })
+        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger, settler })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// The one writer of balances (operators' grants go through it too).
+    pub fn settler(&self) -> &Settler {
+        &self.settler
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish (up to 30 s).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Self { acceptor, endpoint, sandbox, purger, .. } = self;
-        let result = Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(30)))
-            .await;
+        let result =
+            Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(30))).await;
         purger.abort();
         drop(sandbox);
         result

@@ -8,10 +8,9 @@ use std::{collections::BTreeSet, path::Path};
 #[test]
 #[ignore = "run by scripts/test after the full integration suite"]
 fn every_declared_status_of_every_operation_is_exercised() {
-    let spec: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/leadlex.json")).unwrap(),
-    )
-    .unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/leadlex.json")).unwrap())
+            .unwrap();
     let mut declared = BTreeSet::new();
     for item in spec["paths"].as_object().unwrap().values() {
         for op in item.as_object().unwrap().values() {

@@ -1,5 +1,6 @@
 //! An `Idempotency-Key` claim of a workspace: `in_progress` while the first call runs
-//! (leased until `locked_until`), then `completed` with the exact response to replay.
+//! (leased until `locked_until`), then `completed` with the call's answer (JSON written
+//! by the domain) and the balance its settlement left, which a replay renders again.
 //! Only successful (200) outcomes are ever stored as `completed`.
 
 use sea_orm::entity::prelude::*;
@@ -19,7 +20,10 @@ pub struct Model {
     pub owner_token: String,
     pub locked_until: i64,
     pub response_status: Option<i32>,
+    /// The completed call's answer, as the domain serialised it.
     pub response_body: Option<Vec<u8>>,
+    /// The workspace's balance right after the completed call's debit.
+    pub balance_after: Option<i64>,
     pub created_at: i64,
     pub expires_at: i64,
 }

@@ -8,12 +8,17 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_initial;
 mod m20261125_000002_cache_outcome;
+mod m20261202_000003_replay_answers;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_initial::Migration), Box::new(m20261125_000002_cache_outcome::Migration)]
+        vec![
+            Box::new(m20261125_000001_initial::Migration),
+            Box::new(m20261125_000002_cache_outcome::Migration),
+            Box::new(m20261202_000003_replay_answers::Migration),
+        ]
     }
 }

@@ -123,26 +123,14 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("idx_api_keys_workspace")
-                    .table(ApiKeys::Table)
-                    .col(ApiKeys::WorkspaceId)
-                    .to_owned(),
-            )
+            .create_index(Index::create().name("idx_api_keys_workspace").table(ApiKeys::Table).col(ApiKeys::WorkspaceId).to_owned())
             .await?;
 
         manager
             .create_table(
                 Table::create()
                     .table(CreditLedger::Table)
-                    .col(
-                        ColumnDef::new(CreditLedger::Id)
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
+                    .col(ColumnDef::new(CreditLedger::Id).big_integer().not_null().auto_increment().primary_key())
                     .col(ColumnDef::new(CreditLedger::WorkspaceId).string().not_null())
                     .col(ColumnDef::new(CreditLedger::ApiKeyId).string().null())
                     .col(ColumnDef::new(CreditLedger::RequestId).string().null())
@@ -161,11 +149,7 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .create_index(
-                Index::create()
-                    .name("idx_credit_ledger_workspace")
-                    .table(CreditLedger::Table)
-                    .col(CreditLedger::WorkspaceId)
-                    .to_owned(),
+                Index::create().name("idx_credit_ledger_workspace").table(CreditLedger::Table).col(CreditLedger::WorkspaceId).to_owned(),
             )
             .await?;
 
@@ -183,11 +167,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(IdempotencyRecords::ResponseBody).binary().null())
                     .col(ColumnDef::new(IdempotencyRecords::CreatedAt).big_integer().not_null())
                     .col(ColumnDef::new(IdempotencyRecords::ExpiresAt).big_integer().not_null())
-                    .primary_key(
-                        Index::create()
-                            .col(IdempotencyRecords::WorkspaceId)
-                            .col(IdempotencyRecords::IdempotencyKey),
-                    )
+                    .primary_key(Index::create().col(IdempotencyRecords::WorkspaceId).col(IdempotencyRecords::IdempotencyKey))
                     .to_owned(),
             )
             .await?;

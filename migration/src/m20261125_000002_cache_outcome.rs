@@ -31,8 +31,6 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(Table::alter().table(EnrichmentCache::Table).drop_column(EnrichmentCache::Outcome).to_owned())
-            .await
+        manager.alter_table(Table::alter().table(EnrichmentCache::Table).drop_column(EnrichmentCache::Outcome).to_owned()).await
     }
 }

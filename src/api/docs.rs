@@ -26,10 +26,7 @@ fn serve(req: &Request, config: poem::web::Data<&Arc<utoipa_swagger_ui::Config<'
         return Redirect::see_other("/docs/").into_response();
     }
     match utoipa_swagger_ui::serve(tail.trim_start_matches('/'), config.0.clone()) {
-        Ok(Some(file)) => Response::builder()
-            .status(StatusCode::OK)
-            .content_type(file.content_type)
-            .body(file.bytes.into_owned()),
+        Ok(Some(file)) => Response::builder().status(StatusCode::OK).content_type(file.content_type).body(file.bytes.into_owned()),
         Ok(None) => ApiError::NotFound.into_response(),
         Err(err) => ApiError::Internal(anyhow::anyhow!("swagger ui: {err}")).into_response(),
     }

@@ -8,7 +8,7 @@ use poem_openapi::{
     param::Header,
     payload::{Json, Payload},
     registry::{MetaSchemaRef, Registry},
-    types::{Example, MaybeUndefined, ToJSON, Type},
+    types::{Example, MaybeUndefined, Type},
     ApiResponse, Enum, Object, OpenApi,
 };
 
@@ -16,11 +16,11 @@ use super::error::{ApiError, ErrorBody};
 use super::json::{self, present, FastParse, JsonBody};
 use super::middleware::current_request_id;
 use super::security::{ApiKeyAuth, CanEnrich};
-use super::{AppState, ApiTags};
-use crate::enrich::Answer;
-use crate::enrichment::input::{EnrichQuery, InputError, Section};
-use crate::enrichment::record::{self, Source};
-use crate::enrichment::vendors::VendorName;
+use super::{ApiTags, AppState};
+use crate::enrich::Success;
+use crate::lookup::input::{EnrichQuery, InputError, Section};
+use crate::lookup::record::{self, Source};
+use crate::lookup::vendors::VendorName;
 
 /// A section of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -74,6 +74,16 @@ impl Example for EnrichRequest {
     }
 }
 
+/// The bounds of [`EnrichRequest`]'s fields, for the fast parse. The `#[oai(validator)]`
+/// attributes above take literals; `the_fast_parse_limits_are_the_schemas` holds these to
+/// them (a changed `maxLength` that is not changed here fails it), and the agreement test
+/// generates its boundary cases from them.
+mod limits {
+    pub const EMAIL: std::ops::RangeInclusive<usize> = 1..=320;
+    pub const DOMAIN: std::ops::RangeInclusive<usize> = 1..=2048;
+    pub const INCLUDE: std::ops::RangeInclusive<usize> = 1..=3;
+}
+
 impl FastParse for EnrichRequest {
     fn fast_parse(body: &[u8]) -> Option<Self> {
         // Unknown fields fall back: serde skips them without the checks `Value` makes
@@ -102,10 +112,11 @@ impl FastParse for EnrichRequest {
             return None;
         }
         let raw: Raw = serde_json::from_slice(body).ok()?;
-        // Byte lengths within the validators' character bounds are certainly within them.
-        let email = field(raw.email, |s| !s.is_empty() && s.len() <= 320)?;
-        let domain = field(raw.domain, |s| !s.is_empty() && s.len() <= 2048)?;
-        let include = match field(raw.include, |l| (1..=3).contains(&l.len()))? {
+        // Byte lengths within the validators' character bounds are certainly within them
+        // (a character is at least one byte; a string outside them goes the slow way).
+        let email = field(raw.email, |s| limits::EMAIL.contains(&s.len()))?;
+        let domain = field(raw.domain, |s| limits::DOMAIN.contains(&s.len()))?;
+        let include = match field(raw.include, |l| limits::INCLUDE.contains(&l.len()))? {
             MaybeUndefined::Value(names) => MaybeUndefined::Value(
                 names
                     .iter()
@@ -124,65 +135,84 @@ impl FastParse for EnrichRequest {
 }
 
 /// Personal details, when `email` is provided.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(rename = "Person")]
 pub struct PersonData {
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub full_name: Option<String>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_name: Option<String>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub job_title: Option<String>,
     /// `executive`, `director`, `manager`, `senior` or `entry`.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seniority: Option<String>,
     /// e.g. `New York, NY, US`.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub linkedin_url: Option<String>,
 }
 
 /// Organizational details.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(rename = "Company")]
 pub struct CompanyData {
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub industry: Option<String>,
     /// Employee count bucket as the vendor reports it, e.g. `201-500`.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub founded_year: Option<i32>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub linkedin_url: Option<String>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hq_location: Option<String>,
 }
 
 /// Social profiles, where available, as full URLs.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(rename = "Social")]
 pub struct SocialData {
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub twitter: Option<String>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub github: Option<String>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub facebook: Option<String>,
 }
 
 /// Origin of the data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Serialize)]
 #[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum DataSource {
     /// Answered now by the first upstream vendor.
     VendorA,
@@ -194,13 +224,16 @@ pub enum DataSource {
 
 /// The answer. Sections not asked for with `include`, and sections with no data, are
 /// left out, as are fields with no data; `person` only ever appears for an `email`.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 pub struct EnrichData {
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub person: Option<PersonData>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub company: Option<CompanyData>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub social: Option<SocialData>,
     pub source: DataSource,
     /// Confidence score from 0.0 to 1.0. `vendor_a`: its likelihood (1–10) / 10;
@@ -214,7 +247,7 @@ pub struct EnrichData {
 }
 
 /// A successful lookup.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(example)]
 pub struct EnrichResponse {
     pub data: EnrichData,
@@ -253,9 +286,12 @@ impl Example for EnrichResponse {
 }
 
 impl EnrichResponse {
-    /// The 200 body for an answer of the domain.
-    pub fn render(answer: Answer<'_>) -> Vec<u8> {
-        let r = answer.record;
+    /// The 200 body of a successful call. Serialised with serde (derived beside the
+    /// schema, held to poem-openapi's own serialisation by a test), without a JSON value
+    /// tree in between.
+    pub fn render(success: &Success) -> bytes::Bytes {
+        let answer = &success.answer;
+        let r = &answer.record;
         let data = EnrichData {
             person: r.person.clone().map(|p: record::Person| PersonData {
                 full_name: p.full_name,
@@ -276,24 +312,20 @@ impl EnrichResponse {
                 linkedin_url: c.linkedin_url,
                 hq_location: c.hq_location,
             }),
-            social: r.social.clone().map(|s: record::Social| SocialData {
-                twitter: s.twitter,
-                github: s.github,
-                facebook: s.facebook,
-            }),
+            social: r.social.clone().map(|s: record::Social| SocialData { twitter: s.twitter, github: s.github, facebook: s.facebook }),
             source: match answer.source {
                 Source::Vendor(VendorName::VendorA) => DataSource::VendorA,
                 Source::Vendor(VendorName::VendorB) => DataSource::VendorB,
                 Source::Cached => DataSource::Cached,
             },
             confidence: answer.confidence,
-            credits_remaining: answer.credits_remaining,
+            credits_remaining: success.credits_remaining,
         };
-        serde_json::to_vec(&EnrichResponse { data }.to_json()).expect("response serialises")
+        serde_json::to_vec(&EnrichResponse { data }).expect("response serialises").into()
     }
 }
 
-/// A JSON payload rendered once, so that a replay returns the very same bytes.
+/// A JSON payload already rendered to bytes, declared with `T`'s schema.
 pub struct RenderedJson<T> {
     bytes: bytes::Bytes,
     _schema: PhantomData<fn() -> T>,
@@ -324,12 +356,27 @@ impl<T> IntoResponse for RenderedJson<T> {
 }
 
 /// The successful outcome.
+// clippy reads the repeated `ty`/`description` keys of the `header(...)` entries below as
+// duplicated attributes; each entry declares a different header.
+#[allow(clippy::duplicated_attributes)]
 #[derive(ApiResponse)]
 #[oai(
-    header(name = "X-Request-ID", ty = "String", description = "The request's id: the client's `X-Request-ID` when it is 20–200 characters of `[A-Za-z0-9._-]`, otherwise generated."),
-    header(name = "X-RateLimit-Limit", ty = "u64", description = "Requests allowed per UTC day on the workspace's plan (2147483647 when unmetered)."),
+    header(
+        name = "X-Request-ID",
+        ty = "String",
+        description = "The request's id: the client's `X-Request-ID` when it is 20–200 characters of `[A-Za-z0-9._-]`, otherwise generated."
+    ),
+    header(
+        name = "X-RateLimit-Limit",
+        ty = "u64",
+        description = "Requests allowed per UTC day on the workspace's plan (2147483647 when unmetered)."
+    ),
     header(name = "X-RateLimit-Remaining", ty = "u64", description = "Requests left today (2147483647 when unmetered)."),
-    header(name = "X-RateLimit-Reset", ty = "i64", description = "When the daily quota resets (the next 00:00 UTC), in Unix epoch seconds.")
+    header(
+        name = "X-RateLimit-Reset",
+        ty = "i64",
+        description = "When the daily quota resets (the next 00:00 UTC), in Unix epoch seconds."
+    )
 )]
 pub enum EnrichOk {
     /// The lookup succeeded and 1 credit was charged. A replay of an earlier call with the
@@ -346,12 +393,25 @@ pub enum EnrichOk {
 }
 
 /// Every way the operation can fail. Nothing is ever charged for these.
+#[allow(clippy::duplicated_attributes)] // as on `EnrichOk`
 #[derive(ApiResponse)]
 #[oai(
     header(name = "X-Request-ID", ty = "String", description = "The request's id, also in the error body."),
-    header(name = "X-RateLimit-Limit", ty = "Option<u64>", description = "Requests allowed per UTC day; sent once the key is authenticated (not on 401)."),
-    header(name = "X-RateLimit-Remaining", ty = "Option<u64>", description = "Requests left today; sent once the key is authenticated (not on 401)."),
-    header(name = "X-RateLimit-Reset", ty = "Option<i64>", description = "Next 00:00 UTC in Unix epoch seconds; sent once the key is authenticated (not on 401).")
+    header(
+        name = "X-RateLimit-Limit",
+        ty = "Option<u64>",
+        description = "Requests allowed per UTC day; sent once the key is authenticated (not on 401)."
+    ),
+    header(
+        name = "X-RateLimit-Remaining",
+        ty = "Option<u64>",
+        description = "Requests left today; sent once the key is authenticated (not on 401)."
+    ),
+    header(
+        name = "X-RateLimit-Reset",
+        ty = "Option<i64>",
+        description = "Next 00:00 UTC in Unix epoch seconds; sent once the key is authenticated (not on 401)."
+    )
 )]
 pub enum EnrichFailure {
     /// `validation_error`: neither `email` nor `domain` was provided, or a field is
@@ -421,27 +481,30 @@ fn not_null<T>(field: &'static str, value: MaybeUndefined<T>) -> Result<Option<T
     match value {
         MaybeUndefined::Undefined => Ok(None),
         MaybeUndefined::Value(v) => Ok(Some(v)),
-        MaybeUndefined::Null => Err(ApiError::validation(vec![InputError { field, message: "must not be null; leave the field out instead".into() }])),
+        MaybeUndefined::Null => {
+            Err(ApiError::validation(vec![InputError { field, message: "must not be null; leave the field out instead".into() }]))
+        }
     }
 }
 
 impl From<ApiError> for EnrichFailure {
+    /// By the status [`ApiError::status`] decided (the one status table).
     fn from(err: ApiError) -> Self {
         let body = Json(err.body());
         let retry = err.retry_after_secs().unwrap_or(1);
-        match err {
-            ApiError::Validation { .. } | ApiError::NotFound | ApiError::MethodNotAllowed => Self::BadRequest(body),
-            ApiError::InvalidKey => Self::Unauthorized(body),
-            ApiError::InsufficientCredits => Self::PaymentRequired(body),
-            ApiError::InsufficientPermissions(_) => Self::Forbidden(body),
-            ApiError::NoMatch => Self::NotFound(body),
-            ApiError::IdempotencyKeyInUse { .. } => Self::Conflict(body, retry),
-            ApiError::PayloadTooLarge => Self::PayloadTooLarge(body),
-            ApiError::UnsupportedMediaType => Self::UnsupportedMediaType(body),
-            ApiError::IdempotencyKeyReused => Self::UnprocessableEntity(body),
-            ApiError::RateLimited { .. } => Self::TooManyRequests(body, retry),
-            ApiError::Internal(_) => Self::InternalServerError(body),
-            ApiError::UpstreamUnavailable { .. } | ApiError::ServiceUnavailable { .. } => Self::ServiceUnavailable(body, retry),
+        match err.status().as_u16() {
+            401 => Self::Unauthorized(body),
+            402 => Self::PaymentRequired(body),
+            403 => Self::Forbidden(body),
+            404 => Self::NotFound(body),
+            409 => Self::Conflict(body, retry),
+            413 => Self::PayloadTooLarge(body),
+            415 => Self::UnsupportedMediaType(body),
+            422 => Self::UnprocessableEntity(body),
+            429 => Self::TooManyRequests(body, retry),
+            503 => Self::ServiceUnavailable(body, retry),
+            400..=499 => Self::BadRequest(body),
+            _ => Self::InternalServerError(body),
         }
     }
 }
@@ -489,22 +552,17 @@ impl EnrichApi {
         let req = body.0;
         let (email, domain, include) = (not_null("email", req.email)?, not_null("domain", req.domain)?, not_null("include", req.include)?);
         let include: Option<Vec<Section>> = include.map(|l| l.into_iter().map(Section::from).collect());
-        let query = EnrichQuery::parse(email.as_deref(), domain.as_deref(), include.as_deref())
-            .map_err(ApiError::validation)?;
+        let query = EnrichQuery::parse(email.as_deref(), domain.as_deref(), include.as_deref()).map_err(ApiError::validation)?;
         let key = idempotency_key.0.map(|k| k.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned());
         let request_id = current_request_id();
-        let success = state
-            .enrich
-            .enrich(&principal, &request_id, &query, key.as_deref(), EnrichResponse::render)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(EnrichOk::Ok(RenderedJson::new(success.body), success.replayed.then_some(true)))
+        let success = state.enrich.enrich(&principal, &request_id, &query, key.as_deref()).await.map_err(ApiError::from)?;
+        Ok(EnrichOk::Ok(RenderedJson::new(EnrichResponse::render(&success)), success.replayed.then_some(true)))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use poem_openapi::types::ParseFromJSON;
+    use poem_openapi::types::{ParseFromJSON, ToJSON};
 
     use super::*;
 
@@ -551,5 +609,96 @@ mod tests {
             }
         }
         assert_eq!(fast, 5, "the ordinary bodies take the shortcut");
+    }
+
+    /// The fast parse's limits are the published schema's.
+    #[test]
+    fn the_fast_parse_limits_are_the_schemas() {
+        use poem_openapi::registry::{MetaSchemaRef, Registry};
+        let mut registry = Registry::new();
+        <EnrichRequest as Type>::register(&mut registry);
+        let schema = &registry.schemas["EnrichRequest"];
+        let field = |name: &str| match &schema.properties.iter().find(|(n, _)| *n == name).expect("declared").1 {
+            MetaSchemaRef::Inline(s) => s.clone(),
+            MetaSchemaRef::Reference(r) => Box::new(registry.schemas[r].clone()),
+        };
+        let (email, domain, include) = (field("email"), field("domain"), field("include"));
+        assert_eq!((email.min_length, email.max_length), (Some(*limits::EMAIL.start()), Some(*limits::EMAIL.end())));
+        assert_eq!((domain.min_length, domain.max_length), (Some(*limits::DOMAIN.start()), Some(*limits::DOMAIN.end())));
+        assert_eq!((include.min_items, include.max_items), (Some(*limits::INCLUDE.start()), Some(*limits::INCLUDE.end())));
+    }
+
+    /// At and around every limit, the fast parse takes a body exactly when `Json` does.
+    #[test]
+    fn the_fast_parse_agrees_with_poem_openapi_at_every_limit() {
+        let mut bodies = Vec::new();
+        for (name, range) in [("email", limits::EMAIL), ("domain", limits::DOMAIN)] {
+            for len in [*range.start() - 1, *range.start(), *range.end(), *range.end() + 1] {
+                bodies.push(format!(r#"{{"{name}":"{}"}}"#, "a".repeat(len)));
+                // Multi-byte characters: within the character bound, beyond the byte one.
+                bodies.push(format!(r#"{{"{name}":"{}"}}"#, "é".repeat(len)));
+            }
+        }
+        for len in [*limits::INCLUDE.start() - 1, *limits::INCLUDE.start(), *limits::INCLUDE.end(), *limits::INCLUDE.end() + 1] {
+            bodies.push(format!(r#"{{"domain":"acme.com","include":[{}]}}"#, vec![r#""company""#; len].join(",")));
+        }
+        for body in &bodies {
+            let slow = serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| EnrichRequest::parse_from_json(Some(v)).ok());
+            match EnrichRequest::fast_parse(body.as_bytes()) {
+                Some(quick) => {
+                    let slow = slow.unwrap_or_else(|| panic!("fast path accepted what Json refuses: {body:.80}"));
+                    assert_eq!(format!("{quick:?}"), format!("{slow:?}"));
+                }
+                None if body.contains('é') => {} // goes the slow way, which decides
+                None => assert!(slow.is_none(), "an ASCII body within the limits takes the shortcut: {body:.80}"),
+            }
+        }
+    }
+
+    /// The serde rendering of a 200 body is poem-openapi's, byte for byte, for a full
+    /// answer and a sparse one (fields and sections left out when empty).
+    #[test]
+    fn the_rendered_body_is_what_poem_openapi_would_send() {
+        use crate::enrich::Answer;
+        use crate::lookup::record::{Company, EnrichmentRecord, Person, Social};
+        let full = Answer {
+            record: EnrichmentRecord {
+                person: Some(Person {
+                    full_name: Some("Jane Doe".into()),
+                    first_name: Some("Jane".into()),
+                    last_name: Some("Doe".into()),
+                    job_title: Some("General Counsel".into()),
+                    seniority: Some("executive".into()),
+                    location: Some("New York, NY, US".into()),
+                    linkedin_url: Some("https://linkedin.com/in/janedoe".into()),
+                }),
+                company: Some(Company {
+                    name: Some("Acme Corp".into()),
+                    domain: Some("acme.com".into()),
+                    industry: Some("Legal Services".into()),
+                    size: Some("201-500".into()),
+                    founded_year: Some(1998),
+                    description: Some("Law \"firm\" ünïcode".into()),
+                    linkedin_url: Some("https://linkedin.com/company/acme".into()),
+                    hq_location: Some("New York, NY, US".into()),
+                }),
+                social: Some(Social { twitter: Some("https://twitter.com/a".into()), github: None, facebook: Some("f".into()) }),
+            },
+            source: Source::Vendor(VendorName::VendorB),
+            confidence: 0.6,
+        };
+        let sparse = Answer {
+            record: EnrichmentRecord { company: Some(Company { name: Some("X".into()), ..Default::default() }), ..Default::default() },
+            source: Source::Cached,
+            confidence: 1.0,
+        };
+        for answer in [full, sparse] {
+            let success = Success { answer: std::sync::Arc::new(answer), credits_remaining: 41, replayed: false };
+            let rendered = EnrichResponse::render(&success);
+            let parsed: serde_json::Value = serde_json::from_slice(&rendered).unwrap();
+            let response = EnrichResponse::parse_from_json(Some(parsed)).expect("the body parses as the schema's type");
+            let by_poem = serde_json::to_vec(&response.to_json()).unwrap();
+            assert_eq!(String::from_utf8_lossy(&rendered), String::from_utf8_lossy(&by_poem));
+        }
     }
 }

@@ -13,7 +13,7 @@ use poem_openapi::{types::ToJSON, Enum, Object};
 use super::middleware::current_request_id;
 use crate::auth::AuthError;
 use crate::enrich::EnrichError;
-use crate::enrichment::input::InputError;
+use crate::lookup::input::InputError;
 
 /// Stable machine-readable error code; branch on this, not on `message`. New codes may
 /// be added.
@@ -115,6 +115,9 @@ pub enum ApiError {
     UpstreamUnavailable { retry_after: Duration },
     #[error("the service is temporarily unavailable; nothing was charged, retry later")]
     ServiceUnavailable { retry_after: Duration },
+    /// A readiness probe's answer: which dependencies do not answer.
+    #[error("not ready: {unreachable} unreachable")]
+    NotReady { unreachable: String },
     #[error("internal error; nothing was charged")]
     Internal(#[source] anyhow::Error),
 }
@@ -122,10 +125,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn validation(problems: Vec<InputError>) -> Self {
         let message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
-        let details = problems
-            .into_iter()
-            .map(|p| FieldProblem { field: p.field.to_string(), message: p.message })
-            .collect();
+        let details = problems.into_iter().map(|p| FieldProblem { field: p.field.to_string(), message: p.message }).collect();
         Self::Validation { message, details }
     }
 
@@ -142,7 +142,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::UpstreamUnavailable { .. } | Self::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamUnavailable { .. } | Self::ServiceUnavailable { .. } | Self::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -162,7 +162,7 @@ impl ApiError {
             Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::UpstreamUnavailable { .. } => ErrorCode::UpstreamUnavailable,
-            Self::ServiceUnavailable { .. } => ErrorCode::ServiceUnavailable,
+            Self::ServiceUnavailable { .. } | Self::NotReady { .. } => ErrorCode::ServiceUnavailable,
             Self::Internal(_) => ErrorCode::InternalError,
         }
     }
@@ -201,6 +201,7 @@ impl ApiError {
             | Self::ServiceUnavailable { retry_after } => {
                 Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).map(|s| s.max(1))
             }
+            Self::NotReady { .. } => Some(STORE_RETRY_AFTER.as_secs()),
             _ => None,
         }
     }
@@ -245,12 +246,21 @@ impl ApiError {
     }
 }
 
+/// How long a client should wait when our own store is unreachable.
+const STORE_RETRY_AFTER: Duration = Duration::from_secs(2);
+
 impl ApiError {
+    /// Our own database (or cache store) is unreachable: the one place that decides the
+    /// answer and its `Retry-After`.
+    pub fn store_unavailable(cause: &dyn std::fmt::Display, doing: &str) -> Self {
+        tracing::warn!(error = %cause, "database unavailable while {doing}");
+        Self::ServiceUnavailable { retry_after: STORE_RETRY_AFTER }
+    }
+
     /// A database error: 503 when the database is unreachable, 500 otherwise.
     pub fn from_db(err: sea_orm::DbErr, doing: &'static str) -> Self {
         if crate::db::is_unavailable(&err) {
-            tracing::warn!(error = %err, "database unavailable while {doing}");
-            Self::ServiceUnavailable { retry_after: Duration::from_secs(2) }
+            Self::store_unavailable(&err, doing)
         } else {
             Self::Internal(anyhow::Error::new(err).context(doing))
         }
@@ -294,10 +304,7 @@ impl ResponseError for ApiError {
 
     fn as_response(&self) -> Response {
         let body = serde_json::to_vec(&self.body().to_json()).expect("envelope serialises");
-        let mut resp = Response::builder()
-            .status(self.status())
-            .content_type("application/json; charset=utf-8")
-            .body(body);
+        let mut resp = Response::builder().status(self.status()).content_type("application/json; charset=utf-8").body(body);
         if let Some(secs) = self.retry_after_secs() {
             resp.headers_mut().insert(poem::http::header::RETRY_AFTER, secs.into());
         }
@@ -329,10 +336,7 @@ impl From<EnrichError> for ApiError {
             EnrichError::IdempotencyKeyInUse { retry_after } => Self::IdempotencyKeyInUse { retry_after },
             EnrichError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
             EnrichError::UpstreamUnavailable { retry_after } => Self::UpstreamUnavailable { retry_after },
-            EnrichError::StoreUnavailable(e) => {
-                tracing::warn!(error = %e, "database unavailable while enriching");
-                Self::ServiceUnavailable { retry_after: Duration::from_secs(2) }
-            }
+            EnrichError::StoreUnavailable(e) => Self::store_unavailable(&e, "enriching"),
             EnrichError::Internal(e) => Self::Internal(e),
         }
     }

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem_openapi::{payload::Json, ApiResponse, Object, OpenApi};
 
-use super::error::{ErrorBody, ErrorCode, ErrorDetail};
-use super::middleware::current_request_id;
+use super::error::{ApiError, ErrorBody};
 use super::{ApiTags, AppState};
 
 #[derive(Debug, Object)]
@@ -82,9 +81,7 @@ impl poem_openapi::payload::Payload for OpenMetricsText {
 
 impl poem::IntoResponse for OpenMetricsText {
     fn into_response(self) -> poem::Response {
-        poem::Response::builder()
-            .content_type(<Self as poem_openapi::payload::Payload>::CONTENT_TYPE)
-            .body(self.0)
+        poem::Response::builder().content_type(<Self as poem_openapi::payload::Payload>::CONTENT_TYPE).body(self.0)
     }
 }
 
@@ -132,16 +129,10 @@ impl HealthApi {
             let redis = if redis.is_some() { "ok" } else { "not_configured" };
             return ReadyResponse::Ready(Json(Readiness { status: "ready".into(), database: "ok".into(), redis: redis.into() }));
         }
-        let failing: Vec<&str> = [(!database).then_some("database"), (redis == Some(false)).then_some("redis")]
-            .into_iter()
-            .flatten()
-            .collect();
-        let error = ErrorDetail {
-            code: ErrorCode::ServiceUnavailable,
-            message: format!("not ready: {} unreachable", failing.join(" and ")),
-            request_id: current_request_id(),
-            details: None,
-        };
-        ReadyResponse::NotReady(Json(ErrorBody { error }), 2)
+        let failing: Vec<&str> =
+            [(!database).then_some("database"), (redis == Some(false)).then_some("redis")].into_iter().flatten().collect();
+        let err = ApiError::NotReady { unreachable: failing.join(" and ") };
+        let retry_after = err.retry_after_secs().unwrap_or(1);
+        ReadyResponse::NotReady(Json(err.body()), retry_after)
     }
 }

@@ -80,9 +80,9 @@ impl<'a, T: ParseFromJSON + FastParse> ApiExtractor<'a> for JsonBody<T> {
                 <Self as ParsePayload>::from_request(request, body).await
             }
             // The same errors as `Json<T>`'s (415 and its message).
-            _ => <Json<T> as ApiExtractor>::from_request(request, body, ExtractParamOptions::default())
-                .await
-                .map(|Json(value)| Self(value)),
+            _ => {
+                <Json<T> as ApiExtractor>::from_request(request, body, ExtractParamOptions::default()).await.map(|Json(value)| Self(value))
+            }
         }
     }
 }

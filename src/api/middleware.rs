@@ -72,11 +72,7 @@ fn new_request_id() -> String {
 
 /// Reads the whole body, refusing more than `limit` bytes (declared or actually sent).
 async fn limit_body(req: &mut Request, limit: usize) -> Result<(), ApiError> {
-    let declared = req
-        .headers()
-        .get(poem::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = req.headers().get(poem::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
@@ -104,11 +100,7 @@ pub async fn request_scope<E: Endpoint>(
         .filter(|v| is_acceptable_request_id(v))
         .map(str::to_string)
         .unwrap_or_else(new_request_id);
-    let scope = Arc::new(RequestScope {
-        request_id: request_id.clone(),
-        principal: Mutex::new(None),
-        rate_limit: Mutex::new(None),
-    });
+    let scope = Arc::new(RequestScope { request_id: request_id.clone(), principal: Mutex::new(None), rate_limit: Mutex::new(None) });
     let method = req.method().clone();
     let uri = req.uri().clone(); // shares the request's bytes
     let path = uri.path();
@@ -147,10 +139,7 @@ pub async fn request_scope<E: Endpoint>(
     let status = resp.status().as_u16();
     let operation = super::spec::operation_id(method.as_str(), path).unwrap_or("other");
     metrics.requests.get_or_create(&crate::metrics::RequestLabels { operation, status }).inc();
-    metrics
-        .request_seconds
-        .get_or_create(&crate::metrics::OperationLabels { operation })
-        .observe(started.elapsed().as_secs_f64());
+    metrics.request_seconds.get_or_create(&crate::metrics::OperationLabels { operation }).observe(started.elapsed().as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             method = %method,

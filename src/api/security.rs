@@ -4,7 +4,7 @@
 //! (401) and counts the request against the workspace's limits (429), recording both in
 //! the request scope so that every later response carries the rate-limit headers.
 //! [`CanEnrich`] then checks the permission (403) before the body is parsed (400), in
-//! the order `shared/DESIGN.md` fixes.
+//! the order `docs/design.md` fixes.
 
 use std::sync::Arc;
 

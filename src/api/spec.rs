@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 
 use crate::config::Settings;
-use crate::enrichment::vendors::{clearbit, pdl};
+use crate::lookup::vendors::{clearbit, pdl};
 
 pub const API_DESCRIPTION: &str = "\
 leadlex answers *who is behind this email or domain?* from upstream data vendors.\n\n\

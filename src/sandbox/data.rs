@@ -11,14 +11,75 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::enrichment::input::{Domain, EmailAddress};
-use crate::enrichment::vendors::VendorName;
+use crate::vendor_name::VendorName;
+
+/// A domain as a vendor reads its query parameter: trimmed and lowercased (the gateway
+/// sends normalised inputs; a vendor only checks the shape).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain(String);
+
+impl Domain {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let d = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+        let ok = d.contains('.') && !d.starts_with('.') && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        ok.then_some(Self(d))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An email address as a vendor reads it: `local@domain`, lowercased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailAddress {
+    address: String,
+    local: String,
+    domain: Domain,
+}
+
+impl EmailAddress {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let address = raw.trim().to_ascii_lowercase();
+        let (local, domain) = address.rsplit_once('@')?;
+        if local.is_empty() {
+            return None;
+        }
+        Some(Self { local: local.to_string(), domain: Domain::parse(domain)?, address })
+    }
+
+    pub fn local_part(&self) -> &str {
+        &self.local
+    }
+
+    pub fn domain(&self) -> &Domain {
+        &self.domain
+    }
+}
+
+impl std::fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.address)
+    }
+}
+
+/// A vendor's record id for `subject`: 16 hex digits of its SHA-256.
+pub fn record_id(subject: &str) -> String {
+    crate::hex::hex(&Sha256::digest(subject.as_bytes())[..8])
+}
 
 const FIRST: [&str; 16] = [
     "Alex", "Maria", "Sam", "Priya", "Jordan", "Lena", "Omar", "Yuki", "Chris", "Fatima", "Noah", "Elena", "Diego", "Grace", "Ivan", "Zoe",
 ];
 const LAST: [&str; 16] = [
-    "Smith", "Garcia", "Chen", "Patel", "Kim", "Müller", "Rossi", "Nguyen", "Okafor", "Silva", "Novak", "Cohen", "Larsen", "Haddad", "Tanaka", "Brown",
+    "Smith", "Garcia", "Chen", "Patel", "Kim", "Müller", "Rossi", "Nguyen", "Okafor", "Silva", "Novak", "Cohen", "Larsen", "Haddad",
+    "Tanaka", "Brown",
 ];
 /// (title, PDL level, Clearbit seniority)
 const TITLES: [(&str, &str, &str); 8] = [
@@ -32,18 +93,36 @@ const TITLES: [(&str, &str, &str); 8] = [
     ("Marketing Director", "director", "director"),
 ];
 const CITIES: [&str; 8] = [
-    "New York, NY, US", "San Francisco, CA, US", "London, England, GB", "Berlin, Berlin, DE",
-    "Austin, TX, US", "Toronto, ON, CA", "Paris, Île-de-France, FR", "Sydney, NSW, AU",
+    "New York, NY, US",
+    "San Francisco, CA, US",
+    "London, England, GB",
+    "Berlin, Berlin, DE",
+    "Austin, TX, US",
+    "Toronto, ON, CA",
+    "Paris, Île-de-France, FR",
+    "Sydney, NSW, AU",
 ];
 const INDUSTRIES: [&str; 8] = [
-    "Computer Software", "Financial Services", "Legal Services", "Retail", "Health Care",
-    "Logistics", "Marketing and Advertising", "Education",
+    "Computer Software",
+    "Financial Services",
+    "Legal Services",
+    "Retail",
+    "Health Care",
+    "Logistics",
+    "Marketing and Advertising",
+    "Education",
 ];
 const SUFFIXES: [&str; 6] = ["Inc", "Corp", "Labs", "Group", "GmbH", "Ltd"];
 /// PDL size buckets and the Clearbit range each falls in.
 const SIZES: [(&str, &str); 8] = [
-    ("1-10", "1-10"), ("11-50", "11-50"), ("51-200", "51-250"), ("201-500", "251-1K"),
-    ("501-1000", "251-1K"), ("1001-5000", "1K-5K"), ("5001-10000", "5K-10K"), ("10001+", "10K-50K"),
+    ("1-10", "1-10"),
+    ("11-50", "11-50"),
+    ("51-200", "51-250"),
+    ("201-500", "251-1K"),
+    ("501-1000", "251-1K"),
+    ("1001-5000", "1K-5K"),
+    ("5001-10000", "5K-10K"),
+    ("10001+", "10K-50K"),
 ];
 const FREE_MAIL: [&str; 6] = ["gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "icloud.com", "proton.me"];
 
@@ -153,11 +232,8 @@ pub fn person(email: &EmailAddress) -> SynthPerson {
         };
     }
     let h = digest("person", &email.to_string());
-    let words: Vec<&str> = email
-        .local_part()
-        .split(['.', '_', '-'])
-        .filter(|w| w.len() >= 2 && w.chars().all(|c| c.is_ascii_alphabetic()))
-        .collect();
+    let words: Vec<&str> =
+        email.local_part().split(['.', '_', '-']).filter(|w| w.len() >= 2 && w.chars().all(|c| c.is_ascii_alphabetic())).collect();
     let (first, last) = match words.as_slice() {
         [f, l, ..] => (capitalise(f), capitalise(l)),
         [f] => (capitalise(f), LAST[h[2] as usize % LAST.len()].to_string()),

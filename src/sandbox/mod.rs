@@ -18,8 +18,8 @@ use poem::{
 use serde_json::json;
 
 use crate::config::{Secret, VendorSettings};
-use crate::enrichment::input::{Domain, EmailAddress};
-use crate::enrichment::vendors::{clearbit, pdl, VendorName};
+use crate::lookup::vendors::{clearbit, pdl, VendorName};
+use data::{Domain, EmailAddress};
 
 /// The API key the sandbox expects (any non-empty key is accepted).
 pub const SANDBOX_KEY: &str = "sandbox";
@@ -124,20 +124,20 @@ async fn pdl_person(req: &Request, Query(q): Params, Data(latency): Data<&Latenc
     if !pdl_authorised(req) {
         return pdl_error(401, "authentication_error", "API key missing");
     }
-    let Some(email) = q.get("email").and_then(|e| EmailAddress::parse(e).ok()) else {
+    let Some(email) = q.get("email").and_then(|e| EmailAddress::parse(e)) else {
         return pdl_error(400, "invalid_request_error", "email is required");
     };
     if !data::knows(VendorName::VendorA, &email.to_string()) {
         return pdl_error(404, "not_found", "No records were found matching your request");
     }
     let p = data::person(&email);
-    let company_domain = q.get("company").and_then(|d| Domain::parse(d).ok()).unwrap_or_else(|| email.domain().clone());
+    let company_domain = q.get("company").and_then(|d| Domain::parse(d)).unwrap_or_else(|| email.domain().clone());
     let c = pdl_company_fields(&company_domain);
     let resp = pdl::PersonEnrichResponse {
         status: 200,
         likelihood: p.likelihood,
         data: pdl::PersonData {
-            id: Some(format!("pdl_{}", &crate::auth::hash_key(&email.to_string())[..16])),
+            id: Some(format!("pdl_{}", data::record_id(&email.to_string()))),
             full_name: Some(format!("{} {}", p.first, p.last)),
             first_name: Some(p.first.clone()),
             last_name: Some(p.last.clone()),
@@ -166,7 +166,7 @@ async fn pdl_company(req: &Request, Query(q): Params, Data(latency): Data<&Laten
     if !pdl_authorised(req) {
         return pdl_error(401, "authentication_error", "API key missing");
     }
-    let Some(domain) = q.get("website").and_then(|d| Domain::parse(d).ok()) else {
+    let Some(domain) = q.get("website").and_then(|d| Domain::parse(d)) else {
         return pdl_error(400, "invalid_request_error", "website is required");
     };
     if !data::knows(VendorName::VendorA, domain.as_str()) {
@@ -176,7 +176,7 @@ async fn pdl_company(req: &Request, Query(q): Params, Data(latency): Data<&Laten
     let resp = pdl::CompanyEnrichResponse {
         status: 200,
         likelihood: c.likelihood,
-        id: Some(format!("pdlco_{}", &crate::auth::hash_key(domain.as_str())[..16])),
+        id: Some(format!("pdlco_{}", data::record_id(domain.as_str()))),
         name: Some(c.name.to_lowercase()),
         display_name: Some(c.name.clone()),
         website: Some(c.domain.clone()),
@@ -215,7 +215,7 @@ async fn clearbit_combined(req: &Request, Query(q): Params, Data(latency): Data<
     if !clearbit_authorised(req) {
         return clearbit_error(401, "auth_required", "API key required");
     }
-    let Some(email) = q.get("email").and_then(|e| EmailAddress::parse(e).ok()) else {
+    let Some(email) = q.get("email").and_then(|e| EmailAddress::parse(e)) else {
         return clearbit_error(422, "params_invalid", "email is invalid");
     };
     if email.local_part().starts_with("queued") {
@@ -228,7 +228,7 @@ async fn clearbit_combined(req: &Request, Query(q): Params, Data(latency): Data<
         return clearbit_error(404, "unknown_record", "Unknown email address");
     }
     let p = data::person(&email);
-    let company_domain = q.get("company_domain").and_then(|d| Domain::parse(d).ok()).unwrap_or_else(|| email.domain().clone());
+    let company_domain = q.get("company_domain").and_then(|d| Domain::parse(d)).unwrap_or_else(|| email.domain().clone());
     let company = (!data::is_free_mail(&company_domain) && data::knows(VendorName::VendorB, company_domain.as_str()))
         .then(|| data::company(&company_domain));
     let resp = clearbit::CombinedResponse {
@@ -266,7 +266,7 @@ async fn clearbit_company(req: &Request, Query(q): Params, Data(latency): Data<&
     if !clearbit_authorised(req) {
         return clearbit_error(401, "auth_required", "API key required");
     }
-    let Some(domain) = q.get("domain").and_then(|d| Domain::parse(d).ok()) else {
+    let Some(domain) = q.get("domain").and_then(|d| Domain::parse(d)) else {
         return clearbit_error(422, "params_invalid", "domain is invalid");
     };
     if !data::knows(VendorName::VendorB, domain.as_str()) {

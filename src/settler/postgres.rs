@@ -1,24 +1,69 @@
-//! The PostgreSQL writer: a small sqlx pool of its own, driven by the settler's thread.
+//! The PostgreSQL store: one sqlx connection of its own, driven synchronously by the
+//! writer's thread through a single-threaded runtime that only this store uses.
 //!
-//! A batch of plain lookups (one workspace, no idempotency claim: a burst of cached hits
-//! or of misses) is ONE statement in autocommit: a CTE writes the cache rows carried
-//! from the previous batch, takes all of the batch's credits with the conditional update
-//! and inserts their ledger rows from the returned balance, so it costs one round trip
-//! and one WAL flush. Anything else runs in a transaction.
-//! The statements are the ones `credits`, `idempotency` and `enrichment::cache` issue
-//! through sea-orm, written out for the hot path (the whole suite runs them on
-//! PostgreSQL).
+//! A balance change is ONE statement: a CTE writes the cache rows carried from earlier
+//! batches, changes the balance with the conditional update and inserts the ledger rows
+//! from the returned balance. A batch of plain lookups (one workspace, no idempotency
+//! claim: a burst of cached hits or of misses) runs it in autocommit, so it costs one
+//! round trip and one WAL flush. Anything else runs in a transaction.
+//!
+//! Every write of balances, the ledger, completed idempotency records and the cache on
+//! PostgreSQL is one of the statements below. Enum values are bound from their Rust types.
 
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
+use tokio::runtime::Runtime;
 
-use super::{CacheRow, StoreError};
+use super::batch::{BalanceChange, StoreError};
+use super::CacheRow;
 use crate::config::DatabaseSettings;
-use crate::idempotency::ClaimToken;
+use crate::idempotency::{ClaimToken, State};
+
+/// Upserts the cache rows bound as seven arrays in `$1`–`$7` (see [`bind_cache`]); never
+/// replaces a newer answer by an older one (replicas race).
+macro_rules! cache_upsert {
+    () => {
+        "INSERT INTO enrichment_cache (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::int8[], $6::int8[], $7::text[]) \
+         ON CONFLICT (cache_key) DO UPDATE SET \
+         record = excluded.record, vendor = excluded.vendor, confidence = excluded.confidence, \
+         fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, outcome = excluded.outcome \
+         WHERE enrichment_cache.fetched_at <= excluded.fetched_at"
+    };
+}
+
+const PUT_CACHE: &str = cache_upsert!();
+
+/// `$8` workspace, `$9` delta per ledger row, `$10` number of rows, `$11`/`$12` their api
+/// key and request ids, `$13` reason, `$14` time. Row n (1-based) carries the balance
+/// after its own change.
+const CHANGE_BALANCE: &str = concat!(
+    "WITH cache AS (",
+    cache_upsert!(),
+    "), \
+     change AS ( \
+       UPDATE workspaces SET credit_balance = credit_balance + $9 * $10 \
+       WHERE id = $8 AND credit_balance + $9 * $10 >= 0 RETURNING credit_balance), \
+     ledger AS ( \
+       INSERT INTO credit_ledger (workspace_id, api_key_id, request_id, delta, balance_after, reason, created_at) \
+       SELECT $8, k.key, k.request, $9, change.credit_balance - $9 * ($10 - k.n), $13, $14 \
+       FROM change, unnest($11::text[], $12::text[]) WITH ORDINALITY AS k(key, request, n) ORDER BY k.n) \
+     SELECT credit_balance FROM change"
+);
+
+/// Locks the claim's row until the transaction ends, so that no takeover can slip in
+/// between the debit and the completion.
+const LOCK_CLAIM: &str = "SELECT 1 FROM idempotency_records \
+     WHERE workspace_id = $1 AND idempotency_key = $2 AND owner_token = $3 AND state = $4 FOR UPDATE";
+
+const COMPLETE_CLAIM: &str = "UPDATE idempotency_records \
+     SET state = $5, response_status = 200, response_body = $6, balance_after = $7 \
+     WHERE workspace_id = $1 AND idempotency_key = $2 AND owner_token = $3 AND state = $4";
 
 pub struct Store {
+    runtime: Runtime,
     pool: PgPool,
     txn: Option<Transaction<'static, Postgres>>,
 }
@@ -28,62 +73,12 @@ fn err(e: sqlx::Error) -> StoreError {
     StoreError::new(e, unavailable)
 }
 
-/// Runs `$query` on the open transaction, or on the pool when the batch needs none.
-macro_rules! on {
-    ($self:ident, $query:expr, $method:ident) => {
-        match $self.txn.as_mut() {
-            Some(txn) => $query.$method(&mut **txn).await,
-            None => $query.$method(&$self.pool).await,
-        }
-        .map_err(err)
-    };
-}
-
-impl Store {
-    pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            // No ping before each statement: a dead connection fails its batch (503s,
-            // nothing committed) and the pool replaces it.
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
-            .connect(&settings.url)
-            .await?;
-        Ok(Self { pool, txn: None })
-    }
-}
-
-const DEBIT_BATCH: &str = concat!(
-    "WITH cache AS (INSERT INTO enrichment_cache \
-       (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
-       SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::float8[], $10::int8[], $11::int8[], $12::text[]) ",
-    cache_on_conflict!(),
-    "), \
-     debit AS ( \
-       UPDATE workspaces SET credit_balance = credit_balance - $2 \
-       WHERE id = $1 AND credit_balance >= $2 RETURNING credit_balance), \
-     ledger AS ( \
-       INSERT INTO credit_ledger (workspace_id, api_key_id, request_id, delta, balance_after, reason, created_at) \
-       SELECT $1, k.key, k.request, -1, debit.credit_balance + $2 - k.n, 'enrich', $5 \
-       FROM debit, unnest($3::text[], $4::text[]) WITH ORDINALITY AS k(key, request, n) ORDER BY k.n) \
-     SELECT credit_balance FROM debit"
-);
-
-const PUT_CACHE: &str = concat!(
-    "INSERT INTO enrichment_cache \
-     (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::int8[], $6::int8[], $7::text[]) ",
-    cache_on_conflict!()
-);
-
 type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
-/// Binds cache rows as seven arrays, one per column (the next seven parameters). One
-/// statement may upsert a key only once, so for a repeated key the last row wins, as it
-/// would one statement after another.
+/// Binds cache rows as `$1`–`$7`, one array per column. One statement may upsert a key
+/// only once, so for a repeated key the last row wins, as it would one statement after
+/// another; rows go in key order, so that concurrent writers lock them in one order.
 fn bind_cache<'q>(q: Query<'q>, rows: &'q [CacheRow]) -> Query<'q> {
-    // In key order, so that concurrent writers (other replicas) lock rows in one order.
     let mut last: std::collections::BTreeMap<&str, &CacheRow> = Default::default();
     for row in rows {
         last.insert(&row.cache_key, row);
@@ -98,87 +93,116 @@ fn bind_cache<'q>(q: Query<'q>, rows: &'q [CacheRow]) -> Query<'q> {
         .bind(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
 }
 
-impl super::Store for Store {
-    async fn begin(&mut self, atomic_statements: bool) -> Result<(), StoreError> {
-        if self.txn.is_none() && !atomic_statements {
-            self.txn = Some(self.pool.begin().await.map_err(err)?);
+impl Store {
+    pub fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let pool = runtime.block_on(
+            PgPoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                // No ping before each statement: a dead connection fails its batch (503s,
+                // nothing committed) and the pool replaces it.
+                .test_before_acquire(false)
+                .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
+                .connect(&settings.url),
+        )?;
+        Ok(Self { runtime, pool, txn: None })
+    }
+
+    /// Runs `query` on the open transaction, or on its own when there is none.
+    fn execute(&mut self, query: Query<'_>) -> Result<u64, StoreError> {
+        let Self { runtime, pool, txn } = self;
+        runtime
+            .block_on(async {
+                match txn.as_mut() {
+                    Some(txn) => query.execute(&mut **txn).await,
+                    None => query.execute(&*pool).await,
+                }
+            })
+            .map(|done| done.rows_affected())
+            .map_err(err)
+    }
+
+    fn fetch_optional(&mut self, query: Query<'_>) -> Result<Option<sqlx::postgres::PgRow>, StoreError> {
+        let Self { runtime, pool, txn } = self;
+        runtime
+            .block_on(async {
+                match txn.as_mut() {
+                    Some(txn) => query.fetch_optional(&mut **txn).await,
+                    None => query.fetch_optional(&*pool).await,
+                }
+            })
+            .map_err(err)
+    }
+}
+
+impl super::batch::Store for Store {
+    fn begin(&mut self, one_statement: bool) -> Result<(), StoreError> {
+        if self.txn.is_none() && !one_statement {
+            let Self { runtime, pool, txn } = self;
+            *txn = Some(runtime.block_on(pool.begin()).map_err(err)?);
         }
         Ok(())
     }
 
-    async fn touch(&mut self, claim: &ClaimToken) -> Result<bool, StoreError> {
+    fn lock_claim(&mut self, claim: &ClaimToken) -> Result<bool, StoreError> {
         let (workspace_id, key, token) = claim.parts();
-        let q = sqlx::query(
-            "UPDATE idempotency_records SET locked_until = locked_until \
-             WHERE workspace_id = $1 AND idempotency_key = $2 AND state = 'in_progress' AND owner_token = $3",
-        )
-        .bind(workspace_id)
-        .bind(key)
-        .bind(token);
-        Ok(on!(self, q, execute)?.rows_affected() == 1)
+        let q = sqlx::query(LOCK_CLAIM).bind(workspace_id).bind(key).bind(token).bind(State::InProgress.as_str());
+        Ok(self.fetch_optional(q)?.is_some())
     }
 
-    async fn debit_batch(
-        &mut self,
-        workspace_id: &str,
-        rows: &[(&str, &str)],
-        cache: &[CacheRow],
-        now_ms: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        if rows.is_empty() {
-            if !cache.is_empty() {
-                super::Store::put_cache(self, cache).await?;
-            }
+    fn change_balance(&mut self, change: &BalanceChange<'_>, cache: &[CacheRow]) -> Result<Option<i64>, StoreError> {
+        if change.rows.is_empty() {
+            self.put_cache(cache)?;
             return Ok(None);
         }
-        let keys: Vec<&str> = rows.iter().map(|r| r.0).collect();
-        let requests: Vec<&str> = rows.iter().map(|r| r.1).collect();
-        let q = bind_cache(
-            sqlx::query(DEBIT_BATCH)
-                .bind(workspace_id)
-                .bind(rows.len() as i64)
-                .bind(&keys)
-                .bind(&requests)
-                .bind(now_ms),
-            cache,
-        );
-        let row = on!(self, q, fetch_optional)?;
+        let keys: Vec<Option<&str>> = change.rows.iter().map(|r| r.0).collect();
+        let requests: Vec<Option<&str>> = change.rows.iter().map(|r| r.1).collect();
+        let q = bind_cache(sqlx::query(CHANGE_BALANCE), cache)
+            .bind(change.workspace_id)
+            .bind(change.delta)
+            .bind(change.rows.len() as i64)
+            .bind(keys)
+            .bind(requests)
+            .bind(change.reason.as_str())
+            .bind(change.now_ms);
+        let row = self.fetch_optional(q)?;
         row.map(|r| r.try_get::<i64, _>(0)).transpose().map_err(err)
     }
 
-    async fn debit_one(&mut self, workspace_id: &str, api_key_id: &str, request_id: &str, now_ms: i64) -> Result<Option<i64>, StoreError> {
-        self.debit_batch(workspace_id, &[(api_key_id, request_id)], &[], now_ms).await
-    }
-
-    async fn put_cache(&mut self, rows: &[CacheRow]) -> Result<(), StoreError> {
-        let q = bind_cache(sqlx::query(PUT_CACHE), rows);
-        on!(self, q, execute)?;
+    fn put_cache(&mut self, rows: &[CacheRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.execute(bind_cache(sqlx::query(PUT_CACHE), rows))?;
         Ok(())
     }
 
-    async fn complete(&mut self, claim: &ClaimToken, body: &[u8]) -> Result<bool, StoreError> {
+    fn complete(&mut self, claim: &ClaimToken, answer: &[u8], balance_after: i64) -> Result<bool, StoreError> {
         let (workspace_id, key, token) = claim.parts();
-        let q = sqlx::query(
-            "UPDATE idempotency_records SET state = 'completed', response_status = 200, response_body = $4 \
-             WHERE workspace_id = $1 AND idempotency_key = $2 AND state = 'in_progress' AND owner_token = $3",
-        )
-        .bind(workspace_id)
-        .bind(key)
-        .bind(token)
-        .bind(body);
-        Ok(on!(self, q, execute)?.rows_affected() == 1)
+        let q = sqlx::query(COMPLETE_CLAIM)
+            .bind(workspace_id)
+            .bind(key)
+            .bind(token)
+            .bind(State::InProgress.as_str())
+            .bind(State::Completed.as_str())
+            .bind(answer)
+            .bind(balance_after);
+        Ok(self.execute(q)? == 1)
     }
 
-    async fn commit(&mut self) -> Result<(), StoreError> {
-        match self.txn.take() {
-            Some(txn) => txn.commit().await.map_err(err),
+    fn commit(&mut self) -> Result<(), StoreError> {
+        let Self { runtime, txn, .. } = self;
+        match txn.take() {
+            Some(txn) => runtime.block_on(txn.commit()).map_err(err),
             None => Ok(()),
         }
     }
 
-    async fn rollback(&mut self) {
-        if let Some(txn) = self.txn.take() {
-            if let Err(e) = txn.rollback().await {
+    fn rollback(&mut self) {
+        let Self { runtime, txn, .. } = self;
+        if let Some(txn) = txn.take() {
+            if let Err(e) = runtime.block_on(txn.rollback()) {
                 tracing::error!(error = %e, "rolling back a settlement batch failed");
             }
         }

@@ -1,10 +1,10 @@
-//! The SQLite writer: one rusqlite connection owned by the settler's thread, so a batch
-//! runs its statements synchronously, with no hop to another thread per statement (sqlx
-//! runs each SQLite statement on a worker thread of its own; under load, waking it and
-//! being woken back took most of a batch's time).
+//! The SQLite store: one rusqlite connection owned by the writer, so a batch runs its
+//! statements synchronously, with no hop to another thread per statement (sqlx runs each
+//! SQLite statement on a worker thread of its own; under load, waking it and being woken
+//! back took most of a batch's time).
 //!
-//! The statements are the ones `credits`, `idempotency` and `enrichment::cache` issue
-//! through sea-orm, written out for the hot path (the whole suite runs them on SQLite).
+//! Every write of balances, the ledger, completed idempotency records and the cache on
+//! SQLite is one of the statements below. Enum values are bound from their Rust types.
 //! Transactions are `BEGIN IMMEDIATE`: the writer takes the write lock up front and
 //! waits for it (busy timeout) instead of failing half-way.
 
@@ -12,9 +12,36 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
-use super::StoreError;
+use super::batch::{BalanceChange, StoreError};
+use super::CacheRow;
 use crate::config::{DatabaseSettings, SqliteSynchronous};
-use crate::idempotency::ClaimToken;
+use crate::idempotency::{ClaimToken, State};
+
+/// How long the writer's thread waits for the database's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const CHANGE_BALANCE: &str = "UPDATE workspaces SET credit_balance = credit_balance + ?2 \
+     WHERE id = ?1 AND credit_balance + ?2 >= 0 RETURNING credit_balance";
+
+const LEDGER_INSERT: &str = "INSERT INTO credit_ledger \
+     (workspace_id, api_key_id, request_id, delta, balance_after, reason, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Never replaces a newer answer by an older one (replicas race).
+const CACHE_UPSERT: &str = "INSERT INTO enrichment_cache \
+     (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+     ON CONFLICT (cache_key) DO UPDATE SET \
+     record = excluded.record, vendor = excluded.vendor, confidence = excluded.confidence, \
+     fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, outcome = excluded.outcome \
+     WHERE enrichment_cache.fetched_at <= excluded.fetched_at";
+
+/// Inside `BEGIN IMMEDIATE` no other writer can take the claim over: reading it locks it.
+const LOCK_CLAIM: &str = "SELECT 1 FROM idempotency_records \
+     WHERE workspace_id = ?1 AND idempotency_key = ?2 AND owner_token = ?3 AND state = ?4";
+
+const COMPLETE_CLAIM: &str = "UPDATE idempotency_records \
+     SET state = ?5, response_status = 200, response_body = ?6, balance_after = ?7 \
+     WHERE workspace_id = ?1 AND idempotency_key = ?2 AND owner_token = ?3 AND state = ?4";
 
 pub struct Store {
     conn: Connection,
@@ -44,9 +71,7 @@ impl Store {
             SqliteSynchronous::Full => "FULL",
             SqliteSynchronous::Normal => "NORMAL",
         };
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
-        ))?;
+        conn.execute_batch(&format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"))?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(Self { conn })
     }
@@ -67,115 +92,97 @@ impl Store {
     }
 }
 
-/// How long the writer's thread waits for the database's write lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl super::Store for Store {
-    async fn begin(&mut self, _atomic_statements: bool) -> Result<(), StoreError> {
+impl super::batch::Store for Store {
+    fn begin(&mut self, _one_statement: bool) -> Result<(), StoreError> {
+        // Always a transaction: the balance change and its ledger rows are several
+        // statements here.
         if self.conn.is_autocommit() {
             self.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
         }
         Ok(())
     }
 
-    async fn touch(&mut self, claim: &ClaimToken) -> Result<bool, StoreError> {
+    fn lock_claim(&mut self, claim: &ClaimToken) -> Result<bool, StoreError> {
         let (workspace_id, key, token) = claim.parts();
-        let n = self
+        let found = self
             .conn
-            .prepare_cached(
-                "UPDATE idempotency_records SET locked_until = locked_until \
-                 WHERE workspace_id = ?1 AND idempotency_key = ?2 AND state = 'in_progress' AND owner_token = ?3",
-            )
-            .and_then(|mut s| s.execute(params![workspace_id, key, token]))
+            .prepare_cached(LOCK_CLAIM)
+            .and_then(|mut s| s.query_row(params![workspace_id, key, token, State::InProgress.as_str()], |_| Ok(())).optional())
             .map_err(err)?;
-        Ok(n == 1)
+        Ok(found.is_some())
     }
 
-    async fn debit_batch(
-        &mut self,
-        workspace_id: &str,
-        rows: &[(&str, &str)],
-        cache: &[super::CacheRow],
-        now_ms: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        if !cache.is_empty() {
-            super::Store::put_cache(self, cache).await?;
-        }
-        let k = rows.len() as i64;
-        if k == 0 {
+    fn change_balance(&mut self, change: &BalanceChange<'_>, cache: &[CacheRow]) -> Result<Option<i64>, StoreError> {
+        self.put_cache(cache)?;
+        if change.rows.is_empty() {
             return Ok(None);
         }
+        let total = change.delta * change.rows.len() as i64;
         let after: Option<i64> = self
             .conn
-            .prepare_cached(
-                "UPDATE workspaces SET credit_balance = credit_balance - ?2 \
-                 WHERE id = ?1 AND credit_balance >= ?2 RETURNING credit_balance",
-            )
-            .and_then(|mut s| s.query_row(params![workspace_id, k], |r| r.get(0)).optional())
+            .prepare_cached(CHANGE_BALANCE)
+            .and_then(|mut s| s.query_row(params![change.workspace_id, total], |r| r.get(0)).optional())
             .map_err(err)?;
         let Some(after) = after else { return Ok(None) };
-        // Row n (0-based) carries the balance after its own debit, in that order.
         let mut insert = self.conn.prepare_cached(LEDGER_INSERT).map_err(err)?;
-        for (n, (key, request)) in rows.iter().enumerate() {
-            insert.execute(params![workspace_id, key, request, after + k - 1 - n as i64, now_ms]).map_err(err)?;
+        for (n, (api_key_id, request_id)) in change.rows.iter().enumerate() {
+            insert
+                .execute(params![
+                    change.workspace_id,
+                    api_key_id,
+                    request_id,
+                    change.delta,
+                    change.balance_after_row(n, after),
+                    change.reason.as_str(),
+                    change.now_ms
+                ])
+                .map_err(err)?;
         }
         Ok(Some(after))
     }
 
-    async fn debit_one(&mut self, workspace_id: &str, api_key_id: &str, request_id: &str, now_ms: i64) -> Result<Option<i64>, StoreError> {
-        self.debit_batch(workspace_id, &[(api_key_id, request_id)], &[], now_ms).await
-    }
-
-    async fn put_cache(&mut self, rows: &[entity::cache_entry::Model]) -> Result<(), StoreError> {
+    fn put_cache(&mut self, rows: &[CacheRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         // Several rows need one transaction to be atomic.
         let own_txn = rows.len() > 1 && self.conn.is_autocommit();
         if own_txn {
             self.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
         }
+        let mut upsert = self.conn.prepare_cached(CACHE_UPSERT).map_err(err)?;
         for row in rows {
-            self.conn
-            .prepare_cached(concat!(
-                "INSERT INTO enrichment_cache (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ",
-                cache_on_conflict!()
-            ))
-            .and_then(|mut s| {
-                s.execute(params![
-                    row.cache_key,
-                    row.record,
-                    row.vendor,
-                    row.confidence,
-                    row.fetched_at,
-                    row.expires_at,
-                    row.outcome
-                ])
-            })
-            .map_err(err)?;
+            upsert
+                .execute(params![row.cache_key, row.record, row.vendor, row.confidence, row.fetched_at, row.expires_at, row.outcome])
+                .map_err(err)?;
         }
+        drop(upsert);
         if own_txn {
             self.conn.execute_batch("COMMIT").map_err(err)?;
         }
         Ok(())
     }
 
-    async fn complete(&mut self, claim: &ClaimToken, body: &[u8]) -> Result<bool, StoreError> {
+    fn complete(&mut self, claim: &ClaimToken, answer: &[u8], balance_after: i64) -> Result<bool, StoreError> {
         let (workspace_id, key, token) = claim.parts();
         let n = self
             .conn
-            .prepare_cached(
-                "UPDATE idempotency_records SET state = 'completed', response_status = 200, response_body = ?4 \
-                 WHERE workspace_id = ?1 AND idempotency_key = ?2 AND state = 'in_progress' AND owner_token = ?3",
-            )
-            .and_then(|mut s| s.execute(params![workspace_id, key, token, body]))
+            .prepare_cached(COMPLETE_CLAIM)
+            .and_then(|mut s| {
+                s.execute(params![workspace_id, key, token, State::InProgress.as_str(), State::Completed.as_str(), answer, balance_after])
+            })
             .map_err(err)?;
         Ok(n == 1)
     }
 
-    async fn commit(&mut self) -> Result<(), StoreError> {
+    fn commit(&mut self) -> Result<(), StoreError> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
         self.conn.execute_batch("COMMIT").map_err(err)
     }
 
-    async fn rollback(&mut self) {
+    fn rollback(&mut self) {
         if !self.conn.is_autocommit() {
             if let Err(e) = self.conn.execute_batch("ROLLBACK") {
                 tracing::error!(error = %e, "rolling back a settlement batch failed");
@@ -183,7 +190,3 @@ impl super::Store for Store {
         }
     }
 }
-
-const LEDGER_INSERT: &str = "INSERT INTO credit_ledger \
-     (workspace_id, api_key_id, request_id, delta, balance_after, reason, created_at) \
-     VALUES (?1, ?2, ?3, -1, ?4, 'enrich', ?5)";

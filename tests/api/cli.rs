@@ -30,10 +30,36 @@ async fn admin_commands_manage_workspaces_keys_and_credits(backend: Backend) {
         let db = db.to_string();
         move || {
             let db = db.as_str();
+            if backend == Backend::Postgres {
+                // An admin command never migrates a production database by surprise.
+                let refused = Command::new(env!("CARGO_BIN_EXE_leadlex"))
+                    .args(["--database-url", db, "workspace", "create", "--name", "Early"])
+                    .output()
+                    .unwrap();
+                let stderr = String::from_utf8_lossy(&refused.stderr);
+                assert!(!refused.status.success(), "a command on an unmigrated PostgreSQL database fails");
+                assert!(stderr.contains("leadlex migrate"), "and names the command that migrates: {stderr}");
+            }
             assert_eq!(leadlex(db, &["migrate"])["migrated"], true);
             let ws = leadlex(db, &["workspace", "create", "--name", "Acme", "--plan", "pro", "--credits", "25"]);
             let id = ws["id"].as_str().unwrap().to_string();
-            let key = leadlex(db, &["key", "create", "--workspace", &id, "--permission", "write:enrich", "--permission", "read:usage", "--expires-at", "2099-01-01T00:00:00Z", "--name", "ci"]);
+            let key = leadlex(
+                db,
+                &[
+                    "key",
+                    "create",
+                    "--workspace",
+                    &id,
+                    "--permission",
+                    "write:enrich",
+                    "--permission",
+                    "read:usage",
+                    "--expires-at",
+                    "2099-01-01T00:00:00Z",
+                    "--name",
+                    "ci",
+                ],
+            );
             let plaintext = key["key"].as_str().unwrap();
             assert!(plaintext.starts_with("wbk_") && plaintext.starts_with(key["prefix"].as_str().unwrap()));
             assert_eq!(key["permissions"], serde_json::json!(["write:enrich", "read:usage"]));

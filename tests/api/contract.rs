@@ -11,10 +11,7 @@ fn committed_contract_files_match_the_code() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi");
     for (path, generated) in leadlex::api::spec::committed_files() {
         let committed = std::fs::read_to_string(dir.join(path)).unwrap_or_default();
-        assert!(
-            committed == generated,
-            "openapi/{path} differs from the code: regenerate with `cargo run -- spec --write openapi`"
-        );
+        assert!(committed == generated, "openapi/{path} differs from the code: regenerate with `cargo run -- spec --write openapi`");
     }
 }
 
@@ -104,7 +101,7 @@ async fn sandbox_answers_validate_against_the_vendor_schemas() {
 
 #[test]
 fn sandbox_is_deterministic_and_vendors_overlap_partially() {
-    use leadlex::enrichment::vendors::VendorName::{VendorA, VendorB};
+    use leadlex::lookup::vendors::VendorName::{VendorA, VendorB};
     use leadlex::sandbox::data::knows;
     let domains: Vec<String> = (0..1000).map(|i| format!("d{i}.com")).collect();
     let count = |f: &dyn Fn(&str) -> bool| domains.iter().filter(|d| f(d)).count();
@@ -113,17 +110,16 @@ fn sandbox_is_deterministic_and_vendors_overlap_partially() {
     let only_b = count(&|d| !knows(VendorA, d) && knows(VendorB, d));
     let neither = count(&|d| !knows(VendorA, d) && !knows(VendorB, d));
     assert!(both > 200 && only_a > 200 && only_b > 100 && neither > 50, "{both} {only_a} {only_b} {neither}");
-    let d = leadlex::enrichment::input::Domain::parse("d7.com").unwrap();
+    let d = leadlex::sandbox::data::Domain::parse("d7.com").unwrap();
     assert_eq!(format!("{:?}", leadlex::sandbox::data::company(&d)), format!("{:?}", leadlex::sandbox::data::company(&d)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_serves_the_committed_spec_as_json_and_yaml() {
     let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await;
-    let committed: Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/leadlex.json")).unwrap(),
-    )
-    .unwrap();
+    let committed: Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/leadlex.json")).unwrap())
+            .unwrap();
     let json = app.request(app.client.get(format!("{}/openapi.json", app.base))).await;
     assert_eq!(json.status, 200);
     assert_eq!(json.json(), committed, "/openapi.json is the committed spec");

@@ -7,19 +7,13 @@ use serde_json::json;
 use crate::helpers::{sandbox_input, spawn_app, spawn_app_with, Backend};
 use crate::on_both_backends;
 
-on_both_backends!(
-    concurrent_requests_never_overspend,
-    group_commit_batches_mixed_calls_exactly,
-    a_debit_waits_for_a_lock_held_elsewhere,
-);
+on_both_backends!(concurrent_requests_never_overspend, group_commit_batches_mixed_calls_exactly, a_debit_waits_for_a_lock_held_elsewhere,);
 
 async fn concurrent_requests_never_overspend(backend: Backend) {
     let app = spawn_app(backend).await;
     let (ws, key) = app.funded(5).await;
     // Distinct inputs that some vendor knows, so every request would succeed if paid for.
-    let inputs: Vec<String> = (0..30)
-        .map(|n| sandbox_input(&format!("user{n}x{{i}}@acme.com"), |a, b| a || b))
-        .collect();
+    let inputs: Vec<String> = (0..30).map(|n| sandbox_input(&format!("user{n}x{{i}}@acme.com"), |a, b| a || b)).collect();
     let results = join_all(inputs.iter().map(|email| app.enrich(&key, json!({"email": email})))).await;
     let ok = results.iter().filter(|r| r.status == 200).count();
     let broke = results.iter().filter(|r| r.status == 402).count();
@@ -27,11 +21,8 @@ async fn concurrent_requests_never_overspend(backend: Backend) {
     for r in results.iter().filter(|r| r.status == 402) {
         assert_eq!(r.error_code(), "insufficient_credits");
     }
-    let mut remaining: Vec<i64> = results
-        .iter()
-        .filter(|r| r.status == 200)
-        .map(|r| r.json()["data"]["credits_remaining"].as_i64().unwrap())
-        .collect();
+    let mut remaining: Vec<i64> =
+        results.iter().filter(|r| r.status == 200).map(|r| r.json()["data"]["credits_remaining"].as_i64().unwrap()).collect();
     remaining.sort();
     assert_eq!(remaining, [0, 1, 2, 3, 4], "each success saw its own debit");
     assert_eq!(app.assert_books_balance(&ws).await, 0);

@@ -34,13 +34,12 @@ async fn validation_errors_are_400_with_details(backend: Backend) {
         assert_eq!(r.status, 400, "{body}");
         assert_eq!(r.error_code(), "validation_error");
         let details = r.json()["error"]["details"].clone();
-        assert!(
-            details.as_array().is_some_and(|d| d.iter().any(|p| p["field"] == field)),
-            "details name `{field}` for {body}: {details}"
-        );
+        assert!(details.as_array().is_some_and(|d| d.iter().any(|p| p["field"] == field)), "details name `{field}` for {body}: {details}");
         r.assert_rate_limit_headers();
     }
-    for body in [json!({"email": "jane@acme.com", "include": ["persons"]}), json!({"email": 42}), json!({"domain": "acme.com", "include": []})] {
+    for body in
+        [json!({"email": "jane@acme.com", "include": ["persons"]}), json!({"email": 42}), json!({"domain": "acme.com", "include": []})]
+    {
         let r = app.enrich(&key, body.clone()).await;
         assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"), "{body}");
     }
@@ -137,7 +136,7 @@ fn dead_vendors() -> Vec<leadlex::config::VendorSettings> {
     ["vendor_a", "vendor_b"]
         .into_iter()
         .map(|name| leadlex::config::VendorSettings {
-            name: leadlex::enrichment::vendors::VendorName::parse(name).unwrap(),
+            name: leadlex::lookup::vendors::VendorName::parse(name).unwrap(),
             base_url: url.clone(),
             api_key: leadlex::config::Secret::new("k"),
             timeout_ms: 500,

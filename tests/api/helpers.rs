@@ -80,6 +80,8 @@ pub async fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempD
 pub struct TestApp {
     pub base: String,
     pub db: DatabaseConnection,
+    /// The server's writer of balances, for grants.
+    pub settler: leadlex::settler::Settler,
     pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     /// The PostgreSQL database to drop when the test ends.
@@ -109,11 +111,7 @@ impl Resp {
         let body = self.json();
         let err = &body["error"];
         assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "envelope has a message: {body}");
-        assert_eq!(
-            err["request_id"].as_str(),
-            self.header("x-request-id"),
-            "the body's request_id is the X-Request-ID header"
-        );
+        assert_eq!(err["request_id"].as_str(), self.header("x-request-id"), "the body's request_id is the X-Request-ID header");
         err["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}")).to_string()
     }
 
@@ -150,11 +148,19 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     settings.database.max_connections = 8;
     settings.server.bind = "127.0.0.1:0".into();
     // Revocations and top-ups take effect at once (the key cache is tested on its own).
-    settings.auth.key_cache_ttl_ms = 0;
+    settings.hot_caches.known_keys.ttl_ms = 0;
+    settings.hot_caches.empty_workspaces.ttl_ms = 0;
     configure(&mut settings);
+    if backend == Backend::Postgres {
+        // As `leadlex migrate` would: the server itself never migrates PostgreSQL.
+        let db = leadlex::db::connect(&settings.database).await.expect("PostgreSQL is reachable");
+        leadlex::db::migrate(&db).await.expect("migrations run");
+        db.close().await.ok();
+    }
     let app = Application::build(settings).await.expect("application builds");
     let base = format!("http://{}", app.addr());
     let db = app.db().clone();
+    let settler = app.settler().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
@@ -162,6 +168,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     TestApp {
         base,
         db,
+        settler,
         client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
         shutdown: Some(tx),
         pg_database: (backend == Backend::Postgres).then(|| database_url.rsplit('/').next().unwrap().to_string()),
@@ -197,7 +204,7 @@ pub fn drop_database_blocking(name: String) {
 
 impl TestApp {
     pub async fn workspace(&self, plan: Plan, credits: i64) -> String {
-        admin::create_workspace(&self.db, "test", plan, credits, None, None).await.unwrap().id
+        admin::create_workspace(&self.db, &self.settler, "test", plan, credits, None, None).await.unwrap().id
     }
 
     pub async fn key(&self, workspace: &str, permissions: &[Permission], expires_at_ms: Option<i64>) -> KeyCreated {
@@ -256,7 +263,7 @@ impl TestApp {
 /// Finds a sandbox input by who knows it: `template` gets `{i}` replaced until `pred`
 /// holds for (vendor_a knows, vendor_b knows).
 pub fn sandbox_input(template: &str, pred: impl Fn(bool, bool) -> bool) -> String {
-    use leadlex::enrichment::vendors::VendorName;
+    use leadlex::lookup::vendors::VendorName;
     use leadlex::sandbox::data::knows;
     (0..10_000)
         .map(|i| template.replace("{i}", &i.to_string()))

@@ -86,7 +86,7 @@ async fn failures_are_not_stored(backend: Backend) {
     let (ws0, key0) = app.funded(0).await;
     let idem = new_key();
     assert_eq!(app.enrich_idem(&key0, &idem, json!({"email": "jane@acme.com"})).await.status, 402);
-    leadlex::credits::grant(&app.db, &ws0, 1).await.unwrap();
+    leadlex::credits::grant(&app.settler, &ws0, 1).await.unwrap();
     let r = app.enrich_idem(&key0, &idem, json!({"email": "jane@acme.com"})).await;
     assert_eq!(r.status, 200);
     assert!(r.header("idempotent-replayed").is_none());

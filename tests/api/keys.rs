@@ -7,7 +7,12 @@ use serde_json::json;
 use crate::helpers::{spawn_app, Backend};
 use crate::on_both_backends;
 
-on_both_backends!(keys_are_stored_hashed, revoked_keys_are_401, expired_keys_are_401, cached_keys_see_revocations_and_top_ups_within_the_ttl);
+on_both_backends!(
+    keys_are_stored_hashed,
+    revoked_keys_are_401,
+    expired_keys_are_401,
+    cached_keys_see_revocations_and_top_ups_within_the_ttl
+);
 
 async fn keys_are_stored_hashed(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -49,12 +54,16 @@ async fn expired_keys_are_401(backend: Backend) {
 }
 
 async fn cached_keys_see_revocations_and_top_ups_within_the_ttl(backend: Backend) {
-    let app = crate::helpers::spawn_app_with(backend, |s| s.auth.key_cache_ttl_ms = 500).await;
+    let app = crate::helpers::spawn_app_with(backend, |s| {
+        s.hot_caches.known_keys.ttl_ms = 500;
+        s.hot_caches.empty_workspaces.ttl_ms = 500;
+    })
+    .await;
     let ws = app.workspace(leadlex::ratelimit::Plan::Unmetered, 1).await;
     let key = app.key(&ws, &[Permission::WriteEnrich], None).await;
     assert_eq!(app.enrich(&key.key, json!({"email": "jane@acme.com"})).await.status, 200);
     assert_eq!(app.enrich(&key.key, json!({"email": "jane@acme.com"})).await.status, 402);
-    leadlex::credits::grant(&app.db, &ws, 5).await.unwrap();
+    leadlex::credits::grant(&app.settler, &ws, 5).await.unwrap();
     leadlex::admin::revoke_key(&app.db, &key.id).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let r = app.enrich(&key.key, json!({"email": "jane@acme.com"})).await;
@@ -62,4 +71,43 @@ async fn cached_keys_see_revocations_and_top_ups_within_the_ttl(backend: Backend
     let other = app.key(&ws, &[Permission::WriteEnrich], None).await;
     assert_eq!(app.enrich(&other.key, json!({"email": "jane@acme.com"})).await.status, 200, "topped up within the TTL");
     assert_eq!(app.assert_books_balance(&ws).await, 4);
+}
+
+/// A flood of distinct bad keys never pushes a good key out of the key cache: after
+/// 200,000 unknown keys, the valid key is answered from memory (observed through the
+/// hot-cache metric: a hit, and no miss that would have read the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unknown_keys_does_not_evict_a_valid_one() {
+    use futures::StreamExt;
+    use leadlex::{auth::Authenticator, config::HotCachesSettings, hot::HotCaches, metrics::Metrics};
+    use std::sync::Arc;
+
+    let app = spawn_app(Backend::Sqlite).await;
+    let ws = app.workspace(leadlex::ratelimit::Plan::Pro, 1).await;
+    let key = app.key(&ws, &[Permission::WriteEnrich], None).await;
+    let mut settings = HotCachesSettings::default();
+    settings.known_keys.ttl_ms = 600_000;
+    settings.unknown_keys.ttl_ms = 600_000;
+    let metrics = Arc::new(Metrics::new());
+    let auth = Authenticator::new(app.db.clone(), Arc::new(HotCaches::new(&settings, metrics.clone())));
+    let count = |outcome: &str| -> u64 {
+        let wanted = format!("leadlex_hot_cache_total{{cache=\"known_keys\",outcome=\"{outcome}\"}} ");
+        metrics.render().lines().find_map(|l| l.strip_prefix(&wanted).map(|n| n.parse().unwrap())).unwrap_or(0)
+    };
+
+    let now = leadlex::now_ms();
+    assert!(auth.authenticate(&key.key, now).await.is_ok(), "the valid key is read once");
+    let bad_keys = futures::stream::iter(0..200_000u32).map(|i| {
+        let auth = &auth;
+        async move {
+            let bad = format!("wbk_{:0>43}", i);
+            assert!(auth.authenticate(&bad, now).await.is_err());
+        }
+    });
+    bad_keys.buffer_unordered(32).collect::<Vec<()>>().await;
+
+    let (hits, misses) = (count("hit"), count("miss"));
+    assert!(auth.authenticate(&key.key, now).await.is_ok());
+    assert_eq!(count("hit"), hits + 1, "the valid key was answered from memory");
+    assert_eq!(count("miss"), misses, "no database read for it");
 }

@@ -16,7 +16,8 @@ async fn json_logs_carry_the_request_id_and_never_the_key() {
     settings.database.url = url.clone();
     let db = leadlex::db::connect(&settings.database).await.unwrap();
     leadlex::db::migrate(&db).await.unwrap();
-    let ws = leadlex::admin::create_workspace(&db, "logs", leadlex::ratelimit::Plan::Pro, 5, None, None).await.unwrap().id;
+    let settler = leadlex::settler::Settler::spawn(&settings.database, Default::default()).await.unwrap();
+    let ws = leadlex::admin::create_workspace(&db, &settler, "logs", leadlex::ratelimit::Plan::Pro, 5, None, None).await.unwrap().id;
     let perms = [leadlex::auth::Permission::WriteEnrich].into_iter().collect();
     let key = leadlex::admin::create_key(&db, &ws, "t", &perms, None).await.unwrap();
 

@@ -28,7 +28,7 @@ async fn spellings_of_one_input_share_the_cache(backend: Backend) {
         assert_eq!(source(&app, &key, second.clone()).await, "cached", "{second} normalises like {first}");
     }
     // Internationalised domains are looked up as punycode.
-    use leadlex::{enrichment::vendors::VendorName, sandbox::data::knows};
+    use leadlex::{lookup::vendors::VendorName, sandbox::data::knows};
     let (unicode, puny) = (0..1000)
         .map(|i| format!("bücher{i}.de"))
         .map(|u| {

@@ -35,7 +35,7 @@ async fn starter_plan_allows_ten_per_minute(backend: Backend) {
 
 async fn daily_quota_counts_errors_too(backend: Backend) {
     let app = spawn_app(backend).await;
-    let ws = admin::create_workspace(&app.db, "t", Plan::Starter, 5, Some(1_000), Some(3)).await.unwrap().id;
+    let ws = admin::create_workspace(&app.db, &app.settler, "t", Plan::Starter, 5, Some(1_000), Some(3)).await.unwrap().id;
     let key = app.key(&ws, &[Permission::WriteEnrich], None).await.key;
     assert_eq!(app.enrich(&key, json!({})).await.status, 400);
     assert_eq!(app.enrich(&key, json!({"domain": "acme.com"})).await.status, 200);

@@ -57,6 +57,7 @@ impl Replica {
 
 struct Cluster {
     db: DatabaseConnection,
+    settler: leadlex::settler::Settler,
     database_url: String,
     config: PathBuf,
     replicas: Vec<Replica>,
@@ -72,16 +73,17 @@ impl Cluster {
         settings.database.url = database_url.clone();
         let db = leadlex::db::connect(&settings.database).await.unwrap();
         leadlex::db::migrate(&db).await.unwrap();
+        let settler = leadlex::settler::Settler::spawn(&settings.database, Default::default()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("leadlex.toml");
         std::fs::write(&config_path, config).unwrap();
         let replicas = join_all((0..n).map(|_| Replica::start(&database_url, &config_path))).await;
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(0).build().unwrap();
-        Cluster { db, database_url, config: config_path, replicas, client, _dir: dir }
+        Cluster { db, settler, database_url, config: config_path, replicas, client, _dir: dir }
     }
 
     async fn funded(&self, plan: Plan, credits: i64, per_minute: Option<i64>, per_day: Option<i64>) -> (String, String) {
-        let ws = admin::create_workspace(&self.db, "replicas", plan, credits, per_minute, per_day).await.unwrap().id;
+        let ws = admin::create_workspace(&self.db, &self.settler, "replicas", plan, credits, per_minute, per_day).await.unwrap().id;
         let perms = [Permission::WriteEnrich].into_iter().collect();
         (ws.clone(), admin::create_key(&self.db, &ws, "t", &perms, None).await.unwrap().key)
     }
@@ -119,9 +121,9 @@ async fn four_hundred_requests_on_fifty_credits_across_replicas() {
     let cluster = Cluster::start(2, FAST).await;
     let (ws, key) = cluster.funded(Plan::Unmetered, 50, None, None).await;
     let inputs: Vec<String> = (0..400).map(|n| sandbox_input(&format!("r{n}x{{i}}@acme.com"), |a, b| a || b)).collect();
-    let results = join_all(inputs.iter().enumerate().map(|(i, email)| {
-        send(&cluster.client, cluster.enrich(i % 2, &key, None, json!({"email": email})))
-    }))
+    let results = join_all(
+        inputs.iter().enumerate().map(|(i, email)| send(&cluster.client, cluster.enrich(i % 2, &key, None, json!({"email": email})))),
+    )
     .await;
     let statuses: Vec<u16> = results.into_iter().map(|r| r.expect("answered").status).collect();
     let ok = statuses.iter().filter(|s| **s == 200).count();
@@ -208,7 +210,7 @@ async fn sigkill_under_load_loses_no_money() {
     for (i, (idem, body)) in jobs.iter().enumerate() {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            let r = send(&cluster.client, cluster.enrich(i % 2, &key, Some(idem), body.clone())).await.unwrap();
+            let r = send(&cluster.client, cluster.enrich(i % 2, key, Some(idem), body.clone())).await.unwrap();
             if r.status == 409 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;

@@ -27,11 +27,7 @@ pub fn coverage_dir() -> PathBuf {
 static COVERAGE: LazyLock<Mutex<std::fs::File>> = LazyLock::new(|| {
     let dir = coverage_dir();
     std::fs::create_dir_all(&dir).unwrap();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("{}.txt", std::process::id())))
-        .unwrap();
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{}.txt", std::process::id()))).unwrap();
     Mutex::new(file)
 });
 
@@ -47,10 +43,7 @@ fn operation(method: &str, path: &str) -> Option<&'static Value> {
 
 fn schema_validator(schema: &Value) -> jsonschema::Validator {
     let doc = json!({"components": SPEC["components"], "allOf": [schema]});
-    jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft4)
-        .build(&doc)
-        .unwrap_or_else(|e| panic!("schema {schema} compiles: {e}"))
+    jsonschema::options().with_draft(jsonschema::Draft::Draft4).build(&doc).unwrap_or_else(|e| panic!("schema {schema} compiles: {e}"))
 }
 
 /// Panics with a precise message when the response breaks the contract.
@@ -66,9 +59,8 @@ pub fn check(method: &str, path: &str, status: u16, headers: &HeaderMap, body: &
         return;
     };
     let op_id = op["operationId"].as_str().expect("operationId");
-    let declared = op["responses"]
-        .get(status.to_string())
-        .unwrap_or_else(|| panic!("{op_id}: status {status} is not declared in the spec"));
+    let declared =
+        op["responses"].get(status.to_string()).unwrap_or_else(|| panic!("{op_id}: status {status} is not declared in the spec"));
     for (name, header) in declared["headers"].as_object().into_iter().flatten() {
         let value = headers.get(name.as_str()).and_then(|v| v.to_str().ok());
         let required = header["required"].as_bool().unwrap_or(false);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use leadlex::{
     config::{Secret, Settings, VendorSettings},
-    enrichment::vendors::{clearbit, pdl, VendorName},
+    lookup::vendors::{clearbit, pdl, VendorName},
 };
 use serde_json::{json, Value};
 use wiremock::{
@@ -86,7 +86,10 @@ fn faults() -> Vec<(&'static str, ResponseTemplate)> {
         ("5xx", ResponseTemplate::new(503).set_body_json(json!({"status": 503, "error": {"type": "api_error", "message": "down"}}))),
         ("429", ResponseTemplate::new(429).insert_header("Retry-After", "1").set_body_json(json!({"error": {"type": "rate_limit"}}))),
         ("malformed JSON", ResponseTemplate::new(200).set_body_raw("{\"status\": 200, \"likel", "application/json")),
-        ("wrong shape", ResponseTemplate::new(200).set_body_json(json!({"status": 200, "likelihood": "high", "data": [1, 2], "person": 7}))),
+        (
+            "wrong shape",
+            ResponseTemplate::new(200).set_body_json(json!({"status": 200, "likelihood": "high", "data": [1, 2], "person": 7})),
+        ),
         ("202 queued", ResponseTemplate::new(202).set_body_json(json!({"error": {"type": "queued"}}))),
     ]
 }
@@ -134,7 +137,8 @@ async fn refused_connections_and_answers_slower_than_the_deadline() {
     // vendor_a answers within its own timeout but after the whole deadline: the deadline
     // wins and, with nothing left, the call is a free 503.
     let a = MockServer::start().await;
-    mock(&a, PERSON_A, ResponseTemplate::new(200).set_body_json(pdl_person("Jane Doe", None, 9)).set_delay(Duration::from_millis(1_500))).await;
+    mock(&a, PERSON_A, ResponseTemplate::new(200).set_body_json(pdl_person("Jane Doe", None, 9)).set_delay(Duration::from_millis(1_500)))
+        .await;
     let (a_uri, dead) = (a.uri(), dead_url());
     let app = spawn_app_with(Backend::Sqlite, move |s| {
         s.vendors = vec![vendor(VendorName::VendorA, &a_uri, 5_000), vendor(VendorName::VendorB, &dead, 5_000)];
@@ -211,7 +215,9 @@ async fn a_dead_vendor_trips_its_breaker_then_is_probed_back() {
 async fn identical_concurrent_lookups_share_one_vendor_call_but_each_pays() {
     let a = MockServer::start().await;
     Mock::given(path(PERSON_A))
-        .respond_with(ResponseTemplate::new(200).set_body_json(pdl_person("Jane Doe", Some("Acme Corp"), 9)).set_delay(Duration::from_millis(400)))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(pdl_person("Jane Doe", Some("Acme Corp"), 9)).set_delay(Duration::from_millis(400)),
+        )
         .expect(1)
         .mount(&a)
         .await;
@@ -233,8 +239,16 @@ async fn identical_concurrent_lookups_share_one_vendor_call_but_each_pays() {
 async fn no_matches_are_remembered_for_their_short_ttl() {
     let a = MockServer::start().await;
     let b = MockServer::start().await;
-    Mock::given(path(PERSON_A)).respond_with(ResponseTemplate::new(404).set_body_json(json!({"status": 404, "error": {"type": "not_found", "message": "no"}}))).expect(2).mount(&a).await;
-    Mock::given(path(PERSON_B)).respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {"type": "unknown_record"}}))).expect(2).mount(&b).await;
+    Mock::given(path(PERSON_A))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"status": 404, "error": {"type": "not_found", "message": "no"}})))
+        .expect(2)
+        .mount(&a)
+        .await;
+    Mock::given(path(PERSON_B))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {"type": "unknown_record"}})))
+        .expect(2)
+        .mount(&b)
+        .await;
     let app = app_with(&a.uri(), &b.uri(), |s| s.cache.negative_ttl_secs = 1).await;
     let (ws, key) = app.funded(5).await;
     for _ in 0..3 {

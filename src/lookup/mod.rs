@@ -34,18 +34,24 @@ use record::{merged_confidence, Matched};
 use vendors::{Vendor, VendorAnswer, VendorError};
 
 use crate::config::WaterfallSettings;
-use crate::memo::Memo;
+use crate::hot::HotCaches;
 use crate::metrics::{Metrics, VendorLabels, VendorOutcomeLabels};
+use crate::settler::Settler;
 
 /// The result of a lookup.
 #[derive(Debug, Clone)]
 pub enum LookupOutcome {
     /// `cached_at`: when the answer came from the cache, the `fetched_at` of its entry
     /// (entries change only by being replaced, so cache key and `cached_at` identify it).
-    Found { matched: Matched, cached_at: Option<i64> },
+    Found {
+        matched: Box<Matched>,
+        cached_at: Option<i64>,
+    },
     NoMatch,
     /// Every vendor failed; `retry_after` is the soonest a retry makes sense.
-    Unavailable { retry_after: Duration },
+    Unavailable {
+        retry_after: Duration,
+    },
 }
 
 struct Slot {
@@ -53,48 +59,48 @@ struct Slot {
     breaker: CircuitBreaker,
 }
 
-/// The waterfall of configured vendors, behind the cache.
-pub struct Enricher {
+/// The cache, then the waterfall of configured vendors.
+pub struct Lookup {
     slots: Vec<Slot>,
     deadline: Duration,
     policy: WaterfallSettings,
-    pub cache: CachePolicy,
+    cache: CachePolicy,
     inflight: Mutex<HashMap<String, Arc<OnceCell<LookupOutcome>>>>,
-    /// Recently read cache rows.
-    rows: Memo<String, Arc<cache::Entry>>,
+    /// Owns the in-process memo of recently read cache rows.
+    hot: Arc<HotCaches>,
+    /// The one writer of the cache (remembered no-matches go through it).
+    settler: Settler,
     /// On SQLite, cache rows are read on the request's own thread.
     sqlite_reads: Option<Arc<crate::db::SqliteReads>>,
     metrics: Arc<Metrics>,
 }
 
-/// How long a cache row read from the database is reused in-process.
-const ROW_MEMO_TTL: Duration = Duration::from_secs(30);
+/// What a [`Lookup`] is built from.
+pub struct LookupParts {
+    pub vendors: Vec<Vendor>,
+    /// For the whole waterfall of one request.
+    pub deadline: Duration,
+    pub policy: WaterfallSettings,
+    pub cache: CachePolicy,
+    pub hot: Arc<HotCaches>,
+    pub settler: Settler,
+    pub metrics: Arc<Metrics>,
+}
 
-impl Enricher {
-    pub fn new(
-        vendors: Vec<Vendor>,
-        deadline: Duration,
-        policy: WaterfallSettings,
-        cache: CachePolicy,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+impl Lookup {
+    pub fn new(parts: LookupParts) -> Self {
+        let LookupParts { vendors, deadline, policy, cache, hot, settler, metrics } = parts;
         let open_for = Duration::from_secs(policy.breaker_open_secs);
         let slots = vendors
             .into_iter()
             .map(|vendor| Slot { vendor, breaker: CircuitBreaker::new(policy.breaker_failure_threshold, open_for) })
             .collect();
-        // 10k rows of about 1 KB: a flood of misses (each remembers its row) stays within
-        // ~10 MB; the inputs asked again and again are re-read at most once per flush.
-        Self {
-            slots,
-            deadline,
-            policy,
-            cache,
-            inflight: Mutex::new(HashMap::new()),
-            rows: Memo::new(10_000),
-            sqlite_reads: None,
-            metrics,
-        }
+        Self { slots, deadline, policy, cache, inflight: Mutex::new(HashMap::new()), hot, settler, sqlite_reads: None, metrics }
+    }
+
+    /// How long each kind of cache entry is served.
+    pub fn cache_policy(&self) -> &CachePolicy {
+        &self.cache
     }
 
     /// Reads cache rows through `reads` (SQLite) instead of the pool.
@@ -107,7 +113,9 @@ impl Enricher {
         self.slots.iter().map(|s| s.vendor.name().as_str()).collect()
     }
 
-    pub async fn lookup(
+    /// What is known about `input`: from the cache when it has a fresh answer, else from
+    /// the vendors.
+    pub async fn find(
         &self,
         db: &DatabaseConnection,
         input: &LookupInput,
@@ -127,7 +135,7 @@ impl Enricher {
         }
         // Boxed: the waterfall's state (HTTP client futures) is large, and every caller's
         // future would otherwise carry it, copied each time poem moves a request's future.
-        Ok(Box::pin(self.coalesced(db, input)).await)
+        Ok(Box::pin(self.coalesced(input)).await)
     }
 
     /// The cache's answer, from the in-process memo of recent rows when it has a usable
@@ -141,7 +149,7 @@ impl Enricher {
         now_ms: i64,
     ) -> Result<Cached, DbErr> {
         let key = input.cache_key();
-        if let Some(entry) = self.rows.get(&key) {
+        if let Some(entry) = self.hot.cache_row(&key) {
             let cached = entry.interpret(include, &self.cache, now_ms);
             if !matches!(cached, Cached::Miss) {
                 return Ok(cached);
@@ -164,17 +172,23 @@ impl Enricher {
     }
 
     /// Remembers a cache entry: one just read from the database, or one this process just
-    /// paid for, before its row commits (the settler writes cache rows just after the
-    /// debits; see `settler::settle`).
+    /// handed to the settler, before its row commits (the settler writes cache rows just
+    /// after the debits; see `docs/design.md`).
     pub fn remember(&self, input: &LookupInput, entry: cache::Entry, now_ms: i64) {
-        let left = Duration::from_millis((entry.expires_at - now_ms).max(0) as u64);
-        self.rows.insert(input.cache_key(), Arc::new(entry), left.min(ROW_MEMO_TTL));
+        self.hot.remember_cache_row(&input.cache_key(), Arc::new(entry), now_ms);
+    }
+
+    /// Caches a vendor answer nobody pays for (it had none of the sections asked for).
+    pub fn keep_unpaid(&self, input: &LookupInput, matched: &Matched, now_ms: i64) {
+        let row = cache::match_row(input, matched, &self.cache, now_ms);
+        self.remember(input, cache::Entry::of_match(matched.clone(), row.fetched_at, row.expires_at), now_ms);
+        self.settler.cache(row);
     }
 
     /// One waterfall per input at a time: concurrent callers share its outcome.
     /// The one waterfall also remembers a no-match (once, not once per waiting caller;
-    /// failing to remember it costs a later vendor call, not this answer).
-    async fn coalesced(&self, db: &DatabaseConnection, input: &LookupInput) -> LookupOutcome {
+    /// losing it costs a later vendor call, not this answer).
+    async fn coalesced(&self, input: &LookupInput) -> LookupOutcome {
         let key = input.cache_key();
         let (cell, leader) = {
             let mut inflight = self.inflight.lock().expect("not poisoned");
@@ -195,8 +209,10 @@ impl Enricher {
         cell.get_or_init(|| async {
             let outcome = self.ask_vendors(input).await;
             if matches!(outcome, LookupOutcome::NoMatch) {
-                if let Err(err) = cache::put_no_match(db, input, &self.cache, crate::now_ms()).await {
-                    tracing::warn!(error = %err, "remembering a no-match failed");
+                let now = crate::now_ms();
+                if let Some(row) = cache::no_match_row(input, &self.cache, now) {
+                    self.remember(input, cache::Entry::new(row.clone()), now);
+                    self.settler.cache(row);
                 }
             }
             outcome
@@ -220,7 +236,7 @@ impl Enricher {
             asked += 1;
             match self.call(slot, input, started).await {
                 Ok(VendorAnswer::Match { record, confidence }) => match &mut found {
-                    None => found = Some(Matched { record, vendor: slot.vendor.name(), confidence: confidence.clamp(0.0, 1.0) }),
+                    None => found = Some(Matched { record: *record, vendor: slot.vendor.name(), confidence: confidence.clamp(0.0, 1.0) }),
                     Some(m) => {
                         let agreement = m.record.fill_from(&record);
                         m.confidence = merged_confidence(m.confidence, confidence, agreement);
@@ -236,7 +252,7 @@ impl Enricher {
             }
         }
         match found {
-            Some(matched) => LookupOutcome::Found { matched, cached_at: None },
+            Some(matched) => LookupOutcome::Found { matched: Box::new(matched), cached_at: None },
             None if failures > 0 && failures == asked => {
                 LookupOutcome::Unavailable { retry_after: retry_after.min(Duration::from_secs(60)) }
             }
@@ -297,10 +313,7 @@ impl Enricher {
     }
 
     fn count(&self, vendor: &str, outcome: &str) {
-        self.metrics
-            .vendor_calls
-            .get_or_create(&VendorOutcomeLabels { vendor: vendor.to_string(), outcome: outcome.to_string() })
-            .inc();
+        self.metrics.vendor_calls.get_or_create(&VendorOutcomeLabels { vendor: vendor.to_string(), outcome: outcome.to_string() }).inc();
     }
 }
 

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{retry_after_header, website_domain, with_scheme, VendorAnswer, VendorError};
 use crate::config::Secret;
-use crate::enrichment::input::LookupInput;
-use crate::enrichment::record::{Company, EnrichmentRecord, Person, Social};
+use crate::lookup::input::LookupInput;
+use crate::lookup::record::{Company, EnrichmentRecord, Person, Social};
 
 /// `200` of `GET /v5/person/enrich`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -163,7 +163,7 @@ impl PdlClient {
             200 => {}
             404 => return Ok(VendorAnswer::NoMatch),
             429 => return Err(VendorError::RateLimited { retry_after: retry_after_header(&resp) }),
-            401 | 402 | 403 => return Err(VendorError::Refused(status)),
+            401..=403 => return Err(VendorError::Refused(status)),
             _ => return Err(VendorError::Status(status)),
         }
         let body = resp.bytes().await.map_err(VendorError::from_reqwest)?;
@@ -182,7 +182,7 @@ impl PdlClient {
         if record.is_empty() {
             return Ok(VendorAnswer::NoMatch);
         }
-        Ok(VendorAnswer::Match { record, confidence: likelihood_confidence(likelihood) })
+        Ok(VendorAnswer::Match { record: Box::new(record), confidence: likelihood_confidence(likelihood) })
     }
 }
 
@@ -205,9 +205,7 @@ pub fn seniority(levels: &[String]) -> Option<String> {
         ("training", "entry"),
         ("unpaid", "entry"),
     ];
-    RANK.iter()
-        .find(|(level, _)| levels.iter().any(|l| l.eq_ignore_ascii_case(level)))
-        .map(|(_, ours)| ours.to_string())
+    RANK.iter().find(|(level, _)| levels.iter().any(|l| l.eq_ignore_ascii_case(level))).map(|(_, ours)| ours.to_string())
 }
 
 pub fn map_person(d: PersonData) -> EnrichmentRecord {
@@ -230,11 +228,7 @@ pub fn map_person(d: PersonData) -> EnrichmentRecord {
         linkedin_url: with_scheme(d.job_company_linkedin_url),
         hq_location: d.job_company_location_name,
     };
-    let social = Social {
-        twitter: with_scheme(d.twitter_url),
-        github: with_scheme(d.github_url),
-        facebook: with_scheme(d.facebook_url),
-    };
+    let social = Social { twitter: with_scheme(d.twitter_url), github: with_scheme(d.github_url), facebook: with_scheme(d.facebook_url) };
     EnrichmentRecord::new(Some(person), Some(company), Some(social))
 }
 
@@ -249,11 +243,7 @@ pub fn map_company(c: CompanyEnrichResponse) -> EnrichmentRecord {
         linkedin_url: with_scheme(c.linkedin_url),
         hq_location: c.location.and_then(|l| l.name),
     };
-    let social = Social {
-        twitter: with_scheme(c.twitter_url),
-        github: None,
-        facebook: with_scheme(c.facebook_url),
-    };
+    let social = Social { twitter: with_scheme(c.twitter_url), github: None, facebook: with_scheme(c.facebook_url) };
     EnrichmentRecord::new(None, Some(company), Some(social))
 }
 

@@ -162,15 +162,13 @@ impl EnrichmentRecord {
     /// Whether the person (for an email) or the company is missing, or lacks a field:
     /// what asking the next vendor could fill.
     pub fn has_gaps(&self, has_email: bool) -> bool {
-        let person_gaps = self.person.as_ref().map_or(true, |p| {
+        let person_gaps = self.person.as_ref().is_none_or(|p| {
             [&p.full_name, &p.first_name, &p.last_name, &p.job_title, &p.seniority, &p.location, &p.linkedin_url]
                 .iter()
                 .any(|f| f.is_none())
         });
-        let company_gaps = self.company.as_ref().map_or(true, |c| {
-            [&c.name, &c.domain, &c.industry, &c.size, &c.description, &c.linkedin_url, &c.hq_location]
-                .iter()
-                .any(|f| f.is_none())
+        let company_gaps = self.company.as_ref().is_none_or(|c| {
+            [&c.name, &c.domain, &c.industry, &c.size, &c.description, &c.linkedin_url, &c.hq_location].iter().any(|f| f.is_none())
                 || c.founded_year.is_none()
         });
         (has_email && person_gaps) || company_gaps
@@ -180,8 +178,31 @@ impl EnrichmentRecord {
     /// value) and counts agreements and disagreements.
     pub fn fill_from(&mut self, other: &EnrichmentRecord) -> Agreement {
         let mut tally = Agreement::default();
-        merge_section!(self.person, other.person, &mut tally, full_name, first_name, last_name, job_title, seniority, location, linkedin_url);
-        merge_section!(self.company, other.company, &mut tally, name, domain, industry, size, founded_year, description, linkedin_url, hq_location);
+        merge_section!(
+            self.person,
+            other.person,
+            &mut tally,
+            full_name,
+            first_name,
+            last_name,
+            job_title,
+            seniority,
+            location,
+            linkedin_url
+        );
+        merge_section!(
+            self.company,
+            other.company,
+            &mut tally,
+            name,
+            domain,
+            industry,
+            size,
+            founded_year,
+            description,
+            linkedin_url,
+            hq_location
+        );
         merge_section!(self.social, other.social, &mut tally, twitter, github, facebook);
         tally
     }
@@ -210,11 +231,39 @@ pub struct Matched {
     pub confidence: f64,
 }
 
-/// Where an answer came from, as the API reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where an answer came from, as the API reports it (`vendor_a`, `vendor_b`, `cached`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum Source {
     Vendor(VendorName),
     Cached,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Vendor(vendor) => vendor.as_str(),
+            Source::Cached => "cached",
+        }
+    }
+}
+
+impl From<Source> for String {
+    fn from(source: Source) -> Self {
+        source.as_str().to_string()
+    }
+}
+
+impl TryFrom<String> for Source {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match VendorName::parse(&s) {
+            Some(vendor) => Ok(Source::Vendor(vendor)),
+            None if s == "cached" => Ok(Source::Cached),
+            None => Err(format!("unknown source {s:?}")),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -255,8 +304,14 @@ mod tests {
     #[test]
     fn gaps_are_missing_sections_or_fields() {
         let full_company = Company {
-            name: Some("a".into()), domain: Some("a.com".into()), industry: Some("x".into()), size: Some("1-10".into()),
-            founded_year: Some(2000), description: Some("d".into()), linkedin_url: Some("l".into()), hq_location: Some("h".into()),
+            name: Some("a".into()),
+            domain: Some("a.com".into()),
+            industry: Some("x".into()),
+            size: Some("1-10".into()),
+            founded_year: Some(2000),
+            description: Some("d".into()),
+            linkedin_url: Some("l".into()),
+            hq_location: Some("h".into()),
         };
         let r = EnrichmentRecord::new(None, Some(full_company), None);
         assert!(!r.has_gaps(false));

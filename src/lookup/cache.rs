@@ -2,13 +2,12 @@
 //!
 //! A match is served while every section the caller asks for is younger than its TTL
 //! (configurable per section); a remembered no-match is served until its short TTL runs
-//! out. Expired entries are ignored and purged in the background.
+//! out. Expired entries are ignored and purged in the background. Rows are written by the
+//! settler only (see `docs/design.md`, cache writes); this module reads and interprets them.
 
 use std::{collections::BTreeSet, time::Duration};
 
-use sea_orm::{
-    sea_query::{Alias, Expr, OnConflict}, ActiveModelTrait, ActiveValue::Set, ColumnTrait, IntoActiveModel, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 use entity::cache_entry;
 
@@ -58,7 +57,7 @@ impl CachePolicy {
 pub enum Cached {
     /// The answer, and the `fetched_at` of its entry (entries change only by being
     /// replaced, so the cache key and `fetched_at` identify one).
-    Match(Matched, i64),
+    Match(Box<Matched>, i64),
     NoMatch,
     Miss,
 }
@@ -142,46 +141,12 @@ impl Entry {
         if present(&matched.record).any(|s| include.contains(&s) && age >= policy.ttl(s)) {
             return Cached::Miss;
         }
-        Cached::Match(matched.clone(), self.fetched_at)
+        Cached::Match(Box::new(matched.clone()), self.fetched_at)
     }
 }
 
-async fn upsert(db: &impl ConnectionTrait, row: cache_entry::ActiveModel) -> Result<(), DbErr> {
-    cache_entry::Entity::insert(row)
-        .on_conflict(
-            OnConflict::column(cache_entry::Column::CacheKey)
-                .update_columns([
-                    cache_entry::Column::Record,
-                    cache_entry::Column::Vendor,
-                    cache_entry::Column::Confidence,
-                    cache_entry::Column::FetchedAt,
-                    cache_entry::Column::ExpiresAt,
-                    cache_entry::Column::Outcome,
-                ])
-                // Never replace a newer answer with an older one (replicas race).
-                .action_and_where(
-                    Expr::col((cache_entry::Entity, cache_entry::Column::FetchedAt))
-                        .lte(Expr::col((Alias::new("excluded"), cache_entry::Column::FetchedAt))),
-                )
-                .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
-}
-
-/// Stores (or replaces) the answer for `input`.
-pub async fn put(
-    db: &impl ConnectionTrait,
-    input: &LookupInput,
-    matched: &Matched,
-    policy: &CachePolicy,
-    now_ms: i64,
-) -> Result<(), DbErr> {
-    upsert(db, match_row(input, matched, policy, now_ms).into_active_model().reset_all()).await
-}
-
-/// The row [`put`] writes (the settler writes it just after the debit's commit).
+/// The row that stores `matched` as the answer for `input`, fetched at `now_ms`. Written
+/// by the settler, the one writer of the cache.
 pub fn match_row(input: &LookupInput, matched: &Matched, policy: &CachePolicy, now_ms: i64) -> cache_entry::Model {
     cache_entry::Model {
         cache_key: input.cache_key(),
@@ -194,36 +159,22 @@ pub fn match_row(input: &LookupInput, matched: &Matched, policy: &CachePolicy, n
     }
 }
 
-/// Remembers that no vendor knows `input` (for the policy's negative TTL).
-pub async fn put_no_match(
-    db: &impl ConnectionTrait,
-    input: &LookupInput,
-    policy: &CachePolicy,
-    now_ms: i64,
-) -> Result<(), DbErr> {
-    if policy.negative.is_zero() {
-        return Ok(());
-    }
-    upsert(
-        db,
-        cache_entry::ActiveModel {
-            cache_key: Set(input.cache_key()),
-            record: Set("null".to_string()),
-            vendor: Set(String::new()),
-            confidence: Set(0.0),
-            fetched_at: Set(now_ms),
-            expires_at: Set(now_ms.saturating_add(policy.negative.as_millis() as i64)),
-            outcome: Set(NO_MATCH.to_string()),
-        },
-    )
-    .await
+/// The row that remembers that no vendor knows `input`, for the policy's negative TTL
+/// (`None` when no-matches are not remembered).
+pub fn no_match_row(input: &LookupInput, policy: &CachePolicy, now_ms: i64) -> Option<cache_entry::Model> {
+    (!policy.negative.is_zero()).then(|| cache_entry::Model {
+        cache_key: input.cache_key(),
+        record: "null".to_string(),
+        vendor: String::new(),
+        confidence: 0.0,
+        fetched_at: now_ms,
+        expires_at: now_ms.saturating_add(policy.negative.as_millis() as i64),
+        outcome: NO_MATCH.to_string(),
+    })
 }
 
 /// Deletes expired entries; returns how many.
 pub async fn purge_expired(db: &impl ConnectionTrait, now_ms: i64) -> Result<u64, DbErr> {
-    let res = cache_entry::Entity::delete_many()
-        .filter(cache_entry::Column::ExpiresAt.lte(now_ms))
-        .exec(db)
-        .await?;
+    let res = cache_entry::Entity::delete_many().filter(cache_entry::Column::ExpiresAt.lte(now_ms)).exec(db).await?;
     Ok(res.rows_affected)
 }

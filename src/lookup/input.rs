@@ -7,6 +7,8 @@ use std::{collections::BTreeSet, fmt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::hex::hex;
+
 /// Why an input was refused; `field` names the request field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -39,8 +41,7 @@ impl Domain {
             return Err(InputError::new(field, "must not be empty"));
         }
         let host = if trimmed.contains("://") {
-            let url = url::Url::parse(trimmed)
-                .map_err(|e| InputError::new(field, format!("is not a valid URL: {e}")))?;
+            let url = url::Url::parse(trimmed).map_err(|e| InputError::new(field, format!("is not a valid URL: {e}")))?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(InputError::new(field, "URLs must use http or https"));
             }
@@ -65,8 +66,7 @@ impl Domain {
         if host.is_empty() || host.len() > 253 {
             return Err(InputError::new(field, "is not a valid domain name"));
         }
-        let ascii = idna::domain_to_ascii(host)
-            .map_err(|_| InputError::new(field, "is not a valid domain name"))?;
+        let ascii = idna::domain_to_ascii(host).map_err(|_| InputError::new(field, "is not a valid domain name"))?;
         let ascii = match ascii.strip_prefix("www.") {
             Some(rest) if rest.contains('.') => rest.to_string(),
             _ => ascii,
@@ -119,9 +119,7 @@ impl EmailAddress {
         if trimmed.is_empty() {
             return Err(InputError::new("email", "must not be empty"));
         }
-        let (local, domain) = trimmed
-            .rsplit_once('@')
-            .ok_or_else(|| InputError::new("email", "must look like name@example.com"))?;
+        let (local, domain) = trimmed.rsplit_once('@').ok_or_else(|| InputError::new("email", "must look like name@example.com"))?;
         let local = local.to_lowercase();
         const ATEXT: &str = "!#$%&'*+-/=?^_`{|}~.";
         let local_ok = !local.is_empty()
@@ -226,11 +224,7 @@ pub struct EnrichQuery {
 
 impl EnrichQuery {
     /// Validates the raw request fields; all problems are reported, not just the first.
-    pub fn parse(
-        email: Option<&str>,
-        domain: Option<&str>,
-        include: Option<&[Section]>,
-    ) -> Result<Self, Vec<InputError>> {
+    pub fn parse(email: Option<&str>, domain: Option<&str>, include: Option<&[Section]>) -> Result<Self, Vec<InputError>> {
         let mut problems = Vec::new();
         let email = email.and_then(|e| EmailAddress::parse(e).map_err(|e| problems.push(e)).ok());
         let domain = domain.and_then(|d| Domain::parse(d).map_err(|e| problems.push(e)).ok());
@@ -267,17 +261,6 @@ impl EnrichQuery {
     }
 }
 
-/// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,9 +286,22 @@ mod tests {
 
     #[test]
     fn bad_domains_are_refused() {
-        for bad in ["", "   ", "acme", "acme..com", "-acme.com", "acme-.com", "ac me.com",
-            "127.0.0.1", "http://127.0.0.1/", "ftp://acme.com", "https://user@acme.com/", "acme_corp.com", "jane@acme.com",
-            &format!("{}.com", "a".repeat(64))] {
+        for bad in [
+            "",
+            "   ",
+            "acme",
+            "acme..com",
+            "-acme.com",
+            "acme-.com",
+            "ac me.com",
+            "127.0.0.1",
+            "http://127.0.0.1/",
+            "ftp://acme.com",
+            "https://user@acme.com/",
+            "acme_corp.com",
+            "jane@acme.com",
+            &format!("{}.com", "a".repeat(64)),
+        ] {
             assert!(Domain::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }
@@ -321,8 +317,19 @@ mod tests {
 
     #[test]
     fn bad_emails_are_refused() {
-        for bad in ["", "jane", "@acme.com", "jane@", "jane@acme", ".jane@acme.com", "ja..ne@acme.com",
-            "ja ne@acme.com", "jane@acme.com/x", "jane@@acme.com", "jane@127.0.0.1"] {
+        for bad in [
+            "",
+            "jane",
+            "@acme.com",
+            "jane@",
+            "jane@acme",
+            ".jane@acme.com",
+            "ja..ne@acme.com",
+            "ja ne@acme.com",
+            "jane@acme.com/x",
+            "jane@@acme.com",
+            "jane@127.0.0.1",
+        ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{retry_after_header, website_domain, VendorAnswer, VendorError};
 use crate::config::Secret;
-use crate::enrichment::input::LookupInput;
-use crate::enrichment::record::{self, EnrichmentRecord, Social};
+use crate::lookup::input::LookupInput;
+use crate::lookup::record::{self, EnrichmentRecord, Social};
 
 /// `200` of `GET /v2/combined/find`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -222,7 +222,7 @@ impl ClearbitClient {
             // 422: Clearbit will not resolve this input (role address, bad syntax).
             404 | 422 => return Ok(VendorAnswer::NoMatch),
             429 => return Err(VendorError::RateLimited { retry_after: retry_after_header(&resp) }),
-            401 | 402 | 403 => return Err(VendorError::Refused(status)),
+            401..=403 => return Err(VendorError::Refused(status)),
             _ => return Err(VendorError::Status(status)),
         }
         let body = resp.bytes().await.map_err(VendorError::from_reqwest)?;
@@ -244,7 +244,7 @@ impl ClearbitClient {
         if record.is_empty() {
             return Ok(VendorAnswer::NoMatch);
         }
-        Ok(VendorAnswer::Match { record, confidence })
+        Ok(VendorAnswer::Match { record: Box::new(record), confidence })
     }
 }
 

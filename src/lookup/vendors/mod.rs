@@ -10,44 +10,15 @@ pub mod pdl;
 
 use std::time::Duration;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use super::input::LookupInput;
 use super::record::EnrichmentRecord;
 use crate::config::VendorSettings;
-
-/// The vendors leadlex knows, by the name the API reports in `source`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum VendorName {
-    /// People Data Labs v5 wire format.
-    VendorA,
-    /// Clearbit (legacy) wire format.
-    VendorB,
-}
-
-impl VendorName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VendorName::VendorA => "vendor_a",
-            VendorName::VendorB => "vendor_b",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "vendor_a" => Some(Self::VendorA),
-            "vendor_b" => Some(Self::VendorB),
-            _ => None,
-        }
-    }
-}
+pub use crate::vendor_name::VendorName;
 
 /// What a vendor said about an input.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VendorAnswer {
-    Match { record: EnrichmentRecord, confidence: f64 },
+    Match { record: Box<EnrichmentRecord>, confidence: f64 },
     NoMatch,
 }
 
@@ -135,9 +106,7 @@ impl Vendor {
         let base = settings.base_url.trim_end_matches('/').to_string();
         match settings.name {
             VendorName::VendorA => Self::A(pdl::PdlClient::new(http, base, settings.api_key.clone(), timeout)),
-            VendorName::VendorB => {
-                Self::B(clearbit::ClearbitClient::new(http, base, settings.api_key.clone(), timeout))
-            }
+            VendorName::VendorB => Self::B(clearbit::ClearbitClient::new(http, base, settings.api_key.clone(), timeout)),
         }
     }
 
@@ -158,14 +127,7 @@ impl Vendor {
 
 /// Parses a `Retry-After` header given in seconds.
 fn retry_after_header(resp: &reqwest::Response) -> Option<Duration> {
-    resp.headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// `https://` in front of a URL that vendors send without a scheme.

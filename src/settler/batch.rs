@@ -1,0 +1,487 @@
+//! Settling a batch of jobs in one transaction, against the synchronous [`Store`]
+//! interface that each backend implements.
+//!
+//! Per batch: the cache rows carried over from earlier batches commit first; each
+//! idempotency claim is locked (a job whose claim was taken over writes nothing and is
+//! answered [`SettleError::ClaimLost`]); per workspace, one conditional balance change
+//! takes all of its jobs' credits with one ledger row each, and when the balance cannot
+//! cover them all, that workspace falls back to one conditional debit per job in order,
+//! so exactly as many succeed as there are credits; each paid claim is completed with
+//! its answer and balance; then one commit. The batch's own cache rows are carried to
+//! the next transaction (off the commit its requests wait for).
+//!
+//! A database error or a panic anywhere in the batch rolls all of it back, answers every
+//! job with the error, keeps the carried rows for later, and leaves the writer usable.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use super::{CacheRow, Charged, Job, SettleError};
+use crate::credits::Reason;
+use crate::idempotency::ClaimToken;
+use crate::metrics::Metrics;
+
+/// The outcome of one job.
+pub type Outcome = Result<Charged, SettleError>;
+
+/// A database error of either store, and whether it means "unreachable right now".
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{source}")]
+pub struct StoreError {
+    source: Arc<dyn std::error::Error + Send + Sync>,
+    pub unavailable: bool,
+}
+
+impl StoreError {
+    pub fn new(source: impl std::error::Error + Send + Sync + 'static, unavailable: bool) -> Self {
+        Self { source: Arc::new(source), unavailable }
+    }
+
+    pub fn bug(message: &str) -> Self {
+        Self::new(std::io::Error::other(message.to_string()), false)
+    }
+}
+
+/// A change of one workspace's balance: `rows.len()` ledger rows of `delta` credits each,
+/// applied at once, or not at all if the balance would go below zero.
+pub struct BalanceChange<'a> {
+    pub workspace_id: &'a str,
+    /// Credits each ledger row adds (negative: takes).
+    pub delta: i64,
+    pub reason: Reason,
+    /// One ledger row per entry: (api key id, request id), in balance order.
+    pub rows: &'a [(Option<&'a str>, Option<&'a str>)],
+    pub now_ms: i64,
+}
+
+impl BalanceChange<'_> {
+    /// The balance after ledger row `n` (0-based), given the balance after all of them.
+    pub fn balance_after_row(&self, n: usize, after_all: i64) -> i64 {
+        after_all - self.delta * (self.rows.len() - 1 - n) as i64
+    }
+}
+
+/// What a writer's connection does. Every method but `begin`, `commit` and `rollback`
+/// runs inside the transaction `begin` opened, or, when `begin` was told the batch is
+/// one atomic statement, on its own.
+pub trait Store {
+    /// Opens a transaction unless one is open, or unless `one_statement` says the batch
+    /// is a single [`Store::change_balance`] or [`Store::put_cache`], each atomic on its
+    /// own (a store may open one anyway).
+    fn begin(&mut self, one_statement: bool) -> Result<(), StoreError>;
+    /// Locks an in-progress claim for the rest of the transaction; false when it is no
+    /// longer ours (taken over, or gone).
+    fn lock_claim(&mut self, claim: &ClaimToken) -> Result<bool, StoreError>;
+    /// Writes `cache` (rows already paid for), then applies `change` if the balance
+    /// stays at or above zero, with its ledger rows; returns the balance after it, or
+    /// `None` (no change: the balance would go below zero, or no such workspace).
+    fn change_balance(&mut self, change: &BalanceChange<'_>, cache: &[CacheRow]) -> Result<Option<i64>, StoreError>;
+    /// Inserts or replaces cache rows (never a newer answer by an older one).
+    fn put_cache(&mut self, rows: &[CacheRow]) -> Result<(), StoreError>;
+    /// Completes a locked claim with the call's answer and balance.
+    fn complete(&mut self, claim: &ClaimToken, answer: &[u8], balance_after: i64) -> Result<bool, StoreError>;
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Abandons the open transaction, if any; leaves the store usable.
+    fn rollback(&mut self);
+}
+
+/// A store with the cache rows paid for and not yet written.
+pub struct Writer<S> {
+    pub store: S,
+    pub carried: Vec<CacheRow>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S: Store> Writer<S> {
+    pub fn new(store: S, metrics: Arc<Metrics>) -> Self {
+        Self { store, carried: Vec::new(), metrics }
+    }
+
+    /// Settles `jobs` in one transaction; one outcome per job, in order.
+    pub fn settle_batch(&mut self, jobs: Vec<Job>) -> Vec<Outcome> {
+        self.metrics.settle_batch_size.observe(jobs.len() as f64);
+        let started = std::time::Instant::now();
+        let count = jobs.len();
+        let carried = std::mem::take(&mut self.carried);
+        let store = &mut self.store;
+        let result = catch_unwind(AssertUnwindSafe(|| settle(store, jobs, &carried)));
+        let failure = match result {
+            Ok(Ok((outcomes, own_rows))) => {
+                self.carried = own_rows;
+                self.metrics.settle_batch_seconds.observe(started.elapsed().as_secs_f64());
+                return outcomes;
+            }
+            Ok(Err(err)) => err,
+            Err(_) => StoreError::bug("the settlement batch panicked"),
+        };
+        self.store.rollback();
+        tracing::error!(error = %failure, jobs = count, "a settlement batch failed; nothing of it was committed");
+        // The carried rows were paid for: they go with the next transaction.
+        self.carried = carried;
+        self.metrics.settle_batch_seconds.observe(started.elapsed().as_secs_f64());
+        (0..count).map(|_| Err(SettleError::Database(failure.clone()))).collect()
+    }
+
+    /// Writes the carried cache rows in a transaction of their own. A failure costs later
+    /// vendor calls, never a credit: it is logged and the rows are dropped.
+    pub fn write_carried(&mut self) {
+        let rows = std::mem::take(&mut self.carried);
+        if rows.is_empty() {
+            return;
+        }
+        let store = &mut self.store;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            store.begin(true)?;
+            store.put_cache(&rows)?;
+            store.commit()
+        }));
+        let failure = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => "panicked".to_string(),
+        };
+        self.store.rollback();
+        tracing::warn!(error = %failure, rows = rows.len(), "writing cache rows failed; those inputs will ask the vendors again");
+    }
+
+    /// Adds `amount` credits to a workspace, with its ledger row, in a transaction of its
+    /// own (with the carried cache rows).
+    pub fn grant(&mut self, workspace_id: &str, amount: i64) -> Result<i64, SettleError> {
+        let carried = std::mem::take(&mut self.carried);
+        let store = &mut self.store;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            store.begin(false)?;
+            let change =
+                BalanceChange { workspace_id, delta: amount, reason: Reason::Grant, rows: &[(None, None)], now_ms: crate::now_ms() };
+            let after = store.change_balance(&change, &carried)?;
+            store.commit()?;
+            Ok(after)
+        }));
+        match result {
+            Ok(Ok(Some(balance))) => Ok(balance),
+            Ok(Ok(None)) => Err(SettleError::UnknownWorkspace),
+            Ok(Err(err)) => {
+                self.store.rollback();
+                self.carried = carried;
+                Err(SettleError::Database(err))
+            }
+            Err(_) => {
+                self.store.rollback();
+                self.carried = carried;
+                Err(SettleError::Database(StoreError::bug("a grant panicked")))
+            }
+        }
+    }
+}
+
+/// The batch in one transaction (see the module docs). Returns each job's outcome and
+/// the cache rows of the paid ones, to carry to the next transaction.
+fn settle(store: &mut impl Store, mut jobs: Vec<Job>, carried: &[CacheRow]) -> Result<(Vec<Outcome>, Vec<CacheRow>), StoreError> {
+    let now_ms = crate::now_ms();
+    let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
+    let mut by_workspace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        by_workspace.entry(job.workspace_id.as_str()).or_default().push(i);
+    }
+    // One workspace and no claim: a single balance change, atomic on its own.
+    let one_statement = by_workspace.len() == 1 && jobs.iter().all(|j| j.completion.is_none());
+    store.begin(one_statement)?;
+
+    for (i, job) in jobs.iter().enumerate() {
+        if let Some(completion) = &job.completion {
+            if !store.lock_claim(&completion.claim)? {
+                outcomes[i] = Some(Err(SettleError::ClaimLost));
+            }
+        }
+    }
+    let mut carried = Some(carried);
+    let mut paid: Vec<(usize, i64)> = Vec::with_capacity(jobs.len());
+    for (workspace_id, mut members) in by_workspace {
+        members.retain(|&i| outcomes[i].is_none());
+        let rows: Vec<(Option<&str>, Option<&str>)> =
+            members.iter().map(|&i| (Some(jobs[i].api_key_id.as_str()), Some(jobs[i].request_id.as_str()))).collect();
+        let all = BalanceChange { workspace_id, delta: -1, reason: Reason::Enrich, rows: &rows, now_ms };
+        let balances: Vec<Option<i64>> = match store.change_balance(&all, carried.take().unwrap_or_default())? {
+            Some(after) => (0..rows.len()).map(|n| Some(all.balance_after_row(n, after))).collect(),
+            None => {
+                // Several statements now: they must commit together.
+                store.begin(false)?;
+                let mut balances = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let one = BalanceChange { rows: std::slice::from_ref(row), ..all };
+                    balances.push(store.change_balance(&one, &[])?);
+                }
+                balances
+            }
+        };
+        for (&i, balance) in members.iter().zip(balances) {
+            match balance {
+                Some(balance_after) => paid.push((i, balance_after)),
+                None => outcomes[i] = Some(Err(SettleError::Insufficient)),
+            }
+        }
+    }
+    let mut own_rows = Vec::new();
+    for (i, balance_after) in paid {
+        let job = &mut jobs[i];
+        if let Some(completion) = &job.completion {
+            if !store.complete(&completion.claim, &completion.answer, balance_after)? {
+                return Err(StoreError::bug("a locked idempotency claim vanished inside the settling transaction"));
+            }
+        }
+        own_rows.extend(job.cache_row.take());
+        outcomes[i] = Some(Ok(Charged { balance_after }));
+    }
+    store.commit()?;
+    Ok((outcomes.into_iter().map(|o| o.expect("every job has an outcome")).collect(), own_rows))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The batch algorithm against an in-memory store with transactions and faults.
+
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// A claim: still owned, and what completed it (answer, balance).
+    type FakeClaim = (bool, Option<(Vec<u8>, i64)>);
+
+    #[derive(Clone, Default, Debug, PartialEq)]
+    struct State {
+        balances: HashMap<String, i64>,
+        /// (workspace, delta, balance_after, reason)
+        ledger: Vec<(String, i64, i64, &'static str)>,
+        /// claim token → (owned, completed answer and balance)
+        claims: HashMap<String, FakeClaim>,
+        cache: HashMap<String, i64>,
+    }
+
+    #[derive(Default)]
+    struct FakeStore {
+        committed: State,
+        open: Option<State>,
+        /// Fail (or panic) on the n-th change_balance call from now.
+        fail_at: Option<(usize, bool)>,
+        calls: usize,
+    }
+
+    impl FakeStore {
+        fn state(&mut self) -> &mut State {
+            // A statement outside a transaction commits on its own.
+            if self.open.is_none() {
+                self.open = Some(self.committed.clone());
+            }
+            self.open.as_mut().unwrap()
+        }
+    }
+
+    fn claim_of(token: &str) -> ClaimToken {
+        ClaimToken::for_tests("ws", "key", token)
+    }
+
+    impl Store for FakeStore {
+        fn begin(&mut self, _one_statement: bool) -> Result<(), StoreError> {
+            if self.open.is_none() {
+                self.open = Some(self.committed.clone());
+            }
+            Ok(())
+        }
+
+        fn lock_claim(&mut self, claim: &ClaimToken) -> Result<bool, StoreError> {
+            let token = claim.parts().2.to_string();
+            Ok(self.state().claims.get(&token).is_some_and(|(owned, done)| *owned && done.is_none()))
+        }
+
+        fn change_balance(&mut self, change: &BalanceChange<'_>, cache: &[CacheRow]) -> Result<Option<i64>, StoreError> {
+            self.calls += 1;
+            if let Some((at, panic)) = self.fail_at {
+                if self.calls == at {
+                    if panic {
+                        panic!("injected panic");
+                    }
+                    return Err(StoreError::bug("injected failure"));
+                }
+            }
+            self.put_cache(cache)?;
+            let state = self.state();
+            let Some(balance) = state.balances.get(change.workspace_id).copied() else { return Ok(None) };
+            let after = balance + change.delta * change.rows.len() as i64;
+            if after < 0 {
+                return Ok(None);
+            }
+            state.balances.insert(change.workspace_id.to_string(), after);
+            for n in 0..change.rows.len() {
+                let row = (change.workspace_id.to_string(), change.delta, change.balance_after_row(n, after), change.reason.as_str());
+                state.ledger.push(row);
+            }
+            Ok(Some(after))
+        }
+
+        fn put_cache(&mut self, rows: &[CacheRow]) -> Result<(), StoreError> {
+            let state = self.state();
+            for row in rows {
+                state.cache.insert(row.cache_key.clone(), row.fetched_at);
+            }
+            Ok(())
+        }
+
+        fn complete(&mut self, claim: &ClaimToken, answer: &[u8], balance_after: i64) -> Result<bool, StoreError> {
+            let token = claim.parts().2.to_string();
+            match self.state().claims.get_mut(&token) {
+                Some((true, done @ None)) => {
+                    *done = Some((answer.to_vec(), balance_after));
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+
+        fn commit(&mut self) -> Result<(), StoreError> {
+            if let Some(state) = self.open.take() {
+                self.committed = state;
+            }
+            Ok(())
+        }
+
+        fn rollback(&mut self) {
+            self.open = None;
+        }
+    }
+
+    fn row(key: &str) -> CacheRow {
+        CacheRow {
+            cache_key: key.into(),
+            record: "{}".into(),
+            vendor: "vendor_a".into(),
+            confidence: 0.9,
+            fetched_at: 1,
+            expires_at: i64::MAX,
+            outcome: "match".into(),
+        }
+    }
+
+    fn job(ws: &str, n: usize) -> Job {
+        Job {
+            workspace_id: ws.into(),
+            api_key_id: "k".into(),
+            request_id: format!("r{n}"),
+            cache_row: Some(row(&format!("email:{ws}{n}@x.com"))),
+            completion: None,
+        }
+    }
+
+    fn writer(balances: &[(&str, i64)]) -> Writer<FakeStore> {
+        let mut store = FakeStore::default();
+        for (ws, b) in balances {
+            store.committed.balances.insert(ws.to_string(), *b);
+        }
+        Writer::new(store, Arc::new(Metrics::new()))
+    }
+
+    fn ledger_sums_to_balances(state: &State) {
+        for (ws, balance) in &state.balances {
+            let charged: i64 = state.ledger.iter().filter(|l| &l.0 == ws).map(|l| l.1).sum();
+            assert_eq!(charged, balance - 10, "{ws}: the ledger sums to the balance (all started at 10)");
+        }
+    }
+
+    #[test]
+    fn a_covered_batch_charges_each_job_once_in_order() {
+        let mut w = writer(&[("a", 10), ("b", 10)]);
+        let jobs = vec![job("a", 0), job("b", 1), job("a", 2)];
+        let out = w.settle_batch(jobs);
+        let balances: Vec<i64> = out.iter().map(|o| o.as_ref().unwrap().balance_after).collect();
+        assert_eq!(balances, vec![9, 9, 8], "job n of a workspace sees the balance after its own debit");
+        let state = &w.store.committed;
+        assert_eq!(state.balances["a"], 8);
+        assert_eq!(state.ledger.iter().filter(|l| l.0 == "a").map(|l| l.2).collect::<Vec<_>>(), vec![9, 8]);
+        ledger_sums_to_balances(state);
+        assert!(state.cache.is_empty(), "the batch's own cache rows wait for the next transaction");
+        assert_eq!(w.carried.len(), 3);
+    }
+
+    #[test]
+    fn a_workspace_that_cannot_cover_its_jobs_falls_back_to_one_debit_each() {
+        let mut w = writer(&[("a", 2), ("b", 10)]);
+        let out = w.settle_batch((0..4).map(|n| job("a", n)).chain([job("b", 9)]).collect());
+        let ok: Vec<bool> = out.iter().map(Result::is_ok).collect();
+        assert_eq!(ok, vec![true, true, false, false, true]);
+        assert!(matches!(out[2], Err(SettleError::Insufficient)));
+        assert_eq!(out[0].as_ref().unwrap().balance_after, 1);
+        assert_eq!(out[1].as_ref().unwrap().balance_after, 0);
+        let state = &w.store.committed;
+        assert_eq!((state.balances["a"], state.balances["b"]), (0, 9));
+        assert_eq!(state.ledger.iter().filter(|l| l.0 == "a").count(), 2);
+        assert_eq!(w.carried.len(), 3, "only paid jobs' rows are cached");
+    }
+
+    #[test]
+    fn carried_rows_commit_with_the_next_batch() {
+        let mut w = writer(&[("a", 10)]);
+        w.settle_batch(vec![job("a", 0)]);
+        assert_eq!(w.carried.len(), 1);
+        w.settle_batch(vec![job("a", 1)]);
+        assert!(w.store.committed.cache.contains_key("email:a0@x.com"));
+        assert_eq!(w.carried.len(), 1);
+        w.write_carried();
+        assert!(w.store.committed.cache.contains_key("email:a1@x.com"));
+        assert!(w.carried.is_empty());
+    }
+
+    #[test]
+    fn claims_are_completed_with_the_answer_and_a_lost_claim_pays_nothing() {
+        let mut w = writer(&[("a", 10)]);
+        w.store.committed.claims.insert("mine".into(), (true, None));
+        w.store.committed.claims.insert("lost".into(), (false, None));
+        let mut mine = job("a", 0);
+        mine.completion = Some(super::super::Completion { claim: claim_of("mine"), answer: b"answer".to_vec() });
+        let mut lost = job("a", 1);
+        lost.completion = Some(super::super::Completion { claim: claim_of("lost"), answer: b"other".to_vec() });
+        let out = w.settle_batch(vec![mine, lost]);
+        assert_eq!(out[0].as_ref().unwrap().balance_after, 9);
+        assert!(matches!(out[1], Err(SettleError::ClaimLost)));
+        let state = &w.store.committed;
+        assert_eq!(state.claims["mine"].1, Some((b"answer".to_vec(), 9)));
+        assert_eq!(state.claims["lost"].1, None);
+        assert_eq!(state.balances["a"], 9);
+        assert_eq!(w.carried.len(), 1);
+    }
+
+    fn a_failing_batch_commits_nothing(panic: bool) {
+        let mut w = writer(&[("a", 10), ("b", 10)]);
+        w.settle_batch(vec![job("a", 0)]);
+        let before = w.store.committed.clone();
+        // The second workspace's balance change fails: the first one's must not stand.
+        w.store.fail_at = Some((w.store.calls + 2, panic));
+        let out = w.settle_batch(vec![job("a", 1), job("b", 2)]);
+        assert!(out.iter().all(|o| matches!(o, Err(SettleError::Database(_)))), "every waiter is answered");
+        assert_eq!(w.store.committed, before, "nothing of the batch was committed");
+        assert_eq!(w.carried.len(), 1, "the rows carried in are kept for the next transaction");
+        // The writer lives on.
+        let out = w.settle_batch(vec![job("b", 3)]);
+        assert_eq!(out[0].as_ref().unwrap().balance_after, 9);
+        assert!(w.store.committed.cache.contains_key("email:a0@x.com"));
+        ledger_sums_to_balances(&w.store.committed);
+    }
+
+    #[test]
+    fn a_failing_batch_commits_nothing_and_the_writer_lives_on() {
+        a_failing_batch_commits_nothing(false);
+    }
+
+    #[test]
+    fn a_panicking_batch_commits_nothing_and_the_writer_lives_on() {
+        a_failing_batch_commits_nothing(true);
+    }
+
+    #[test]
+    fn a_grant_adds_credits_with_a_ledger_row() {
+        let mut w = writer(&[("a", 10)]);
+        assert_eq!(w.grant("a", 5).unwrap(), 15);
+        assert!(matches!(w.grant("nope", 5), Err(SettleError::UnknownWorkspace)));
+        let state = &w.store.committed;
+        assert_eq!(state.ledger, vec![("a".to_string(), 5, 15, "grant")]);
+    }
+}

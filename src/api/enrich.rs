@@ -7,12 +7,13 @@ use poem::{web::Data, IntoResponse, Response};
 use poem_openapi::{
     param::Header,
     payload::{Json, Payload},
-    registry::{MetaSchemaRef, Registry},
-    types::{Example, MaybeUndefined, Type},
+    registry::{MetaSchema, MetaSchemaRef, Registry},
+    types::{Example, MaybeUndefined, ParseFromJSON, Type},
     ApiResponse, Enum, Object, OpenApi,
 };
 
 use super::error::{ApiError, ErrorBody};
+use super::fields::{DomainInput, EmailInput};
 use super::json::{self, present, FastParse, JsonBody};
 use super::middleware::current_request_id;
 use super::security::{ApiKeyAuth, CanEnrich};
@@ -43,8 +44,8 @@ impl From<IncludeSection> for Section {
 
 /// What to look up. Send `email`, `domain` or both.
 ///
-/// Inputs are normalised before lookup, caching and idempotency: surrounding spaces are
-/// trimmed, emails and domains lowercased, internationalised domains converted to
+/// Inputs are normalised before lookup, caching and idempotency: surrounding white space
+/// is trimmed, emails and domains lowercased, internationalised domains converted to
 /// punycode, and a URL such as `https://www.acme.com/about` read as `acme.com`.
 ///
 /// With both `email` and `domain`, the email is looked up and `domain` names the
@@ -52,34 +53,122 @@ impl From<IncludeSection> for Section {
 /// over the email's own domain. A domain alone returns the company, never a person.
 #[derive(Debug, Clone, Object)]
 #[oai(example)]
-pub struct EnrichRequest {
-    /// Email address to resolve. Either `email` or `domain` is required.
-    // No `pattern` validator: poem-openapi compiles it on every request (a third of the
-    // CPU of a replay); the parser checks the address and says what is wrong with it.
-    #[oai(validator(min_length = 1, max_length = 320))]
-    pub email: MaybeUndefined<String>,
+pub struct EnrichFields {
+    /// Email address to resolve: a dot-atom local part (letters, digits,
+    /// ``!#$%&'*+/=?^_`{|}~-``, inner dots), `@`, and a domain name as for `domain`.
+    /// Either `email` or `domain` is required.
+    #[oai(validator(min_length = 1, max_length = 254))]
+    pub email: MaybeUndefined<EmailInput>,
     /// Domain name to resolve (e.g. `acme.com`; a URL such as `https://www.acme.com/about`
-    /// is read as its domain). Either `email` or `domain` is required.
+    /// is read as its domain): two labels or more of letters, digits and inner hyphens
+    /// (any non-ASCII letter in an internationalised name), each up to 63 characters,
+    /// the last one starting with a letter. Either `email` or `domain` is required.
     #[oai(validator(min_length = 1, max_length = 2048))]
-    pub domain: MaybeUndefined<String>,
+    pub domain: MaybeUndefined<DomainInput>,
     /// Optional subset of sections to return: `person`, `company`, `social`. Defaults to
     /// all. `person` is only ever found for an `email`.
     #[oai(validator(min_items = 1, max_items = 3))]
     pub include: MaybeUndefined<Vec<IncludeSection>>,
 }
 
-impl Example for EnrichRequest {
+impl Example for EnrichFields {
     fn example() -> Self {
-        Self { email: MaybeUndefined::Value("jane@acme.com".into()), domain: MaybeUndefined::Undefined, include: MaybeUndefined::Undefined }
+        Self {
+            email: MaybeUndefined::Value(EmailInput("jane@acme.com".into())),
+            domain: MaybeUndefined::Undefined,
+            include: MaybeUndefined::Undefined,
+        }
     }
 }
 
-/// The bounds of [`EnrichRequest`]'s fields, for the fast parse. The `#[oai(validator)]`
+/// The enrich request body: parsed as [`EnrichFields`] (one flat object, so that every
+/// problem is reported field by field), published as `anyOf` two objects derived from
+/// [`EnrichFields`]' own schema: `EnrichByEmail` (`email` required) and `EnrichByDomain`
+/// (`domain` required, no `email`). So the schema says that one of the two is required,
+/// and clients generated from it get two typed models and cannot build a body with
+/// neither (an `Object` derive cannot declare `anyOf` of `required` sets, and a `Union`
+/// derive would lose the field-level errors).
+#[derive(Debug, Clone)]
+pub struct EnrichRequest(pub EnrichFields);
+
+const BY_EMAIL: &str = "EnrichByEmail";
+const BY_DOMAIN: &str = "EnrichByDomain";
+
+impl Type for EnrichRequest {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "EnrichRequest".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Reference(Self::name().into_owned())
+    }
+
+    fn register(registry: &mut Registry) {
+        if registry.schemas.contains_key(Self::name().as_ref()) {
+            return;
+        }
+        // The flat object's schema, with its fields' docs, patterns and bounds, and the
+        // types it refers to (`IncludeSection`); the flat object itself is not published.
+        let mut scratch = Registry::new();
+        EnrichFields::register(&mut scratch);
+        let fields = scratch.schemas.remove(EnrichFields::name().as_ref()).expect("EnrichFields registers its schema");
+        for (name, schema) in scratch.schemas {
+            registry.schemas.entry(name).or_insert(schema);
+        }
+        let by_email = MetaSchema {
+            title: Some(BY_EMAIL.into()),
+            description: Some("The person behind an email address; with `domain`, the person's company is that domain's."),
+            required: vec!["email"],
+            example: None,
+            ..fields.clone()
+        };
+        let by_domain = MetaSchema {
+            title: Some(BY_DOMAIN.into()),
+            description: Some("The company behind a domain."),
+            required: vec!["domain"],
+            properties: fields.properties.iter().filter(|(name, _)| *name != "email").cloned().collect(),
+            example: None,
+            ..fields.clone()
+        };
+        registry.schemas.insert(BY_EMAIL.into(), by_email);
+        registry.schemas.insert(BY_DOMAIN.into(), by_domain);
+        let request = MetaSchema {
+            title: Some(Self::name().into_owned()),
+            description: fields.description,
+            any_of: vec![MetaSchemaRef::Reference(BY_EMAIL.into()), MetaSchemaRef::Reference(BY_DOMAIN.into())],
+            example: fields.example,
+            ..MetaSchema::new("object")
+        };
+        registry.schemas.insert(Self::name().into_owned(), request);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for EnrichRequest {
+    /// The fields; a body with neither `email` nor `domain` is refused by the query
+    /// parser, with the field-level `details` it gives every input problem.
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        EnrichFields::parse_from_json(value).map(Self).map_err(poem_openapi::types::ParseError::propagate)
+    }
+}
+
+/// The bounds of [`EnrichFields`]' fields, for the fast parse. The `#[oai(validator)]`
 /// attributes above take literals; `the_fast_parse_limits_are_the_schemas` holds these to
 /// them (a changed `maxLength` that is not changed here fails it), and the agreement test
 /// generates its boundary cases from them.
 mod limits {
-    pub const EMAIL: std::ops::RangeInclusive<usize> = 1..=320;
+    pub const EMAIL: std::ops::RangeInclusive<usize> = 1..=254;
     pub const DOMAIN: std::ops::RangeInclusive<usize> = 1..=2048;
     pub const INCLUDE: std::ops::RangeInclusive<usize> = 1..=3;
 }
@@ -114,8 +203,8 @@ impl FastParse for EnrichRequest {
         let raw: Raw = serde_json::from_slice(body).ok()?;
         // Byte lengths within the validators' character bounds are certainly within them
         // (a character is at least one byte; a string outside them goes the slow way).
-        let email = field(raw.email, |s| limits::EMAIL.contains(&s.len()))?;
-        let domain = field(raw.domain, |s| limits::DOMAIN.contains(&s.len()))?;
+        let email = field(raw.email, |s| limits::EMAIL.contains(&s.len()))?.map_value(EmailInput);
+        let domain = field(raw.domain, |s| limits::DOMAIN.contains(&s.len()))?.map_value(DomainInput);
         let include = match field(raw.include, |l| limits::INCLUDE.contains(&l.len()))? {
             MaybeUndefined::Value(names) => MaybeUndefined::Value(
                 names
@@ -130,7 +219,7 @@ impl FastParse for EnrichRequest {
             ),
             _ => MaybeUndefined::Undefined,
         };
-        Some(Self { email, domain, include })
+        Some(Self(EnrichFields { email, domain, include }))
     }
 }
 
@@ -549,9 +638,10 @@ impl EnrichApi {
         body: JsonBody<EnrichRequest>,
     ) -> Result<EnrichOk, EnrichFailure> {
         let principal = auth.0;
-        let req = body.0;
+        let EnrichRequest(req) = body.0;
         let (email, domain, include) = (not_null("email", req.email)?, not_null("domain", req.domain)?, not_null("include", req.include)?);
         let include: Option<Vec<Section>> = include.map(|l| l.into_iter().map(Section::from).collect());
+        let (email, domain) = (email.map(|e| e.0), domain.map(|d| d.0));
         let query = EnrichQuery::parse(email.as_deref(), domain.as_deref(), include.as_deref()).map_err(ApiError::validation)?;
         let key = idempotency_key.0.map(|k| k.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned());
         let request_id = current_request_id();
@@ -562,7 +652,7 @@ impl EnrichApi {
 
 #[cfg(test)]
 mod tests {
-    use poem_openapi::types::{ParseFromJSON, ToJSON};
+    use poem_openapi::types::ToJSON;
 
     use super::*;
 
@@ -617,7 +707,7 @@ mod tests {
         use poem_openapi::registry::{MetaSchemaRef, Registry};
         let mut registry = Registry::new();
         <EnrichRequest as Type>::register(&mut registry);
-        let schema = &registry.schemas["EnrichRequest"];
+        let schema = &registry.schemas["EnrichByEmail"];
         let field = |name: &str| match &schema.properties.iter().find(|(n, _)| *n == name).expect("declared").1 {
             MetaSchemaRef::Inline(s) => s.clone(),
             MetaSchemaRef::Reference(r) => Box::new(registry.schemas[r].clone()),

@@ -5,6 +5,7 @@
 pub mod docs;
 pub mod enrich;
 pub mod error;
+pub mod fields;
 pub mod health;
 pub mod json;
 pub mod middleware;

@@ -188,15 +188,22 @@ async fn sigkill_under_load_loses_no_money() {
             (uuid::Uuid::new_v4().to_string(), json!({"email": email}))
         })
         .collect();
-    // Calls start 10 ms apart and take ~150 ms: at the kill (250 ms) some have been
-    // answered, some are with the vendor, some are settling.
-    let (cluster_ref, key) = (&cluster, key.as_str());
+    // Calls start 10 ms apart and take ~150 ms each: the replica is killed as soon as
+    // the first one is answered (not at a fixed time: a cold or busy machine answers the
+    // first call later), when some have been answered, some are with the vendor, some
+    // are settling, and the rest have not started.
+    let first_answer = tokio::sync::Notify::new();
+    let (cluster_ref, key, first_answer_ref) = (&cluster, key.as_str(), &first_answer);
     let in_flight = join_all(jobs.iter().enumerate().map(|(i, (idem, body))| async move {
         tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
-        send(&cluster_ref.client, cluster_ref.enrich(0, key, Some(idem), body.clone())).await
+        let r = send(&cluster_ref.client, cluster_ref.enrich(0, key, Some(idem), body.clone())).await;
+        if r.as_ref().is_ok_and(|r| r.status == 200) {
+            first_answer_ref.notify_one();
+        }
+        r
     }));
     let killer = async {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), first_answer.notified()).await;
         cluster.replicas[0].signal("-KILL");
     };
     let (first, ()) = tokio::join!(in_flight, killer);

@@ -9,6 +9,16 @@ import type { components, paths } from "./generated/leadlex";
 
 type ErrorBody = components["schemas"]["ErrorBody"];
 type Enriched = components["schemas"]["EnrichResponse"];
+type EnrichRequest = components["schemas"]["EnrichRequest"];
+
+// The contract makes the generated types refuse a body with neither `email` nor
+// `domain` at compile time (tsc fails if this line ever type-checks), and accept each
+// documented shape.
+// @ts-expect-error: neither `email` nor `domain`
+const neither: EnrichRequest = { include: ["company"] };
+const shapes: EnrichRequest[] = [{ email: "jane@acme.com" }, { domain: "acme.com" }, { email: "jane@gmail.com", domain: "acme.com" }];
+void neither;
+void shapes;
 
 const baseUrl = process.env.LEADLEX_URL!;
 const api = (key: string) => createClient<paths>({ baseUrl, headers: { Authorization: `Bearer ${key}` } });

@@ -8,7 +8,7 @@ import os
 
 from leadlex_client import AuthenticatedClient
 from leadlex_client.api.enrichment import enrich_email_or_domain
-from leadlex_client.models import DataSource, EnrichRequest, EnrichResponse, ErrorBody, ErrorCode
+from leadlex_client.models import DataSource, EnrichByDomain, EnrichByEmail, EnrichResponse, ErrorBody, ErrorCode
 
 BASE = os.environ["LEADLEX_URL"]
 passed = 0
@@ -26,7 +26,7 @@ def check(name, fn):
 
 
 def success():
-    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_KEY"]), body=EnrichRequest(email="jane@acme.com"))
+    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_KEY"]), body=EnrichByEmail(email="jane@acme.com"))
     assert resp.status_code == 200, resp.status_code
     ok = resp.parsed
     assert isinstance(ok, EnrichResponse), type(ok)
@@ -43,7 +43,7 @@ def success():
 
 
 def payment_required():
-    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_BROKE_KEY"]), body=EnrichRequest(email="jane@acme.com"))
+    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_BROKE_KEY"]), body=EnrichByEmail(email="jane@acme.com"))
     assert resp.status_code == 402, resp.status_code
     assert isinstance(resp.parsed, ErrorBody), type(resp.parsed)
     assert resp.parsed.error.code == ErrorCode.INSUFFICIENT_CREDITS
@@ -51,7 +51,7 @@ def payment_required():
 
 
 def no_match():
-    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_KEY"]), body=EnrichRequest(domain="nobody.invalid"))
+    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_KEY"]), body=EnrichByDomain(domain="nobody.invalid"))
     assert resp.status_code == 404, resp.status_code
     assert isinstance(resp.parsed, ErrorBody)
     assert resp.parsed.error.code == ErrorCode.NO_MATCH

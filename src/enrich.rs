@@ -94,7 +94,11 @@ impl Completed {
         if self.fingerprint != fingerprint {
             return Err(EnrichError::IdempotencyKeyReused);
         }
-        Ok(Success { answer: self.answer.clone(), credits_remaining: self.balance_after, replayed: true })
+        Ok(self.success())
+    }
+
+    fn success(&self) -> Success {
+        Success { answer: self.answer.clone(), credits_remaining: self.balance_after, replayed: true }
     }
 }
 
@@ -130,10 +134,6 @@ impl EnrichService {
         Self { db, hot, settler, lookup, idempotency_lease, idempotency_ttl, metrics }
     }
 
-    pub fn lookup(&self) -> &Lookup {
-        &self.lookup
-    }
-
     pub async fn enrich(
         &self,
         principal: &Principal,
@@ -167,7 +167,8 @@ impl EnrichService {
                             .map_err(|e| anyhow::Error::new(e).context("reading a stored idempotent answer"))?;
                         let done = Arc::new(Completed { fingerprint, answer: Arc::new(answer), balance_after, expires_at });
                         self.hot.remember_replay(replay_key, done.clone(), now);
-                        return done.replay(&done.fingerprint);
+                        // The record was claimed for this fingerprint: the same request.
+                        return Ok(done.success());
                     }
                     Claim::InUse { retry_after } => return Err(EnrichError::IdempotencyKeyInUse { retry_after }),
                     Claim::Reused => return Err(EnrichError::IdempotencyKeyReused),

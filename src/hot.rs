@@ -20,7 +20,8 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quick_cache::sync::Cache;
+use prometheus_client::metrics::counter::Counter;
+use quick_cache::{sync::Cache, Equivalent};
 use tokio::time::Instant;
 
 use crate::auth::Principal;
@@ -48,6 +49,13 @@ pub struct ReplayKey {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey(pub String);
 
+/// A cache key is looked up by its text (a `String` hashes as its `str`).
+impl Equivalent<CacheKey> for str {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        self == key.0
+    }
+}
+
 /// What the key caches know about a key digest.
 #[derive(Debug, Clone)]
 pub enum KnownKey {
@@ -60,17 +68,21 @@ pub enum KnownKey {
 struct Bounded<K, V> {
     entries: Option<Cache<K, (Instant, V)>>,
     ttl: Duration,
-    name: &'static str,
+    hits: Counter,
+    misses: Counter,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> Bounded<K, V> {
-    fn new(name: &'static str, settings: &HotCacheSettings) -> Self {
+    fn new(name: &'static str, settings: &HotCacheSettings, metrics: &Metrics) -> Self {
         let ttl = Duration::from_millis(settings.ttl_ms);
         let entries = (!ttl.is_zero() && settings.capacity > 0).then(|| Cache::new(settings.capacity));
-        Self { entries, ttl, name }
+        let (hits, misses) = metrics.hot_cache_counters(name);
+        Self { entries, ttl, hits, misses }
     }
 
-    fn get(&self, key: &K, metrics: &Metrics) -> Option<V> {
+    /// The live value for `key` (anything that hashes and compares like a `K`, so that a
+    /// lookup needs no owned key).
+    fn get<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> Option<V> {
         let entries = self.entries.as_ref()?;
         let found = match entries.get(key) {
             Some((until, value)) if Instant::now() < until => Some(value),
@@ -80,7 +92,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Bounded<K, V> {
             }
             None => None,
         };
-        metrics.hot_cache(self.name, found.is_some());
+        if found.is_some() { &self.hits } else { &self.misses }.inc();
         found
     }
 
@@ -92,12 +104,6 @@ impl<K: Eq + Hash + Clone, V: Clone> Bounded<K, V> {
             entries.insert(key, (Instant::now() + ttl, value));
         }
     }
-
-    fn remove(&self, key: &K) {
-        if let Some(entries) = &self.entries {
-            entries.remove(key);
-        }
-    }
 }
 
 /// The owner of every hot cache (see the module docs).
@@ -107,7 +113,6 @@ pub struct HotCaches {
     empty_workspaces: Bounded<WorkspaceKey, ()>,
     replays: Bounded<ReplayKey, Arc<Completed>>,
     cache_rows: Bounded<CacheKey, Arc<Entry>>,
-    metrics: Arc<Metrics>,
 }
 
 /// Milliseconds from `now_ms` until `until_ms`, as a cap on a TTL.
@@ -116,23 +121,22 @@ fn until(until_ms: i64, now_ms: i64) -> Option<Duration> {
 }
 
 impl HotCaches {
-    pub fn new(settings: &HotCachesSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(settings: &HotCachesSettings, metrics: &Metrics) -> Self {
         Self {
-            known_keys: Bounded::new("known_keys", &settings.known_keys),
-            unknown_keys: Bounded::new("unknown_keys", &settings.unknown_keys),
-            empty_workspaces: Bounded::new("empty_workspaces", &settings.empty_workspaces),
-            replays: Bounded::new("replays", &settings.replays),
-            cache_rows: Bounded::new("cache_rows", &settings.cache_rows),
-            metrics,
+            known_keys: Bounded::new("known_keys", &settings.known_keys, metrics),
+            unknown_keys: Bounded::new("unknown_keys", &settings.unknown_keys, metrics),
+            empty_workspaces: Bounded::new("empty_workspaces", &settings.empty_workspaces, metrics),
+            replays: Bounded::new("replays", &settings.replays, metrics),
+            cache_rows: Bounded::new("cache_rows", &settings.cache_rows, metrics),
         }
     }
 
     /// What is remembered about a key, if anything.
     pub fn key(&self, digest: &KeyDigest) -> Option<KnownKey> {
-        if let Some(principal) = self.known_keys.get(digest, &self.metrics) {
+        if let Some(principal) = self.known_keys.get(digest) {
             return Some(KnownKey::Valid(principal));
         }
-        self.unknown_keys.get(digest, &self.metrics).map(|()| KnownKey::Invalid)
+        self.unknown_keys.get(digest).map(|()| KnownKey::Invalid)
     }
 
     pub fn remember_key(&self, digest: KeyDigest, known: KnownKey) {
@@ -144,7 +148,7 @@ impl HotCaches {
 
     /// Whether the workspace was seen at balance 0 within the TTL.
     pub fn is_empty_workspace(&self, workspace_id: &str) -> bool {
-        self.empty_workspaces.get(&WorkspaceKey(workspace_id.to_string()), &self.metrics).is_some()
+        self.empty_workspaces.get(&WorkspaceKey(workspace_id.to_string())).is_some()
     }
 
     pub fn remember_empty_workspace(&self, workspace_id: &str) {
@@ -152,7 +156,7 @@ impl HotCaches {
     }
 
     pub fn replay(&self, key: &ReplayKey, now_ms: i64) -> Option<Arc<Completed>> {
-        self.replays.get(key, &self.metrics).filter(|done| done.expires_at > now_ms)
+        self.replays.get(key).filter(|done| done.expires_at > now_ms)
     }
 
     pub fn remember_replay(&self, key: ReplayKey, done: Arc<Completed>, now_ms: i64) {
@@ -161,17 +165,12 @@ impl HotCaches {
     }
 
     pub fn cache_row(&self, key: &str) -> Option<Arc<Entry>> {
-        self.cache_rows.get(&CacheKey(key.to_string()), &self.metrics)
+        self.cache_rows.get(key)
     }
 
-    pub fn remember_cache_row(&self, key: &str, entry: Arc<Entry>, now_ms: i64) {
+    pub fn remember_cache_row(&self, key: CacheKey, entry: Arc<Entry>, now_ms: i64) {
         let cap = until(entry.expires_at, now_ms);
-        self.cache_rows.insert(CacheKey(key.to_string()), entry, cap);
-    }
-
-    /// Forgets a cache row (it is known to be replaced).
-    pub fn forget_cache_row(&self, key: &str) {
-        self.cache_rows.remove(&CacheKey(key.to_string()));
+        self.cache_rows.insert(key, entry, cap);
     }
 }
 
@@ -186,35 +185,35 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn entries_expire_at_their_own_deadline() {
         let metrics = Metrics::new();
-        let c: Bounded<u32, u32> = Bounded::new("t", &settings(10, 5_000));
+        let c: Bounded<u32, u32> = Bounded::new("t", &settings(10, 5_000), &metrics);
         c.insert(1, 10, None);
         c.insert(2, 20, Some(Duration::from_secs(1)));
-        assert_eq!(c.get(&1, &metrics), Some(10));
-        assert_eq!(c.get(&2, &metrics), Some(20));
+        assert_eq!(c.get(&1), Some(10));
+        assert_eq!(c.get(&2), Some(20));
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(c.get(&2, &metrics), None, "capped by its own deadline");
-        assert_eq!(c.get(&1, &metrics), Some(10));
+        assert_eq!(c.get(&2), None, "capped by its own deadline");
+        assert_eq!(c.get(&1), Some(10));
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert_eq!(c.get(&1, &metrics), None);
+        assert_eq!(c.get(&1), None);
     }
 
     #[test]
     fn a_full_cache_evicts_one_entry_at_a_time() {
         let metrics = Metrics::new();
-        let c: Bounded<u32, u32> = Bounded::new("t", &settings(1_000, 60_000));
+        let c: Bounded<u32, u32> = Bounded::new("t", &settings(1_000, 60_000), &metrics);
         // Entries used again are kept while a stream of one-off keys passes through.
         for i in 0..100 {
             c.insert(i, i, None);
         }
-        for round in 0..3 {
+        for _ in 0..3 {
             for i in 0..100 {
-                assert!(c.get(&i, &metrics).is_some() || round == 0);
+                assert!(c.get(&i).is_some(), "{i} is within capacity");
             }
         }
         for i in 1_000..200_000 {
             c.insert(i, i, None);
         }
-        let kept = (0..100).filter(|i| c.get(i, &metrics).is_some()).count();
+        let kept = (0..100).filter(|i| c.get(i).is_some()).count();
         assert!(kept >= 90, "hot entries survive a flood of one-off keys: {kept} of 100 kept");
         assert!(c.entries.as_ref().unwrap().len() <= 1_000);
     }
@@ -222,8 +221,8 @@ mod tests {
     #[test]
     fn a_zero_ttl_turns_a_cache_off() {
         let metrics = Metrics::new();
-        let c: Bounded<u32, u32> = Bounded::new("t", &settings(10, 0));
+        let c: Bounded<u32, u32> = Bounded::new("t", &settings(10, 0), &metrics);
         c.insert(1, 1, None);
-        assert_eq!(c.get(&1, &metrics), None);
+        assert_eq!(c.get(&1), None);
     }
 }

@@ -1,8 +1,8 @@
 //! `Idempotency-Key` claims, scoped to a workspace.
 //!
 //! A record is `in_progress` while its first call runs (leased until `locked_until`, a
-//! little longer than the request deadline), then `completed` with the exact response
-//! bytes, which are replayed until `expires_at` (created + 24 h). Only the claim's owner
+//! little longer than the request deadline), then `completed` with the call's answer and
+//! the balance its debit left, which are replayed until `expires_at` (created + 24 h). Only the claim's owner
 //! (by `owner_token`) may complete (the [`crate::settler`] does, in the debit's
 //! transaction) or release it; a claim whose lease ran out (its
 //! process died) may be taken over. Non-200 outcomes release the claim, so a retry runs

@@ -13,8 +13,9 @@
 //!   thread with its own connection per backend. Knows no HTTP.
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and purging.
 //! - [`ratelimit`]: per-workspace plans and their per-minute and daily limits.
-//! - [`enrichment`]: input normalisation, the record model, the cache and the vendor
-//!   waterfall; [`lookup::vendors`] holds one adapter per upstream wire format.
+//! - [`lookup`]: finding out who is behind an input: normalisation, the record model,
+//!   the cache and the vendor waterfall; [`lookup::vendors`] holds one adapter per
+//!   upstream wire format.
 //! - [`sandbox`]: built-in deterministic vendors speaking both wire formats over HTTP.
 //! - [`admin`]: operator actions behind the CLI (workspaces, keys, grants).
 //! - [`hot`]: the one owner of the hot in-process caches (keys, empty workspaces,

@@ -134,9 +134,11 @@ impl Metrics {
         self.cache_lookups.get_or_create(&CacheLabels { result: result.into() }).inc();
     }
 
-    pub fn hot_cache(&self, cache: &'static str, hit: bool) {
-        let outcome = if hit { "hit" } else { "miss" };
-        self.hot_cache_lookups.get_or_create(&HotCacheLabels { cache, outcome }).inc();
+    /// The hit and miss counters of one hot cache, for its owner to keep (no label
+    /// lookup per probe).
+    pub fn hot_cache_counters(&self, cache: &'static str) -> (Counter, Counter) {
+        let counter = |outcome| self.hot_cache_lookups.get_or_create(&HotCacheLabels { cache, outcome }).clone();
+        (counter("hit"), counter("miss"))
     }
 
     /// The OpenMetrics text of every metric.

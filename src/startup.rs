@@ -56,7 +56,7 @@ impl Application {
         let vendors: Vec<Vendor> = vendor_settings.iter().map(|v| Vendor::from_settings(v, http.clone())).collect();
         let deadline = Duration::from_millis(settings.server.request_deadline_ms);
         let metrics = Arc::new(Metrics::new());
-        let hot = Arc::new(HotCaches::new(&settings.hot_caches, metrics.clone()));
+        let hot = Arc::new(HotCaches::new(&settings.hot_caches, &metrics));
         let settler = Settler::spawn(&settings.database, metrics.clone()).await.context("starting the settler")?;
         let mut lookup = Lookup::new(LookupParts {
             vendors,

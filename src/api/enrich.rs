@@ -20,8 +20,6 @@ use super::security::{ApiKeyAuth, CanEnrich};
 use super::{ApiTags, AppState};
 use crate::enrich::Success;
 use crate::lookup::input::{EnrichQuery, InputError, Section};
-use crate::lookup::record::{self, Source};
-use crate::lookup::vendors::VendorName;
 
 /// A section of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -84,7 +82,7 @@ impl Example for EnrichFields {
 /// The enrich request body: parsed as [`EnrichFields`] (one flat object, so that every
 /// problem is reported field by field), published as `anyOf` two objects derived from
 /// [`EnrichFields`]' own schema: `EnrichByEmail` (`email` required) and `EnrichByDomain`
-/// (`domain` required, no `email`). So the schema says that one of the two is required,
+/// (`domain` required), each with every property. So the schema says that one of the two is required,
 /// and clients generated from it get two typed models and cannot build a body with
 /// neither (an `Object` derive cannot declare `anyOf` of `required` sets, and a `Union`
 /// derive would lose the field-level errors).
@@ -126,11 +124,12 @@ impl Type for EnrichRequest {
             example: None,
             ..fields.clone()
         };
+        // Both keep every property with its schema (only `required` differs), so that a
+        // body is valid exactly when the one flat object would parse it.
         let by_domain = MetaSchema {
             title: Some(BY_DOMAIN.into()),
-            description: Some("The company behind a domain."),
+            description: Some("The company behind a domain (with an `email` as well, this is an `EnrichByEmail`)."),
             required: vec!["domain"],
-            properties: fields.properties.iter().filter(|(name, _)| *name != "email").cloned().collect(),
             example: None,
             ..fields.clone()
         };
@@ -224,84 +223,65 @@ impl FastParse for EnrichRequest {
 }
 
 /// Personal details, when `email` is provided.
-#[derive(Debug, Clone, Object, serde::Serialize)]
+#[derive(Debug, Clone, Object)]
 #[oai(rename = "Person")]
 pub struct PersonData {
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub full_name: Option<String>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_name: Option<String>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub job_title: Option<String>,
     /// `executive`, `director`, `manager`, `senior` or `entry`.
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub seniority: Option<String>,
     /// e.g. `New York, NY, US`.
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub linkedin_url: Option<String>,
 }
 
 /// Organizational details.
-#[derive(Debug, Clone, Object, serde::Serialize)]
+#[derive(Debug, Clone, Object)]
 #[oai(rename = "Company")]
 pub struct CompanyData {
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub industry: Option<String>,
     /// Employee count bucket as the vendor reports it, e.g. `201-500`.
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub founded_year: Option<i32>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub linkedin_url: Option<String>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hq_location: Option<String>,
 }
 
 /// Social profiles, where available, as full URLs.
-#[derive(Debug, Clone, Object, serde::Serialize)]
+#[derive(Debug, Clone, Object)]
 #[oai(rename = "Social")]
 pub struct SocialData {
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub twitter: Option<String>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub github: Option<String>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub facebook: Option<String>,
 }
 
 /// Origin of the data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
 pub enum DataSource {
     /// Answered now by the first upstream vendor.
     VendorA,
@@ -313,16 +293,13 @@ pub enum DataSource {
 
 /// The answer. Sections not asked for with `include`, and sections with no data, are
 /// left out, as are fields with no data; `person` only ever appears for an `email`.
-#[derive(Debug, Clone, Object, serde::Serialize)]
+#[derive(Debug, Clone, Object)]
 pub struct EnrichData {
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub person: Option<PersonData>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub company: Option<CompanyData>,
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub social: Option<SocialData>,
     pub source: DataSource,
     /// Confidence score from 0.0 to 1.0. `vendor_a`: its likelihood (1–10) / 10;
@@ -336,7 +313,7 @@ pub struct EnrichData {
 }
 
 /// A successful lookup.
-#[derive(Debug, Clone, Object, serde::Serialize)]
+#[derive(Debug, Clone, Object)]
 #[oai(example)]
 pub struct EnrichResponse {
     pub data: EnrichData,
@@ -375,42 +352,24 @@ impl Example for EnrichResponse {
 }
 
 impl EnrichResponse {
-    /// The 200 body of a successful call. Serialised with serde (derived beside the
-    /// schema, held to poem-openapi's own serialisation by a test), without a JSON value
-    /// tree in between.
+    /// The 200 body of a successful call: `{"data": {<the answer>, "credits_remaining"}}`,
+    /// serialised straight from the domain's [`Answer`](crate::enrich::Answer) (no copy
+    /// into the types above, no JSON value tree). The test
+    /// `the_rendered_body_is_what_poem_openapi_would_send` holds it to what poem-openapi
+    /// would send for these declared types, so the schema and the bytes cannot drift.
     pub fn render(success: &Success) -> bytes::Bytes {
-        let answer = &success.answer;
-        let r = &answer.record;
-        let data = EnrichData {
-            person: r.person.clone().map(|p: record::Person| PersonData {
-                full_name: p.full_name,
-                first_name: p.first_name,
-                last_name: p.last_name,
-                job_title: p.job_title,
-                seniority: p.seniority,
-                location: p.location,
-                linkedin_url: p.linkedin_url,
-            }),
-            company: r.company.clone().map(|c: record::Company| CompanyData {
-                name: c.name,
-                domain: c.domain,
-                industry: c.industry,
-                size: c.size,
-                founded_year: c.founded_year,
-                description: c.description,
-                linkedin_url: c.linkedin_url,
-                hq_location: c.hq_location,
-            }),
-            social: r.social.clone().map(|s: record::Social| SocialData { twitter: s.twitter, github: s.github, facebook: s.facebook }),
-            source: match answer.source {
-                Source::Vendor(VendorName::VendorA) => DataSource::VendorA,
-                Source::Vendor(VendorName::VendorB) => DataSource::VendorB,
-                Source::Cached => DataSource::Cached,
-            },
-            confidence: answer.confidence,
-            credits_remaining: success.credits_remaining,
-        };
-        serde_json::to_vec(&EnrichResponse { data }).expect("response serialises").into()
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            data: Data<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct Data<'a> {
+            #[serde(flatten)]
+            answer: &'a crate::enrich::Answer,
+            credits_remaining: i64,
+        }
+        let body = Body { data: Data { answer: &success.answer, credits_remaining: success.credits_remaining } };
+        serde_json::to_vec(&body).expect("response serialises").into()
     }
 }
 
@@ -653,6 +612,9 @@ impl EnrichApi {
 #[cfg(test)]
 mod tests {
     use poem_openapi::types::ToJSON;
+
+    use crate::lookup::record::Source;
+    use crate::lookup::vendors::VendorName;
 
     use super::*;
 

@@ -87,16 +87,31 @@ pub const EMAIL_PATTERN: &str =
 static DOMAIN_SHAPE: LazyLock<Regex> = LazyLock::new(|| Regex::new(DOMAIN_PATTERN).expect("DOMAIN_PATTERN compiles"));
 static EMAIL_SHAPE: LazyLock<Regex> = LazyLock::new(|| Regex::new(EMAIL_PATTERN).expect("EMAIL_PATTERN compiles"));
 
+/// Whether `name` is a name in normal form: two labels or more of `[a-z0-9-]`, none empty,
+/// the last one not all digits (never an IP address). (The punycode of a long Unicode
+/// label may pass DNS's 63 bytes: nobody resolves these names, vendors look them up.)
+fn is_normal_name(name: &str) -> bool {
+    let labels: Vec<&str> = name.split('.').collect();
+    labels.len() >= 2
+        && labels.iter().all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        && !labels[labels.len() - 1].bytes().all(|b| b.is_ascii_digit())
+}
+
 /// A host name of a matching input in normal form: lowercase, IDN labels as punycode,
-/// without a trailing dot or a leading `www.`. Total for every host [`host!`] matches.
+/// without a trailing dot or a leading `www.`. Total for every host [`host!`] matches,
+/// and always [`is_normal_name`].
 fn normalise_host(host: &str) -> String {
     let host = host.strip_suffix('.').unwrap_or(host);
     let ascii = if host.is_ascii() {
+        // The pattern admits nothing else: already a normal name but for the case.
         host.to_ascii_lowercase()
     } else {
-        // UTS 46 (mapping, case folding); a name it refuses is still a name somebody may
-        // ask about: each label's lowercase as punycode, as-is (nobody will know it).
-        idna::domain_to_ascii(host).ok().filter(|a| a.split('.').all(|l| !l.is_empty())).unwrap_or_else(|| {
+        // UTS 46 (mapping, case folding), unless what it maps to is not a normal name:
+        // it turns full-width punctuation into ASCII (`１２７.０.０.１` → `127.0.0.1`,
+        // `ａ／ｂ` → `a/b`), which must never reach a cache key. Such a name, or one UTS 46
+        // refuses, is still a name somebody may ask about: each label's lowercase as
+        // punycode (nobody will know it).
+        idna::domain_to_ascii(host).ok().filter(|a| is_normal_name(a)).unwrap_or_else(|| {
             host.split('.')
                 .map(|label| {
                     let label = label.to_lowercase();
@@ -386,6 +401,23 @@ mod tests {
         "jané@acme.com",
     ];
 
+    /// Full-width forms that UTS 46 maps to ASCII punctuation or digits never reach a
+    /// name (nor, through it, a cache key shared by every workspace).
+    #[test]
+    fn full_width_punctuation_never_becomes_ascii_punctuation() {
+        let hint_lookalike = EmailAddress::parse("jane@gmail.com\u{ff5c}company\u{ff1a}acme.com").unwrap();
+        assert!(is_normal_name(hint_lookalike.domain().as_str()), "{hint_lookalike}");
+        let real = EnrichQuery::parse(Some("jane@gmail.com"), Some("acme.com"), None).unwrap();
+        let fake = EnrichQuery::parse(Some("jane@gmail.com\u{ff5c}company\u{ff1a}acme.com"), None, None).unwrap();
+        assert_ne!(real.input.cache_key(), fake.input.cache_key());
+        for raw in ["\u{ff11}\u{ff12}\u{ff17}.\u{ff10}.\u{ff10}.\u{ff11}", "a\u{ff0f}b.com", "ｇmail.com"] {
+            let d = Domain::parse(raw).unwrap();
+            assert!(is_normal_name(d.as_str()), "{raw:?} → {d}");
+        }
+        // A full-width name that maps to a normal one is that name.
+        assert_eq!(Domain::parse("ａｃｍｅ.com").unwrap().as_str(), "acme.com");
+    }
+
     #[test]
     fn bad_domains_are_refused() {
         for bad in BAD_DOMAINS {
@@ -437,11 +469,11 @@ mod tests {
         assert!(domains.iter().filter(|d| d.chars().any(|c| c.is_ascii_uppercase())).count() > 100, "upper case");
         for raw in domains {
             let parsed = Domain::parse(&raw).unwrap_or_else(|e| panic!("{raw:?} matches DOMAIN_PATTERN but was refused: {e}"));
-            assert!(parsed.as_str().is_ascii() && !parsed.as_str().is_empty(), "{raw:?} → {parsed}");
+            assert!(is_normal_name(parsed.as_str()), "{raw:?} → {parsed}");
         }
         for raw in generated(EMAIL_PATTERN, 5_000, 254) {
             let parsed = EmailAddress::parse(&raw).unwrap_or_else(|e| panic!("{raw:?} matches EMAIL_PATTERN but was refused: {e}"));
-            assert!(parsed.to_string().is_ascii(), "{raw:?} → {parsed}");
+            assert!(is_normal_name(parsed.domain().as_str()) && parsed.local_part().is_ascii(), "{raw:?} → {parsed}");
         }
     }
 

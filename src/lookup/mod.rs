@@ -34,7 +34,7 @@ use record::{merged_confidence, Matched};
 use vendors::{Vendor, VendorAnswer, VendorError};
 
 use crate::config::WaterfallSettings;
-use crate::hot::HotCaches;
+use crate::hot::{CacheKey, HotCaches};
 use crate::metrics::{Metrics, VendorLabels, VendorOutcomeLabels};
 use crate::settler::Settler;
 
@@ -175,13 +175,18 @@ impl Lookup {
     /// handed to the settler, before its row commits (the settler writes cache rows just
     /// after the debits; see `docs/design.md`).
     pub fn remember(&self, input: &LookupInput, entry: cache::Entry, now_ms: i64) {
-        self.hot.remember_cache_row(&input.cache_key(), Arc::new(entry), now_ms);
+        self.hot.remember_cache_row(CacheKey(input.cache_key()), Arc::new(entry), now_ms);
     }
 
     /// Caches a vendor answer nobody pays for (it had none of the sections asked for).
     pub fn keep_unpaid(&self, input: &LookupInput, matched: &Matched, now_ms: i64) {
-        let row = cache::match_row(input, matched, &self.cache, now_ms);
-        self.remember(input, cache::Entry::of_match(matched.clone(), row.fetched_at, row.expires_at), now_ms);
+        self.keep(cache::match_row(input, matched, &self.cache, now_ms), now_ms);
+    }
+
+    /// Remembers `row` in-process at once and hands it to the settler, the one writer of
+    /// the cache (it commits with the next transaction).
+    fn keep(&self, row: entity::cache_entry::Model, now_ms: i64) {
+        self.hot.remember_cache_row(CacheKey(row.cache_key.clone()), Arc::new(cache::Entry::new(row.clone())), now_ms);
         self.settler.cache(row);
     }
 
@@ -211,8 +216,7 @@ impl Lookup {
             if matches!(outcome, LookupOutcome::NoMatch) {
                 let now = crate::now_ms();
                 if let Some(row) = cache::no_match_row(input, &self.cache, now) {
-                    self.remember(input, cache::Entry::new(row.clone()), now);
-                    self.settler.cache(row);
+                    self.keep(row, now);
                 }
             }
             outcome

@@ -232,8 +232,8 @@ pub struct Matched {
 }
 
 /// Where an answer came from, as the API reports it (`vendor_a`, `vendor_b`, `cached`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Source {
     Vendor(VendorName),
     Cached,
@@ -248,9 +248,9 @@ impl Source {
     }
 }
 
-impl From<Source> for String {
-    fn from(source: Source) -> Self {
-        source.as_str().to_string()
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 

@@ -16,9 +16,9 @@ use crate::vendor_name::VendorName;
 /// A domain as a vendor reads its query parameter: trimmed and lowercased (the gateway
 /// sends normalised inputs; a vendor only checks the shape).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Domain(String);
+pub struct QueryDomain(String);
 
-impl Domain {
+impl QueryDomain {
     pub fn parse(raw: &str) -> Option<Self> {
         let d = raw.trim().trim_end_matches('.').to_ascii_lowercase();
         let ok = d.contains('.') && !d.starts_with('.') && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
@@ -30,7 +30,7 @@ impl Domain {
     }
 }
 
-impl std::fmt::Display for Domain {
+impl std::fmt::Display for QueryDomain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
@@ -38,32 +38,32 @@ impl std::fmt::Display for Domain {
 
 /// An email address as a vendor reads it: `local@domain`, lowercased.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EmailAddress {
+pub struct QueryEmail {
     address: String,
     local: String,
-    domain: Domain,
+    domain: QueryDomain,
 }
 
-impl EmailAddress {
+impl QueryEmail {
     pub fn parse(raw: &str) -> Option<Self> {
         let address = raw.trim().to_ascii_lowercase();
         let (local, domain) = address.rsplit_once('@')?;
         if local.is_empty() {
             return None;
         }
-        Some(Self { local: local.to_string(), domain: Domain::parse(domain)?, address })
+        Some(Self { local: local.to_string(), domain: QueryDomain::parse(domain)?, address })
     }
 
     pub fn local_part(&self) -> &str {
         &self.local
     }
 
-    pub fn domain(&self) -> &Domain {
+    pub fn domain(&self) -> &QueryDomain {
         &self.domain
     }
 }
 
-impl std::fmt::Display for EmailAddress {
+impl std::fmt::Display for QueryEmail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.address)
     }
@@ -145,7 +145,7 @@ pub fn knows(vendor: VendorName, subject: &str) -> bool {
     }
 }
 
-pub fn is_free_mail(domain: &Domain) -> bool {
+pub fn is_free_mail(domain: &QueryDomain) -> bool {
     FREE_MAIL.contains(&domain.as_str())
 }
 
@@ -169,7 +169,7 @@ pub struct SynthCompany {
     pub likelihood: u8,
 }
 
-pub fn company(domain: &Domain) -> SynthCompany {
+pub fn company(domain: &QueryDomain) -> SynthCompany {
     let h = digest("company", domain.as_str());
     let label = domain.as_str().split('.').next().unwrap_or("acme");
     if domain.as_str() == "acme.com" {
@@ -217,7 +217,7 @@ pub struct SynthPerson {
     pub fuzzy: bool,
 }
 
-pub fn person(email: &EmailAddress) -> SynthPerson {
+pub fn person(email: &QueryEmail) -> SynthPerson {
     if email.to_string() == "jane@acme.com" {
         return SynthPerson {
             first: "Jane".into(),

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::config::{Secret, VendorSettings};
 use crate::lookup::vendors::{clearbit, pdl, VendorName};
-use data::{Domain, EmailAddress};
+use data::{QueryDomain, QueryEmail};
 
 /// The API key the sandbox expects (any non-empty key is accepted).
 pub const SANDBOX_KEY: &str = "sandbox";
@@ -114,7 +114,7 @@ fn clearbit_authorised(req: &Request) -> bool {
 }
 
 /// A company in PDL's person-record terms, when vendor_a knows the domain.
-fn pdl_company_fields(domain: &Domain) -> Option<data::SynthCompany> {
+fn pdl_company_fields(domain: &QueryDomain) -> Option<data::SynthCompany> {
     (!data::is_free_mail(domain) && data::knows(VendorName::VendorA, domain.as_str())).then(|| data::company(domain))
 }
 
@@ -124,14 +124,14 @@ async fn pdl_person(req: &Request, Query(q): Params, Data(latency): Data<&Latenc
     if !pdl_authorised(req) {
         return pdl_error(401, "authentication_error", "API key missing");
     }
-    let Some(email) = q.get("email").and_then(|e| EmailAddress::parse(e)) else {
+    let Some(email) = q.get("email").and_then(|e| QueryEmail::parse(e)) else {
         return pdl_error(400, "invalid_request_error", "email is required");
     };
     if !data::knows(VendorName::VendorA, &email.to_string()) {
         return pdl_error(404, "not_found", "No records were found matching your request");
     }
     let p = data::person(&email);
-    let company_domain = q.get("company").and_then(|d| Domain::parse(d)).unwrap_or_else(|| email.domain().clone());
+    let company_domain = q.get("company").and_then(|d| QueryDomain::parse(d)).unwrap_or_else(|| email.domain().clone());
     let c = pdl_company_fields(&company_domain);
     let resp = pdl::PersonEnrichResponse {
         status: 200,
@@ -166,7 +166,7 @@ async fn pdl_company(req: &Request, Query(q): Params, Data(latency): Data<&Laten
     if !pdl_authorised(req) {
         return pdl_error(401, "authentication_error", "API key missing");
     }
-    let Some(domain) = q.get("website").and_then(|d| Domain::parse(d)) else {
+    let Some(domain) = q.get("website").and_then(|d| QueryDomain::parse(d)) else {
         return pdl_error(400, "invalid_request_error", "website is required");
     };
     if !data::knows(VendorName::VendorA, domain.as_str()) {
@@ -215,7 +215,7 @@ async fn clearbit_combined(req: &Request, Query(q): Params, Data(latency): Data<
     if !clearbit_authorised(req) {
         return clearbit_error(401, "auth_required", "API key required");
     }
-    let Some(email) = q.get("email").and_then(|e| EmailAddress::parse(e)) else {
+    let Some(email) = q.get("email").and_then(|e| QueryEmail::parse(e)) else {
         return clearbit_error(422, "params_invalid", "email is invalid");
     };
     if email.local_part().starts_with("queued") {
@@ -228,7 +228,7 @@ async fn clearbit_combined(req: &Request, Query(q): Params, Data(latency): Data<
         return clearbit_error(404, "unknown_record", "Unknown email address");
     }
     let p = data::person(&email);
-    let company_domain = q.get("company_domain").and_then(|d| Domain::parse(d)).unwrap_or_else(|| email.domain().clone());
+    let company_domain = q.get("company_domain").and_then(|d| QueryDomain::parse(d)).unwrap_or_else(|| email.domain().clone());
     let company = (!data::is_free_mail(&company_domain) && data::knows(VendorName::VendorB, company_domain.as_str()))
         .then(|| data::company(&company_domain));
     let resp = clearbit::CombinedResponse {
@@ -266,7 +266,7 @@ async fn clearbit_company(req: &Request, Query(q): Params, Data(latency): Data<&
     if !clearbit_authorised(req) {
         return clearbit_error(401, "auth_required", "API key required");
     }
-    let Some(domain) = q.get("domain").and_then(|d| Domain::parse(d)) else {
+    let Some(domain) = q.get("domain").and_then(|d| QueryDomain::parse(d)) else {
         return clearbit_error(422, "params_invalid", "domain is invalid");
     };
     if !data::knows(VendorName::VendorB, domain.as_str()) {

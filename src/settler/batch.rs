@@ -98,29 +98,40 @@ impl<S: Store> Writer<S> {
         Self { store, carried: Vec::new(), metrics }
     }
 
+    /// Runs `work` (a transaction) on the store; on an error or a panic, rolls back what
+    /// it left open and returns the error, the store usable again. The one failure path
+    /// of every transaction the writer runs.
+    fn attempt<T>(&mut self, work: impl FnOnce(&mut S) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let store = &mut self.store;
+        let failure = match catch_unwind(AssertUnwindSafe(|| work(store))) {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(err)) => err,
+            Err(_) => StoreError::bug("a writer transaction panicked"),
+        };
+        self.store.rollback();
+        Err(failure)
+    }
+
     /// Settles `jobs` in one transaction; one outcome per job, in order.
     pub fn settle_batch(&mut self, jobs: Vec<Job>) -> Vec<Outcome> {
         self.metrics.settle_batch_size.observe(jobs.len() as f64);
         let started = std::time::Instant::now();
         let count = jobs.len();
         let carried = std::mem::take(&mut self.carried);
-        let store = &mut self.store;
-        let result = catch_unwind(AssertUnwindSafe(|| settle(store, jobs, &carried)));
-        let failure = match result {
-            Ok(Ok((outcomes, own_rows))) => {
-                self.carried = own_rows;
-                self.metrics.settle_batch_seconds.observe(started.elapsed().as_secs_f64());
-                return outcomes;
-            }
-            Ok(Err(err)) => err,
-            Err(_) => StoreError::bug("the settlement batch panicked"),
-        };
-        self.store.rollback();
-        tracing::error!(error = %failure, jobs = count, "a settlement batch failed; nothing of it was committed");
-        // The carried rows were paid for: they go with the next transaction.
-        self.carried = carried;
+        let result = self.attempt(|store| settle(store, jobs, &carried));
         self.metrics.settle_batch_seconds.observe(started.elapsed().as_secs_f64());
-        (0..count).map(|_| Err(SettleError::Database(failure.clone()))).collect()
+        match result {
+            Ok((outcomes, own_rows)) => {
+                self.carried = own_rows;
+                outcomes
+            }
+            Err(failure) => {
+                tracing::error!(error = %failure, jobs = count, "a settlement batch failed; nothing of it was committed");
+                // The carried rows were paid for: they go with the next transaction.
+                self.carried = carried;
+                (0..count).map(|_| Err(SettleError::Database(failure.clone()))).collect()
+            }
+        }
     }
 
     /// Writes the carried cache rows in a transaction of their own. A failure costs later
@@ -130,46 +141,34 @@ impl<S: Store> Writer<S> {
         if rows.is_empty() {
             return;
         }
-        let store = &mut self.store;
-        let result = catch_unwind(AssertUnwindSafe(|| {
+        let result = self.attempt(|store| {
             store.begin(true)?;
             store.put_cache(&rows)?;
             store.commit()
-        }));
-        let failure = match result {
-            Ok(Ok(())) => return,
-            Ok(Err(err)) => err.to_string(),
-            Err(_) => "panicked".to_string(),
-        };
-        self.store.rollback();
-        tracing::warn!(error = %failure, rows = rows.len(), "writing cache rows failed; those inputs will ask the vendors again");
+        });
+        if let Err(failure) = result {
+            tracing::warn!(error = %failure, rows = rows.len(), "writing cache rows failed; those inputs will ask the vendors again");
+        }
     }
 
     /// Adds `amount` credits to a workspace, with its ledger row, in a transaction of its
     /// own (with the carried cache rows).
     pub fn grant(&mut self, workspace_id: &str, amount: i64) -> Result<i64, SettleError> {
         let carried = std::mem::take(&mut self.carried);
-        let store = &mut self.store;
-        let result = catch_unwind(AssertUnwindSafe(|| {
+        let result = self.attempt(|store| {
             store.begin(false)?;
             let change =
                 BalanceChange { workspace_id, delta: amount, reason: Reason::Grant, rows: &[(None, None)], now_ms: crate::now_ms() };
             let after = store.change_balance(&change, &carried)?;
             store.commit()?;
             Ok(after)
-        }));
+        });
         match result {
-            Ok(Ok(Some(balance))) => Ok(balance),
-            Ok(Ok(None)) => Err(SettleError::UnknownWorkspace),
-            Ok(Err(err)) => {
-                self.store.rollback();
+            Ok(Some(balance)) => Ok(balance),
+            Ok(None) => Err(SettleError::UnknownWorkspace),
+            Err(failure) => {
                 self.carried = carried;
-                Err(SettleError::Database(err))
-            }
-            Err(_) => {
-                self.store.rollback();
-                self.carried = carried;
-                Err(SettleError::Database(StoreError::bug("a grant panicked")))
+                Err(SettleError::Database(failure))
             }
         }
     }

@@ -4,11 +4,11 @@
 //! nothing of HTTP.
 //!
 //! - [`Settler`] (this file): the handle requests use.
-//! - [`writer`]: the writer's thread, its batching (group commit) and, on SQLite, the
+//! - `writer`: the writer's thread, its batching (group commit) and, on SQLite, the
 //!   inline settlement of a job alone in flight.
-//! - [`batch`]: the [`batch::Store`] interface and the algorithm that settles a batch of
+//! - `batch`: the `Store` interface and the algorithm that settles a batch of
 //!   jobs in one transaction (unit-tested against an in-memory store).
-//! - [`sqlite`], [`postgres`]: one store per backend; each statement exists once there.
+//! - `sqlite`, `postgres`: one store per backend; each statement exists once there.
 //!
 //! Invariants (see `docs/design.md`): the balance never goes below zero and the ledger
 //! always sums to it; a job is answered only after the transaction that holds its debit

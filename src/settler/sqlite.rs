@@ -45,6 +45,8 @@ const COMPLETE_CLAIM: &str = "UPDATE idempotency_records \
 
 pub struct Store {
     conn: Connection,
+    /// What reopening the connection needs (after a failed rollback).
+    settings: DatabaseSettings,
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
@@ -64,6 +66,10 @@ fn err(e: rusqlite::Error) -> StoreError {
 
 impl Store {
     pub fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        Ok(Self { conn: Self::connect(settings)?, settings: settings.clone() })
+    }
+
+    fn connect(settings: &DatabaseSettings) -> anyhow::Result<Connection> {
         let path = crate::db::sqlite_path(&settings.url).ok_or_else(|| anyhow::anyhow!("the settler needs an SQLite database file"))?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -73,7 +79,7 @@ impl Store {
         };
         conn.execute_batch(&format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"))?;
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(Self { conn })
+        Ok(conn)
     }
 
     /// Opens the batch's transaction only if the write lock is free right now (no busy
@@ -142,23 +148,12 @@ impl super::batch::Store for Store {
     }
 
     fn put_cache(&mut self, rows: &[CacheRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        // Several rows need one transaction to be atomic.
-        let own_txn = rows.len() > 1 && self.conn.is_autocommit();
-        if own_txn {
-            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
-        }
+        // Always inside the transaction `begin` opened (on SQLite it always opens one).
         let mut upsert = self.conn.prepare_cached(CACHE_UPSERT).map_err(err)?;
         for row in rows {
             upsert
                 .execute(params![row.cache_key, row.record, row.vendor, row.confidence, row.fetched_at, row.expires_at, row.outcome])
                 .map_err(err)?;
-        }
-        drop(upsert);
-        if own_txn {
-            self.conn.execute_batch("COMMIT").map_err(err)?;
         }
         Ok(())
     }
@@ -183,9 +178,16 @@ impl super::batch::Store for Store {
     }
 
     fn rollback(&mut self) {
-        if !self.conn.is_autocommit() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                tracing::error!(error = %e, "rolling back a settlement batch failed");
+        if self.conn.is_autocommit() {
+            return;
+        }
+        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            // The transaction must not live on into the next batch (it would commit what
+            // failed): a new connection; dropping the old one rolls it back.
+            tracing::error!(error = %e, "rolling back a settlement batch failed; reconnecting");
+            match Self::connect(&self.settings) {
+                Ok(conn) => self.conn = conn,
+                Err(e) => tracing::error!(error = %e, "reconnecting the SQLite writer failed"),
             }
         }
     }

@@ -65,27 +65,33 @@ pub fn spawn(
     let window = Duration::from_micros(settings.group_commit_window_us);
     std::thread::Builder::new().name("leadlex-settler".into()).spawn(move || {
         if settings.url.starts_with("sqlite:") {
-            match sqlite::Store::open(&settings) {
-                Ok(store) => {
-                    let writer = Arc::new(Mutex::new(Writer::new(store, metrics)));
-                    let inline = Inline { writer: writer.clone(), in_flight: Arc::new(AtomicUsize::new(0)) };
-                    let _ = ready.send(Ok(Some(inline)));
-                    run(&writer, rx, window);
-                }
-                Err(err) => drop(ready.send(Err(err))),
-            }
+            let inline = |writer: &Shared<sqlite::Store>| Some(Inline { writer: writer.clone(), in_flight: Arc::new(AtomicUsize::new(0)) });
+            serve(sqlite::Store::open(&settings), inline, metrics, rx, ready, window);
         } else {
-            match postgres::Store::open(&settings) {
-                Ok(store) => {
-                    let writer = Arc::new(Mutex::new(Writer::new(store, metrics)));
-                    let _ = ready.send(Ok(None));
-                    run(&writer, rx, window);
-                }
-                Err(err) => drop(ready.send(Err(err))),
-            }
+            serve(postgres::Store::open(&settings), |_| None, metrics, rx, ready, window);
         }
     })?;
     Ok(())
+}
+
+/// Reports whether the store opened (with what `inline` shares of it), then runs the
+/// writer on it.
+fn serve<S: Store>(
+    opened: anyhow::Result<S>,
+    inline: impl FnOnce(&Shared<S>) -> Option<Inline>,
+    metrics: Arc<Metrics>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    ready: oneshot::Sender<anyhow::Result<Option<Inline>>>,
+    window: Duration,
+) {
+    match opened {
+        Ok(store) => {
+            let writer = Arc::new(Mutex::new(Writer::new(store, metrics)));
+            let _ = ready.send(Ok(inline(&writer)));
+            run(&writer, rx, window);
+        }
+        Err(err) => drop(ready.send(Err(err))),
+    }
 }
 
 /// The thread's loop: until every handle is gone, settle what waits, batch by batch.

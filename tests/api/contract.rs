@@ -110,7 +110,7 @@ fn sandbox_is_deterministic_and_vendors_overlap_partially() {
     let only_b = count(&|d| !knows(VendorA, d) && knows(VendorB, d));
     let neither = count(&|d| !knows(VendorA, d) && !knows(VendorB, d));
     assert!(both > 200 && only_a > 200 && only_b > 100 && neither > 50, "{both} {only_a} {only_b} {neither}");
-    let d = leadlex::sandbox::data::Domain::parse("d7.com").unwrap();
+    let d = leadlex::sandbox::data::QueryDomain::parse("d7.com").unwrap();
     assert_eq!(format!("{:?}", leadlex::sandbox::data::company(&d)), format!("{:?}", leadlex::sandbox::data::company(&d)));
 }
 

@@ -7,6 +7,50 @@ use serde_json::json;
 use crate::helpers::{domain_known_by, spawn_app, spawn_app_with, Backend};
 use crate::on_both_backends;
 
+/// The published request schema and the server agree, both ways: every body the schema
+/// allows is answered (never 400), every body it refuses is a 400 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_schema_accepts_exactly_what_the_server_does() {
+    use crate::spec_check::request_is_valid;
+    let app = spawn_app(Backend::Sqlite).await;
+    let (_, key) = app.funded(1_000).await;
+    let long_label = format!("{}.com", "a".repeat(64));
+    let allowed = [
+        json!({"email": "jane@acme.com"}),
+        json!({"email": "  JANE@Acme.COM\t"}),
+        json!({"email": "o'brien+tag@mail.acme.co.uk"}),
+        json!({"email": "jane@bücher.de"}),
+        json!({"domain": "https://www.ACME.com:8443/about?x=1#top"}),
+        json!({"domain": "bücher.de"}),
+        json!({"domain": "acme.com.", "include": ["company"]}),
+        json!({"email": "jane@gmail.com", "domain": "acme.com", "include": ["person", "company"]}),
+        json!({"domain": "acme.com", "unknown": [1, 2]}),
+    ];
+    for body in allowed {
+        assert!(request_is_valid("POST", "/v1/email/enrich", &body), "the schema allows {body}");
+        let r = app.enrich(&key, body.clone()).await;
+        assert!(r.status == 200 || r.status == 404, "{body} is answered: {} {}", r.status, String::from_utf8_lossy(&r.bytes));
+    }
+    let refused = [
+        json!({}),
+        json!({"include": ["company"]}),
+        json!({"email": null, "domain": "acme.com"}),
+        json!({"domain": "acme.com", "email": 42}),
+        json!({"domain": "acme.com", "email": "not-an-email"}),
+        json!({"email": "jane@acme.com", "domain": "0".repeat(1000)}),
+        json!({"domain": "127.0.0.1"}),
+        json!({"domain": "ftp://acme.com"}),
+        json!({"domain": long_label}),
+        json!({"email": "ja..ne@acme.com"}),
+        json!({"email": format!("{}@acme.com", "a".repeat(250))}),
+    ];
+    for body in refused {
+        assert!(!request_is_valid("POST", "/v1/email/enrich", &body), "the schema refuses {body}");
+        let r = app.enrich(&key, body.clone()).await;
+        assert_eq!(r.status, 400, "{body}: {}", String::from_utf8_lossy(&r.bytes));
+    }
+}
+
 on_both_backends!(
     validation_errors_are_400_with_details,
     missing_and_unknown_keys_are_401,

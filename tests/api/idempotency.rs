@@ -15,6 +15,7 @@ on_both_backends!(
     failures_are_not_stored,
     keys_are_scoped_to_the_workspace,
     expired_records_are_purged_and_the_key_is_free_again,
+    records_of_the_previous_release_replay_the_same_bytes_after_the_upgrade,
 );
 
 fn new_key() -> String {
@@ -123,4 +124,62 @@ async fn expired_records_are_purged_and_the_key_is_free_again(backend: Backend) 
     assert_eq!(purged, 1);
     use sea_orm::{EntityTrait, PaginatorTrait};
     assert_eq!(entity::idempotency_record::Entity::find().count(&app.db).await.unwrap(), 0);
+}
+
+/// A record completed by the release before `m20261202_000003` (the whole 200 body) still
+/// replays byte for byte after the upgrade, free; `down` restores the body it had.
+async fn records_of_the_previous_release_replay_the_same_bytes_after_the_upgrade(backend: Backend) {
+    use leadlex::lookup::input::EnrichQuery;
+    use migration::MigratorTrait;
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let (url, dir) = crate::helpers::fresh_database(backend).await;
+    let mut settings = leadlex::config::Settings::default();
+    settings.database.url = url.clone();
+    let db = leadlex::db::connect(&settings.database).await.unwrap();
+    migration::Migrator::up(&db, Some(2)).await.unwrap();
+    let settler = leadlex::settler::Settler::spawn(&settings.database, Default::default()).await.unwrap();
+    let ws =
+        leadlex::admin::create_workspace(&db, &settler, "old", leadlex::ratelimit::Plan::Unmetered, 1_000, None, None).await.unwrap().id;
+    let perms = [leadlex::auth::Permission::WriteEnrich].into_iter().collect();
+    let key = leadlex::admin::create_key(&db, &ws, "t", &perms, None).await.unwrap().key;
+    // What the previous release stored: the rendered 200 body (the README's example).
+    let old_body = r#"{"data":{"person":{"full_name":"Jane Doe","first_name":"Jane","last_name":"Doe","job_title":"General Counsel","seniority":"executive","location":"New York, NY, US","linkedin_url":"https://linkedin.com/in/janedoe"},"company":{"name":"Acme Corp","domain":"acme.com","industry":"Legal Services","size":"201-500","founded_year":1998,"linkedin_url":"https://linkedin.com/company/acme","hq_location":"New York, NY, US"},"source":"vendor_a","confidence":0.9,"credits_remaining":999}}"#;
+    let idem = new_key();
+    let fingerprint = EnrichQuery::parse(Some("jane@acme.com"), None, None).unwrap().fingerprint("POST", "/v1/email/enrich");
+    let now = leadlex::now_ms();
+    let insert = "INSERT INTO idempotency_records (workspace_id, idempotency_key, fingerprint, state, owner_token, locked_until, \
+                  response_status, response_body, created_at, expires_at) VALUES ($1, $2, $3, 'completed', 'old', $4, 200, $5, $4, $6)";
+    let insert = if backend == Backend::Sqlite { insert.replace('$', "?") } else { insert.to_string() };
+    let values: Vec<sea_orm::Value> = vec![
+        ws.clone().into(),
+        idem.clone().into(),
+        fingerprint.into(),
+        now.into(),
+        old_body.as_bytes().to_vec().into(),
+        (now + 3_600_000).into(),
+    ];
+    db.execute(Statement::from_sql_and_values(db.get_database_backend(), insert, values)).await.unwrap();
+
+    let app = spawn_app_with(backend, |s| s.database.url = url.clone()).await;
+    let replay = app.enrich_idem(&key, &idem, json!({"email": "jane@acme.com"})).await;
+    assert_eq!(replay.status, 200, "{}", String::from_utf8_lossy(&replay.bytes));
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(String::from_utf8_lossy(&replay.bytes), old_body, "the same bytes as the previous release sent");
+    assert_eq!(app.balance(&ws).await, 1_000, "a replay is free");
+    drop(app);
+
+    migration::Migrator::down(&db, Some(1)).await.unwrap();
+    let row = db
+        .query_one(Statement::from_string(db.get_database_backend(), "SELECT response_body FROM idempotency_records"))
+        .await
+        .unwrap()
+        .unwrap();
+    let body: Vec<u8> = row.try_get("", "response_body").unwrap();
+    assert_eq!(String::from_utf8_lossy(&body), old_body, "down restores the previous release's body");
+    db.close().await.ok();
+    if backend == Backend::Postgres {
+        crate::helpers::drop_database_blocking(url.rsplit('/').next().unwrap().to_string());
+    }
+    drop(dir);
 }

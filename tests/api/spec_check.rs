@@ -46,6 +46,13 @@ fn schema_validator(schema: &Value) -> jsonschema::Validator {
     jsonschema::options().with_draft(jsonschema::Draft::Draft4).build(&doc).unwrap_or_else(|e| panic!("schema {schema} compiles: {e}"))
 }
 
+/// Whether `body` is valid for the JSON request body of `method path` in the committed spec.
+pub fn request_is_valid(method: &str, path: &str, body: &Value) -> bool {
+    let op = operation(method, path).unwrap_or_else(|| panic!("{method} {path} is an operation"));
+    let content = op["requestBody"]["content"].as_object().and_then(|c| c.values().next()).expect("a JSON request body");
+    schema_validator(&content["schema"]).is_valid(body)
+}
+
 /// Panics with a precise message when the response breaks the contract.
 pub fn check(method: &str, path: &str, status: u16, headers: &HeaderMap, body: &[u8]) {
     let Some(op) = operation(method, path) else {

@@ -14,7 +14,7 @@
 //! other outcome costs nothing; a replay never charges and never asks a vendor. Knows
 //! nothing of HTTP: it answers with an [`Answer`] and the balance, which `api` renders.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sea_orm::{DatabaseConnection, DbErr};
@@ -76,6 +76,10 @@ pub struct Success {
     pub credits_remaining: i64,
     /// True when this is a replay of an earlier call with the same key.
     pub replayed: bool,
+    /// For a replay served from memory: a slot where the caller may keep its rendering
+    /// of this call, which never changes (it lives as long as the remembered call, in
+    /// the hot caches' `replays`). Opaque bytes to this module.
+    pub rendering: Option<Arc<OnceLock<bytes::Bytes>>>,
 }
 
 /// A completed idempotent call, remembered for replays (immutable until it expires, so
@@ -86,6 +90,8 @@ pub struct Completed {
     answer: Arc<Answer>,
     balance_after: i64,
     pub expires_at: i64,
+    /// See [`Success::rendering`].
+    rendering: Arc<OnceLock<bytes::Bytes>>,
 }
 
 impl Completed {
@@ -98,7 +104,12 @@ impl Completed {
     }
 
     fn success(&self) -> Success {
-        Success { answer: self.answer.clone(), credits_remaining: self.balance_after, replayed: true }
+        Success {
+            answer: self.answer.clone(),
+            credits_remaining: self.balance_after,
+            replayed: true,
+            rendering: Some(self.rendering.clone()),
+        }
     }
 }
 
@@ -165,7 +176,13 @@ impl EnrichService {
                     Claim::Replay { answer, balance_after, expires_at } => {
                         let answer: Answer = serde_json::from_slice(&answer)
                             .map_err(|e| anyhow::Error::new(e).context("reading a stored idempotent answer"))?;
-                        let done = Arc::new(Completed { fingerprint, answer: Arc::new(answer), balance_after, expires_at });
+                        let done = Arc::new(Completed {
+                            fingerprint,
+                            answer: Arc::new(answer),
+                            balance_after,
+                            expires_at,
+                            rendering: Default::default(),
+                        });
                         self.hot.remember_replay(replay_key, done.clone(), now);
                         // The record was claimed for this fingerprint: the same request.
                         return Ok(done.success());
@@ -185,7 +202,13 @@ impl EnrichService {
             }
             (Ok(success), Some((_, fingerprint, replay_key))) => {
                 let expires_at = now + self.idempotency_ttl.as_millis() as i64;
-                let done = Completed { fingerprint, answer: success.answer.clone(), balance_after: success.credits_remaining, expires_at };
+                let done = Completed {
+                    fingerprint,
+                    answer: success.answer.clone(),
+                    balance_after: success.credits_remaining,
+                    expires_at,
+                    rendering: Default::default(),
+                };
                 self.hot.remember_replay(replay_key, Arc::new(done), crate::now_ms());
             }
             _ => {}
@@ -252,10 +275,10 @@ impl EnrichService {
             Err(err) => return Err(anyhow::Error::new(err).into()),
         };
         if let Some((fetched_at, expires_at)) = stamps {
-            self.lookup.remember(&query.input, cache::Entry::of_match(*matched, fetched_at, expires_at), crate::now_ms());
+            self.lookup.remember(&query.input, cache::Entry::of_match(matched, fetched_at, expires_at), crate::now_ms());
         }
         self.metrics.credits_charged.inc();
-        Ok(Success { answer, credits_remaining: charged.balance_after, replayed: false })
+        Ok(Success { answer, credits_remaining: charged.balance_after, replayed: false, rendering: None })
     }
 }
 

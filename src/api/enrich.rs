@@ -605,7 +605,12 @@ impl EnrichApi {
         let key = idempotency_key.0.map(|k| k.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned());
         let request_id = current_request_id();
         let success = state.enrich.enrich(&principal, &request_id, &query, key.as_deref()).await.map_err(ApiError::from)?;
-        Ok(EnrichOk::Ok(RenderedJson::new(EnrichResponse::render(&success)), success.replayed.then_some(true)))
+        // A replay is rendered once per remembered call (its bytes never change).
+        let body = match &success.rendering {
+            Some(slot) => slot.get_or_init(|| EnrichResponse::render(&success)).clone(),
+            None => EnrichResponse::render(&success),
+        };
+        Ok(EnrichOk::Ok(RenderedJson::new(body), success.replayed.then_some(true)))
     }
 }
 
@@ -745,7 +750,7 @@ mod tests {
             confidence: 1.0,
         };
         for answer in [full, sparse] {
-            let success = Success { answer: std::sync::Arc::new(answer), credits_remaining: 41, replayed: false };
+            let success = Success { answer: std::sync::Arc::new(answer), credits_remaining: 41, replayed: false, rendering: None };
             let rendered = EnrichResponse::render(&success);
             let parsed: serde_json::Value = serde_json::from_slice(&rendered).unwrap();
             let response = EnrichResponse::parse_from_json(Some(parsed)).expect("the body parses as the schema's type");

@@ -5,7 +5,7 @@
 //! out. Expired entries are ignored and purged in the background. Rows are written by the
 //! settler only (see `docs/design.md`, cache writes); this module reads and interprets them.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
@@ -57,7 +57,7 @@ impl CachePolicy {
 pub enum Cached {
     /// The answer, and the `fetched_at` of its entry (entries change only by being
     /// replaced, so the cache key and `fetched_at` identify one).
-    Match(Box<Matched>, i64),
+    Match(Arc<Matched>, i64),
     NoMatch,
     Miss,
 }
@@ -102,7 +102,7 @@ pub struct Entry {
     pub fetched_at: i64,
     pub expires_at: i64,
     /// `None` for a remembered no-match, or a record that does not parse (ignored).
-    matched: Option<Matched>,
+    matched: Option<Arc<Matched>>,
     no_match: bool,
 }
 
@@ -113,7 +113,7 @@ impl Entry {
             None
         } else {
             match (serde_json::from_str::<EnrichmentRecord>(&row.record), VendorName::parse(&row.vendor)) {
-                (Ok(record), Some(vendor)) => Some(Matched { record, vendor, confidence: row.confidence }),
+                (Ok(record), Some(vendor)) => Some(Arc::new(Matched { record, vendor, confidence: row.confidence })),
                 _ => {
                     tracing::warn!(cache_key = %row.cache_key, "unreadable cache entry ignored");
                     None
@@ -124,7 +124,7 @@ impl Entry {
     }
 
     /// The entry [`match_row`] makes, without a round trip through its JSON.
-    pub fn of_match(matched: Matched, fetched_at: i64, expires_at: i64) -> Self {
+    pub fn of_match(matched: Arc<Matched>, fetched_at: i64, expires_at: i64) -> Self {
         Self { fetched_at, expires_at, matched: Some(matched), no_match: false }
     }
 
@@ -141,7 +141,7 @@ impl Entry {
         if present(&matched.record).any(|s| include.contains(&s) && age >= policy.ttl(s)) {
             return Cached::Miss;
         }
-        Cached::Match(Box::new(matched.clone()), self.fetched_at)
+        Cached::Match(matched.clone(), self.fetched_at)
     }
 }
 

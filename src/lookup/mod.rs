@@ -44,7 +44,8 @@ pub enum LookupOutcome {
     /// `cached_at`: when the answer came from the cache, the `fetched_at` of its entry
     /// (entries change only by being replaced, so cache key and `cached_at` identify it).
     Found {
-        matched: Box<Matched>,
+        /// Shared with the cache entry it came from (no copy per cached hit).
+        matched: Arc<Matched>,
         cached_at: Option<i64>,
     },
     NoMatch,
@@ -256,7 +257,7 @@ impl Lookup {
             }
         }
         match found {
-            Some(matched) => LookupOutcome::Found { matched: Box::new(matched), cached_at: None },
+            Some(matched) => LookupOutcome::Found { matched: Arc::new(matched), cached_at: None },
             None if failures > 0 && failures == asked => {
                 LookupOutcome::Unavailable { retry_after: retry_after.min(Duration::from_secs(60)) }
             }

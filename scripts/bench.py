@@ -20,6 +20,9 @@ then the same with 1 million keys and 1 million cache rows in the database. Each
 scenario's ratio is to a baseline measured just before it at the same connection count
 (the standalone baseline rows show the drift within the run).
 Usage: scripts/bench [--quick] [--backends sqlite,postgres] [--out FILE]
+       scripts/bench --against OTHER_LEADLEX_BINARY [--scenarios cached,replay,402]
+                     [--scales small,large] [--conns 64] [--rounds 4] [--backends sqlite]
+(A/B mode: this build against another binary, alternating, same session.)
 (BENCH_DATABASE_SETTINGS="key = value;…" adds settings to the server's [database] table;
 BENCH_SERVER_STDERR=1 shows the server's log.)
 """
@@ -53,8 +56,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def cli(db, *args):
-    out = subprocess.run([str(LEADLEX), "--database-url", db, "--json", *args], check=True, capture_output=True, text=True)
+def cli(db, *args, binary=LEADLEX):
+    out = subprocess.run([str(binary), "--database-url", db, "--json", *args], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
@@ -95,9 +98,9 @@ class Sandbox:
 
 
 class Server:
-    def __init__(self, db, workdir, sandbox):
+    def __init__(self, db, workdir, sandbox, binary=LEADLEX):
         self.db = db
-        config = Path(workdir) / "bench.toml"
+        config = Path(workdir) / f"bench-{uuid.uuid4().hex[:8]}.toml"
         vendors = "".join(
             f'[[vendors]]\nname = "{name}"\nbase_url = "{sandbox.url}/{name}"\napi_key = "sandbox"\n'
             for name in ("vendor_a", "vendor_b")
@@ -105,10 +108,12 @@ class Server:
         extra = os.environ.get("BENCH_DATABASE_SETTINGS", "").replace(";", "\n")
         config.write_text(f"[database]\nmax_connections = 16\n{extra}\n{vendors}")
         port = free_port()
-        env = dict(os.environ, LEADLEX_DATABASE_URL=db, LEADLEX_CONFIG=str(config), RUST_LOG="warn")
+        # A PostgreSQL deployment must configure its seal key (older builds ignore it).
+        env = dict(os.environ, LEADLEX_DATABASE_URL=db, LEADLEX_CONFIG=str(config), RUST_LOG="warn",
+                   LEADLEX_SEAL_KEY="YmVuY2gtc2VhbC1rZXktMzItYnl0ZXMtbG9uZy1vayE")
         env.pop("LEADLEX_REDIS_URL", None)
         self.proc = subprocess.Popen(
-            [str(LEADLEX), "serve", "--bind", f"127.0.0.1:{port}"], env=env,
+            [str(binary), "serve", "--bind", f"127.0.0.1:{port}"], env=env,
             stdout=subprocess.PIPE, stderr=None if os.environ.get("BENCH_SERVER_STDERR") else subprocess.DEVNULL, text=True,
         )
         line = self.proc.stdout.readline()
@@ -192,13 +197,13 @@ def scenarios(server, sandbox, keys):
     ]
 
 
-def prepare(db):
-    rich = cli(db, "workspace", "create", "--name", "bench", "--plan", "unmetered", "--credits", "1000000000")["id"]
-    broke = cli(db, "workspace", "create", "--name", "bench-broke", "--plan", "unmetered")["id"]
+def prepare(db, binary=LEADLEX):
+    rich = cli(db, "workspace", "create", "--name", "bench", "--plan", "unmetered", "--credits", "1000000000", binary=binary)["id"]
+    broke = cli(db, "workspace", "create", "--name", "bench-broke", "--plan", "unmetered", binary=binary)["id"]
     return {
         "rich_ws": rich,
-        "rich": cli(db, "key", "create", "--workspace", rich, "--permission", "write:enrich")["key"],
-        "broke": cli(db, "key", "create", "--workspace", broke, "--permission", "write:enrich")["key"],
+        "rich": cli(db, "key", "create", "--workspace", rich, "--permission", "write:enrich", binary=binary)["key"],
+        "broke": cli(db, "key", "create", "--workspace", broke, "--permission", "write:enrich", binary=binary)["key"],
         "idem": str(uuid.uuid4()),
     }
 
@@ -228,14 +233,7 @@ def grow(backend, db, sqlite_path, workspace, rows):
 
 def run_backend(backend, args, results):
     workdir = tempfile.mkdtemp(prefix="leadlex-bench-")
-    if backend == "sqlite":
-        sqlite_path = f"{workdir}/bench.db"
-        db = f"sqlite://{sqlite_path}"
-    else:
-        sqlite_path = None
-        dbname = f"leadlex_bench_{uuid.uuid4().hex[:12]}"
-        psql(f"{PG}/postgres", f"CREATE DATABASE {dbname}")
-        db = f"{PG}/{dbname}"
+    db, sqlite_path, cleanup = new_database(backend, workdir)
     sandbox = Sandbox()
     try:
         cli(db, "migrate")
@@ -265,9 +263,80 @@ def run_backend(backend, args, results):
                 server.stop()
     finally:
         sandbox.stop()
-        if backend == "postgres":
-            psql(f"{PG}/postgres", f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+        cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def new_database(backend, workdir):
+    """A fresh database: (url, sqlite path or None, cleanup)."""
+    if backend == "sqlite":
+        path = f"{workdir}/bench-{uuid.uuid4().hex[:8]}.db"
+        return f"sqlite://{path}", path, lambda: None
+    dbname = f"leadlex_bench_{uuid.uuid4().hex[:12]}"
+    psql(f"{PG}/postgres", f"CREATE DATABASE {dbname}")
+    return f"{PG}/{dbname}", None, lambda: psql(f"{PG}/postgres", f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+
+
+def compare(args):
+    """Same session, same machine: this build (A) against another leadlex binary (B), each
+    on its own database prepared the same way, alternating A and B (the order flips every
+    round) so that the host's drift falls on both. Each measurement is a ratio to a
+    `/healthz` baseline taken just before it on the same server."""
+    binaries = {"A": LEADLEX, "B": Path(args.against)}
+    rows = []
+    for backend in args.backends.split(","):
+        workdir = tempfile.mkdtemp(prefix="leadlex-bench-ab-")
+        sandbox = Sandbox()
+        cleanups = []
+        try:
+            for scale in args.scales.split(","):
+                servers, keys = {}, {}
+                try:
+                    for name, binary in binaries.items():
+                        db, sqlite_path, cleanup = new_database(backend, workdir)
+                        cleanups.append(cleanup)
+                        cli(db, "migrate", binary=binary)
+                        keys[name] = prepare(db, binary)
+                        if scale == "large":
+                            grow(backend, db, sqlite_path, keys[name]["rich_ws"], args.rows)
+                        servers[name] = Server(db, workdir, sandbox, binary)
+                        assert post(servers[name].url, keys[name]["rich"], {"email": "jane@acme.com"}) == 200
+                        assert post(servers[name].url, keys[name]["rich"], {"email": "jane@acme.com"}, keys[name]["idem"]) == 200
+                    for scenario in args.scenarios.split(","):
+                        for connections in args.connections:
+                            ratios = {"A": [], "B": []}
+                            for round_ in range(args.rounds):
+                                for name in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
+                                    server = servers[name]
+                                    _, url, script, env = next(
+                                        s for s in scenarios(server, sandbox, keys[name]) if s[0] == scenario)
+                                    base = wrk(f"{server.url}/healthz", "get.lua", {}, connections, args.paired)["rps"]
+                                    wrk(url, script, fresh(env, workdir, args.warmup), connections, args.warmup)
+                                    r = wrk(url, script, fresh(env, workdir, args.duration), connections, args.duration)
+                                    ratios[name].append(r["rps"] / base)
+                                    print(json.dumps(dict(r, build=name, backend=backend, scale=scale, scenario=scenario,
+                                                          connections=connections, base_rps=base)), file=sys.stderr)
+                            rows.append((backend, scale, scenario, connections, ratios))
+                finally:
+                    for server in servers.values():
+                        server.stop()
+        finally:
+            sandbox.stop()
+            for cleanup in cleanups:
+                cleanup()
+            shutil.rmtree(workdir, ignore_errors=True)
+    mean = lambda xs: sum(xs) / len(xs)
+    lines = [
+        f"A = {LEADLEX}, B = {args.against}; ratios to a paired /healthz baseline, {args.rounds} rounds",
+        "",
+        "| backend | rows | scenario | conns | A (this build) | B | mean A / mean B |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for backend, scale, scenario, connections, ratios in rows:
+        fmt = lambda xs: ", ".join(f"{x:.3f}" for x in sorted(xs))
+        lines.append(f"| {backend} | {scale} | {scenario} | {connections} | {fmt(ratios['A'])} | {fmt(ratios['B'])} | "
+                     f"{mean(ratios['A']) / mean(ratios['B']):.3f} |")
+    return "\n".join(lines)
 
 
 def table(results):
@@ -306,6 +375,11 @@ def main():
     p.add_argument("--quick", action="store_true", help="a few seconds per scenario, 16 connections, 10k rows")
     p.add_argument("--backends", default="sqlite,postgres")
     p.add_argument("--out", help="also write the table to this file")
+    p.add_argument("--against", metavar="BINARY", help="A/B mode: compare this build with another leadlex binary")
+    p.add_argument("--scenarios", default="cached,replay,402", help="A/B mode: which scenarios")
+    p.add_argument("--scales", default="small", help="A/B mode: small, large or both")
+    p.add_argument("--conns", default="64", help="A/B mode: connection counts, comma-separated")
+    p.add_argument("--rounds", type=int, default=4, help="A/B mode: measurements per build and scenario")
     args = p.parse_args()
     if args.quick:
         args.connections, args.duration, args.warmup, args.rows, args.paired = [16], 2, 1, 10_000, 1
@@ -313,6 +387,13 @@ def main():
         args.connections, args.duration, args.warmup, args.rows, args.paired = [1, 16, 64], 10, 3, 1_000_000, 5
     if not LEADLEX.exists():
         raise SystemExit(f"{LEADLEX} missing: run scripts/bench (it builds release first)")
+    if args.against:
+        args.connections = [int(c) for c in args.conns.split(",")]
+        text = compare(args)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return
     results = []
     for backend in args.backends.split(","):
         run_backend(backend, args, results)

@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use entity::{api_key, workspace};
 
-use crate::auth::{self, Permission};
+use crate::auth::{Permission, RateLimitTier};
 use crate::credits;
+use crate::keys::{self, NewKeySpec};
 use crate::ratelimit::Plan;
 use crate::settler::Settler;
 
@@ -93,10 +94,14 @@ pub struct KeyCreated {
     /// The plaintext key: shown this once, never stored.
     pub key: String,
     pub prefix: String,
-    pub permissions: Vec<&'static str>,
+    pub name: String,
+    pub description: Option<String>,
+    pub permissions: Vec<String>,
+    pub rate_limit_tier: String,
     pub expires_at: Option<String>,
 }
 
+/// Creates a standard-tier key (what most callers want).
 pub async fn create_key(
     db: &DatabaseConnection,
     workspace_id: &str,
@@ -104,27 +109,41 @@ pub async fn create_key(
     permissions: &BTreeSet<Permission>,
     expires_at_ms: Option<i64>,
 ) -> anyhow::Result<KeyCreated> {
-    if workspace::Entity::find_by_id(workspace_id).one(db).await?.is_none() {
-        bail!("no such workspace: {workspace_id}");
+    let spec = NewKeySpec {
+        name: name.to_string(),
+        description: None,
+        permissions: permissions.clone(),
+        tier: RateLimitTier::Standard,
+        expires_at: expires_at_ms,
+    };
+    create_key_with(db, workspace_id, &spec).await
+}
+
+/// Creates a key as an operator (no creating key): the rules of `POST /v1/api-keys`.
+pub async fn create_key_with(db: &DatabaseConnection, workspace_id: &str, spec: &NewKeySpec) -> anyhow::Result<KeyCreated> {
+    if spec.name.is_empty() || spec.name.chars().count() > keys::NAME_MAX {
+        bail!("the name must be 1 to {} characters", keys::NAME_MAX);
     }
-    let new = auth::generate_key();
-    let id = new_id("key");
-    let perms: Vec<&'static str> = permissions.iter().map(|p| p.as_str()).collect();
-    api_key::ActiveModel {
-        id: Set(id.clone()),
-        workspace_id: Set(workspace_id.to_string()),
-        name: Set(name.to_string()),
-        prefix: Set(new.prefix.clone()),
-        key_hash: Set(new.hash.clone()),
-        permissions: Set(perms.join(" ")),
-        expires_at: Set(expires_at_ms),
-        revoked_at: Set(None),
-        created_at: Set(crate::now_ms()),
+    if spec.description.as_ref().is_some_and(|d| d.chars().count() > keys::DESCRIPTION_MAX) {
+        bail!("the description must be at most {} characters", keys::DESCRIPTION_MAX);
     }
-    .insert(db)
-    .await
-    .context("storing the key")?;
-    Ok(KeyCreated { id, key: new.plaintext, prefix: new.prefix, permissions: perms, expires_at: expires_at_ms.and_then(rfc3339) })
+    if spec.permissions.is_empty() {
+        bail!("a key needs at least one permission");
+    }
+    let created = keys::create(db, workspace_id, None, spec, crate::now_ms()).await.map_err(|err| match err {
+        keys::KeyError::NoSuchWorkspace => anyhow::anyhow!("no such workspace: {workspace_id}"),
+        other => anyhow::Error::new(other).context("creating the key"),
+    })?;
+    Ok(KeyCreated {
+        expires_at: created.expires_at.and_then(rfc3339),
+        id: created.id,
+        key: created.key,
+        prefix: created.prefix,
+        name: created.name,
+        description: created.description,
+        permissions: created.permissions,
+        rate_limit_tier: created.rate_limit_tier,
+    })
 }
 
 /// Revokes a key; it is refused from the next request on.
@@ -142,13 +161,19 @@ pub async fn revoke_key(db: &DatabaseConnection, id: &str) -> anyhow::Result<()>
 pub struct KeyInfo {
     pub id: String,
     pub name: String,
+    pub description: Option<String>,
     pub prefix: String,
     pub permissions: Vec<String>,
+    pub rate_limit_tier: String,
+    /// The key that created it over the API; `None` when an operator did.
+    pub created_by: Option<String>,
+    pub created_at: Option<String>,
+    pub last_used_at: Option<String>,
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
-    pub created_at: Option<String>,
 }
 
+/// Every key of a workspace, revoked ones included, oldest first.
 pub async fn list_keys(db: &DatabaseConnection, workspace_id: &str) -> anyhow::Result<Vec<KeyInfo>> {
     let keys = api_key::Entity::find()
         .filter(api_key::Column::WorkspaceId.eq(workspace_id))
@@ -157,14 +182,19 @@ pub async fn list_keys(db: &DatabaseConnection, workspace_id: &str) -> anyhow::R
         .await?;
     Ok(keys
         .into_iter()
+        .map(keys::KeyView::from)
         .map(|k| KeyInfo {
             id: k.id,
             name: k.name,
+            description: k.description,
             prefix: k.prefix,
-            permissions: k.permissions.split_whitespace().map(str::to_string).collect(),
+            permissions: k.permissions,
+            rate_limit_tier: k.rate_limit_tier,
+            created_by: k.created_by,
+            created_at: rfc3339(k.created_at),
+            last_used_at: k.last_used_at.and_then(rfc3339),
             expires_at: k.expires_at.and_then(rfc3339),
             revoked_at: k.revoked_at.and_then(rfc3339),
-            created_at: rfc3339(k.created_at),
         })
         .collect())
 }

@@ -32,15 +32,19 @@ pub enum Permission {
     WriteEnrich,
     /// `read:usage`: read balances and usage (reserved for the usage API).
     ReadUsage,
+    /// `admin:api_keys`: create, list and revoke the workspace's API keys.
+    AdminApiKeys,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 2] = [Permission::WriteEnrich, Permission::ReadUsage];
+    /// The catalogue, in the order the docs list it.
+    pub const ALL: [Permission; 3] = [Permission::WriteEnrich, Permission::ReadUsage, Permission::AdminApiKeys];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::WriteEnrich => "write:enrich",
             Permission::ReadUsage => "read:usage",
+            Permission::AdminApiKeys => "admin:api_keys",
         }
     }
 
@@ -52,6 +56,55 @@ impl Permission {
 impl fmt::Display for Permission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How a key is rate-limited, against its workspace's plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateLimitTier {
+    /// The workspace's plan limits, shared by all its standard keys (per minute and per
+    /// day).
+    #[default]
+    Standard,
+    /// Limits of the key's own, apart from the workspace's standard keys: five times the
+    /// plan's per-minute limit, and the plan's daily quota. Not on the starter plan.
+    High,
+    /// No per-minute limit and no daily quota (lookups still cost credits). Only on the
+    /// org and unmetered plans.
+    Unmetered,
+}
+
+impl RateLimitTier {
+    pub const ALL: [RateLimitTier; 3] = [RateLimitTier::Standard, RateLimitTier::High, RateLimitTier::Unmetered];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateLimitTier::Standard => "standard",
+            RateLimitTier::High => "high",
+            RateLimitTier::Unmetered => "unmetered",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Whether a workspace on `plan` may create keys of this tier.
+    pub fn allowed_on(self, plan: Plan) -> bool {
+        match self {
+            RateLimitTier::Standard => true,
+            RateLimitTier::High => plan != Plan::Starter,
+            RateLimitTier::Unmetered => matches!(plan, Plan::Org | Plan::Unmetered),
+        }
+    }
+
+    /// The limits of a key of this tier, given its workspace's (plan and overrides).
+    pub fn limits(self, workspace: Limits) -> Limits {
+        match self {
+            RateLimitTier::Standard => workspace,
+            RateLimitTier::High => Limits { per_minute: workspace.per_minute.map(|n| n.saturating_mul(5)), per_day: workspace.per_day },
+            RateLimitTier::Unmetered => Limits { per_minute: None, per_day: None },
+        }
     }
 }
 
@@ -92,6 +145,9 @@ pub struct Principal {
     pub workspace_id: String,
     pub permissions: BTreeSet<Permission>,
     pub limits: Limits,
+    /// What the limits are counted against: the workspace for a standard key, the key
+    /// itself for a high one.
+    pub limit_scope: String,
     /// The workspace balance when the key was looked up (at most the key cache's TTL
     /// ago): a cheap pre-check only; the debit is the authority.
     pub balance_hint: i64,
@@ -176,12 +232,18 @@ impl Authenticator {
             return Ok(None);
         }
         let plan = Plan::parse(&ws.plan).unwrap_or(Plan::Starter);
+        let tier = RateLimitTier::parse(&key.rate_limit_tier).unwrap_or_default();
+        let limit_scope = match tier {
+            RateLimitTier::High => format!("{}/{}", ws.id, key.id),
+            RateLimitTier::Standard | RateLimitTier::Unmetered => ws.id.clone(),
+        };
         Ok(Some(Principal {
+            limits: tier.limits(plan.limits().with_overrides(ws.rate_limit_per_minute, ws.rate_limit_per_day)),
+            limit_scope,
             key_id: key.id,
             key_prefix: key.prefix,
             workspace_id: ws.id,
             permissions: parse_permissions(&key.permissions),
-            limits: plan.limits().with_overrides(ws.rate_limit_per_minute, ws.rate_limit_per_day),
             balance_hint: ws.credit_balance,
             expires_at: key.expires_at,
         }))
@@ -213,9 +275,23 @@ mod tests {
     }
 
     #[test]
+    fn tiers_follow_the_plan() {
+        let pro = Plan::Pro.limits();
+        assert_eq!(RateLimitTier::Standard.limits(pro), pro);
+        assert_eq!(RateLimitTier::High.limits(pro), Limits { per_minute: Some(250), per_day: Some(1_000) });
+        assert_eq!(RateLimitTier::Unmetered.limits(pro), Limits { per_minute: None, per_day: None });
+        assert!(!RateLimitTier::High.allowed_on(Plan::Starter));
+        assert!(RateLimitTier::High.allowed_on(Plan::Pro));
+        assert!(!RateLimitTier::Unmetered.allowed_on(Plan::Pro));
+        assert!(RateLimitTier::Unmetered.allowed_on(Plan::Org));
+        assert!(RateLimitTier::ALL.iter().all(|t| RateLimitTier::parse(t.as_str()) == Some(*t)));
+    }
+
+    #[test]
     fn permissions_round_trip() {
         let p = parse_permissions("write:enrich read:usage unknown:thing");
         assert_eq!(p.len(), 2);
+        assert!(Permission::ALL.iter().all(|p| Permission::parse(p.as_str()) == Some(*p)));
         assert!(p.contains(&Permission::WriteEnrich));
     }
 }

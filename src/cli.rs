@@ -7,8 +7,9 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
-use crate::auth::Permission;
+use crate::auth::{Permission, RateLimitTier};
 use crate::config::Settings;
+use crate::keys::NewKeySpec;
 use crate::metrics::Metrics;
 use crate::ratelimit::Plan;
 use crate::settler::Settler;
@@ -56,6 +57,8 @@ pub enum Command {
     },
     /// Apply pending database migrations.
     Migrate,
+    /// Print a new random seal key for `[secrets] seal_key` (`LEADLEX_SEAL_KEY`).
+    SealKey,
     /// Manage workspaces.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
@@ -133,14 +136,23 @@ pub enum KeyCommand {
     Create {
         #[arg(long)]
         workspace: String,
-        /// `write:enrich` or `read:usage`; repeat for several.
+        /// `write:enrich`, `read:usage` or `admin:api_keys`; repeat for several.
         #[arg(long = "permission", required = true)]
         permissions: Vec<String>,
-        /// Expiry, RFC 3339 (e.g. 2027-01-01T00:00:00Z).
+        /// Expiry, RFC 3339 (e.g. 2027-01-01T00:00:00Z), in the future.
         #[arg(long)]
         expires_at: Option<String>,
+        /// 1 to 120 characters.
         #[arg(long, default_value = "default")]
         name: String,
+        /// Up to 500 characters.
+        #[arg(long)]
+        description: Option<String>,
+        /// `standard` (the workspace's plan limits, shared), `high` (limits of its own:
+        /// 5× the plan's per-minute limit; not on starter) or `unmetered` (org and
+        /// unmetered plans only).
+        #[arg(long, default_value = "standard")]
+        tier: String,
     },
     /// Revoke a key.
     Revoke {
@@ -204,6 +216,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Spec { yaml, write, check } => spec(*yaml, write.as_deref(), check.as_deref()),
+        Command::SealKey => {
+            let key = crate::seal::Sealer::generate_encoded();
+            emit(cli.json, json!({"seal_key": key}), || key.clone());
+            Ok(())
+        }
         Command::Migrate => {
             let db = db::connect(&settings.database).await?;
             db::migrate(&db).await?;
@@ -232,7 +249,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = db::connect(&settings.database).await?;
             db::ensure_schema(&db).await?;
             match cmd {
-                KeyCommand::Create { workspace, permissions, expires_at, name } => {
+                KeyCommand::Create { workspace, permissions, expires_at, name, description, tier } => {
                     let mut perms = BTreeSet::new();
                     for p in permissions {
                         let known = Permission::ALL.map(|p| p.as_str()).join(", ");
@@ -246,7 +263,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                                 .timestamp_millis(),
                         ),
                     };
-                    let key = admin::create_key(&db, workspace, name, &perms, expires).await?;
+                    let tier = RateLimitTier::parse(tier).with_context(|| {
+                        let known = RateLimitTier::ALL.map(|t| t.as_str()).join(", ");
+                        format!("unknown tier {tier:?} (known: {known})")
+                    })?;
+                    let spec =
+                        NewKeySpec { name: name.clone(), description: description.clone(), permissions: perms, tier, expires_at: expires };
+                    let key = admin::create_key_with(&db, workspace, &spec).await?;
                     emit(cli.json, serde_json::to_value(&key)?, || {
                         format!("key {} created; store it now, it is not shown again:\n{}", key.id, key.key)
                     });

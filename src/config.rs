@@ -28,6 +28,20 @@ pub struct Settings {
     pub hot_caches: HotCachesSettings,
     pub sandbox: SandboxSettings,
     pub redis: RedisSettings,
+    pub secrets: SecretsSettings,
+}
+
+/// Server secrets.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsSettings {
+    /// The key that seals the secrets the server must keep readable (the answer of an
+    /// idempotent `POST /v1/api-keys`, replayed to a retry): 32 random bytes as
+    /// base64url, e.g. from `leadlex seal-key`; also `LEADLEX_SEAL_KEY`. Every replica
+    /// needs the same one. Unset with SQLite: generated on first run into
+    /// `<database file>.seal-key` (mode 0600). Unset with PostgreSQL: `serve` refuses to
+    /// start.
+    pub seal_key: Option<Secret>,
 }
 
 /// Redis, for rate limits shared by every replica.
@@ -252,6 +266,9 @@ impl Settings {
         }
         if let Ok(bind) = std::env::var("LEADLEX_BIND") {
             settings.server.bind = bind;
+        }
+        if let Ok(key) = std::env::var("LEADLEX_SEAL_KEY") {
+            settings.secrets.seal_key = Some(Secret::new(key)).filter(|k| !k.expose().is_empty());
         }
         if let Ok(json) = std::env::var("LEADLEX_JSON_LOGS") {
             settings.server.json_logs = matches!(json.as_str(), "1" | "true" | "yes");

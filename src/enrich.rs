@@ -174,6 +174,7 @@ impl EnrichService {
                 match claimed {
                     Claim::Acquired(token) => Some((token, fingerprint, replay_key)),
                     Claim::Replay { answer, balance_after, expires_at } => {
+                        let balance_after = balance_after.ok_or_else(|| anyhow::anyhow!("a stored idempotent answer has no balance"))?;
                         let answer: Answer = serde_json::from_slice(&answer)
                             .map_err(|e| anyhow::Error::new(e).context("reading a stored idempotent answer"))?;
                         let done = Arc::new(Completed {

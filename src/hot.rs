@@ -96,6 +96,12 @@ impl<K: Eq + Hash + Clone, V: Clone> Bounded<K, V> {
         found
     }
 
+    fn remove(&self, key: &K) {
+        if let Some(entries) = &self.entries {
+            entries.remove(key);
+        }
+    }
+
     /// Remembers `value` for the cache's TTL, or less when `at_most` is shorter.
     fn insert(&self, key: K, value: V, at_most: Option<Duration>) {
         let Some(entries) = &self.entries else { return };
@@ -144,6 +150,11 @@ impl HotCaches {
             KnownKey::Valid(principal) => self.known_keys.insert(digest, principal, None),
             KnownKey::Invalid => self.unknown_keys.insert(digest, (), None),
         }
+    }
+
+    /// Forgets a key this replica just revoked (other replicas see it within the TTL).
+    pub fn forget_key(&self, digest: &KeyDigest) {
+        self.known_keys.remove(digest);
     }
 
     /// Whether the workspace was seen at balance 0 within the TTL.

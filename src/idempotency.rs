@@ -62,9 +62,10 @@ impl ClaimToken {
 pub enum Claim {
     /// The caller owns the key now and must complete or release it.
     Acquired(ClaimToken),
-    /// A completed call with the same request: its answer (as the domain stored it) and
-    /// the balance its debit left, replayable until `expires_at`.
-    Replay { answer: Vec<u8>, balance_after: i64, expires_at: i64 },
+    /// A completed call with the same request: its answer (as the domain stored it) and,
+    /// for a call that was charged, the balance its debit left; replayable until
+    /// `expires_at`.
+    Replay { answer: Vec<u8>, balance_after: Option<i64>, expires_at: i64 },
     /// The first call with this key is still running.
     InUse { retry_after: Duration },
     /// The key was used with a different request.
@@ -117,10 +118,10 @@ pub async fn claim(
             return Ok(Claim::Reused);
         }
         if existing.state == State::Completed.as_str() {
-            let (Some(answer), Some(balance_after)) = (existing.response_body, existing.balance_after) else {
+            let Some(answer) = existing.response_body else {
                 return Err(DbErr::Custom(format!("completed idempotency record {key} has no answer")));
             };
-            return Ok(Claim::Replay { answer, balance_after, expires_at: existing.expires_at });
+            return Ok(Claim::Replay { answer, balance_after: existing.balance_after, expires_at: existing.expires_at });
         }
         if existing.locked_until > now_ms {
             let wait_ms = (existing.locked_until - now_ms) as u64;
@@ -163,6 +164,22 @@ async fn delete_where(
         .exec(db)
         .await?;
     Ok(res.rows_affected)
+}
+
+/// Completes a claim with the answer of a call that charged nothing (creating an API
+/// key), in the caller's transaction, so that the answer is stored exactly when what it
+/// reports is. Charged calls are completed by the settler, in their debit's transaction.
+/// `false` when the claim is no longer this caller's (its lease ran out and a retry took
+/// it over): the caller must then roll back.
+pub async fn complete(db: &impl ConnectionTrait, claim: &ClaimToken, status: u16, answer: Vec<u8>) -> Result<bool, DbErr> {
+    let res = rec::Entity::update_many()
+        .col_expr(rec::Column::State, Expr::value(State::Completed.as_str()))
+        .col_expr(rec::Column::ResponseStatus, Expr::value(i32::from(status)))
+        .col_expr(rec::Column::ResponseBody, Expr::value(answer))
+        .filter(own(&claim.workspace_id, &claim.key, &claim.token))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
 }
 
 /// Gives the claim up (the call ended without a 200), so that a retry runs again.

@@ -12,6 +12,9 @@
 //!   and the cache: group commit of successful lookups, grants, cache rows; on a writer
 //!   thread with its own connection per backend. Knows no HTTP.
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and purging.
+//! - [`keys`]: API keys as a workspace manages them (create, list, revoke), for the API
+//!   and the CLI alike; [`seal`]: authenticated encryption of the secrets the server
+//!   must keep readable (a key-creation answer replayed to a retry).
 //! - [`ratelimit`]: per-workspace plans and their per-minute and daily limits.
 //! - [`lookup`]: finding out who is behind an input: normalisation, the record model,
 //!   the cache and the vendor waterfall; [`lookup::vendors`] holds one adapter per
@@ -37,10 +40,12 @@ pub mod enrich;
 pub mod hex;
 pub mod hot;
 pub mod idempotency;
+pub mod keys;
 pub mod lookup;
 pub mod metrics;
 pub mod ratelimit;
 pub mod sandbox;
+pub mod seal;
 pub mod secret;
 pub mod settler;
 pub mod startup;

@@ -23,6 +23,7 @@ use crate::lookup::{cache, cache::CachePolicy, vendors::Vendor, Lookup, LookupPa
 use crate::metrics::Metrics;
 use crate::ratelimit::{Limiter, RateLimiter, RedisLimiter};
 use crate::sandbox::Sandbox;
+use crate::seal::Sealer;
 use crate::settler::Settler;
 
 pub struct Application {
@@ -88,7 +89,18 @@ impl Application {
             idempotency_ttl: Duration::from_secs(settings.idempotency.ttl_secs),
             metrics: metrics.clone(),
         });
-        let state = Arc::new(AppState { db: db.clone(), auth: Authenticator::new(db.clone(), hot), limiter, metrics, enrich });
+        let sealer = sealer(&settings)?;
+        let state = Arc::new(AppState {
+            db: db.clone(),
+            auth: Authenticator::new(db.clone(), hot.clone()),
+            limiter,
+            metrics,
+            enrich,
+            hot,
+            sealer,
+            idempotency_lease: deadline + Duration::from_millis(settings.idempotency.lease_margin_ms),
+            idempotency_ttl: Duration::from_secs(settings.idempotency.ttl_secs),
+        });
 
         let purger = tokio::spawn(purge_loop(db.clone(), Duration::from_secs(settings.idempotency.purge_interval_secs.max(1))));
         let acceptor = TcpListener::bind(settings.server.bind.clone())
@@ -121,6 +133,34 @@ impl Application {
         purger.abort();
         drop(sandbox);
         result
+    }
+}
+
+/// The sealer from `[secrets] seal_key`; for the embedded SQLite default without one, a
+/// key generated once next to the database file (an in-memory database gets a key that
+/// lives as long as it does). PostgreSQL deployments must configure it: replicas share
+/// their sealed values.
+fn sealer(settings: &Settings) -> anyhow::Result<Sealer> {
+    if let Some(key) = &settings.secrets.seal_key {
+        return Sealer::from_encoded(key.expose()).context("[secrets] seal_key");
+    }
+    let url = &settings.database.url;
+    if !url.starts_with("sqlite:") {
+        anyhow::bail!(
+            "set [secrets] seal_key (or LEADLEX_SEAL_KEY) to a key from `leadlex seal-key`, the same on every replica: \
+             PostgreSQL deployments share sealed values between replicas"
+        );
+    }
+    match crate::db::sqlite_path(url) {
+        Some(path) => {
+            let key_path = crate::seal::default_key_path(std::path::Path::new(&path));
+            let (sealer, created) = Sealer::from_file_or_create(&key_path)?;
+            if created {
+                tracing::info!(path = %key_path.display(), "generated the seal key (keep it with the database; set [secrets] seal_key to use another)");
+            }
+            Ok(sealer)
+        }
+        None => Sealer::from_encoded(&Sealer::generate_encoded()),
     }
 }
 

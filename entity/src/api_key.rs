@@ -18,6 +18,13 @@ pub struct Model {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub created_at: i64,
+    pub description: Option<String>,
+    /// `standard`, `high` or `unmetered` (see `auth::RateLimitTier`).
+    pub rate_limit_tier: String,
+    /// The key that created this one over the API; `None` when an operator did (CLI).
+    pub created_by: Option<String>,
+    /// When the key was last used, kept to the minute (written at most once a minute).
+    pub last_used_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_initial;
 mod m20261125_000002_cache_outcome;
 mod m20261202_000003_replay_answers;
+mod m20261202_000004_key_management;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261125_000002_cache_outcome::Migration),
             Box::new(m20261202_000003_replay_answers::Migration),
+            Box::new(m20261202_000004_key_management::Migration),
         ]
     }
 }

@@ -9,17 +9,18 @@ use poem_openapi::{
     payload::{Json, Payload},
     registry::{MetaSchema, MetaSchemaRef, Registry},
     types::{Example, MaybeUndefined, ParseFromJSON, Type},
-    ApiResponse, Enum, Object, OpenApi,
+    Enum, Object, OpenApi,
 };
 
-use super::error::{ApiError, ErrorBody};
-use super::fields::{DomainInput, EmailInput};
+use super::error::ApiError;
+use super::fields::{not_null, DomainInput, EmailInput};
 use super::json::{self, present, FastParse, JsonBody};
 use super::middleware::current_request_id;
+use super::responses::{failures, successes};
 use super::security::{ApiKeyAuth, CanEnrich};
 use super::{ApiTags, AppState};
 use crate::enrich::Success;
-use crate::lookup::input::{EnrichQuery, InputError, Section};
+use crate::lookup::input::{EnrichQuery, Section};
 
 /// A section of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -339,12 +340,12 @@ impl Example for EnrichResponse {
                     size: Some("201-500".into()),
                     founded_year: Some(1998),
                     description: None,
-                    linkedin_url: None,
+                    linkedin_url: Some("https://linkedin.com/company/acme".into()),
                     hq_location: Some("New York, NY, US".into()),
                 }),
                 social: None,
                 source: DataSource::VendorA,
-                confidence: 0.92,
+                confidence: 0.9,
                 credits_remaining: 4872,
             },
         }
@@ -403,157 +404,58 @@ impl<T> IntoResponse for RenderedJson<T> {
     }
 }
 
-/// The successful outcome.
-// clippy reads the repeated `ty`/`description` keys of the `header(...)` entries below as
-// duplicated attributes; each entry declares a different header.
-#[allow(clippy::duplicated_attributes)]
-#[derive(ApiResponse)]
-#[oai(
-    header(
-        name = "X-Request-ID",
-        ty = "String",
-        description = "The request's id: the client's `X-Request-ID` when it is 20–200 characters of `[A-Za-z0-9._-]`, otherwise generated."
-    ),
-    header(
-        name = "X-RateLimit-Limit",
-        ty = "u64",
-        description = "Requests allowed per UTC day on the workspace's plan (2147483647 when unmetered)."
-    ),
-    header(name = "X-RateLimit-Remaining", ty = "u64", description = "Requests left today (2147483647 when unmetered)."),
-    header(
-        name = "X-RateLimit-Reset",
-        ty = "i64",
-        description = "When the daily quota resets (the next 00:00 UTC), in Unix epoch seconds."
-    )
-)]
-pub enum EnrichOk {
-    /// The lookup succeeded and 1 credit was charged. A replay of an earlier call with the
-    /// same `Idempotency-Key` returns the first response byte for byte, charges nothing
-    /// and sets `Idempotent-Replayed: true`.
-    #[oai(status = 200)]
-    Ok(
-        RenderedJson<EnrichResponse>,
-        /// `true` when this response is a replay of an earlier call with the same
-        /// `Idempotency-Key`.
-        #[oai(header = "Idempotent-Replayed")]
-        Option<bool>,
-    ),
-}
-
-/// Every way the operation can fail. Nothing is ever charged for these.
-#[allow(clippy::duplicated_attributes)] // as on `EnrichOk`
-#[derive(ApiResponse)]
-#[oai(
-    header(name = "X-Request-ID", ty = "String", description = "The request's id, also in the error body."),
-    header(
-        name = "X-RateLimit-Limit",
-        ty = "Option<u64>",
-        description = "Requests allowed per UTC day; sent once the key is authenticated (not on 401)."
-    ),
-    header(
-        name = "X-RateLimit-Remaining",
-        ty = "Option<u64>",
-        description = "Requests left today; sent once the key is authenticated (not on 401)."
-    ),
-    header(
-        name = "X-RateLimit-Reset",
-        ty = "Option<i64>",
-        description = "Next 00:00 UTC in Unix epoch seconds; sent once the key is authenticated (not on 401)."
-    )
-)]
-pub enum EnrichFailure {
-    /// `validation_error`: neither `email` nor `domain` was provided, or a field is
-    /// malformed (email, domain, `include` value, non-UUID `Idempotency-Key`, invalid JSON).
-    /// `details` lists the fields at fault.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
-    /// `insufficient_credits`: the workspace credit balance is exhausted. No vendor was
-    /// asked.
-    #[oai(status = 402)]
-    PaymentRequired(Json<ErrorBody>),
-    /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `no_match`: upstream providers returned no data for the input (or none of the
-    /// sections asked for with `include`). Free.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// `idempotency_key_in_use`: a request with the same `Idempotency-Key` is still in
-    /// progress; retry after `Retry-After` seconds to get its result.
-    #[oai(status = 409)]
-    Conflict(
-        Json<ErrorBody>,
-        /// Seconds to wait before retrying.
-        #[oai(header = "Retry-After")]
-        u64,
-    ),
-    /// `payload_too_large`: the request body exceeds the size limit.
-    #[oai(status = 413)]
-    PayloadTooLarge(Json<ErrorBody>),
-    /// `unsupported_media_type`: the body is not sent as `application/json`.
-    #[oai(status = 415)]
-    UnsupportedMediaType(Json<ErrorBody>),
-    /// `idempotency_key_reused`: the `Idempotency-Key` was already used within 24 hours
-    /// with a different request body. Use a new key for a new request.
-    #[oai(status = 422)]
-    UnprocessableEntity(Json<ErrorBody>),
-    /// `rate_limited`: the per-minute limit or the daily quota of the workspace's plan is
-    /// exhausted; retry after `Retry-After` seconds.
-    #[oai(status = 429)]
-    TooManyRequests(
-        Json<ErrorBody>,
-        /// Seconds until a retry can be admitted.
-        #[oai(header = "Retry-After")]
-        u64,
-    ),
-    /// `internal_error`: an unexpected failure on our side. Nothing was charged.
-    #[oai(status = 500)]
-    InternalServerError(Json<ErrorBody>),
-    /// `upstream_unavailable`: every upstream provider failed; or `service_unavailable`:
-    /// leadlex's own store is unreachable. Nothing was charged; retry (with the same
-    /// `Idempotency-Key`) after `Retry-After` seconds.
-    #[oai(status = 503)]
-    ServiceUnavailable(
-        Json<ErrorBody>,
-        /// Seconds to wait before retrying.
-        #[oai(header = "Retry-After")]
-        u64,
-    ),
-}
-
-/// An absent field is fine; an explicit `null` is not (the schema does not allow it).
-fn not_null<T>(field: &'static str, value: MaybeUndefined<T>) -> Result<Option<T>, ApiError> {
-    match value {
-        MaybeUndefined::Undefined => Ok(None),
-        MaybeUndefined::Value(v) => Ok(Some(v)),
-        MaybeUndefined::Null => {
-            Err(ApiError::validation(vec![InputError { field, message: "must not be null; leave the field out instead".into() }]))
-        }
+successes! {
+    /// The successful outcome.
+    pub enum EnrichOk {
+        /// The lookup succeeded and 1 credit was charged. A replay of an earlier call with the
+        /// same `Idempotency-Key` returns the first response byte for byte, charges nothing
+        /// and sets `Idempotent-Replayed: true`.
+        200 => Ok(
+            RenderedJson<EnrichResponse>,
+            /// `true` when this response is a replay of an earlier call with the same
+            /// `Idempotency-Key`.
+            #[oai(header = "Idempotent-Replayed")]
+            Option<bool>,
+        ),
     }
 }
 
-impl From<ApiError> for EnrichFailure {
-    /// By the status [`ApiError::status`] decided (the one status table).
-    fn from(err: ApiError) -> Self {
-        let body = Json(err.body());
-        let retry = err.retry_after_secs().unwrap_or(1);
-        match err.status().as_u16() {
-            401 => Self::Unauthorized(body),
-            402 => Self::PaymentRequired(body),
-            403 => Self::Forbidden(body),
-            404 => Self::NotFound(body),
-            409 => Self::Conflict(body, retry),
-            413 => Self::PayloadTooLarge(body),
-            415 => Self::UnsupportedMediaType(body),
-            422 => Self::UnprocessableEntity(body),
-            429 => Self::TooManyRequests(body, retry),
-            503 => Self::ServiceUnavailable(body, retry),
-            400..=499 => Self::BadRequest(body),
-            _ => Self::InternalServerError(body),
-        }
+failures! {
+    /// Every way the operation can fail. Nothing is ever charged for these.
+    pub enum EnrichFailure {
+        /// `validation_error`: neither `email` nor `domain` was provided, or a field is
+        /// malformed (email, domain, `include` value, non-UUID `Idempotency-Key`, invalid JSON).
+        /// `details` lists the fields at fault.
+        400 => BadRequest,
+        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
+        401 => Unauthorized,
+        /// `insufficient_credits`: the workspace credit balance is exhausted. No vendor was
+        /// asked.
+        402 => PaymentRequired,
+        /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
+        403 => Forbidden,
+        /// `no_match`: upstream providers returned no data for the input (or none of the
+        /// sections asked for with `include`). Free.
+        404 => NotFound,
+        /// `idempotency_key_in_use`: a request with the same `Idempotency-Key` is still in
+        /// progress; retry after `Retry-After` seconds to get its result.
+        409 => Conflict + u64,
+        /// `payload_too_large`: the request body exceeds the size limit.
+        413 => PayloadTooLarge,
+        /// `unsupported_media_type`: the body is not sent as `application/json`.
+        415 => UnsupportedMediaType,
+        /// `idempotency_key_reused`: the `Idempotency-Key` was already used within 24 hours
+        /// with a different request body. Use a new key for a new request.
+        422 => UnprocessableEntity,
+        /// `rate_limited`: the per-minute limit or the daily quota of the workspace's plan is
+        /// exhausted; retry after `Retry-After` seconds.
+        429 => TooManyRequests + u64,
+        /// `internal_error`: an unexpected failure on our side. Nothing was charged.
+        500 => InternalServerError,
+        /// `upstream_unavailable`: every upstream provider failed; or `service_unavailable`:
+        /// leadlex's own store is unreachable. Nothing was charged; retry (with the same
+        /// `Idempotency-Key`) after `Retry-After` seconds.
+        503 => ServiceUnavailable + u64,
     }
 }
 

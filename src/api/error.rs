@@ -8,50 +8,141 @@
 use std::time::Duration;
 
 use poem::{error::ResponseError, http::StatusCode, IntoResponse, Response};
-use poem_openapi::{types::ToJSON, Enum, Object};
+use poem_openapi::{
+    registry::{MetaSchema, MetaSchemaRef, Registry},
+    types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type},
+    Object,
+};
 
 use super::middleware::current_request_id;
 use crate::auth::AuthError;
 use crate::enrich::EnrichError;
+use crate::keys::KeyError;
 use crate::lookup::input::InputError;
 
-/// Stable machine-readable error code; branch on this, not on `message`. New codes may
-/// be added.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
+/// Stable machine-readable error code; branch on this, not on `message`. Published as
+/// an open string (the known codes listed in its description), because new codes are
+/// added over time: a closed enum would make each new code a breaking change for
+/// clients generated from the spec (some refuse a value their enum does not know).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
-    /// 400: the request is malformed: neither `email` nor `domain`, a malformed email or
-    /// domain, an unknown `include` value, a non-UUID `Idempotency-Key`, invalid JSON.
     ValidationError,
-    /// 401: the API key is missing, malformed, unknown, revoked or expired.
     InvalidKey,
-    /// 402: the workspace credit balance is exhausted.
     InsufficientCredits,
-    /// 403: the key lacks the permission the operation needs (`write:enrich`).
     InsufficientPermissions,
-    /// 404: upstream providers returned no data for the input.
+    LastAdminKey,
+    TierNotAllowed,
     NoMatch,
-    /// 404: no such path.
     NotFound,
-    /// 405: the path exists, the method does not.
     MethodNotAllowed,
-    /// 409: a request with the same `Idempotency-Key` is still in progress.
     IdempotencyKeyInUse,
-    /// 413: the request body is too large.
     PayloadTooLarge,
-    /// 415: the request body is not `application/json`.
     UnsupportedMediaType,
-    /// 422: the `Idempotency-Key` was already used with a different request body.
     IdempotencyKeyReused,
-    /// 429: a rate limit of the workspace's plan is exhausted.
+    InvalidRequest,
     RateLimited,
-    /// 500: an unexpected failure on our side; nothing was charged.
     InternalError,
-    /// 503: every upstream provider failed; nothing was charged, retry later.
     UpstreamUnavailable,
-    /// 503: leadlex's own database or cache store is unreachable; nothing was charged,
-    /// retry later.
     ServiceUnavailable,
+}
+
+impl ErrorCode {
+    /// Every code, with what it means (the published description lists them).
+    pub const ALL: [(ErrorCode, &'static str, &'static str); 18] = [
+        (Self::ValidationError, "validation_error", "400: a field or parameter is missing or malformed; `details` names the fields."),
+        (Self::InvalidKey, "invalid_key", "401: the API key is missing, malformed, unknown, revoked or expired."),
+        (Self::InsufficientCredits, "insufficient_credits", "402: the workspace credit balance is exhausted."),
+        (
+            Self::InsufficientPermissions,
+            "insufficient_permissions",
+            "403: the key lacks the permission the operation needs (`write:enrich`, `admin:api_keys`).",
+        ),
+        (Self::LastAdminKey, "last_admin_key", "403: the workspace's last active key with `admin:api_keys` cannot be revoked."),
+        (Self::TierNotAllowed, "tier_not_allowed", "403: the workspace's plan does not allow the asked `rate_limit_tier`."),
+        (Self::NoMatch, "no_match", "404: upstream providers returned no data for the input."),
+        (Self::NotFound, "not_found", "404: no such path, or no such resource in the workspace (an API key id)."),
+        (Self::MethodNotAllowed, "method_not_allowed", "405: the path exists, the method does not."),
+        (Self::IdempotencyKeyInUse, "idempotency_key_in_use", "409: a request with the same `Idempotency-Key` is still in progress."),
+        (Self::PayloadTooLarge, "payload_too_large", "413: the request body is too large."),
+        (Self::UnsupportedMediaType, "unsupported_media_type", "415: the request body is not `application/json`."),
+        (Self::IdempotencyKeyReused, "idempotency_key_reused", "422: the `Idempotency-Key` was already used with a different request."),
+        (
+            Self::InvalidRequest,
+            "invalid_request",
+            "422: well formed but impossible as asked (an `expires_at` in the past); `details` names the fields.",
+        ),
+        (Self::RateLimited, "rate_limited", "429: a rate limit is exhausted."),
+        (Self::InternalError, "internal_error", "500: an unexpected failure on our side; nothing was charged."),
+        (Self::UpstreamUnavailable, "upstream_unavailable", "503: every upstream provider failed; nothing was charged, retry later."),
+        (
+            Self::ServiceUnavailable,
+            "service_unavailable",
+            "503: leadlex's own database or cache store is unreachable; nothing was charged, retry later.",
+        ),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(c, ..)| *c == self).map(|(_, name, _)| *name).expect("every code is listed")
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(_, name, _)| *name == s).map(|(c, ..)| *c)
+    }
+}
+
+impl Type for ErrorCode {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ErrorCode".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Reference(Self::name().into_owned())
+    }
+
+    fn register(registry: &mut Registry) {
+        static DESCRIPTION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let mut text = String::from(
+                "Stable machine-readable error code: branch on it, never on `message`. \
+                 New codes may be added: treat an unknown one by its HTTP status. The codes:\n\n",
+            );
+            for (_, name, meaning) in ErrorCode::ALL {
+                text.push_str(&format!("- `{name}`: {meaning}\n"));
+            }
+            text
+        });
+        registry.create_schema::<Self, _>(Self::name().into_owned(), |_| MetaSchema {
+            description: Some(DESCRIPTION.as_str()),
+            example: Some(serde_json::Value::String("validation_error".into())),
+            ..MetaSchema::new("string")
+        });
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for ErrorCode {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        match value.unwrap_or_default() {
+            serde_json::Value::String(s) => Self::parse(&s).ok_or_else(|| ParseError::custom(format!("unknown error code {s:?}"))),
+            other => Err(ParseError::expected_type(other)),
+        }
+    }
+}
+
+impl ToJSON for ErrorCode {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.as_str().into()))
+    }
 }
 
 /// A problem with one field of the request.
@@ -73,7 +164,7 @@ pub struct ErrorDetail {
     pub message: String,
     /// The request's id, as in the `X-Request-ID` response header: quote it to support.
     pub request_id: String,
-    /// Field-level problems, for `validation_error`.
+    /// Field-level problems, for `validation_error` and `invalid_request`.
     #[oai(skip_serializing_if_is_none)]
     pub details: Option<Vec<FieldProblem>>,
 }
@@ -99,6 +190,15 @@ pub enum ApiError {
     NoMatch,
     #[error("no such path")]
     NotFound,
+    /// No such resource in the caller's workspace (one of another workspace included).
+    #[error("no such {0}")]
+    ResourceNotFound(&'static str),
+    #[error("this is the workspace's last active key with the `admin:api_keys` permission; create another one before revoking it")]
+    LastAdminKey,
+    #[error("the workspace's {plan} plan does not allow `{tier}` keys")]
+    TierNotAllowed { tier: &'static str, plan: &'static str },
+    #[error("{message}")]
+    InvalidRequest { message: String, details: Vec<FieldProblem> },
     #[error("method not allowed on this path")]
     MethodNotAllowed,
     #[error("a request with this Idempotency-Key is still in progress; retry later")]
@@ -134,13 +234,13 @@ impl ApiError {
             Self::Validation { .. } => StatusCode::BAD_REQUEST,
             Self::InvalidKey => StatusCode::UNAUTHORIZED,
             Self::InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
-            Self::InsufficientPermissions(_) => StatusCode::FORBIDDEN,
-            Self::NoMatch | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::InsufficientPermissions(_) | Self::LastAdminKey | Self::TierNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Self::NoMatch | Self::NotFound | Self::ResourceNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::IdempotencyKeyInUse { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::IdempotencyKeyReused | Self::InvalidRequest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnavailable { .. } | Self::ServiceUnavailable { .. } | Self::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -154,7 +254,10 @@ impl ApiError {
             Self::InsufficientCredits => ErrorCode::InsufficientCredits,
             Self::InsufficientPermissions(_) => ErrorCode::InsufficientPermissions,
             Self::NoMatch => ErrorCode::NoMatch,
-            Self::NotFound => ErrorCode::NotFound,
+            Self::NotFound | Self::ResourceNotFound(_) => ErrorCode::NotFound,
+            Self::LastAdminKey => ErrorCode::LastAdminKey,
+            Self::TierNotAllowed { .. } => ErrorCode::TierNotAllowed,
+            Self::InvalidRequest { .. } => ErrorCode::InvalidRequest,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             Self::IdempotencyKeyInUse { .. } => ErrorCode::IdempotencyKeyInUse,
             Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
@@ -165,31 +268,6 @@ impl ApiError {
             Self::ServiceUnavailable { .. } | Self::NotReady { .. } => ErrorCode::ServiceUnavailable,
             Self::Internal(_) => ErrorCode::InternalError,
         }
-    }
-
-    /// One value of every kind, for the spec's examples.
-    pub fn examples() -> Vec<ApiError> {
-        let secs = Duration::from_secs;
-        vec![
-            Self::Validation {
-                message: "email: must look like name@example.com".into(),
-                details: vec![FieldProblem { field: "email".into(), message: "must look like name@example.com".into() }],
-            },
-            Self::InvalidKey,
-            Self::InsufficientCredits,
-            Self::InsufficientPermissions("write:enrich"),
-            Self::NoMatch,
-            Self::NotFound,
-            Self::MethodNotAllowed,
-            Self::IdempotencyKeyInUse { retry_after: secs(3) },
-            Self::PayloadTooLarge,
-            Self::UnsupportedMediaType,
-            Self::IdempotencyKeyReused,
-            Self::RateLimited { retry_after: secs(6) },
-            Self::UpstreamUnavailable { retry_after: secs(5) },
-            Self::ServiceUnavailable { retry_after: secs(2) },
-            Self::Internal(anyhow::anyhow!("example")),
-        ]
     }
 
     /// Whole seconds for the `Retry-After` header, where the error has one.
@@ -218,7 +296,7 @@ impl ApiError {
     /// The envelope with a given request id.
     pub fn envelope(&self, request_id: String) -> ErrorBody {
         let details = match self {
-            Self::Validation { details, .. } if !details.is_empty() => Some(details.clone()),
+            Self::Validation { details, .. } | Self::InvalidRequest { details, .. } if !details.is_empty() => Some(details.clone()),
             _ => None,
         };
         ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string(), request_id, details } }
@@ -272,7 +350,11 @@ impl ApiError {
 fn explain_parse_error(raw: &str) -> ApiError {
     let named = |pattern: &str| raw.split(pattern).nth(1).and_then(|rest| rest.split('`').next()).map(str::to_string);
     let (field, what) = if let Some(field) = named("field `") {
-        let what = if raw.contains("maxLength") || raw.contains("maxItems") {
+        // Our own field types say what is wrong after "field `name`: ".
+        let own = raw.split(&format!("field `{field}`: ")).nth(1).map(|rest| rest.split(" (occurred while").next().unwrap_or(rest));
+        let what = if let Some(own) = own {
+            own
+        } else if raw.contains("maxLength") || raw.contains("maxItems") {
             "is too long"
         } else if raw.contains("minLength") || raw.contains("minItems") {
             "is too short"
@@ -338,6 +420,24 @@ impl From<EnrichError> for ApiError {
             EnrichError::UpstreamUnavailable { retry_after } => Self::UpstreamUnavailable { retry_after },
             EnrichError::StoreUnavailable(e) => Self::store_unavailable(&e, "enriching"),
             EnrichError::Internal(e) => Self::Internal(e),
+        }
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(err: KeyError) -> Self {
+        match err {
+            KeyError::NotFound | KeyError::NoSuchWorkspace => Self::ResourceNotFound("API key"),
+            KeyError::LastAdminKey => Self::LastAdminKey,
+            KeyError::TierNotAllowed { tier, plan } => Self::TierNotAllowed { tier, plan },
+            KeyError::Unprocessable(problem) => Self::InvalidRequest {
+                message: problem.to_string(),
+                details: vec![FieldProblem { field: problem.field.to_string(), message: problem.message }],
+            },
+            KeyError::IdempotencyKeyInUse { retry_after } => Self::IdempotencyKeyInUse { retry_after },
+            KeyError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            KeyError::Corrupt(why) => Self::Internal(anyhow::anyhow!("a stored key-creation answer: {why}")),
+            KeyError::Db(e) => Self::from_db(e, "managing API keys"),
         }
     }
 }

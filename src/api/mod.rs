@@ -8,7 +8,9 @@ pub mod error;
 pub mod fields;
 pub mod health;
 pub mod json;
+pub mod keys;
 pub mod middleware;
+pub mod responses;
 pub mod security;
 pub mod spec;
 
@@ -28,6 +30,11 @@ pub struct AppState {
     pub limiter: Limiter,
     pub enrich: EnrichService,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub hot: Arc<crate::hot::HotCaches>,
+    pub sealer: crate::seal::Sealer,
+    /// How long an `Idempotency-Key` claim is held, and its answer replayed.
+    pub idempotency_lease: std::time::Duration,
+    pub idempotency_ttl: std::time::Duration,
 }
 
 /// The tags of the API; every operation has exactly one.
@@ -37,16 +44,22 @@ pub enum ApiTags {
     Enrichment,
     /// Liveness and readiness of the service, for load balancers and orchestrators.
     Operations,
+    /// The workspace's API keys: create, list, revoke.
+    ApiKeys,
 }
 
-pub type Apis = (enrich::EnrichApi, health::HealthApi);
+pub type Apis = (enrich::EnrichApi, keys::KeysApi, health::HealthApi);
 
-/// The poem-openapi service: the one source of the published spec.
+/// Where the text of the crate's license (`Cargo.toml`: MIT) is published.
+const LICENSE_URL: &str = "https://opensource.org/license/mit";
+
+/// The poem-openapi service: the one source of the published spec. Its version and
+/// license are the crate's (`Cargo.toml`).
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new((enrich::EnrichApi, health::HealthApi), "leadlex", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new((enrich::EnrichApi, keys::KeysApi, health::HealthApi), "leadlex", env!("CARGO_PKG_VERSION"))
         .description(spec::API_DESCRIPTION)
         .server(ServerObject::new("/").description("This leadlex deployment"))
-        .license(LicenseObject::new("Proprietary").url("https://docs.leadlex.com"))
+        .license(LicenseObject::new(env!("CARGO_PKG_LICENSE")).url(LICENSE_URL))
         .contact(ContactObject::new().name("leadlex support").url("https://docs.leadlex.com"))
 }
 

@@ -3,10 +3,10 @@
 //! The checker runs before anything else of an operation: it authenticates the key
 //! (401) and counts the request against the workspace's limits (429), recording both in
 //! the request scope so that every later response carries the rate-limit headers.
-//! [`CanEnrich`] then checks the permission (403) before the body is parsed (400), in
-//! the order `docs/design.md` fixes.
+//! A [`Guard`] ([`CanEnrich`], [`CanManageKeys`]) then checks the permission (403)
+//! before the body is parsed (400), in the order `docs/design.md` fixes.
 
-use std::sync::Arc;
+use std::{marker::PhantomData, sync::Arc};
 
 use poem::{FromRequest, Request, RequestBody};
 use poem_openapi::{auth::Bearer, SecurityScheme};
@@ -26,7 +26,7 @@ async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<Arc<Principal>
     let state = req.data::<Arc<AppState>>().expect("AppState is attached to the routes");
     let now = crate::now_ms();
     let principal = state.auth.authenticate(&bearer.token, now).await.map_err(ApiError::from)?;
-    match state.limiter.check(&principal.workspace_id, principal.limits, now).await {
+    match state.limiter.check(&principal.limit_scope, principal.limits, now).await {
         Decision::Allowed(status) => {
             record_caller(&principal, status);
             Ok(principal)
@@ -38,13 +38,34 @@ async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<Arc<Principal>
     }
 }
 
-/// Guard: the authenticated key holds `write:enrich`.
-pub struct CanEnrich;
+/// A permission an operation needs, as a type (see [`Guard`]).
+pub trait Needs {
+    const PERMISSION: Permission;
+}
 
-impl<'a> FromRequest<'a> for CanEnrich {
+/// Guard: the authenticated key holds `N::PERMISSION` (403 otherwise), checked before
+/// the body is read.
+pub struct Guard<N>(PhantomData<N>);
+
+impl<'a, N: Needs> FromRequest<'a> for Guard<N> {
     async fn from_request(_req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
         let principal = current_principal().ok_or(ApiError::InvalidKey)?;
-        principal.require(Permission::WriteEnrich).map_err(ApiError::from)?;
-        Ok(CanEnrich)
+        principal.require(N::PERMISSION).map_err(ApiError::from)?;
+        Ok(Guard(PhantomData))
     }
 }
+
+pub struct EnrichPermission;
+impl Needs for EnrichPermission {
+    const PERMISSION: Permission = Permission::WriteEnrich;
+}
+
+pub struct ApiKeysPermission;
+impl Needs for ApiKeysPermission {
+    const PERMISSION: Permission = Permission::AdminApiKeys;
+}
+
+/// Guard: the key holds `write:enrich`.
+pub type CanEnrich = Guard<EnrichPermission>;
+/// Guard: the key holds `admin:api_keys`.
+pub type CanManageKeys = Guard<ApiKeysPermission>;

@@ -6,10 +6,11 @@
 use std::sync::OnceLock;
 
 use poem::{handler, IntoResponse, Response};
-use poem_openapi::types::ToJSON;
+use poem_openapi::types::{Example, ToJSON};
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, FieldProblem};
+use super::keys;
 
 use crate::config::Settings;
 use crate::lookup::vendors::{clearbit, pdl};
@@ -105,8 +106,87 @@ fn request_examples(method: &str, path: &str) -> Value {
             "email_and_company": {"summary": "A personal address with the person's company",
                                   "value": {"email": "jane@gmail.com", "domain": "acme.com"}},
         }),
+        ("post", "/v1/api-keys") => json!({
+            "ci_key": {"summary": "A key for a CI pipeline that only enriches", "value": {
+                "name": keys::EXAMPLE_NAME,
+                "permissions": ["write:enrich"],
+                "description": keys::EXAMPLE_DESCRIPTION,
+                "rate_limit_tier": "standard",
+                "expires_at": keys::EXAMPLE_EXPIRY,
+            }},
+        }),
         _ => json!({}),
     }
+}
+
+/// The errors an operation's examples show: each one an answer the operation gives (the
+/// suite checks that every example was seen).
+fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
+    let secs = std::time::Duration::from_secs;
+    let problem = |field: &str, message: &str| ApiError::Validation {
+        message: format!("{field}: {message}"),
+        details: vec![FieldProblem { field: field.into(), message: message.into() }],
+    };
+    let unavailable = ApiError::ServiceUnavailable { retry_after: secs(2) };
+    let internal = ApiError::Internal(anyhow::anyhow!("example"));
+    let limited = ApiError::RateLimited { retry_after: secs(6) };
+    match (method, path) {
+        ("get", "/readyz") => vec![ApiError::NotReady { unreachable: "database".into() }],
+        ("post", "/v1/email/enrich") => vec![
+            problem("email", "must look like name@example.com"),
+            ApiError::InvalidKey,
+            ApiError::InsufficientCredits,
+            ApiError::InsufficientPermissions("write:enrich"),
+            ApiError::NoMatch,
+            ApiError::IdempotencyKeyInUse { retry_after: secs(3) },
+            ApiError::PayloadTooLarge,
+            ApiError::UnsupportedMediaType,
+            ApiError::IdempotencyKeyReused,
+            limited,
+            internal,
+            ApiError::UpstreamUnavailable { retry_after: secs(5) },
+            unavailable,
+        ],
+        ("post", "/v1/api-keys") => vec![
+            problem("permissions", &format!("unknown permission `admin:everything`; the valid ones are {}", permission_catalogue())),
+            ApiError::InvalidKey,
+            ApiError::InsufficientPermissions("admin:api_keys"),
+            ApiError::TierNotAllowed { tier: "unmetered", plan: "pro" },
+            ApiError::IdempotencyKeyInUse { retry_after: secs(3) },
+            ApiError::PayloadTooLarge,
+            ApiError::UnsupportedMediaType,
+            ApiError::IdempotencyKeyReused,
+            ApiError::InvalidRequest {
+                message: "expires_at: must be in the future".into(),
+                details: vec![FieldProblem { field: "expires_at".into(), message: "must be in the future".into() }],
+            },
+            limited,
+            internal,
+            unavailable,
+        ],
+        ("get", "/v1/api-keys") => vec![
+            problem("per_page", "is invalid"),
+            ApiError::InvalidKey,
+            ApiError::InsufficientPermissions("admin:api_keys"),
+            limited,
+            internal,
+            unavailable,
+        ],
+        ("delete", "/v1/api-keys/{id}") => vec![
+            ApiError::InvalidKey,
+            ApiError::InsufficientPermissions("admin:api_keys"),
+            ApiError::LastAdminKey,
+            ApiError::ResourceNotFound("API key"),
+            limited,
+            internal,
+            unavailable,
+        ],
+        _ => Vec::new(),
+    }
+}
+
+fn permission_catalogue() -> String {
+    crate::auth::Permission::ALL.map(|p| p.as_str()).join(", ")
 }
 
 fn response_example(method: &str, path: &str, status: &str) -> Option<Value> {
@@ -122,14 +202,24 @@ fn response_example(method: &str, path: &str, status: &str) -> Option<Value> {
         let value = <super::health::Readiness as poem_openapi::types::Example>::example().to_json();
         return Some(json!({"ready": {"value": value}}));
     }
-    if status == 200 {
-        let value = <super::enrich::EnrichResponse as poem_openapi::types::Example>::example().to_json();
-        return Some(json!({"jane": {"summary": "The public docs' example", "value": value}}));
+    match (method, path, status) {
+        ("post", "/v1/email/enrich", 200) => {
+            let value = <super::enrich::EnrichResponse as Example>::example().to_json();
+            return Some(json!({"jane": {"summary": "The public docs' example, as the sandbox vendors answer it", "value": value}}));
+        }
+        ("post", "/v1/api-keys", 201) => {
+            let value = <keys::ApiKeyCreatedResponse as Example>::example().to_json();
+            return Some(json!({"ci_key": {"summary": "The key created by the request example", "value": value}}));
+        }
+        ("get", "/v1/api-keys", 200) => {
+            let value = <keys::ListApiKeysResponse as Example>::example().to_json();
+            return Some(json!({"search": {"summary": "`?search=CI` after the request example of `create_api_key`", "value": value}}));
+        }
+        _ => {}
     }
-    let examples: serde_json::Map<String, Value> = ApiError::examples()
+    let examples: serde_json::Map<String, Value> = error_examples(method, path)
         .into_iter()
         .filter(|e| e.status().as_u16() == status)
-        .filter(|e| path != "/readyz" || matches!(e, ApiError::ServiceUnavailable { .. }))
         .map(|e| {
             let body = e.envelope(EXAMPLE_REQUEST_ID.into());
             let code = body.error.code.to_json().and_then(|c| c.as_str().map(str::to_string)).unwrap_or_default();
@@ -163,7 +253,7 @@ pub fn operation_id(method: &str, path: &str) -> Option<&'static str> {
         }
         ops
     });
-    table.iter().find(|(m, p, _)| m == method && p == path).map(|(_, _, id)| id.as_str())
+    table.iter().find(|(m, p, _)| m == method && template_matches(p, path)).map(|(_, _, id)| id.as_str())
 }
 
 /// The methods a path answers, for the `Allow` header of a 405 (read off the spec).
@@ -184,7 +274,20 @@ pub fn allowed_methods(path: &str) -> Option<&'static str> {
             })
             .collect()
     });
-    table.iter().find(|(p, _)| p == path).map(|(_, m)| m.as_str())
+    table.iter().find(|(p, _)| template_matches(p, path)).map(|(_, m)| m.as_str())
+}
+
+/// Whether a concrete path is an instance of a spec path template (`{id}` matches one
+/// non-empty segment).
+fn template_matches(template: &str, path: &str) -> bool {
+    let (mut t, mut p) = (template.split('/'), path.split('/'));
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(t), Some(p)) if t == p || (t.starts_with('{') && t.ends_with('}') && !p.is_empty()) => {}
+            _ => return false,
+        }
+    }
 }
 
 /// The spec as pretty JSON (what `openapi/leadlex.json` holds).

@@ -23,7 +23,7 @@ pub struct InputError {
 }
 
 impl InputError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
         Self { field, message: message.into() }
     }
 }

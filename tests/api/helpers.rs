@@ -136,6 +136,14 @@ pub async fn send(client: &reqwest::Client, builder: reqwest::RequestBuilder) ->
     Ok(Resp { status, headers, bytes })
 }
 
+/// The Redis the tests share (`LEADLEX_TEST_REDIS_URL`, default the local one).
+pub fn redis_url() -> String {
+    std::env::var("LEADLEX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The seal key of test servers on PostgreSQL (32 bytes, base64url).
+pub const TEST_SEAL_KEY: &str = "dGVzdC1zZWFsLWtleS0zMi1ieXRlcy1sb25nLW9rISE";
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
@@ -150,6 +158,10 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     // Revocations and top-ups take effect at once (the key cache is tested on its own).
     settings.hot_caches.known_keys.ttl_ms = 0;
     settings.hot_caches.empty_workspaces.ttl_ms = 0;
+    // What a PostgreSQL deployment must configure (SQLite generates one by itself).
+    if backend == Backend::Postgres {
+        settings.secrets.seal_key = Some(leadlex::config::Secret::new(TEST_SEAL_KEY));
+    }
     configure(&mut settings);
     if backend == Backend::Postgres {
         // As `leadlex migrate` would: the server itself never migrates PostgreSQL.
@@ -207,9 +219,23 @@ impl TestApp {
         admin::create_workspace(&self.db, &self.settler, "test", plan, credits, None, None).await.unwrap().id
     }
 
+    /// A standard key; one with an expiry in the past (which no one can create) gets it
+    /// written afterwards.
     pub async fn key(&self, workspace: &str, permissions: &[Permission], expires_at_ms: Option<i64>) -> KeyCreated {
+        use sea_orm::{sea_query::Expr, ColumnTrait, EntityTrait, QueryFilter};
         let perms: BTreeSet<Permission> = permissions.iter().copied().collect();
-        admin::create_key(&self.db, workspace, "test", &perms, expires_at_ms).await.unwrap()
+        let past = expires_at_ms.filter(|at| *at <= leadlex::now_ms());
+        let created =
+            admin::create_key(&self.db, workspace, "test", &perms, if past.is_some() { None } else { expires_at_ms }).await.unwrap();
+        if let Some(at) = past {
+            entity::api_key::Entity::update_many()
+                .col_expr(entity::api_key::Column::ExpiresAt, Expr::value(at))
+                .filter(entity::api_key::Column::Id.eq(created.id.as_str()))
+                .exec(&self.db)
+                .await
+                .unwrap();
+        }
+        created
     }
 
     /// An unmetered workspace with `credits` and a `write:enrich` key.

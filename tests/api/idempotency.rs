@@ -141,8 +141,6 @@ async fn records_of_the_previous_release_replay_the_same_bytes_after_the_upgrade
     let settler = leadlex::settler::Settler::spawn(&settings.database, Default::default()).await.unwrap();
     let ws =
         leadlex::admin::create_workspace(&db, &settler, "old", leadlex::ratelimit::Plan::Unmetered, 1_000, None, None).await.unwrap().id;
-    let perms = [leadlex::auth::Permission::WriteEnrich].into_iter().collect();
-    let key = leadlex::admin::create_key(&db, &ws, "t", &perms, None).await.unwrap().key;
     // What the previous release stored: the rendered 200 body (the README's example).
     let old_body = r#"{"data":{"person":{"full_name":"Jane Doe","first_name":"Jane","last_name":"Doe","job_title":"General Counsel","seniority":"executive","location":"New York, NY, US","linkedin_url":"https://linkedin.com/in/janedoe"},"company":{"name":"Acme Corp","domain":"acme.com","industry":"Legal Services","size":"201-500","founded_year":1998,"linkedin_url":"https://linkedin.com/company/acme","hq_location":"New York, NY, US"},"source":"vendor_a","confidence":0.9,"credits_remaining":999}}"#;
     let idem = new_key();
@@ -162,6 +160,7 @@ async fn records_of_the_previous_release_replay_the_same_bytes_after_the_upgrade
     db.execute(Statement::from_sql_and_values(db.get_database_backend(), insert, values)).await.unwrap();
 
     let app = spawn_app_with(backend, |s| s.database.url = url.clone()).await;
+    let key = app.key(&ws, &[leadlex::auth::Permission::WriteEnrich], None).await.key;
     let replay = app.enrich_idem(&key, &idem, json!({"email": "jane@acme.com"})).await;
     assert_eq!(replay.status, 200, "{}", String::from_utf8_lossy(&replay.bytes));
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
@@ -169,7 +168,8 @@ async fn records_of_the_previous_release_replay_the_same_bytes_after_the_upgrade
     assert_eq!(app.balance(&ws).await, 1_000, "a replay is free");
     drop(app);
 
-    migration::Migrator::down(&db, Some(1)).await.unwrap();
+    // Back to before m20261202_000003 (and the key management migration after it).
+    migration::Migrator::down(&db, Some(2)).await.unwrap();
     let row = db
         .query_one(Statement::from_string(db.get_database_backend(), "SELECT response_body FROM idempotency_records"))
         .await

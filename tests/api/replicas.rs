@@ -10,11 +10,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, Quer
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::{fresh_database, sandbox_input, send, spawn_app_with, Backend, Resp};
-
-fn redis_url() -> String {
-    std::env::var("LEADLEX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+use crate::helpers::{fresh_database, redis_url, sandbox_input, send, spawn_app_with, Backend, Resp};
 
 /// A `leadlex serve` child process.
 struct Replica {
@@ -29,6 +25,7 @@ impl Replica {
             .env("LEADLEX_DATABASE_URL", database_url)
             .env("LEADLEX_REDIS_URL", redis_url())
             .env("LEADLEX_CONFIG", config)
+            .env("LEADLEX_SEAL_KEY", crate::helpers::TEST_SEAL_KEY)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -310,6 +307,7 @@ async fn database_outage_is_503_and_recovers_by_itself() {
     })
     .await;
     let (ws, key) = app.funded(10).await;
+    let admin = app.key(&ws, &[leadlex::auth::Permission::AdminApiKeys], None).await;
     assert_eq!(app.enrich(&key, json!({"email": "jane@acme.com"})).await.status, 200);
     let ready = app.request(app.client.get(format!("{}/readyz", app.base))).await;
     assert_eq!(ready.status, 200);
@@ -322,6 +320,16 @@ async fn database_outage_is_503_and_recovers_by_itself() {
     let ready = app.request(app.client.get(format!("{}/readyz", app.base))).await;
     assert_eq!(ready.status, 503);
     assert_eq!(ready.error_code(), "service_unavailable");
+    // Every key operation says the same (the key itself cannot be looked up).
+    let keys = format!("{}/v1/api-keys", app.base);
+    for req in [
+        app.client.get(&keys),
+        app.client.post(&keys).json(&json!({"name": "n", "permissions": ["write:enrich"]})),
+        app.client.delete(format!("{keys}/key_0")),
+    ] {
+        let r = app.request(req.bearer_auth(&admin.key)).await;
+        assert_eq!((r.status, r.error_code().as_str()), (503, "service_unavailable"));
+    }
 
     let _proxy = Proxy::start(proxy.port).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -3,7 +3,10 @@
 //! header is present when required and has the declared type, and the body matches the
 //! declared schema (a JSON Schema validator over the spec's components; expectations are
 //! not written twice). Each (operation, status) seen is recorded for the
-//! endpoint-coverage check (`tests/endpoint_coverage.rs`).
+//! endpoint-coverage check (`tests/endpoint_coverage.rs`), and so is each response that
+//! is exactly one of the spec's examples (request ids, balances, and the ids, secrets
+//! and times the server makes up aside), so that every example is shown to be a
+//! response the server gives.
 
 use std::{
     io::Write,
@@ -36,13 +39,44 @@ fn record(operation_id: &str, status: u16) {
     writeln!(f, "{operation_id} {status}").unwrap();
 }
 
-/// The spec's path template matching a concrete path (leadlex has no path parameters).
+/// The operation of a concrete path: the spec's path template it matches (`{id}` matches
+/// one segment).
 fn operation(method: &str, path: &str) -> Option<&'static Value> {
-    SPEC["paths"].get(path)?.get(method.to_ascii_lowercase())
+    let segments: Vec<&str> = path.split('/').collect();
+    let matches = |template: &str| {
+        let parts: Vec<&str> = template.split('/').collect();
+        parts.len() == segments.len()
+            && parts.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty()))
+    };
+    let (_, item) = SPEC["paths"].as_object()?.iter().find(|(template, _)| matches(template))?;
+    item.get(method.to_ascii_lowercase())
 }
 
+/// OpenAPI 3.0's `nullable: true` in JSON Schema terms (the validator speaks JSON
+/// Schema): `type: T` becomes `type: [T, "null"]`; a nullable `allOf` accepts `null` too.
+fn json_schema_of(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut out: serde_json::Map<String, Value> = map.iter().map(|(k, v)| (k.clone(), json_schema_of(v))).collect();
+            if out.remove("nullable") == Some(Value::Bool(true)) {
+                match out.get("type").cloned() {
+                    Some(Value::String(t)) => {
+                        out.insert("type".into(), json!([t, "null"]));
+                    }
+                    _ => return json!({"anyOf": [Value::Object(out), {"type": "null"}]}),
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(json_schema_of).collect()),
+        other => other.clone(),
+    }
+}
+
+static COMPONENTS: LazyLock<Value> = LazyLock::new(|| json_schema_of(&SPEC["components"]));
+
 fn schema_validator(schema: &Value) -> jsonschema::Validator {
-    let doc = json!({"components": SPEC["components"], "allOf": [schema]});
+    let doc = json!({"components": *COMPONENTS, "allOf": [json_schema_of(schema)]});
     jsonschema::options().with_draft(jsonschema::Draft::Draft4).build(&doc).unwrap_or_else(|e| panic!("schema {schema} compiles: {e}"))
 }
 
@@ -86,7 +120,12 @@ pub fn check(method: &str, path: &str, status: u16, headers: &HeaderMap, body: &
         assert_eq!(essence(content_type), essence(media), "{op_id} {status}: content type");
         if !essence(media).ends_with("json") {
             assert_eq!(content["schema"]["type"], "string", "{op_id} {status}: a text body is declared as a string");
-            assert!(std::str::from_utf8(body).is_ok(), "{op_id} {status}: text body is UTF-8");
+            let text = std::str::from_utf8(body).unwrap_or_else(|_| panic!("{op_id} {status}: text body is UTF-8"));
+            for (name, example) in content["examples"].as_object().into_iter().flatten() {
+                if text_matches_example(example["value"].as_str().unwrap_or_default(), text) {
+                    record_example(op_id, status, name);
+                }
+            }
             record(op_id, status);
             return;
         }
@@ -95,6 +134,61 @@ pub fn check(method: &str, path: &str, status: u16, headers: &HeaderMap, body: &
         let v = schema_validator(&content["schema"]);
         let errors: Vec<String> = v.iter_errors(&body).map(|e| format!("{} at {}", e, e.instance_path)).collect();
         assert!(errors.is_empty(), "{op_id} {status}: body does not match the spec: {errors:?}\n{body}");
+        for (name, example) in content["examples"].as_object().into_iter().flatten() {
+            if without_per_call_values(example["value"].clone()) == without_per_call_values(body.clone()) {
+                record_example(op_id, status, name);
+            }
+        }
     }
     record(op_id, status);
+}
+
+/// Records that a response was exactly one of the spec's examples, for the check that
+/// every example is a response the server gives (`tests/endpoint_coverage.rs`).
+fn record_example(operation_id: &str, status: u16, name: &str) {
+    let mut f = COVERAGE.lock().unwrap();
+    writeln!(f, "example {operation_id} {status} {name}").unwrap();
+}
+
+/// A response with the values that differ from call to call (the request id, the
+/// balance after the call, ids, secrets and times the server made up) blanked, so that
+/// it compares with an example.
+fn without_per_call_values(mut body: Value) -> Value {
+    if let Some(id) = body.pointer_mut("/error/request_id") {
+        *id = Value::Null;
+    }
+    blank_generated(&mut body);
+    body
+}
+
+/// Values the server makes up for each call: ids, secrets, times, balances.
+fn blank_generated(value: &mut Value) {
+    const GENERATED: [&str; 7] = ["credits_remaining", "id", "key", "prefix", "created_at", "created_by", "last_used_at"];
+    match value {
+        Value::Object(map) => {
+            for (name, v) in map.iter_mut() {
+                if GENERATED.contains(&name.as_str()) && !v.is_null() {
+                    *v = Value::String("<generated>".into());
+                } else {
+                    blank_generated(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(blank_generated),
+        _ => {}
+    }
+}
+
+/// A text example (the Prometheus exposition) matches when every comment line it shows
+/// is in the response, and every sample it shows is a series the response has.
+fn text_matches_example(example: &str, body: &str) -> bool {
+    let series = |line: &str| line.split([' ', '{']).next().unwrap_or_default().to_string();
+    let samples: std::collections::BTreeSet<String> = body.lines().filter(|l| !l.starts_with('#')).map(series).collect();
+    example.lines().filter(|l| !l.is_empty()).all(|l| {
+        if l.starts_with('#') {
+            body.lines().any(|b| b == l)
+        } else {
+            samples.contains(&series(l))
+        }
+    })
 }

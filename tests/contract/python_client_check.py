@@ -1,5 +1,6 @@
 """Drives a live leadlex through the Python client generated from openapi/leadlex.json
-(openapi-python-client): a typed 200, typed 402 and 404 errors, the rate-limit headers.
+(openapi-python-client): a typed 200, typed 402 and 404 errors, the rate-limit headers;
+a key created, listed (nullable fields as None) and revoked through the typed API.
 
 Environment: LEADLEX_URL, LEADLEX_KEY (funded), LEADLEX_BROKE_KEY (balance 0).
 """
@@ -7,8 +8,22 @@ Environment: LEADLEX_URL, LEADLEX_KEY (funded), LEADLEX_BROKE_KEY (balance 0).
 import os
 
 from leadlex_client import AuthenticatedClient
+import uuid
+
+from leadlex_client.api.api_keys import create_api_key, list_api_keys, revoke_api_key
 from leadlex_client.api.enrichment import enrich_email_or_domain
-from leadlex_client.models import DataSource, EnrichByDomain, EnrichByEmail, EnrichResponse, ErrorBody, ErrorCode
+from leadlex_client.models import (
+    ApiKeyCreatedResponse,
+    CreateApiKeyRequest,
+    DataSource,
+    EnrichByDomain,
+    EnrichByEmail,
+    EnrichResponse,
+    ErrorBody,
+    ListApiKeysResponse,
+    Permission,
+    RateLimitTier,
+)
 
 BASE = os.environ["LEADLEX_URL"]
 passed = 0
@@ -46,7 +61,7 @@ def payment_required():
     resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_BROKE_KEY"]), body=EnrichByEmail(email="jane@acme.com"))
     assert resp.status_code == 402, resp.status_code
     assert isinstance(resp.parsed, ErrorBody), type(resp.parsed)
-    assert resp.parsed.error.code == ErrorCode.INSUFFICIENT_CREDITS
+    assert resp.parsed.error.code == "insufficient_credits"
     assert resp.parsed.error.request_id == resp.headers["X-Request-ID"]
 
 
@@ -54,11 +69,33 @@ def no_match():
     resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_KEY"]), body=EnrichByDomain(domain="nobody.invalid"))
     assert resp.status_code == 404, resp.status_code
     assert isinstance(resp.parsed, ErrorBody)
-    assert resp.parsed.error.code == ErrorCode.NO_MATCH
+    assert resp.parsed.error.code == "no_match"
     int(resp.headers["X-RateLimit-Remaining"])
 
 
+def key_lifecycle():
+    admin = client(os.environ["LEADLEX_KEY"])
+    body = CreateApiKeyRequest(name="python client", permissions=[Permission.WRITEENRICH], rate_limit_tier=RateLimitTier.STANDARD)
+    idem = str(uuid.uuid4())
+    resp = create_api_key.sync_detailed(client=admin, body=body, idempotency_key=idem)
+    assert resp.status_code == 201, resp.status_code
+    created = resp.parsed
+    assert isinstance(created, ApiKeyCreatedResponse), type(created)
+    assert created.data.key.startswith("wbk_") and created.data.expires_at is None and created.data.description is None
+    again = create_api_key.sync_detailed(client=admin, body=body, idempotency_key=idem)
+    assert again.parsed.data.key == created.data.key and again.headers["Idempotent-Replayed"] == "true"
+    listed = list_api_keys.sync_detailed(client=admin, search="python client")
+    assert isinstance(listed.parsed, ListApiKeysResponse), type(listed.parsed)
+    assert [k.id for k in listed.parsed.data.api_keys] == [created.data.id] and listed.parsed.meta.total == 1
+    assert listed.parsed.data.api_keys[0].revoked_at is None
+    gone = revoke_api_key.sync_detailed(client=admin, id=created.data.id)
+    assert gone.status_code == 204, gone.status_code
+    missing = revoke_api_key.sync_detailed(client=admin, id="key_nope")
+    assert isinstance(missing.parsed, ErrorBody) and missing.parsed.error.code == "not_found"
+
+
 check("200 with typed fields and rate-limit headers", success)
+check("a key created (and replayed), listed and revoked", key_lifecycle)
 check("typed 402 insufficient_credits", payment_required)
 check("typed 404 no_match", no_match)
 print(f"python client: {passed} passed, 0 failed")

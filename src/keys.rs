@@ -1,0 +1,410 @@
+//! API keys as a workspace manages them: create (optionally idempotent), list, revoke.
+//! Knows nothing of HTTP; the CLI and `api/keys.rs` both call it.
+//!
+//! Invariants:
+//! - the plaintext of a key exists only in the [`CreatedKey`] returned to its creator;
+//!   the database holds its SHA-256 and a display prefix, and an idempotent creation's
+//!   stored answer (which a retry must get back, secret included) is sealed
+//!   ([`crate::seal`]) and bound to its idempotency record;
+//! - a key of another workspace behaves exactly as a key that does not exist;
+//! - a workspace never loses its last active key holding `admin:api_keys` through the
+//!   API (revocations are serialised per workspace, so two concurrent revocations cannot
+//!   both pass the check);
+//! - a revoked key is refused by this replica at once and by every other within the
+//!   known-key cache's TTL ([`crate::hot`]).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use sea_orm::{
+    sea_query::{Expr, Func},
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use entity::{api_key, workspace};
+
+use crate::auth::{self, Permission, RateLimitTier};
+use crate::hex::hex;
+use crate::hot::{HotCaches, KeyDigest};
+use crate::idempotency::{self, Claim};
+use crate::lookup::input::InputError;
+use crate::ratelimit::Plan;
+use crate::seal::Sealer;
+
+/// What a new key should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKeySpec {
+    pub name: String,
+    pub description: Option<String>,
+    pub permissions: BTreeSet<Permission>,
+    pub tier: RateLimitTier,
+    /// Epoch milliseconds; must be in the future.
+    pub expires_at: Option<i64>,
+}
+
+pub const NAME_MAX: usize = 120;
+pub const DESCRIPTION_MAX: usize = 500;
+
+/// A key just created: the only value that ever holds its plaintext.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CreatedKey {
+    pub id: String,
+    pub key: String,
+    pub prefix: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub permissions: Vec<String>,
+    pub rate_limit_tier: String,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey").field("id", &self.id).field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+/// A key as listed: never its secret or its hash.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub prefix: String,
+    pub permissions: Vec<String>,
+    pub rate_limit_tier: String,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl From<api_key::Model> for KeyView {
+    fn from(k: api_key::Model) -> Self {
+        Self {
+            permissions: k.permissions.split_whitespace().map(str::to_string).collect(),
+            id: k.id,
+            name: k.name,
+            description: k.description,
+            prefix: k.prefix,
+            rate_limit_tier: k.rate_limit_tier,
+            created_by: k.created_by,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+/// Which keys to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// From 1.
+    pub page: u64,
+    pub per_page: u64,
+    pub include_revoked: bool,
+    /// A part of the name, or the start of the prefix (case-insensitive).
+    pub search: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("no such workspace")]
+    NoSuchWorkspace,
+    #[error("no such API key")]
+    NotFound,
+    #[error("this is the workspace's last active key with the `admin:api_keys` permission; create another one before revoking it")]
+    LastAdminKey,
+    #[error("the workspace's {plan} plan does not allow `{tier}` keys")]
+    TierNotAllowed { tier: &'static str, plan: &'static str },
+    /// Well-formed but impossible as asked (an expiry in the past).
+    #[error("{}", .0.message)]
+    Unprocessable(InputError),
+    #[error("a request with this Idempotency-Key is still in progress")]
+    IdempotencyKeyInUse { retry_after: Duration },
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("a stored answer could not be read: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+fn new_id() -> String {
+    format!("key_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn plan_of(ws: &workspace::Model) -> Plan {
+    Plan::parse(&ws.plan).unwrap_or(Plan::Starter)
+}
+
+/// Checks what the schema cannot: the expiry is in the future and the plan allows the
+/// tier.
+fn check(spec: &NewKeySpec, plan: Plan, now_ms: i64) -> Result<(), KeyError> {
+    if spec.expires_at.is_some_and(|at| at <= now_ms) {
+        return Err(KeyError::Unprocessable(InputError::new("expires_at", "must be in the future")));
+    }
+    if !spec.tier.allowed_on(plan) {
+        return Err(KeyError::TierNotAllowed { tier: spec.tier.as_str(), plan: plan.as_str() });
+    }
+    Ok(())
+}
+
+/// Creates a key in `workspace_id`, by the key `created_by` (`None`: an operator).
+pub async fn create(
+    db: &impl ConnectionTrait,
+    workspace_id: &str,
+    created_by: Option<&str>,
+    spec: &NewKeySpec,
+    now_ms: i64,
+) -> Result<CreatedKey, KeyError> {
+    let ws = workspace::Entity::find_by_id(workspace_id).one(db).await?.ok_or(KeyError::NoSuchWorkspace)?;
+    check(spec, plan_of(&ws), now_ms)?;
+    let new = auth::generate_key();
+    let id = new_id();
+    let permissions: Vec<String> = spec.permissions.iter().map(|p| p.as_str().to_string()).collect();
+    api_key::Entity::insert(api_key::ActiveModel {
+        id: Set(id.clone()),
+        workspace_id: Set(workspace_id.to_string()),
+        name: Set(spec.name.clone()),
+        prefix: Set(new.prefix.clone()),
+        key_hash: Set(new.hash.clone()),
+        permissions: Set(permissions.join(" ")),
+        expires_at: Set(spec.expires_at),
+        revoked_at: Set(None),
+        created_at: Set(now_ms),
+        description: Set(spec.description.clone()),
+        rate_limit_tier: Set(spec.tier.as_str().to_string()),
+        created_by: Set(created_by.map(str::to_string)),
+        last_used_at: Set(None),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(CreatedKey {
+        id,
+        key: new.plaintext,
+        prefix: new.prefix,
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        permissions,
+        rate_limit_tier: spec.tier.as_str().to_string(),
+        expires_at: spec.expires_at,
+        created_at: now_ms,
+    })
+}
+
+/// An idempotent creation's parameters.
+pub struct Idempotent<'a> {
+    pub key: &'a str,
+    pub lease: Duration,
+    pub ttl: Duration,
+}
+
+/// The fingerprint of a creation request: what a retry must repeat exactly.
+pub fn fingerprint(spec: &NewKeySpec) -> String {
+    let canonical = serde_json::json!({
+        "name": spec.name,
+        "description": spec.description,
+        "permissions": spec.permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        "rate_limit_tier": spec.tier.as_str(),
+        "expires_at": spec.expires_at,
+    });
+    hex(&Sha256::digest(format!("POST /v1/api-keys\n{canonical}").as_bytes()))
+}
+
+/// What binds a sealed answer to its idempotency record.
+fn seal_context(workspace_id: &str, idempotency_key: &str) -> Vec<u8> {
+    format!("api-key-created\n{workspace_id}\n{idempotency_key}").into_bytes()
+}
+
+/// Creates a key once per `Idempotency-Key`: the first call creates it and stores its
+/// answer, sealed, in the same transaction; a retry with the same request gets that
+/// answer back (`true`: replayed), secret included.
+pub async fn create_idempotent(
+    db: &DatabaseConnection,
+    sealer: &Sealer,
+    workspace_id: &str,
+    created_by: Option<&str>,
+    spec: &NewKeySpec,
+    idem: Idempotent<'_>,
+    now_ms: i64,
+) -> Result<(CreatedKey, bool), KeyError> {
+    let context = seal_context(workspace_id, idem.key);
+    let token = match idempotency::claim(db, workspace_id, idem.key, &fingerprint(spec), now_ms, idem.lease, idem.ttl).await? {
+        Claim::Acquired(token) => token,
+        Claim::Replay { answer, .. } => {
+            let sealed = String::from_utf8(answer).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+            let plain = sealer.open(&sealed, &context).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+            let created = serde_json::from_slice(&plain).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+            return Ok((created, true));
+        }
+        Claim::InUse { retry_after } => return Err(KeyError::IdempotencyKeyInUse { retry_after }),
+        Claim::Reused => return Err(KeyError::IdempotencyKeyReused),
+    };
+    let result: Result<CreatedKey, KeyError> = async {
+        let txn = db.begin().await?;
+        let created = create(&txn, workspace_id, created_by, spec, now_ms).await?;
+        let sealed = sealer.seal(&serde_json::to_vec(&created).expect("serialises"), &context);
+        if !idempotency::complete(&txn, &token, 201, sealed.into_bytes()).await? {
+            // Our lease ran out and a retry took the claim over: it creates the key.
+            txn.rollback().await?;
+            return Err(KeyError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) });
+        }
+        txn.commit().await?;
+        Ok(created)
+    }
+    .await;
+    match result {
+        Ok(created) => Ok((created, false)),
+        Err(err) => {
+            if let Err(release) = idempotency::release(db, &token).await {
+                tracing::error!(error = %release, "releasing an idempotency claim failed");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// A page of the workspace's keys, newest first, and how many match in all.
+pub async fn list(db: &DatabaseConnection, workspace_id: &str, q: &ListQuery) -> Result<(Vec<KeyView>, u64), KeyError> {
+    let mut filter = Condition::all().add(api_key::Column::WorkspaceId.eq(workspace_id));
+    if !q.include_revoked {
+        filter = filter.add(api_key::Column::RevokedAt.is_null());
+    }
+    if let Some(search) = q.search.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty()) {
+        let escaped = search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let lower = |col: api_key::Column| Expr::expr(Func::lower(Expr::col(col)));
+        filter = filter.add(
+            Condition::any()
+                .add(lower(api_key::Column::Name).like(sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\')))
+                .add(lower(api_key::Column::Prefix).like(sea_orm::sea_query::LikeExpr::new(format!("{escaped}%")).escape('\\'))),
+        );
+    }
+    let total = api_key::Entity::find().filter(filter.clone()).count(db).await?;
+    let keys = api_key::Entity::find()
+        .filter(filter)
+        .order_by_desc(api_key::Column::CreatedAt)
+        .order_by_desc(api_key::Column::Id)
+        .offset(q.page.saturating_sub(1).saturating_mul(q.per_page))
+        .limit(q.per_page)
+        .all(db)
+        .await?;
+    Ok((keys.into_iter().map(KeyView::from).collect(), total))
+}
+
+fn holds_admin(permissions: &str) -> bool {
+    permissions.split_whitespace().any(|p| p == Permission::AdminApiKeys.as_str())
+}
+
+/// Revokes the workspace's key `id` (again: no change). Refuses to revoke the last
+/// active key that can manage keys.
+pub async fn revoke(db: &DatabaseConnection, hot: &HotCaches, workspace_id: &str, id: &str, now_ms: i64) -> Result<(), KeyError> {
+    let txn = db.begin().await?;
+    // Serialise revocations per workspace: PostgreSQL locks the workspace row; SQLite has
+    // one writer, taken by the update below before the count.
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        workspace::Entity::find_by_id(workspace_id).lock_exclusive().one(&txn).await?;
+    }
+    // The write comes first: on SQLite it takes the writer's lock, so that the count
+    // below sees every other revocation.
+    let revoked = api_key::Entity::update_many()
+        .col_expr(api_key::Column::RevokedAt, Expr::value(now_ms))
+        .filter(api_key::Column::Id.eq(id))
+        .filter(api_key::Column::WorkspaceId.eq(workspace_id))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let key =
+        api_key::Entity::find_by_id(id).filter(api_key::Column::WorkspaceId.eq(workspace_id)).one(&txn).await?.ok_or(KeyError::NotFound)?;
+    if revoked == 0 {
+        return Ok(()); // revoked before
+    }
+    if holds_admin(&key.permissions) {
+        let admins_left = api_key::Entity::find()
+            .filter(api_key::Column::WorkspaceId.eq(workspace_id))
+            .filter(api_key::Column::RevokedAt.is_null())
+            .filter(Condition::any().add(api_key::Column::ExpiresAt.is_null()).add(api_key::Column::ExpiresAt.gt(now_ms)))
+            .all(&txn)
+            .await?
+            .iter()
+            .filter(|k| holds_admin(&k.permissions))
+            .count();
+        if admins_left == 0 {
+            txn.rollback().await?;
+            return Err(KeyError::LastAdminKey);
+        }
+    }
+    txn.commit().await?;
+    if let Some(digest) = decode_digest(&key.key_hash) {
+        hot.forget_key(&digest);
+    }
+    Ok(())
+}
+
+fn decode_digest(hash_hex: &str) -> Option<KeyDigest> {
+    let bytes: Vec<u8> =
+        (0..hash_hex.len()).step_by(2).map(|i| u8::from_str_radix(hash_hex.get(i..i + 2)?, 16).ok()).collect::<Option<_>>()?;
+    Some(KeyDigest(bytes.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> NewKeySpec {
+        NewKeySpec {
+            name: "ci".into(),
+            description: None,
+            permissions: BTreeSet::from([Permission::WriteEnrich]),
+            tier: RateLimitTier::Standard,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_covers_every_field() {
+        let base = fingerprint(&spec());
+        assert_eq!(base, fingerprint(&spec()));
+        let changes: [fn(&mut NewKeySpec); 5] = [
+            |s| s.name = "other".into(),
+            |s| s.description = Some("d".into()),
+            |s| {
+                s.permissions.insert(Permission::ReadUsage);
+            },
+            |s| s.tier = RateLimitTier::High,
+            |s| s.expires_at = Some(1),
+        ];
+        for change in changes {
+            let mut s = spec();
+            change(&mut s);
+            assert_ne!(fingerprint(&s), base);
+        }
+    }
+
+    #[test]
+    fn what_the_schema_cannot_say_is_checked() {
+        let mut s = spec();
+        s.expires_at = Some(1_000);
+        assert!(matches!(check(&s, Plan::Pro, 2_000), Err(KeyError::Unprocessable(_))));
+        s.expires_at = Some(3_000);
+        assert!(check(&s, Plan::Pro, 2_000).is_ok());
+        s.tier = RateLimitTier::Unmetered;
+        assert!(matches!(check(&s, Plan::Pro, 2_000), Err(KeyError::TierNotAllowed { .. })));
+    }
+
+    #[test]
+    fn a_stored_hash_decodes_to_its_digest() {
+        let new = auth::generate_key();
+        let digest = decode_digest(&new.hash).unwrap();
+        assert_eq!(digest.0.as_slice(), Sha256::digest(new.plaintext.as_bytes()).as_slice());
+        assert!(decode_digest("zz").is_none());
+    }
+}

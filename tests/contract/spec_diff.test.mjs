@@ -1,0 +1,101 @@
+// The breaking-change gate catches what it is there for: each case changes a copy of the
+// released contract the way a careless commit would, and asks the gate (spec_diff.mjs).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { check, newestRelease, changelogBlock, withBlock, BEGIN, END } from "./spec_diff.mjs";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const release = newestRelease(path.join(root, "openapi/released"));
+const released = JSON.parse(fs.readFileSync(release.file, "utf8"));
+const copy = () => structuredClone(released);
+const [major, minor, patch] = released.info.version.split(".").map(Number);
+
+test("the committed contract passes against the newest release", () => {
+  const current = JSON.parse(fs.readFileSync(path.join(root, "openapi/leadlex.json"), "utf8"));
+  assert.deepEqual(check(released, current).problems, []);
+});
+
+test("removing a response field is breaking and fails the gate", () => {
+  const next = copy();
+  const data = next.components.schemas.EnrichData;
+  delete data.properties.credits_remaining;
+  data.required = data.required.filter((r) => r !== "credits_remaining");
+  next.info.version = `${major}.${minor + 1}.0`;
+  const { breaking, problems } = check(released, next);
+  assert.equal(problems.length, 1);
+  assert.match(problems[0], /breaking change/);
+  assert.ok(breaking.some((d) => /credits_remaining/.test(d.description)), JSON.stringify(breaking));
+});
+
+test("making an optional request field required is breaking and fails the gate", () => {
+  const next = copy();
+  next.components.schemas.EnrichByEmail.required.push("include");
+  next.info.version = `${major}.${minor}.${patch + 1}`;
+  const { breaking, problems } = check(released, next);
+  assert.equal(problems.length, 1);
+  assert.ok(breaking.some((d) => /include/.test(d.description ?? "")), JSON.stringify(breaking));
+});
+
+test("removing an operation's declared status is breaking", () => {
+  const next = copy();
+  delete next.paths["/v1/email/enrich"].post.responses["402"];
+  assert.equal(check(released, next).problems.length, 1);
+});
+
+test("a major version bump lets a breaking change through, and lists it", () => {
+  const next = copy();
+  delete next.components.schemas.EnrichData.properties.credits_remaining;
+  next.info.version = `${major + 1}.0.0`;
+  const { listed, problems } = check(released, next);
+  assert.deepEqual(problems, []);
+  assert.ok(listed.some((l) => l.startsWith("- breaking: POST /v1/email/enrich") && /credits_remaining/.test(l)), listed.join("\n"));
+});
+
+test("an additive change passes and is listed for the changelog", () => {
+  const next = copy();
+  next.components.schemas.EnrichData.properties.fetched_at = { type: "string", format: "date-time" };
+  next.info.version = `${major}.${minor + 1}.0`;
+  const { listed, problems } = check(released, next);
+  assert.deepEqual(problems, []);
+  assert.deepEqual(listed.filter((l) => /fetched_at/.test(l)).length, 1, listed.join("\n"));
+  assert.match(listed.find((l) => /fetched_at/.test(l)), /^- non-breaking: POST \/v1\/email\/enrich: /);
+});
+
+test("the version never goes backwards", () => {
+  const next = copy();
+  next.info.version = "0.0.1";
+  if (major === 0 && minor === 0 && patch <= 1) next.info.version = "0.0.0";
+  assert.match(check(released, next).problems.join(), /older than the released/);
+});
+
+test("the changelog block is replaced between its markers, and nothing else", () => {
+  const text = `# Changelog\n\nprose\n\n${BEGIN}\nold\n${END}\n\n## 0.1.0\n`;
+  const out = withBlock(text, changelogBlock("0.1.0", ["- non-breaking: X"]));
+  assert.ok(out.startsWith("# Changelog\n\nprose\n\n"));
+  assert.ok(out.endsWith(`${END}\n\n## 0.1.0\n`));
+  assert.match(out, /- non-breaking: X/);
+  assert.doesNotMatch(out, /\nold\n/);
+});
+
+test("a new tag is additive; renaming a tag is breaking (it renames generated client modules)", () => {
+  const added = copy();
+  added.tags.push({ name: "Jobs", description: "Asynchronous enrichment jobs." });
+  assert.deepEqual(check(released, added).problems, []);
+  const renamed = copy();
+  renamed.tags[0].name = "Lookups";
+  assert.equal(check(released, renamed).problems.length, 1);
+});
+
+test("a changed example is an annotation: it passes and is not listed", () => {
+  const next = copy();
+  const media = Object.values(next.paths["/v1/email/enrich"].post.responses["200"].content)[0];
+  const example = Object.values(media.examples)[0];
+  example.value.data.confidence = 0.5;
+  example.summary = "another summary";
+  const { listed, problems } = check(released, next);
+  assert.deepEqual(problems, []);
+  assert.deepEqual(listed, []);
+});

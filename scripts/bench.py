@@ -15,6 +15,8 @@ server's peak RSS, with its ratio to the baseline measured in the same run):
                    to the first vendor, so each lookup is exactly one vendor call and
                    the difference is the gateway's own cost
   5. 401 / 402     an unknown key; a workspace at balance 0
+  6. ledger-first / ledger-deep   the first page of the credit ledger, and its oldest
+                   page (by cursor): with the cursor a seek, both cost the same
 
 then the same with 1 million keys and 1 million cache rows in the database. Each
 scenario's ratio is to a baseline measured just before it at the same connection count
@@ -194,6 +196,10 @@ def scenarios(server, sandbox, keys):
         ("401", f"{server.url}/v1/email/enrich", "enrich.lua",
          {"BENCH_KEY": "wbk_" + "x" * 43, "BENCH_BODY": body}),
         ("402", f"{server.url}/v1/email/enrich", "enrich.lua", {"BENCH_KEY": keys["broke"], "BENCH_BODY": body}),
+        ("ledger-first", f"{server.url}/v1/credits/ledger?limit=25", "ledger.lua", {"BENCH_KEY": keys["reader"]}),
+        # The rich workspace's oldest entries (its ledger starts at id 1, the first grant).
+        ("ledger-deep", f"{server.url}/v1/credits/ledger?limit=25&starting_after=led_100", "ledger.lua",
+         {"BENCH_KEY": keys["reader"]}),
     ]
 
 
@@ -203,13 +209,16 @@ def prepare(db, binary=LEADLEX):
     return {
         "rich_ws": rich,
         "rich": cli(db, "key", "create", "--workspace", rich, "--permission", "write:enrich", binary=binary)["key"],
+        "reader": cli(db, "key", "create", "--workspace", rich, "--permission", "read:usage", binary=binary)["key"],
         "broke": cli(db, "key", "create", "--workspace", broke, "--permission", "write:enrich", binary=binary)["key"],
         "idem": str(uuid.uuid4()),
     }
 
 
 def grow(backend, db, sqlite_path, workspace, rows):
-    """Adds `rows` API keys and `rows` cache entries, as a large deployment has."""
+    """Adds `rows` API keys, `rows` cache entries and `rows` ledger entries (of zero
+    credits, so that the books still balance) for the rich workspace, as a large
+    deployment has."""
     now = int(time.time() * 1000)
     if backend == "postgres":
         psql(db, f"""
@@ -219,6 +228,8 @@ def grow(backend, db, sqlite_path, workspace, rows):
             INSERT INTO enrichment_cache (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome)
             SELECT 'domain:bulk' || g || '.com', '{{"company":{{"name":"Bulk"}}}}', 'vendor_a', 0.9, {now}, {now} + 86400000, 'match'
             FROM generate_series(1, {rows}) g;
+            INSERT INTO credit_ledger (workspace_id, delta, balance_after, reason, created_at)
+            SELECT '{workspace}', 0, 0, 'grant', {now} FROM generate_series(1, {rows}) g;
             ANALYZE;""")
     else:
         sqlite(sqlite_path, f"""
@@ -228,6 +239,9 @@ def grow(backend, db, sqlite_path, workspace, rows):
             WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {rows})
             INSERT INTO enrichment_cache (cache_key, record, vendor, confidence, fetched_at, expires_at, outcome)
             SELECT 'domain:bulk' || n || '.com', '{{"company":{{"name":"Bulk"}}}}', 'vendor_a', 0.9, {now}, {now} + 86400000, 'match' FROM g;
+            WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {rows})
+            INSERT INTO credit_ledger (workspace_id, delta, balance_after, reason, created_at)
+            SELECT '{workspace}', 0, 0, 'grant', {now} FROM g;
             ANALYZE;""")
 
 

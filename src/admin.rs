@@ -157,46 +157,15 @@ pub async fn revoke_key(db: &DatabaseConnection, id: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
-pub struct KeyInfo {
-    pub id: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub prefix: String,
-    pub permissions: Vec<String>,
-    pub rate_limit_tier: String,
-    /// The key that created it over the API; `None` when an operator did.
-    pub created_by: Option<String>,
-    pub created_at: Option<String>,
-    pub last_used_at: Option<String>,
-    pub expires_at: Option<String>,
-    pub revoked_at: Option<String>,
-}
-
-/// Every key of a workspace, revoked ones included, oldest first.
-pub async fn list_keys(db: &DatabaseConnection, workspace_id: &str) -> anyhow::Result<Vec<KeyInfo>> {
+/// Every key of a workspace, revoked ones included, oldest first (times in RFC 3339 when
+/// serialised).
+pub async fn list_keys(db: &DatabaseConnection, workspace_id: &str) -> anyhow::Result<Vec<keys::KeyView>> {
     let keys = api_key::Entity::find()
         .filter(api_key::Column::WorkspaceId.eq(workspace_id))
         .order_by_asc(api_key::Column::CreatedAt)
         .all(db)
         .await?;
-    Ok(keys
-        .into_iter()
-        .map(keys::KeyView::from)
-        .map(|k| KeyInfo {
-            id: k.id,
-            name: k.name,
-            description: k.description,
-            prefix: k.prefix,
-            permissions: k.permissions,
-            rate_limit_tier: k.rate_limit_tier,
-            created_by: k.created_by,
-            created_at: rfc3339(k.created_at),
-            last_used_at: k.last_used_at.and_then(rfc3339),
-            expires_at: k.expires_at.and_then(rfc3339),
-            revoked_at: k.revoked_at.and_then(rfc3339),
-        })
-        .collect())
+    Ok(keys.into_iter().map(keys::KeyView::from).collect())
 }
 
 /// The demo workspace of `serve --demo`: created once, with credits and a fresh key on

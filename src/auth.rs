@@ -19,6 +19,7 @@ use entity::{api_key, workspace};
 
 use crate::hex::hex;
 use crate::hot::{HotCaches, KeyDigest, KnownKey};
+use crate::key_activity::KeyActivity;
 use crate::ratelimit::{Limits, Plan};
 
 pub const KEY_PREFIX: &str = "wbk_";
@@ -145,6 +146,8 @@ pub struct Principal {
     pub workspace_id: String,
     pub permissions: BTreeSet<Permission>,
     pub limits: Limits,
+    /// The workspace's plan.
+    pub plan: Plan,
     /// What the limits are counted against: the workspace for a standard key, the key
     /// itself for a high one.
     pub limit_scope: String,
@@ -191,11 +194,12 @@ pub fn parse_permissions(stored: &str) -> BTreeSet<Permission> {
 pub struct Authenticator {
     db: DatabaseConnection,
     hot: Arc<HotCaches>,
+    activity: Arc<KeyActivity>,
 }
 
 impl Authenticator {
-    pub fn new(db: DatabaseConnection, hot: Arc<HotCaches>) -> Self {
-        Self { db, hot }
+    pub fn new(db: DatabaseConnection, hot: Arc<HotCaches>, activity: Arc<KeyActivity>) -> Self {
+        Self { db, hot, activity }
     }
 
     pub async fn authenticate(&self, token: &str, now_ms: i64) -> Result<Arc<Principal>, AuthError> {
@@ -215,7 +219,10 @@ impl Authenticator {
             }
         };
         match known {
-            KnownKey::Valid(p) if p.expires_at.is_none_or(|at| at > now_ms) => Ok(p),
+            KnownKey::Valid(p) if p.expires_at.is_none_or(|at| at > now_ms) => {
+                self.activity.touch(&p.key_id, now_ms);
+                Ok(p)
+            }
             _ => Err(AuthError::InvalidKey),
         }
     }
@@ -240,6 +247,7 @@ impl Authenticator {
         Ok(Some(Principal {
             limits: tier.limits(plan.limits().with_overrides(ws.rate_limit_per_minute, ws.rate_limit_per_day)),
             limit_scope,
+            plan,
             key_id: key.id,
             key_prefix: key.prefix,
             workspace_id: ws.id,

@@ -288,7 +288,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                                     k.id,
                                     k.prefix,
                                     k.permissions.join(","),
-                                    k.revoked_at.as_deref().unwrap_or("active")
+                                    if k.revoked_at.is_some() { "revoked" } else { "active" }
                                 )
                             })
                             .collect::<Vec<_>>()

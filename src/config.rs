@@ -103,11 +103,20 @@ pub struct ServerSettings {
     pub request_deadline_ms: u64,
     /// Log lines as JSON instead of text.
     pub json_logs: bool,
+    /// How often the keys' `last_used_at` noted in memory are written, in milliseconds
+    /// (a key's use is noted at most once a minute per replica).
+    pub last_used_flush_ms: u64,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { bind: "127.0.0.1:8080".into(), max_body_bytes: 16 * 1024, request_deadline_ms: 10_000, json_logs: false }
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            max_body_bytes: 16 * 1024,
+            request_deadline_ms: 10_000,
+            json_logs: false,
+            last_used_flush_ms: 10_000,
+        }
     }
 }
 

@@ -70,3 +70,108 @@ pub async fn ledger(db: &impl ConnectionTrait, workspace_id: &str) -> Result<Vec
         .all(db)
         .await
 }
+
+/// Which ledger entries to list: newest first, `limit` of them, older than the entry
+/// `starting_after` (a cursor: the last id of the previous page).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerQuery {
+    pub limit: u64,
+    pub starting_after: Option<i64>,
+    pub api_key_id: Option<String>,
+    pub reason: Option<String>,
+    /// Epoch ms, inclusive.
+    pub from_ms: Option<i64>,
+    /// Epoch ms, exclusive.
+    pub to_ms: Option<i64>,
+}
+
+/// A page of the workspace's ledger, newest first, and whether older entries follow.
+/// Reads `idx_credit_ledger_workspace_id (workspace_id, id)`: a page deep in the ledger
+/// costs what the first one does (a seek, not an offset).
+pub async fn ledger_page(
+    db: &impl ConnectionTrait,
+    workspace_id: &str,
+    q: &LedgerQuery,
+) -> Result<(Vec<credit_ledger::Model>, bool), DbErr> {
+    let mut rows = ledger_page_query(workspace_id, q).all(db).await?;
+    let more = rows.len() as u64 > q.limit;
+    rows.truncate(q.limit as usize);
+    Ok((rows, more))
+}
+
+/// The query of [`ledger_page`] (one row more than the page, to tell whether more
+/// follow); public so that a test can ask each backend for its plan.
+pub fn ledger_page_query(workspace_id: &str, q: &LedgerQuery) -> sea_orm::Select<credit_ledger::Entity> {
+    use sea_orm::QueryOrder;
+    let mut find = credit_ledger::Entity::find().filter(credit_ledger::Column::WorkspaceId.eq(workspace_id));
+    if let Some(id) = q.starting_after {
+        find = find.filter(credit_ledger::Column::Id.lt(id));
+    }
+    if let Some(key) = &q.api_key_id {
+        find = find.filter(credit_ledger::Column::ApiKeyId.eq(key.as_str()));
+    }
+    if let Some(reason) = &q.reason {
+        find = find.filter(credit_ledger::Column::Reason.eq(reason.as_str()));
+    }
+    if let Some(from) = q.from_ms {
+        find = find.filter(credit_ledger::Column::CreatedAt.gte(from));
+    }
+    if let Some(to) = q.to_ms {
+        find = find.filter(credit_ledger::Column::CreatedAt.lt(to));
+    }
+    find.order_by_desc(credit_ledger::Column::Id).limit(q.limit + 1)
+}
+
+/// What a workspace's credits did: its balance, what lookups were charged today and this
+/// month (UTC), what was granted this month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditUsage {
+    pub balance: i64,
+    pub charged_today: i64,
+    pub charged_this_month: i64,
+    pub granted_this_month: i64,
+}
+
+/// Midnight UTC of `now_ms`'s day, and the first of its month, in epoch ms.
+pub fn day_and_month_start(now_ms: i64) -> (i64, i64) {
+    use chrono::{Datelike, TimeZone, Utc};
+    let now = Utc.timestamp_millis_opt(now_ms).single().unwrap_or_default();
+    let day = now.date_naive().and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    let month = now.date_naive().with_day(1).expect("the first").and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    (day.timestamp_millis(), month.timestamp_millis())
+}
+
+/// The credit usage of a workspace at `now_ms` (`None`: no such workspace). Reads
+/// `idx_credit_ledger_workspace_reason (workspace_id, reason, created_at)`.
+pub async fn usage(db: &impl ConnectionTrait, workspace_id: &str, now_ms: i64) -> Result<Option<CreditUsage>, DbErr> {
+    let Some(balance) = balance(db, workspace_id).await? else { return Ok(None) };
+    let (day, month) = day_and_month_start(now_ms);
+    let sum = |reason: Reason, since: i64| async move {
+        let total: Option<i64> = sum_query(workspace_id, reason, since).into_tuple().one(db).await?;
+        Ok::<i64, DbErr>(total.unwrap_or(0))
+    };
+    Ok(Some(CreditUsage {
+        balance,
+        charged_today: -sum(Reason::Enrich, day).await?,
+        charged_this_month: -sum(Reason::Enrich, month).await?,
+        granted_this_month: sum(Reason::Grant, month).await?,
+    }))
+}
+
+/// The sum of a workspace's ledger deltas for `reason` since `since_ms` (0 when none);
+/// public so that a test can ask each backend for its plan.
+pub fn sum_query(workspace_id: &str, reason: Reason, since_ms: i64) -> sea_orm::Select<credit_ledger::Entity> {
+    use sea_orm::sea_query::{Alias, Expr, Func};
+    credit_ledger::Entity::find()
+        .select_only()
+        .column_as(
+            Expr::expr(Func::coalesce([
+                Func::cast_as(Func::sum(Expr::col(credit_ledger::Column::Delta)), Alias::new("BIGINT")).into(),
+                Expr::val(0i64).into(),
+            ])),
+            "total",
+        )
+        .filter(credit_ledger::Column::WorkspaceId.eq(workspace_id))
+        .filter(credit_ledger::Column::Reason.eq(reason.as_str()))
+        .filter(credit_ledger::Column::CreatedAt.gte(since_ms))
+}

@@ -69,7 +69,8 @@ impl std::fmt::Debug for CreatedKey {
     }
 }
 
-/// A key as listed: never its secret or its hash.
+/// A key as listed: never its secret or its hash. Times are epoch milliseconds,
+/// serialised (for the CLI) as RFC 3339.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct KeyView {
     pub id: String,
@@ -78,11 +79,25 @@ pub struct KeyView {
     pub prefix: String,
     pub permissions: Vec<String>,
     pub rate_limit_tier: String,
+    /// The key that created it over the API; `None` when an operator did.
     pub created_by: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: i64,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub last_used_at: Option<i64>,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub expires_at: Option<i64>,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub revoked_at: Option<i64>,
+}
+
+fn rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    rfc3339_opt(&Some(*ms), s)
+}
+
+fn rfc3339_opt<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    let text = ms.and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    serde::Serialize::serialize(&text, s)
 }
 
 impl From<api_key::Model> for KeyView {
@@ -274,6 +289,23 @@ pub async fn create_idempotent(
 
 /// A page of the workspace's keys, newest first, and how many match in all.
 pub async fn list(db: &DatabaseConnection, workspace_id: &str, q: &ListQuery) -> Result<(Vec<KeyView>, u64), KeyError> {
+    let filter = list_filter(workspace_id, q);
+    let total = api_key::Entity::find().filter(filter.clone()).count(db).await?;
+    let keys = list_query(workspace_id, q).all(db).await?;
+    Ok((keys.into_iter().map(KeyView::from).collect(), total))
+}
+
+/// The page query of [`list`]; public so that a test can ask each backend for its plan.
+pub fn list_query(workspace_id: &str, q: &ListQuery) -> sea_orm::Select<api_key::Entity> {
+    api_key::Entity::find()
+        .filter(list_filter(workspace_id, q))
+        .order_by_desc(api_key::Column::CreatedAt)
+        .order_by_desc(api_key::Column::Id)
+        .offset(q.page.saturating_sub(1).saturating_mul(q.per_page))
+        .limit(q.per_page)
+}
+
+fn list_filter(workspace_id: &str, q: &ListQuery) -> Condition {
     let mut filter = Condition::all().add(api_key::Column::WorkspaceId.eq(workspace_id));
     if !q.include_revoked {
         filter = filter.add(api_key::Column::RevokedAt.is_null());
@@ -287,16 +319,7 @@ pub async fn list(db: &DatabaseConnection, workspace_id: &str, q: &ListQuery) ->
                 .add(lower(api_key::Column::Prefix).like(sea_orm::sea_query::LikeExpr::new(format!("{escaped}%")).escape('\\'))),
         );
     }
-    let total = api_key::Entity::find().filter(filter.clone()).count(db).await?;
-    let keys = api_key::Entity::find()
-        .filter(filter)
-        .order_by_desc(api_key::Column::CreatedAt)
-        .order_by_desc(api_key::Column::Id)
-        .offset(q.page.saturating_sub(1).saturating_mul(q.per_page))
-        .limit(q.per_page)
-        .all(db)
-        .await?;
-    Ok((keys.into_iter().map(KeyView::from).collect(), total))
+    filter
 }
 
 fn holds_admin(permissions: &str) -> bool {

@@ -13,8 +13,9 @@
 //!   thread with its own connection per backend. Knows no HTTP.
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and purging.
 //! - [`keys`]: API keys as a workspace manages them (create, list, revoke), for the API
-//!   and the CLI alike; [`seal`]: authenticated encryption of the secrets the server
-//!   must keep readable (a key-creation answer replayed to a retry).
+//!   and the CLI alike; [`key_activity`]: keys' `last_used_at`, noted in memory and
+//!   written in the background; [`seal`]: authenticated encryption of the secrets the
+//!   server must keep readable (a key-creation answer replayed to a retry).
 //! - [`ratelimit`]: per-workspace plans and their per-minute and daily limits.
 //! - [`lookup`]: finding out who is behind an input: normalisation, the record model,
 //!   the cache and the vendor waterfall; [`lookup::vendors`] holds one adapter per
@@ -40,6 +41,7 @@ pub mod enrich;
 pub mod hex;
 pub mod hot;
 pub mod idempotency;
+pub mod key_activity;
 pub mod keys;
 pub mod lookup;
 pub mod metrics;

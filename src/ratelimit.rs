@@ -21,6 +21,11 @@ use governor::{
 pub const UNMETERED_REPORTED: u64 = i32::MAX as u64;
 const DAY_MS: i64 = 86_400_000;
 
+/// The next 00:00 UTC after `now_ms`, in epoch seconds (when daily quotas reset).
+pub fn next_midnight_secs(now_ms: i64) -> i64 {
+    (now_ms.div_euclid(DAY_MS) + 1) * DAY_MS / 1000
+}
+
 /// The plans of the product's public docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
@@ -116,7 +121,7 @@ impl RateLimiter {
     /// Counts one request of `workspace_id` at `now_ms`, unless a limit refuses it.
     pub fn check(&self, workspace_id: &str, limits: Limits, now_ms: i64) -> Decision {
         let day = now_ms.div_euclid(DAY_MS);
-        let reset_epoch_secs = (day + 1) * DAY_MS / 1000;
+        let reset_epoch_secs = next_midnight_secs(now_ms);
         let mut windows = self.windows.lock().expect("not poisoned");
         let window = windows.entry(workspace_id.to_string()).or_insert_with(|| Window::new(limits, day));
         if window.limits != limits {

@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::enrich::{EnrichParts, EnrichService};
 use crate::hot::HotCaches;
 use crate::idempotency;
+use crate::key_activity::KeyActivity;
 use crate::lookup::{cache, cache::CachePolicy, vendors::Vendor, Lookup, LookupParts};
 use crate::metrics::Metrics;
 use crate::ratelimit::{Limiter, RateLimiter, RedisLimiter};
@@ -34,6 +35,8 @@ pub struct Application {
     sandbox: Option<Sandbox>,
     purger: tokio::task::JoinHandle<()>,
     settler: Settler,
+    activity: Arc<KeyActivity>,
+    flusher: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -90,9 +93,15 @@ impl Application {
             metrics: metrics.clone(),
         });
         let sealer = sealer(&settings)?;
+        let activity = Arc::new(KeyActivity::default());
+        let flusher = tokio::spawn(crate::key_activity::flush_loop(
+            activity.clone(),
+            db.clone(),
+            Duration::from_millis(settings.server.last_used_flush_ms.max(1)),
+        ));
         let state = Arc::new(AppState {
             db: db.clone(),
-            auth: Authenticator::new(db.clone(), hot.clone()),
+            auth: Authenticator::new(db.clone(), hot.clone(), activity.clone()),
             limiter,
             metrics,
             enrich,
@@ -109,7 +118,7 @@ impl Application {
             .with_context(|| format!("binding {}", settings.server.bind))?;
         let addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).context("listener has no local address")?;
         let endpoint = api::app(state, settings.server.max_body_bytes).map_to_response().boxed();
-        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger, settler })
+        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger, settler, activity, flusher })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -127,10 +136,14 @@ impl Application {
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish (up to 30 s).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { acceptor, endpoint, sandbox, purger, .. } = self;
+        let Self { acceptor, endpoint, sandbox, purger, activity, flusher, db, .. } = self;
         let result =
             Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(30))).await;
         purger.abort();
+        flusher.abort();
+        if let Err(err) = activity.flush(&db).await {
+            tracing::warn!(error = %err, "writing keys' last use at shutdown failed");
+        }
         drop(sandbox);
         result
     }

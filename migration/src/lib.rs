@@ -10,6 +10,7 @@ mod m20261125_000001_initial;
 mod m20261125_000002_cache_outcome;
 mod m20261202_000003_replay_answers;
 mod m20261202_000004_key_management;
+mod m20261202_000005_ledger_indexes;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_cache_outcome::Migration),
             Box::new(m20261202_000003_replay_answers::Migration),
             Box::new(m20261202_000004_key_management::Migration),
+            Box::new(m20261202_000005_ledger_indexes::Migration),
         ]
     }
 }

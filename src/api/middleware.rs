@@ -50,6 +50,11 @@ pub fn record_caller(principal: &Arc<Principal>, rate_limit: RateLimitStatus) {
     });
 }
 
+/// The rate-limit state of the current request, once its key is authenticated.
+pub fn current_rate_limit() -> Option<RateLimitStatus> {
+    SCOPE.try_with(|s| *s.rate_limit.lock().expect("not poisoned")).ok().flatten()
+}
+
 /// The authenticated caller of the current request, if any.
 pub fn current_principal() -> Option<Arc<Principal>> {
     SCOPE.try_with(|s| s.principal.lock().expect("not poisoned").clone()).ok().flatten()

@@ -2,6 +2,7 @@
 //! produce the published spec. Handlers parse into domain types, call the domain and map
 //! the result; they hold no SQL and no business rule.
 
+pub mod account;
 pub mod docs;
 pub mod enrich;
 pub mod error;
@@ -46,9 +47,11 @@ pub enum ApiTags {
     Operations,
     /// The workspace's API keys: create, list, revoke.
     ApiKeys,
+    /// What the workspace's plan allows and what is left; the credit ledger.
+    Usage,
 }
 
-pub type Apis = (enrich::EnrichApi, keys::KeysApi, health::HealthApi);
+pub type Apis = (enrich::EnrichApi, keys::KeysApi, account::AccountApi, health::HealthApi);
 
 /// Where the text of the crate's license (`Cargo.toml`: MIT) is published.
 const LICENSE_URL: &str = "https://opensource.org/license/mit";
@@ -56,7 +59,7 @@ const LICENSE_URL: &str = "https://opensource.org/license/mit";
 /// The poem-openapi service: the one source of the published spec. Its version and
 /// license are the crate's (`Cargo.toml`).
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new((enrich::EnrichApi, keys::KeysApi, health::HealthApi), "leadlex", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new((enrich::EnrichApi, keys::KeysApi, account::AccountApi, health::HealthApi), "leadlex", env!("CARGO_PKG_VERSION"))
         .description(spec::API_DESCRIPTION)
         .server(ServerObject::new("/").description("This leadlex deployment"))
         .license(LicenseObject::new(env!("CARGO_PKG_LICENSE")).url(LICENSE_URL))

@@ -65,7 +65,14 @@ impl Needs for ApiKeysPermission {
     const PERMISSION: Permission = Permission::AdminApiKeys;
 }
 
+pub struct UsagePermission;
+impl Needs for UsagePermission {
+    const PERMISSION: Permission = Permission::ReadUsage;
+}
+
 /// Guard: the key holds `write:enrich`.
 pub type CanEnrich = Guard<EnrichPermission>;
 /// Guard: the key holds `admin:api_keys`.
 pub type CanManageKeys = Guard<ApiKeysPermission>;
+/// Guard: the key holds `read:usage`.
+pub type CanReadUsage = Guard<UsagePermission>;

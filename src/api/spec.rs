@@ -172,6 +172,17 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             internal,
             unavailable,
         ],
+        ("get", "/v1/usage") => {
+            vec![ApiError::InvalidKey, ApiError::InsufficientPermissions("read:usage"), limited, internal, unavailable]
+        }
+        ("get", "/v1/credits/ledger") => vec![
+            problem("starting_after", "is invalid"),
+            ApiError::InvalidKey,
+            ApiError::InsufficientPermissions("read:usage"),
+            limited,
+            internal,
+            unavailable,
+        ],
         ("delete", "/v1/api-keys/{id}") => vec![
             ApiError::InvalidKey,
             ApiError::InsufficientPermissions("admin:api_keys"),
@@ -210,6 +221,14 @@ fn response_example(method: &str, path: &str, status: &str) -> Option<Value> {
         ("post", "/v1/api-keys", 201) => {
             let value = <keys::ApiKeyCreatedResponse as Example>::example().to_json();
             return Some(json!({"ci_key": {"summary": "The key created by the request example", "value": value}}));
+        }
+        ("get", "/v1/usage", 200) => {
+            let value = <super::account::UsageResponse as Example>::example().to_json();
+            return Some(json!({"pro": {"summary": "A pro workspace after its first lookup", "value": value}}));
+        }
+        ("get", "/v1/credits/ledger", 200) => {
+            let value = <super::account::LedgerResponse as Example>::example().to_json();
+            return Some(json!({"pro": {"summary": "The same workspace's ledger: its grant and its first charge", "value": value}}));
         }
         ("get", "/v1/api-keys", 200) => {
             let value = <keys::ListApiKeysResponse as Example>::example().to_json();

@@ -22,7 +22,8 @@ on_both_backends!(
     the_last_admin_key_cannot_be_revoked_even_concurrently,
     tiers_follow_the_plan,
     rate_limits_and_body_limits_apply_to_key_operations,
-    a_database_failure_is_500_on_every_key_operation
+    a_database_failure_is_500_on_every_key_operation,
+    last_used_at_is_kept_to_the_minute_without_a_write_per_request
 );
 
 fn keys_url(app: &TestApp) -> String {
@@ -371,4 +372,31 @@ async fn a_database_failure_is_500_on_every_key_operation(backend: Backend) {
         let message = r.json()["error"]["message"].as_str().unwrap().to_lowercase();
         assert!(!message.contains("description") && !message.contains("sql"), "the cause stays in the logs: {message}");
     }
+}
+
+async fn last_used_at_is_kept_to_the_minute_without_a_write_per_request(backend: Backend) {
+    let app = crate::helpers::spawn_app_with(backend, |s| s.server.last_used_flush_ms = 100).await;
+    let (ws, admin) = admin_on(&app, Plan::Unmetered).await;
+    let user = app.key(&ws, &[Permission::WriteEnrich], None).await;
+    let url = format!("{}?search={}", keys_url(&app), user.prefix);
+    let last_used = || async { list_first(&app, &admin.key, &url).await };
+    assert_eq!(last_used().await, Value::Null, "never used");
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    for _ in 0..5 {
+        assert_eq!(app.enrich(&user.key, json!({"domain": "acme.com"})).await.status, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let first = last_used().await;
+    let at: chrono::DateTime<chrono::Utc> = first.as_str().expect("set once used").parse().unwrap();
+    assert!(at >= before && at <= chrono::Utc::now(), "{at}");
+    // Used again within the minute: nothing more is written.
+    assert_eq!(app.enrich(&user.key, json!({"domain": "acme.com"})).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(last_used().await, first, "a key's use is written at most once a minute");
+}
+
+/// `last_used_at` of the first key a list URL answers.
+async fn list_first(app: &TestApp, key: &str, url: &str) -> Value {
+    let listed = app.request(app.client.get(url).bearer_auth(key)).await.json();
+    listed["data"]["api_keys"][0]["last_used_at"].clone()
 }

@@ -15,6 +15,8 @@ mod key_management;
 mod keys;
 mod logs;
 mod normalisation;
+mod query_plans;
 mod ratelimit;
 mod replicas;
+mod usage;
 mod vendors;

@@ -307,7 +307,7 @@ async fn database_outage_is_503_and_recovers_by_itself() {
     })
     .await;
     let (ws, key) = app.funded(10).await;
-    let admin = app.key(&ws, &[leadlex::auth::Permission::AdminApiKeys], None).await;
+    let admin = app.key(&ws, &[leadlex::auth::Permission::AdminApiKeys, leadlex::auth::Permission::ReadUsage], None).await;
     assert_eq!(app.enrich(&key, json!({"email": "jane@acme.com"})).await.status, 200);
     let ready = app.request(app.client.get(format!("{}/readyz", app.base))).await;
     assert_eq!(ready.status, 200);
@@ -326,6 +326,8 @@ async fn database_outage_is_503_and_recovers_by_itself() {
         app.client.get(&keys),
         app.client.post(&keys).json(&json!({"name": "n", "permissions": ["write:enrich"]})),
         app.client.delete(format!("{keys}/key_0")),
+        app.client.get(format!("{}/v1/usage", app.base)),
+        app.client.get(format!("{}/v1/credits/ledger", app.base)),
     ] {
         let r = app.request(req.bearer_auth(&admin.key)).await;
         assert_eq!((r.status, r.error_code().as_str()), (503, "service_unavailable"));

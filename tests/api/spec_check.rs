@@ -163,7 +163,19 @@ fn without_per_call_values(mut body: Value) -> Value {
 
 /// Values the server makes up for each call: ids, secrets, times, balances.
 fn blank_generated(value: &mut Value) {
-    const GENERATED: [&str; 7] = ["credits_remaining", "id", "key", "prefix", "created_at", "created_by", "last_used_at"];
+    const GENERATED: [&str; 11] = [
+        "credits_remaining",
+        "id",
+        "key",
+        "prefix",
+        "created_at",
+        "created_by",
+        "last_used_at",
+        "api_key_id",
+        "request_id",
+        "resets_at",
+        "next_cursor",
+    ];
     match value {
         Value::Object(map) => {
             for (name, v) in map.iter_mut() {

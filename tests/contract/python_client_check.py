@@ -1,6 +1,7 @@
 """Drives a live leadlex through the Python client generated from openapi/leadlex.json
 (openapi-python-client): a typed 200, typed 402 and 404 errors, the rate-limit headers;
-a key created, listed (nullable fields as None) and revoked through the typed API.
+a key created, listed (nullable fields as None) and revoked through the typed API; usage
+and the ledger, paged to the end.
 
 Environment: LEADLEX_URL, LEADLEX_KEY (funded), LEADLEX_BROKE_KEY (balance 0).
 """
@@ -12,6 +13,7 @@ import uuid
 
 from leadlex_client.api.api_keys import create_api_key, list_api_keys, revoke_api_key
 from leadlex_client.api.enrichment import enrich_email_or_domain
+from leadlex_client.api.usage import get_usage, list_ledger_entries
 from leadlex_client.models import (
     ApiKeyCreatedResponse,
     CreateApiKeyRequest,
@@ -20,9 +22,11 @@ from leadlex_client.models import (
     EnrichByEmail,
     EnrichResponse,
     ErrorBody,
+    LedgerResponse,
     ListApiKeysResponse,
     Permission,
     RateLimitTier,
+    UsageResponse,
 )
 
 BASE = os.environ["LEADLEX_URL"]
@@ -94,7 +98,26 @@ def key_lifecycle():
     assert isinstance(missing.parsed, ErrorBody) and missing.parsed.error.code == "not_found"
 
 
+def usage_and_ledger():
+    me = client(os.environ["LEADLEX_KEY"])
+    usage = get_usage.sync_detailed(client=me)
+    assert isinstance(usage.parsed, UsageResponse), type(usage.parsed)
+    balance = usage.parsed.data.credits_.balance
+    assert usage.parsed.data.plan == "unmetered" and usage.parsed.data.limits.per_day is None
+    entries, cursor = [], None
+    while True:
+        page = list_ledger_entries.sync_detailed(client=me, limit=100, starting_after=cursor) if cursor else list_ledger_entries.sync_detailed(client=me, limit=100)
+        assert isinstance(page.parsed, LedgerResponse), type(page.parsed)
+        entries += page.parsed.data.entries
+        cursor = page.parsed.meta.next_cursor
+        if cursor is None:
+            break
+    after = get_usage.sync_detailed(client=me).parsed.data.credits_.balance
+    assert sum(e.delta for e in entries) in (balance, after), (sum(e.delta for e in entries), balance, after)
+
+
 check("200 with typed fields and rate-limit headers", success)
+check("usage and the whole ledger, page by page, summing to the balance", usage_and_ledger)
 check("a key created (and replayed), listed and revoked", key_lifecycle)
 check("typed 402 insufficient_credits", payment_required)
 check("typed 404 no_match", no_match)

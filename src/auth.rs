@@ -149,7 +149,7 @@ pub struct Principal {
     /// The workspace's plan.
     pub plan: Plan,
     /// What the limits are counted against: the workspace for a standard key, the key
-    /// itself for a high one.
+    /// itself for a high or unmetered one.
     pub limit_scope: String,
     /// The workspace balance when the key was looked up (at most the key cache's TTL
     /// ago): a cheap pre-check only; the debit is the authority.
@@ -240,9 +240,11 @@ impl Authenticator {
         }
         let plan = Plan::parse(&ws.plan).unwrap_or(Plan::Starter);
         let tier = RateLimitTier::parse(&key.rate_limit_tier).unwrap_or_default();
+        // A high or unmetered key is counted apart, so that it never uses up (nor resets)
+        // the workspace's standard keys' limits.
         let limit_scope = match tier {
-            RateLimitTier::High => format!("{}/{}", ws.id, key.id),
-            RateLimitTier::Standard | RateLimitTier::Unmetered => ws.id.clone(),
+            RateLimitTier::High | RateLimitTier::Unmetered => format!("{}/{}", ws.id, key.id),
+            RateLimitTier::Standard => ws.id.clone(),
         };
         Ok(Some(Principal {
             limits: tier.limits(plan.limits().with_overrides(ws.rate_limit_per_minute, ws.rate_limit_per_day)),

@@ -72,13 +72,26 @@ impl KeyActivity {
     }
 }
 
-/// Writes noted uses every `every` (`[server] last_used_flush_ms`), forever.
-pub async fn flush_loop(activity: std::sync::Arc<KeyActivity>, db: DatabaseConnection, every: Duration) {
+/// Writes noted uses every `every` (`[server] last_used_flush_ms`).
+/// Returns after a last flush once `stop` is notified (never in the middle of a flush,
+/// which would lose the notes it took).
+pub async fn flush_loop(
+    activity: std::sync::Arc<KeyActivity>,
+    db: DatabaseConnection,
+    every: Duration,
+    stop: std::sync::Arc<tokio::sync::Notify>,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
-        tick.tick().await;
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.notified() => true,
+        };
         if let Err(err) = activity.flush(&db).await {
             tracing::warn!(error = %err, "writing keys' last use failed; retried at the next flush");
+        }
+        if last {
+            return;
         }
     }
 }

@@ -10,8 +10,9 @@
 //! - a workspace never loses its last active key holding `admin:api_keys` through the
 //!   API (revocations are serialised per workspace, so two concurrent revocations cannot
 //!   both pass the check);
-//! - a revoked key is refused by this replica at once and by every other within the
-//!   known-key cache's TTL ([`crate::hot`]).
+//! - a revoked key is refused within the known-key cache's TTL on every replica
+//!   ([`crate::hot`], 1 s; the revoking replica drops it from its cache at once, but a
+//!   lookup that read the row just before the revocation may cache it again).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -180,8 +181,24 @@ pub async fn create(
     spec: &NewKeySpec,
     now_ms: i64,
 ) -> Result<CreatedKey, KeyError> {
+    check_workspace(db, workspace_id, spec, now_ms).await?;
+    insert(db, workspace_id, created_by, spec, now_ms).await
+}
+
+/// The workspace exists and its plan allows the key (and the expiry is in the future).
+async fn check_workspace(db: &impl ConnectionTrait, workspace_id: &str, spec: &NewKeySpec, now_ms: i64) -> Result<(), KeyError> {
     let ws = workspace::Entity::find_by_id(workspace_id).one(db).await?.ok_or(KeyError::NoSuchWorkspace)?;
-    check(spec, plan_of(&ws), now_ms)?;
+    check(spec, plan_of(&ws), now_ms)
+}
+
+/// Stores a new key (its hash) and returns it with its plaintext.
+async fn insert(
+    db: &impl ConnectionTrait,
+    workspace_id: &str,
+    created_by: Option<&str>,
+    spec: &NewKeySpec,
+    now_ms: i64,
+) -> Result<CreatedKey, KeyError> {
     let new = auth::generate_key();
     let id = new_id();
     let permissions: Vec<String> = spec.permissions.iter().map(|p| p.as_str().to_string()).collect();
@@ -231,7 +248,7 @@ pub fn fingerprint(spec: &NewKeySpec) -> String {
         "rate_limit_tier": spec.tier.as_str(),
         "expires_at": spec.expires_at,
     });
-    hex(&Sha256::digest(format!("POST /v1/api-keys\n{canonical}").as_bytes()))
+    hex(&Sha256::digest(format!("create API key\n{canonical}").as_bytes()))
 }
 
 /// What binds a sealed answer to its idempotency record.
@@ -264,8 +281,11 @@ pub async fn create_idempotent(
         Claim::Reused => return Err(KeyError::IdempotencyKeyReused),
     };
     let result: Result<CreatedKey, KeyError> = async {
+        // Checked before the transaction, so that its first statement is a write: a
+        // SQLite transaction that read first cannot wait for the writer's lock.
+        check_workspace(db, workspace_id, spec, now_ms).await?;
         let txn = db.begin().await?;
-        let created = create(&txn, workspace_id, created_by, spec, now_ms).await?;
+        let created = insert(&txn, workspace_id, created_by, spec, now_ms).await?;
         let sealed = sealer.seal(&serde_json::to_vec(&created).expect("serialises"), &context);
         if !idempotency::complete(&txn, &token, 201, sealed.into_bytes()).await? {
             // Our lease ran out and a retry took the claim over: it creates the key.
@@ -310,7 +330,8 @@ fn list_filter(workspace_id: &str, q: &ListQuery) -> Condition {
     if !q.include_revoked {
         filter = filter.add(api_key::Column::RevokedAt.is_null());
     }
-    if let Some(search) = q.search.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty()) {
+    // ASCII case folding only: SQLite's `lower()` folds nothing else, PostgreSQL's more.
+    if let Some(search) = q.search.as_deref().map(str::to_ascii_lowercase).filter(|s| !s.is_empty()) {
         let escaped = search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
         let lower = |col: api_key::Column| Expr::expr(Func::lower(Expr::col(col)));
         filter = filter.add(

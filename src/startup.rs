@@ -35,7 +35,8 @@ pub struct Application {
     sandbox: Option<Sandbox>,
     purger: tokio::task::JoinHandle<()>,
     settler: Settler,
-    activity: Arc<KeyActivity>,
+    /// Tells the keys' last-use writer to write once more and stop.
+    stop_flusher: Arc<tokio::sync::Notify>,
     flusher: tokio::task::JoinHandle<()>,
 }
 
@@ -94,10 +95,12 @@ impl Application {
         });
         let sealer = sealer(&settings)?;
         let activity = Arc::new(KeyActivity::default());
+        let stop_flusher = Arc::new(tokio::sync::Notify::new());
         let flusher = tokio::spawn(crate::key_activity::flush_loop(
             activity.clone(),
             db.clone(),
             Duration::from_millis(settings.server.last_used_flush_ms.max(1)),
+            stop_flusher.clone(),
         ));
         let state = Arc::new(AppState {
             db: db.clone(),
@@ -118,7 +121,7 @@ impl Application {
             .with_context(|| format!("binding {}", settings.server.bind))?;
         let addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).context("listener has no local address")?;
         let endpoint = api::app(state, settings.server.max_body_bytes).map_to_response().boxed();
-        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger, settler, activity, flusher })
+        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger, settler, stop_flusher, flusher })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -136,14 +139,12 @@ impl Application {
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish (up to 30 s).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { acceptor, endpoint, sandbox, purger, activity, flusher, db, .. } = self;
+        let Self { acceptor, endpoint, sandbox, purger, stop_flusher, flusher, .. } = self;
         let result =
             Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(30))).await;
         purger.abort();
-        flusher.abort();
-        if let Err(err) = activity.flush(&db).await {
-            tracing::warn!(error = %err, "writing keys' last use at shutdown failed");
-        }
+        stop_flusher.notify_one();
+        let _ = flusher.await;
         drop(sandbox);
         result
     }

@@ -281,7 +281,7 @@ impl AccountApi {
         #[oai(validator(pattern = "^led_[0-9]{1,18}$"))]
         starting_after: Query<Option<String>>,
         /// Only the entries of this key.
-        #[oai(validator(max_length = 100))]
+        #[oai(validator(max_length = 100, pattern = "^[^\\x00]*$"))]
         api_key_id: Query<Option<String>>,
         /// Only the entries with this reason.
         reason: Query<Option<LedgerReason>>,

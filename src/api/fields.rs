@@ -25,6 +25,9 @@ use crate::lookup::input::{DOMAIN_PATTERN, EMAIL_PATTERN};
 
 macro_rules! pattern_string {
     ($(#[$doc:meta])* $name:ident, $pattern:expr, $type_name:literal) => {
+        pattern_string!($(#[$doc])* $name, $pattern, $type_name, |_: &str| true);
+    };
+    ($(#[$doc:meta])* $name:ident, $pattern:expr, $type_name:literal, $accepts:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub struct $name(pub String);
@@ -61,8 +64,10 @@ macro_rules! pattern_string {
         impl ParseFromJSON for $name {
             /// A JSON string only (the schema says `string`); its shape is the parser's.
             fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+                let accepts: fn(&str) -> bool = $accepts;
                 match value.unwrap_or_default() {
-                    Value::String(s) => Ok(Self(s)),
+                    Value::String(s) if accepts(&s) => Ok(Self(s)),
+                    Value::String(_) => Err(ParseError::custom("does not match the schema's `pattern`")),
                     other => Err(ParseError::expected_type(other)),
                 }
             }
@@ -92,11 +97,17 @@ pattern_string!(
 
 pattern_string!(
     /// Free text: a JSON string and nothing else (poem-openapi's `String` also takes a
-    /// number or a boolean and makes it a string, which the schema does not allow).
+    /// number or a boolean and makes it a string, which the schema does not allow), and
+    /// without NUL characters (which PostgreSQL cannot store).
     Text,
-    None,
-    "string(text)"
+    Some(NO_NUL),
+    "string(text)",
+    |s: &str| !s.contains('\0')
 );
+
+/// The `pattern` of text without NUL characters (the same text in ECMA-262, Python and
+/// Rust regex syntax).
+pub const NO_NUL: &str = "^[^\\x00]*$";
 
 /// A response field that is always present and may be `null` (`nullable: true`), e.g.
 /// `revoked_at` of a key that is not revoked. `Option<T>` would declare a field that is

@@ -47,16 +47,6 @@ impl From<RateLimitTierName> for RateLimitTier {
     }
 }
 
-impl RateLimitTierName {
-    fn from_stored(s: &str) -> Self {
-        match RateLimitTier::parse(s).unwrap_or_default() {
-            RateLimitTier::Standard => Self::Standard,
-            RateLimitTier::High => Self::High,
-            RateLimitTier::Unmetered => Self::Unmetered,
-        }
-    }
-}
-
 /// A new API key.
 #[derive(Debug, Clone, Object)]
 pub struct CreateApiKeyRequest {
@@ -80,12 +70,8 @@ fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-fn permissions(stored: &[String]) -> Vec<PermissionName> {
-    stored.iter().filter_map(|p| crate::auth::Permission::parse(p)).map(PermissionName).collect()
-}
-
 /// A key just created, with its secret.
-#[derive(Debug, Clone, Object)]
+#[derive(Clone, Object)]
 pub struct ApiKeyCreated {
     pub id: String,
     /// The secret key (`wbk_…`): shown in this answer only (and in a replay of it, for
@@ -95,17 +81,26 @@ pub struct ApiKeyCreated {
     pub prefix: String,
     pub name: String,
     pub description: Nullable<String>,
-    pub permissions: Vec<PermissionName>,
-    pub rate_limit_tier: RateLimitTierName,
+    /// The key's permissions (see `Permission`; more may be added).
+    pub permissions: Vec<String>,
+    /// `standard`, `high` or `unmetered` (see `RateLimitTier`; more may be added).
+    pub rate_limit_tier: String,
     pub expires_at: Nullable<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for ApiKeyCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyCreated").field("id", &self.id).field("prefix", &self.prefix).finish_non_exhaustive()
+    }
 }
 
 impl From<CreatedKey> for ApiKeyCreated {
     fn from(k: CreatedKey) -> Self {
         Self {
-            permissions: permissions(&k.permissions),
-            rate_limit_tier: RateLimitTierName::from_stored(&k.rate_limit_tier),
+            permissions: k.permissions,
+            rate_limit_tier: k.rate_limit_tier,
             expires_at: k.expires_at.map(time).into(),
             created_at: time(k.created_at),
             description: k.description.into(),
@@ -132,8 +127,10 @@ pub struct ApiKey {
     pub description: Nullable<String>,
     /// The key's first characters.
     pub prefix: String,
-    pub permissions: Vec<PermissionName>,
-    pub rate_limit_tier: RateLimitTierName,
+    /// The key's permissions (see `Permission`; more may be added).
+    pub permissions: Vec<String>,
+    /// `standard`, `high` or `unmetered` (see `RateLimitTier`; more may be added).
+    pub rate_limit_tier: String,
     /// The id of the key that created this one; `null` when an operator did.
     pub created_by: Nullable<String>,
     pub created_at: DateTime<Utc>,
@@ -147,8 +144,8 @@ pub struct ApiKey {
 impl From<KeyView> for ApiKey {
     fn from(k: KeyView) -> Self {
         Self {
-            permissions: permissions(&k.permissions),
-            rate_limit_tier: RateLimitTierName::from_stored(&k.rate_limit_tier),
+            permissions: k.permissions,
+            rate_limit_tier: k.rate_limit_tier,
             description: k.description.into(),
             created_by: k.created_by.into(),
             created_at: time(k.created_at),
@@ -188,7 +185,7 @@ pub struct ListApiKeysResponse {
 fn example_key() -> (ApiKeyCreated, ApiKey) {
     let created = time(1_796_000_000_000);
     let expires = DateTime::parse_from_rfc3339(EXAMPLE_EXPIRY).expect("RFC 3339").with_timezone(&Utc);
-    let perms = vec![PermissionName(crate::auth::Permission::WriteEnrich)];
+    let perms = vec!["write:enrich".to_string()];
     let made = ApiKeyCreated {
         id: "key_3f1c8a9d0b2e4f6a8c0d1e2f3a4b5c6d".into(),
         key: "wbk_k3Yq8XbN2vR7tLmP4sD9fGhJ6wZ1cV5nB0aQeUiOp".into(),
@@ -196,7 +193,7 @@ fn example_key() -> (ApiKeyCreated, ApiKey) {
         name: EXAMPLE_NAME.into(),
         description: Some(EXAMPLE_DESCRIPTION.to_string()).into(),
         permissions: perms.clone(),
-        rate_limit_tier: RateLimitTierName::Standard,
+        rate_limit_tier: "standard".into(),
         expires_at: Some(expires).into(),
         created_at: created,
     };
@@ -206,7 +203,7 @@ fn example_key() -> (ApiKeyCreated, ApiKey) {
         description: made.description.clone(),
         prefix: made.prefix.clone(),
         permissions: perms,
-        rate_limit_tier: RateLimitTierName::Standard,
+        rate_limit_tier: "standard".into(),
         created_by: Some("key_9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b".to_string()).into(),
         created_at: created,
         last_used_at: Nullable(None),
@@ -310,8 +307,8 @@ failures! {
 successes! {
     /// The key is revoked.
     pub enum RevokeKeyOk {
-        /// Revoked (or it already was): it stops working at once on this server and within
-        /// a second on every other. There is no un-revoke.
+        /// Revoked (or it already was): it stops working within a second on every server.
+        /// There is no un-revoke.
         204 => Revoked,
     }
 }
@@ -413,8 +410,9 @@ impl KeysApi {
         /// Also list revoked keys.
         #[oai(default)]
         include_revoked: Query<bool>,
-        /// Keys whose name contains this, or whose prefix starts with it (case-insensitive).
-        #[oai(validator(max_length = 120))]
+        /// Keys whose name contains this, or whose prefix starts with it (case-insensitive
+        /// for ASCII letters).
+        #[oai(validator(max_length = 120, pattern = "^[^\\x00]*$"))]
         search: Query<Option<String>>,
     ) -> Result<ListKeysOk, ListKeysFailure> {
         let q =

@@ -103,6 +103,7 @@ async fn bad_input_is_refused_field_by_field_and_creates_nothing(backend: Backen
         (json!({"permissions": ["read:usage"]}), ""),
         (json!({"name": "x", "permissions": ["read:usage"], "description": false}), ""),
         (json!({"name": 7, "permissions": ["read:usage"]}), ""),
+        (json!({"name": "nul\u{0}", "permissions": ["read:usage"]}), ""),
     ];
     for (body, field) in refused {
         let r = create(&app, &admin.key, body.clone()).await;
@@ -207,6 +208,8 @@ async fn listing_pages_filters_and_counts(backend: Backend) {
     let (_, admin) = admin_on(&app, Plan::Unmetered).await;
     let mut ids = Vec::new();
     for i in 0..30 {
+        // Newest first is by creation time: one key per millisecond at most.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         let r = create(&app, &admin.key, json!({"name": format!("Batch {i:02}"), "permissions": ["read:usage"]})).await;
         ids.push(r.json()["data"]["id"].as_str().unwrap().to_string());
     }
@@ -232,7 +235,7 @@ async fn listing_pages_filters_and_counts(backend: Backend) {
     assert_eq!(all["meta"]["total"], 31);
     let gone = all["data"]["api_keys"].as_array().unwrap().iter().find(|k| k["id"] == ids[0].as_str()).unwrap().clone();
     assert!(gone["revoked_at"].is_string());
-    for bad in ["?per_page=0", "?per_page=101", "?page=0", "?page=x", "?include_revoked=maybe"] {
+    for bad in ["?per_page=0", "?per_page=101", "?page=0", "?page=x", "?include_revoked=maybe", "?search=a%00b"] {
         let r = list(&app, &admin.key, bad).await;
         assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"), "{bad}");
     }
@@ -324,8 +327,12 @@ async fn tiers_follow_the_plan(backend: Backend) {
     let r = create(&app, &org.key, json!({"name": "x", "permissions": ["write:enrich"], "rate_limit_tier": "unmetered"})).await;
     assert_eq!(r.status, 201);
     let unmetered = r.json()["data"]["key"].as_str().unwrap().to_string();
-    let r = app.enrich(&unmetered, json!({"domain": "acme.com"})).await;
-    assert_eq!(r.header("x-ratelimit-limit"), Some("2147483647"));
+    let before = remaining(&list(&app, &org.key, "").await);
+    for _ in 0..3 {
+        let r = app.enrich(&unmetered, json!({"domain": "acme.com"})).await;
+        assert_eq!(r.header("x-ratelimit-limit"), Some("2147483647"));
+    }
+    assert_eq!(remaining(&list(&app, &org.key, "").await), before - 1, "unmetered calls count against nothing of the workspace's");
 }
 
 async fn rate_limits_and_body_limits_apply_to_key_operations(backend: Backend) {
@@ -353,8 +360,11 @@ async fn rate_limits_and_body_limits_apply_to_key_operations(backend: Backend) {
 }
 
 async fn a_database_failure_is_500_on_every_key_operation(backend: Backend) {
-    let app = spawn_app(backend).await;
+    // The caller's key stays cached, so that the failure is the operation's own, not the
+    // authentication's.
+    let app = crate::helpers::spawn_app_with(backend, |s| s.hot_caches.known_keys.ttl_ms = 600_000).await;
     let (_, admin) = admin_on(&app, Plan::Unmetered).await;
+    assert_eq!(list(&app, &admin.key, "").await.status, 200);
     app.db.execute_unprepared("DROP TABLE idempotency_records").await.unwrap();
     let r = app
         .request(

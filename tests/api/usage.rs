@@ -100,7 +100,9 @@ async fn the_ledger_filters_and_refuses_bad_cursors(backend: Backend) {
     assert_eq!(all_entries(&app, &stranger, "", 25).await.len(), 1);
     let inverted = all_entries(&app, &read, "&from=2030-01-01T00:00:00Z&to=2020-01-01T00:00:00Z", 25).await;
     assert!(inverted.is_empty(), "`from` after `to` is an empty window");
-    for bad in ["?limit=0", "?limit=101", "?starting_after=42", "?starting_after=led_x", "?reason=refund", "?from=yesterday"] {
+    for bad in
+        ["?limit=0", "?limit=101", "?starting_after=42", "?starting_after=led_x", "?reason=refund", "?from=yesterday", "?api_key_id=key%00"]
+    {
         let r = get(&app, &read, &format!("/v1/credits/ledger{bad}")).await;
         assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"), "{bad}");
     }

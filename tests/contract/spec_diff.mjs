@@ -88,6 +88,14 @@ function examplesAreAnnotations(d) {
 }
 
 /**
+ * The document's `info` (title, description, contact, license, version) describes the
+ * contract; it constrains no request or response.
+ */
+function infoIsAnnotation(d) {
+  return d.path[0] === "info" && d.type === "unclassified" ? { ...d, type: "annotation" } : d;
+}
+
+/**
  * Compares two contracts. Returns { breaking, listed, problems }: the breaking changes,
  * the lines the changelog must hold, and why the gate fails (empty: it passes).
  */
@@ -108,7 +116,9 @@ export function check(released, current) {
   // uses it, and classified there knowing whether it is read (a response) or written (a
   // request); the library classifies a bare component without knowing which. The
   // operation's line is the one that counts, and the one a client recognises.
-  const visible = diffs.filter((d) => d.path[0] !== "components");
+  // Security schemes are the exception: operations refer to them by name, so a change to
+  // one is only ever reported under `components`.
+  const visible = diffs.filter((d) => d.path[0] !== "components" || d.path[1] === "securitySchemes").map(infoIsAnnotation);
   const breaking = visible.filter((d) => d.type === "breaking" || d.type === "unclassified");
   if (breaking.length > 0 && !majorBump) {
     problems.push(

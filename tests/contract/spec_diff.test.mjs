@@ -99,3 +99,10 @@ test("a changed example is an annotation: it passes and is not listed", () => {
   assert.deepEqual(problems, []);
   assert.deepEqual(listed, []);
 });
+
+test("a change to the security scheme is reported, though no operation inlines it", () => {
+  const next = copy();
+  next.components.securitySchemes.ApiKeyAuth.scheme = "basic";
+  const { breaking, listed } = check(released, next);
+  assert.ok(breaking.length > 0 || listed.some((l) => /securitySchemes/.test(l)), JSON.stringify(listed));
+});

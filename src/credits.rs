@@ -101,9 +101,17 @@ pub async fn ledger_page(
 
 /// The query of [`ledger_page`] (one row more than the page, to tell whether more
 /// follow); public so that a test can ask each backend for its plan.
+///
+/// The workspace is matched as a range (`>= w AND <= w`) and the order is `(workspace_id,
+/// id)`, not `id` alone: with `= w`, PostgreSQL drops the constant column from the order
+/// and may walk the primary key backwards, filtering out every newer row of other
+/// workspaces (measured: 96 ms for a page behind a million such rows, against 0.1 ms
+/// through `(workspace_id, id)`). Only that index gives this order.
 pub fn ledger_page_query(workspace_id: &str, q: &LedgerQuery) -> sea_orm::Select<credit_ledger::Entity> {
     use sea_orm::QueryOrder;
-    let mut find = credit_ledger::Entity::find().filter(credit_ledger::Column::WorkspaceId.eq(workspace_id));
+    let mut find = credit_ledger::Entity::find()
+        .filter(credit_ledger::Column::WorkspaceId.gte(workspace_id))
+        .filter(credit_ledger::Column::WorkspaceId.lte(workspace_id));
     if let Some(id) = q.starting_after {
         find = find.filter(credit_ledger::Column::Id.lt(id));
     }
@@ -119,7 +127,7 @@ pub fn ledger_page_query(workspace_id: &str, q: &LedgerQuery) -> sea_orm::Select
     if let Some(to) = q.to_ms {
         find = find.filter(credit_ledger::Column::CreatedAt.lt(to));
     }
-    find.order_by_desc(credit_ledger::Column::Id).limit(q.limit + 1)
+    find.order_by_desc(credit_ledger::Column::WorkspaceId).order_by_desc(credit_ledger::Column::Id).limit(q.limit + 1)
 }
 
 /// What a workspace's credits did: its balance, what lookups were charged today and this

@@ -93,7 +93,7 @@ pub async fn ledger_page(
     workspace_id: &str,
     q: &LedgerQuery,
 ) -> Result<(Vec<credit_ledger::Model>, bool), DbErr> {
-    let mut rows = ledger_page_query(workspace_id, q).all(db).await?;
+    let mut rows = ledger_page_query(workspace_id, q, db.get_database_backend()).all(db).await?;
     let more = rows.len() as u64 > q.limit;
     rows.truncate(q.limit as usize);
     Ok((rows, more))
@@ -102,16 +102,24 @@ pub async fn ledger_page(
 /// The query of [`ledger_page`] (one row more than the page, to tell whether more
 /// follow); public so that a test can ask each backend for its plan.
 ///
-/// The workspace is matched as a range (`>= w AND <= w`) and the order is `(workspace_id,
-/// id)`, not `id` alone: with `= w`, PostgreSQL drops the constant column from the order
-/// and may walk the primary key backwards, filtering out every newer row of other
-/// workspaces (measured: 96 ms for a page behind a million such rows, against 0.1 ms
-/// through `(workspace_id, id)`). Only that index gives this order.
-pub fn ledger_page_query(workspace_id: &str, q: &LedgerQuery) -> sea_orm::Select<credit_ledger::Entity> {
+/// On PostgreSQL the workspace is matched as a range (`>= w AND <= w`) and the order is
+/// `(workspace_id, id)`, not `id` alone: with `= w`, PostgreSQL drops the constant column
+/// from the order and may walk the primary key backwards, filtering out every newer row
+/// of other workspaces (measured: 96 ms for a page behind a million such rows, against
+/// 0.1 ms through `(workspace_id, id)`); only that index gives this order, and a
+/// backward scan starts at `(w, cursor)`. SQLite keeps `= w`: with a range on the first
+/// column it cannot seek on `id` too, and would read the workspace from its newest entry
+/// down to the cursor (measured: the oldest page 60× slower than the first).
+pub fn ledger_page_query(workspace_id: &str, q: &LedgerQuery, backend: sea_orm::DatabaseBackend) -> sea_orm::Select<credit_ledger::Entity> {
     use sea_orm::QueryOrder;
-    let mut find = credit_ledger::Entity::find()
-        .filter(credit_ledger::Column::WorkspaceId.gte(workspace_id))
-        .filter(credit_ledger::Column::WorkspaceId.lte(workspace_id));
+    let find = credit_ledger::Entity::find();
+    let mut find = if backend == sea_orm::DatabaseBackend::Postgres {
+        find.filter(credit_ledger::Column::WorkspaceId.gte(workspace_id))
+            .filter(credit_ledger::Column::WorkspaceId.lte(workspace_id))
+            .order_by_desc(credit_ledger::Column::WorkspaceId)
+    } else {
+        find.filter(credit_ledger::Column::WorkspaceId.eq(workspace_id))
+    };
     if let Some(id) = q.starting_after {
         find = find.filter(credit_ledger::Column::Id.lt(id));
     }
@@ -127,7 +135,7 @@ pub fn ledger_page_query(workspace_id: &str, q: &LedgerQuery) -> sea_orm::Select
     if let Some(to) = q.to_ms {
         find = find.filter(credit_ledger::Column::CreatedAt.lt(to));
     }
-    find.order_by_desc(credit_ledger::Column::WorkspaceId).order_by_desc(credit_ledger::Column::Id).limit(q.limit + 1)
+    find.order_by_desc(credit_ledger::Column::Id).limit(q.limit + 1)
 }
 
 /// What a workspace's credits did: its balance, what lookups were charged today and this

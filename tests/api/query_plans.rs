@@ -64,7 +64,7 @@ async fn listing_queries_are_served_by_their_indexes(backend: Backend) {
         .unwrap();
     app.db.execute_unprepared("ANALYZE").await.unwrap();
     let first = LedgerQuery { limit: 25, ..Default::default() };
-    let newest = plan_as_planned(&app.db, credits::ledger_page_query(&ws, &first).build(db_backend)).await;
+    let newest = plan_as_planned(&app.db, credits::ledger_page_query(&ws, &first, db_backend).build(db_backend)).await;
     // Any index that leads with the workspace (SQLite's older `(workspace_id)` index holds
     // the rowid, which is `id`, so it gives the same order); never the primary key walked
     // backwards through the other workspace's rows, nor a scan.
@@ -73,8 +73,14 @@ async fn listing_queries_are_served_by_their_indexes(backend: Backend) {
         assert!(!newest.contains(walk), "first page, as the planner would run it:\n{newest}");
     }
     let page = LedgerQuery { limit: 25, starting_after: Some(1_000_000), ..Default::default() };
-    let ledger = plan(&app.db, credits::ledger_page_query(&ws, &page).build(db_backend)).await;
+    let ledger = plan(&app.db, credits::ledger_page_query(&ws, &page, db_backend).build(db_backend)).await;
     assert!(ledger.contains("idx_credit_ledger_workspace") && !ledger.contains("pkey"), "ledger page:\n{ledger}");
+    // On SQLite the cursor is part of the seek, not a filter applied while reading the
+    // workspace down to it (a range on the workspace would force that). PostgreSQL picks
+    // by its statistics, which on a one-row workspace rightly favour any of its indexes.
+    if db_backend == DbBackend::Sqlite {
+        assert!(ledger.contains("id<?"), "a deep page seeks its cursor:\n{ledger}");
+    }
     let sums = plan(&app.db, credits::sum_query(&ws, Reason::Enrich, 0).build(db_backend)).await;
     assert!(sums.contains("idx_credit_ledger_workspace_reason"), "usage sums:\n{sums}");
     let list = ListQuery { page: 3, per_page: 25, include_revoked: false, search: None };

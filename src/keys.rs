@@ -161,9 +161,20 @@ fn plan_of(ws: &workspace::Model) -> Plan {
     Plan::parse(&ws.plan).unwrap_or(Plan::Starter)
 }
 
-/// Checks what the schema cannot: the expiry is in the future and the plan allows the
-/// tier.
+/// Checks every rule of a new key. Over the API the schema has refused a bad name,
+/// description or permission list already (400); the CLI has no schema. What no schema
+/// can say: the expiry is in the future and the plan allows the tier.
 fn check(spec: &NewKeySpec, plan: Plan, now_ms: i64) -> Result<(), KeyError> {
+    let problem = |field, message: String| Err(KeyError::Unprocessable(InputError::new(field, message)));
+    if spec.name.is_empty() || spec.name.chars().count() > NAME_MAX {
+        return problem("name", format!("must be 1 to {NAME_MAX} characters"));
+    }
+    if spec.description.as_ref().is_some_and(|d| d.chars().count() > DESCRIPTION_MAX) {
+        return problem("description", format!("must be at most {DESCRIPTION_MAX} characters"));
+    }
+    if spec.permissions.is_empty() {
+        return problem("permissions", "must name at least one permission".into());
+    }
     if spec.expires_at.is_some_and(|at| at <= now_ms) {
         return Err(KeyError::Unprocessable(InputError::new("expires_at", "must be in the future")));
     }

@@ -9,13 +9,14 @@ use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{param::Query, payload::Json, types::Example, Enum, Object, OpenApi};
 
-use super::error::{ApiError, FieldProblem};
+use super::error::ApiError;
 use super::fields::Nullable;
 use super::middleware::current_rate_limit;
 use super::responses::{failures, successes};
 use super::security::{ApiKeyAuth, CanReadUsage};
 use super::{ApiTags, AppState};
 use crate::credits::{self, LedgerQuery, Reason};
+use crate::lookup::input::InputError;
 
 /// The limits the calling key is held to (its workspace's plan, or its tier's).
 #[derive(Debug, Clone, Object)]
@@ -219,13 +220,6 @@ fn default_limit() -> u32 {
     25
 }
 
-fn invalid(field: &str, message: &str) -> ApiError {
-    ApiError::Validation {
-        message: format!("{field}: {message}"),
-        details: vec![FieldProblem { field: field.into(), message: message.into() }],
-    }
-}
-
 pub struct AccountApi;
 
 #[OpenApi(tag = "ApiTags::Usage")]
@@ -296,7 +290,7 @@ impl AccountApi {
                 cursor
                     .strip_prefix(ENTRY_PREFIX)
                     .and_then(|n| n.parse::<i64>().ok())
-                    .ok_or_else(|| invalid("starting_after", "is not a ledger entry id"))?,
+                    .ok_or_else(|| ApiError::validation(vec![InputError::new("starting_after", "is not a ledger entry id")]))?,
             ),
         };
         // `from` after `to` is an empty window, not an error (a schema cannot say it).

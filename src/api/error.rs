@@ -223,10 +223,16 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Malformed fields (400 `validation_error`).
     pub fn validation(problems: Vec<InputError>) -> Self {
-        let message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
-        let details = problems.into_iter().map(|p| FieldProblem { field: p.field.to_string(), message: p.message }).collect();
+        let (message, details) = field_problems(problems);
         Self::Validation { message, details }
+    }
+
+    /// Well formed, but not possible as asked (422 `invalid_request`).
+    pub fn invalid_request(problem: InputError) -> Self {
+        let (message, details) = field_problems(vec![problem]);
+        Self::InvalidRequest { message, details }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -322,6 +328,12 @@ impl ApiError {
             _ => explain_parse_error(&err.to_string()),
         }
     }
+}
+
+/// The message (`field: problem; …`) and the `details` of some field problems.
+fn field_problems(problems: Vec<InputError>) -> (String, Vec<FieldProblem>) {
+    let message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
+    (message, problems.into_iter().map(|p| FieldProblem { field: p.field.to_string(), message: p.message }).collect())
 }
 
 /// How long a client should wait when our own store is unreachable.
@@ -430,10 +442,7 @@ impl From<KeyError> for ApiError {
             KeyError::NotFound | KeyError::NoSuchWorkspace => Self::ResourceNotFound("API key"),
             KeyError::LastAdminKey => Self::LastAdminKey,
             KeyError::TierNotAllowed { tier, plan } => Self::TierNotAllowed { tier, plan },
-            KeyError::Unprocessable(problem) => Self::InvalidRequest {
-                message: problem.to_string(),
-                details: vec![FieldProblem { field: problem.field.to_string(), message: problem.message }],
-            },
+            KeyError::Unprocessable(problem) => Self::invalid_request(problem),
             KeyError::IdempotencyKeyInUse { retry_after } => Self::IdempotencyKeyInUse { retry_after },
             KeyError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
             KeyError::Corrupt(why) => Self::Internal(anyhow::anyhow!("a stored key-creation answer: {why}")),

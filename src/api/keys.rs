@@ -188,8 +188,8 @@ fn example_key() -> (ApiKeyCreated, ApiKey) {
     let perms = vec!["write:enrich".to_string()];
     let made = ApiKeyCreated {
         id: "key_3f1c8a9d0b2e4f6a8c0d1e2f3a4b5c6d".into(),
-        key: "wbk_k3Yq8XbN2vR7tLmP4sD9fGhJ6wZ1cV5nB0aQeUiOp".into(),
-        prefix: "wbk_k3Yq8Xb".into(),
+        key: EXAMPLE_SECRET.into(),
+        prefix: EXAMPLE_SECRET[..12].into(),
         name: EXAMPLE_NAME.into(),
         description: Some(EXAMPLE_DESCRIPTION.to_string()).into(),
         permissions: perms.clone(),
@@ -213,6 +213,8 @@ fn example_key() -> (ApiKeyCreated, ApiKey) {
     (made, listed)
 }
 
+/// The secret the documentation shows: the shape of a key, plainly not one.
+pub const EXAMPLE_SECRET: &str = "wbk_EXAMPLE000000000000000000000000000000000000";
 pub const EXAMPLE_NAME: &str = "CI pipeline";
 pub const EXAMPLE_DESCRIPTION: &str = "Enrichment from the nightly CRM sync";
 pub const EXAMPLE_EXPIRY: &str = "2030-01-01T00:00:00Z";

@@ -9,8 +9,9 @@ use poem::{handler, IntoResponse, Response};
 use poem_openapi::types::{Example, ToJSON};
 use serde_json::{json, Value};
 
-use super::error::{ApiError, FieldProblem};
+use super::error::ApiError;
 use super::keys;
+use crate::lookup::input::InputError;
 
 use crate::config::Settings;
 use crate::lookup::vendors::{clearbit, pdl};
@@ -123,10 +124,7 @@ fn request_examples(method: &str, path: &str) -> Value {
 /// suite checks that every example was seen).
 fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
     let secs = std::time::Duration::from_secs;
-    let problem = |field: &str, message: &str| ApiError::Validation {
-        message: format!("{field}: {message}"),
-        details: vec![FieldProblem { field: field.into(), message: message.into() }],
-    };
+    let problem = |field: &'static str, message: &str| ApiError::validation(vec![InputError::new(field, message)]);
     let unavailable = ApiError::ServiceUnavailable { retry_after: secs(2) };
     let internal = ApiError::Internal(anyhow::anyhow!("example"));
     let limited = ApiError::RateLimited { retry_after: secs(6) };
@@ -156,10 +154,7 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             ApiError::PayloadTooLarge,
             ApiError::UnsupportedMediaType,
             ApiError::IdempotencyKeyReused,
-            ApiError::InvalidRequest {
-                message: "expires_at: must be in the future".into(),
-                details: vec![FieldProblem { field: "expires_at".into(), message: "must be in the future".into() }],
-            },
+            ApiError::invalid_request(InputError::new("expires_at", "must be in the future")),
             limited,
             internal,
             unavailable,
@@ -298,7 +293,7 @@ pub fn allowed_methods(path: &str) -> Option<&'static str> {
 
 /// Whether a concrete path is an instance of a spec path template (`{id}` matches one
 /// non-empty segment).
-fn template_matches(template: &str, path: &str) -> bool {
+pub fn template_matches(template: &str, path: &str) -> bool {
     let (mut t, mut p) = (template.split('/'), path.split('/'));
     loop {
         match (t.next(), p.next()) {

@@ -92,6 +92,18 @@ async fn admin_commands_manage_workspaces_keys_and_credits(backend: Backend) {
         .output()
         .unwrap();
     assert!(!bad.status.success(), "unknown permissions are refused");
+    // The rules of `POST /v1/api-keys`, from the domain: a name of 1 to 120 characters, a
+    // tier the plan allows, an expiry in the future.
+    let long = "n".repeat(121);
+    for refused in [vec!["--name", long.as_str()], vec!["--expires-at", "2020-01-01T00:00:00Z"], vec!["--tier", "turbo"]] {
+        let out_ = Command::new(env!("CARGO_BIN_EXE_leadlex"))
+            .args(["--database-url", db, "key", "create", "--workspace", &out, "--permission", "write:enrich"])
+            .args(&refused)
+            .output()
+            .unwrap();
+        assert!(!out_.status.success(), "{refused:?} is refused");
+        assert!(!String::from_utf8_lossy(&out_.stderr).is_empty(), "{refused:?} says why");
+    }
     if backend == Backend::Postgres {
         crate::helpers::drop_database_blocking(db.rsplit('/').next().unwrap().to_string());
     }

@@ -128,3 +128,19 @@ async fn the_server_serves_the_committed_spec_as_json_and_yaml() {
     let from_yaml: Value = serde_yaml::from_slice(&yaml.bytes).unwrap();
     assert_eq!(from_yaml, committed, "/openapi.yaml says the same");
 }
+
+#[test]
+fn the_only_api_key_in_the_spec_is_the_documented_placeholder() {
+    let text = leadlex::api::spec::openapi_json_text();
+    let keys: std::collections::BTreeSet<&str> = text
+        .match_indices("wbk_")
+        .map(|(at, _)| &text[at..at + text[at..].find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(text.len() - at)])
+        .filter(|k| k.len() > 20)
+        .collect();
+    assert_eq!(
+        keys.into_iter().collect::<Vec<_>>(),
+        [leadlex::api::keys::EXAMPLE_SECRET],
+        "a secret-shaped example must be the placeholder"
+    );
+    assert!(leadlex::auth::is_well_formed(leadlex::api::keys::EXAMPLE_SECRET), "it has a key's shape");
+}

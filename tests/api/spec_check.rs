@@ -42,13 +42,7 @@ fn record(operation_id: &str, status: u16) {
 /// The operation of a concrete path: the spec's path template it matches (`{id}` matches
 /// one segment).
 fn operation(method: &str, path: &str) -> Option<&'static Value> {
-    let segments: Vec<&str> = path.split('/').collect();
-    let matches = |template: &str| {
-        let parts: Vec<&str> = template.split('/').collect();
-        parts.len() == segments.len()
-            && parts.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty()))
-    };
-    let (_, item) = SPEC["paths"].as_object()?.iter().find(|(template, _)| matches(template))?;
+    let (_, item) = SPEC["paths"].as_object()?.iter().find(|(template, _)| leadlex::api::spec::template_matches(template, path))?;
     item.get(method.to_ascii_lowercase())
 }
 

@@ -98,6 +98,8 @@ pub struct KeyCreated {
     pub description: Option<String>,
     pub permissions: Vec<String>,
     pub rate_limit_tier: String,
+    /// `live` or `test`.
+    pub mode: String,
     pub expires_at: Option<String>,
 }
 
@@ -115,6 +117,7 @@ pub async fn create_key(
         permissions: permissions.clone(),
         tier: RateLimitTier::Standard,
         expires_at: expires_at_ms,
+        mode: crate::auth::KeyMode::Live,
     };
     create_key_with(db, workspace_id, &spec).await
 }
@@ -134,6 +137,7 @@ pub async fn create_key_with(db: &DatabaseConnection, workspace_id: &str, spec: 
         description: created.description,
         permissions: created.permissions,
         rate_limit_tier: created.rate_limit_tier,
+        mode: created.mode,
     })
 }
 

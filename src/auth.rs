@@ -1,6 +1,7 @@
-//! API keys and permissions.
+//! API keys, their modes and permissions.
 //!
-//! A key is `wbk_` + 43 base62 characters from the OS CSPRNG (~256 bits). Only its
+//! A key is `wbk_` (live) or `wbk_test_` (test mode, see [`crate::test_mode`]) + 43
+//! base62 characters from the OS CSPRNG (~256 bits). Only its
 //! SHA-256 hash (looked up by index, then compared in constant time) and a short display
 //! prefix are stored; the plaintext is shown once at creation and never logged.
 //! A malformed key is refused before any database access; known and unknown keys are
@@ -23,8 +24,43 @@ use crate::key_activity::KeyActivity;
 use crate::ratelimit::{Limits, Plan};
 
 pub const KEY_PREFIX: &str = "wbk_";
+/// What a test-mode key starts with (base62 has no `_`, so no live key does).
+pub const TEST_KEY_PREFIX: &str = "wbk_test_";
 const KEY_RANDOM_LEN: usize = 43;
-const DISPLAY_PREFIX_LEN: usize = 12;
+/// How many random characters the display prefix shows after `wbk_` or `wbk_test_`.
+const DISPLAY_RANDOM_LEN: usize = 8;
+
+/// Whether a key spends real credits with real vendors (`live`) or is answered by the
+/// sandbox for free (`test`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyMode {
+    #[default]
+    Live,
+    Test,
+}
+
+impl KeyMode {
+    pub const ALL: [KeyMode; 2] = [KeyMode::Live, KeyMode::Test];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyMode::Live => "live",
+            KeyMode::Test => "test",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// What a key of this mode starts with.
+    pub fn key_prefix(self) -> &'static str {
+        match self {
+            KeyMode::Live => KEY_PREFIX,
+            KeyMode::Test => TEST_KEY_PREFIX,
+        }
+    }
+}
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -122,19 +158,21 @@ impl fmt::Debug for NewKey {
     }
 }
 
-pub fn generate_key() -> NewKey {
+pub fn generate_key(mode: KeyMode) -> NewKey {
     let random: String = OsRng.sample_iter(&Alphanumeric).take(KEY_RANDOM_LEN).map(char::from).collect();
-    let plaintext = format!("{KEY_PREFIX}{random}");
-    NewKey { hash: hash_key(&plaintext), prefix: plaintext[..DISPLAY_PREFIX_LEN].to_string(), plaintext }
+    let plaintext = format!("{}{random}", mode.key_prefix());
+    let prefix = plaintext[..mode.key_prefix().len() + DISPLAY_RANDOM_LEN].to_string();
+    NewKey { hash: hash_key(&plaintext), prefix, plaintext }
 }
 
 pub fn hash_key(plaintext: &str) -> String {
     hex(&Sha256::digest(plaintext.as_bytes()))
 }
 
-/// Shape check only: `wbk_` followed by 40 to 100 base62 characters.
+/// Shape check only: `wbk_` or `wbk_test_` followed by 40 to 100 base62 characters.
 pub fn is_well_formed(token: &str) -> bool {
-    token.strip_prefix(KEY_PREFIX).is_some_and(|rest| (40..=100).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+    let rest = token.strip_prefix(TEST_KEY_PREFIX).or_else(|| token.strip_prefix(KEY_PREFIX));
+    rest.is_some_and(|rest| (40..=100).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// An authenticated caller.
@@ -145,11 +183,13 @@ pub struct Principal {
     pub key_prefix: String,
     pub workspace_id: String,
     pub permissions: BTreeSet<Permission>,
+    /// Live or test: a test-mode key is answered by the sandbox and never charged.
+    pub mode: KeyMode,
     pub limits: Limits,
     /// The workspace's plan.
     pub plan: Plan,
     /// What the limits are counted against: the workspace for a standard key, the key
-    /// itself for a high or unmetered one.
+    /// itself for a high or unmetered one, and for a test-mode key.
     pub limit_scope: String,
     /// The workspace balance when the key was looked up (at most the key cache's TTL
     /// ago): a cheap pre-check only; the debit is the authority.
@@ -240,15 +280,25 @@ impl Authenticator {
         }
         let plan = Plan::parse(&ws.plan).unwrap_or(Plan::Starter);
         let tier = RateLimitTier::parse(&key.rate_limit_tier).unwrap_or_default();
+        // Unknown (a newer build's mode): the safe one, that never spends.
+        let mode = KeyMode::parse(&key.mode).unwrap_or(KeyMode::Test);
         // A high or unmetered key is counted apart, so that it never uses up (nor resets)
-        // the workspace's standard keys' limits.
-        let limit_scope = match tier {
-            RateLimitTier::High | RateLimitTier::Unmetered => format!("{}/{}", ws.id, key.id),
-            RateLimitTier::Standard => ws.id.clone(),
+        // the workspace's standard keys' limits; a test key has the small test limits of
+        // its own, whatever its tier.
+        let (limits, limit_scope) = match (mode, tier) {
+            (KeyMode::Test, _) => (crate::test_mode::LIMITS, format!("{}/{}/test", ws.id, key.id)),
+            (KeyMode::Live, RateLimitTier::High | RateLimitTier::Unmetered) => (
+                tier.limits(plan.limits().with_overrides(ws.rate_limit_per_minute, ws.rate_limit_per_day)),
+                format!("{}/{}", ws.id, key.id),
+            ),
+            (KeyMode::Live, RateLimitTier::Standard) => {
+                (plan.limits().with_overrides(ws.rate_limit_per_minute, ws.rate_limit_per_day), ws.id.clone())
+            }
         };
         Ok(Some(Principal {
-            limits: tier.limits(plan.limits().with_overrides(ws.rate_limit_per_minute, ws.rate_limit_per_day)),
+            limits,
             limit_scope,
+            mode,
             plan,
             key_id: key.id,
             key_prefix: key.prefix,
@@ -266,14 +316,19 @@ mod tests {
 
     #[test]
     fn generated_keys_are_well_formed_and_distinct() {
-        let a = generate_key();
-        let b = generate_key();
+        let a = generate_key(KeyMode::Live);
+        let b = generate_key(KeyMode::Live);
         assert!(is_well_formed(&a.plaintext), "{}", a.plaintext.len());
         assert_ne!(a.plaintext, b.plaintext);
         assert_eq!(a.hash, hash_key(&a.plaintext));
         assert!(a.plaintext.starts_with(&a.prefix));
         assert_eq!(a.hash.len(), 64);
         assert!(!format!("{a:?}").contains(&a.plaintext));
+        assert_eq!(a.prefix.len(), 12);
+        let t = generate_key(KeyMode::Test);
+        assert!(is_well_formed(&t.plaintext) && t.plaintext.starts_with(TEST_KEY_PREFIX), "{}", t.plaintext.len());
+        assert_eq!(t.prefix.len(), TEST_KEY_PREFIX.len() + 8);
+        assert!(!a.plaintext.starts_with(TEST_KEY_PREFIX));
     }
 
     #[test]
@@ -282,6 +337,9 @@ mod tests {
         assert!(!is_well_formed(&format!("sk_{}", "a".repeat(43))));
         assert!(!is_well_formed(&format!("wbk_{}!", "a".repeat(43))));
         assert!(is_well_formed(&format!("wbk_{}", "a".repeat(40))));
+        assert!(is_well_formed(&format!("wbk_test_{}", "a".repeat(40))));
+        assert!(!is_well_formed(&format!("wbk_test_{}", "a".repeat(39))));
+        assert!(!is_well_formed(&format!("wbk_live_{}", "a".repeat(43))));
     }
 
     #[test]

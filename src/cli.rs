@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
-use crate::auth::{Permission, RateLimitTier};
+use crate::auth::{KeyMode, Permission, RateLimitTier};
 use crate::config::Settings;
 use crate::keys::NewKeySpec;
 use crate::metrics::Metrics;
@@ -153,6 +153,10 @@ pub enum KeyCommand {
         /// unmetered plans only).
         #[arg(long, default_value = "standard")]
         tier: String,
+        /// A test-mode key (`wbk_test_…`): answered by the sandbox, never charged, with
+        /// small rate limits of its own (see docs/testing.md).
+        #[arg(long)]
+        test: bool,
     },
     /// Revoke a key.
     Revoke {
@@ -249,7 +253,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = db::connect(&settings.database).await?;
             db::ensure_schema(&db).await?;
             match cmd {
-                KeyCommand::Create { workspace, permissions, expires_at, name, description, tier } => {
+                KeyCommand::Create { workspace, permissions, expires_at, name, description, tier, test } => {
                     let mut perms = BTreeSet::new();
                     for p in permissions {
                         let known = Permission::ALL.map(|p| p.as_str()).join(", ");
@@ -267,8 +271,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         let known = RateLimitTier::ALL.map(|t| t.as_str()).join(", ");
                         format!("unknown tier {tier:?} (known: {known})")
                     })?;
-                    let spec =
-                        NewKeySpec { name: name.clone(), description: description.clone(), permissions: perms, tier, expires_at: expires };
+                    let spec = NewKeySpec {
+                        name: name.clone(),
+                        description: description.clone(),
+                        permissions: perms,
+                        tier,
+                        expires_at: expires,
+                        mode: if *test { KeyMode::Test } else { KeyMode::Live },
+                    };
                     let key = admin::create_key_with(&db, workspace, &spec).await?;
                     emit(cli.json, serde_json::to_value(&key)?, || {
                         format!("key {} created; store it now, it is not shown again:\n{}", key.id, key.key)

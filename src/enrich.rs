@@ -11,8 +11,11 @@
 //! 10. any failure before step 9 commits leaves no charge and releases the claim.
 //!
 //! Invariants: a 200 costs exactly one credit, whether from a vendor or the cache; every
-//! other outcome costs nothing; a replay never charges and never asks a vendor. Knows
-//! nothing of HTTP: it answers with an [`Answer`] and the balance, which `api` renders.
+//! other outcome costs nothing; a replay never charges and never asks a vendor. A
+//! test-mode key's call ([`crate::test_mode`]) takes the same steps with the test lookup
+//! (the sandbox) and its own cache and idempotency spaces, skips the balance check and
+//! the settlement (never charged) and reports the live balance as it is. Knows nothing
+//! of HTTP: it answers with an [`Answer`] and the balance, which `api` renders.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -20,14 +23,15 @@ use std::time::Duration;
 use sea_orm::{DatabaseConnection, DbErr};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Principal;
+use crate::auth::{KeyMode, Principal};
 use crate::credits;
 use crate::hot::{HotCaches, ReplayKey};
 use crate::idempotency::{self, Claim, ClaimToken};
 use crate::lookup::input::EnrichQuery;
-use crate::lookup::record::{EnrichmentRecord, Source};
-use crate::lookup::{cache, Lookup, LookupOutcome};
+use crate::lookup::record::{EnrichmentRecord, Matched, Source};
+use crate::lookup::{cache, Lookup, LookupOutcome, Subject};
 use crate::settler::{Completion, Job, SettleError, Settler};
+use crate::test_mode::{self, Trigger};
 
 /// Why an enrich call did not succeed; mapped to HTTP in `api::error` only.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +126,8 @@ pub struct EnrichParts {
     pub hot: Arc<HotCaches>,
     pub settler: Settler,
     pub lookup: Lookup,
+    /// Test-mode keys' lookup: the built-in sandbox only.
+    pub test_lookup: Lookup,
     /// How long an in-progress claim is leased (request deadline plus a margin).
     pub idempotency_lease: Duration,
     /// How long a completed call is replayed.
@@ -134,15 +140,24 @@ pub struct EnrichService {
     hot: Arc<HotCaches>,
     settler: Settler,
     lookup: Lookup,
+    test_lookup: Lookup,
     idempotency_lease: Duration,
     idempotency_ttl: Duration,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// What the lookup found for a call: the answer's record and where it came from.
+struct Found {
+    matched: Arc<Matched>,
+    record: EnrichmentRecord,
+    /// `None` when a vendor answered now.
+    cached_at: Option<i64>,
+}
+
 impl EnrichService {
     pub fn new(parts: EnrichParts) -> Self {
-        let EnrichParts { db, hot, settler, lookup, idempotency_lease, idempotency_ttl, metrics } = parts;
-        Self { db, hot, settler, lookup, idempotency_lease, idempotency_ttl, metrics }
+        let EnrichParts { db, hot, settler, lookup, test_lookup, idempotency_lease, idempotency_ttl, metrics } = parts;
+        Self { db, hot, settler, lookup, test_lookup, idempotency_lease, idempotency_ttl, metrics }
     }
 
     pub async fn enrich(
@@ -153,7 +168,12 @@ impl EnrichService {
         idempotency_key: Option<&str>,
     ) -> Result<Success, EnrichError> {
         let now = crate::now_ms();
-        let claim = match idempotency_key {
+        // A test-mode call's key is recorded apart from the live call with the same key.
+        let idempotency_key = match principal.mode {
+            KeyMode::Live => idempotency_key.map(std::borrow::Cow::Borrowed),
+            KeyMode::Test => idempotency_key.map(|k| std::borrow::Cow::Owned(test_mode::idempotency_key(k))),
+        };
+        let claim = match idempotency_key.as_deref() {
             None => None,
             Some(key) => {
                 let fingerprint = query.fingerprint(OPERATION.0, OPERATION.1);
@@ -193,7 +213,11 @@ impl EnrichService {
                 }
             }
         };
-        let result = self.run(principal, request_id, query, claim.as_ref().map(|c| &c.0)).await;
+        let token = claim.as_ref().map(|c| &c.0);
+        let result = match principal.mode {
+            KeyMode::Live => self.run(principal, request_id, query, token).await,
+            KeyMode::Test => self.run_test(principal, query, token).await,
+        };
         match (&result, claim) {
             (Err(_), Some((token, ..))) => {
                 if let Err(err) = idempotency::release(&self.db, &token).await {
@@ -237,22 +261,12 @@ impl EnrichService {
             }
         }
 
-        let (matched, cached_at) = match self.lookup.find(&self.db, &query.input, &query.include, crate::now_ms()).await? {
-            LookupOutcome::Found { matched, cached_at } => (matched, cached_at),
-            LookupOutcome::NoMatch => return Err(EnrichError::NoMatch),
-            LookupOutcome::Unavailable { retry_after } => return Err(EnrichError::UpstreamUnavailable { retry_after }),
-        };
+        let subject = Subject::live(&query.input);
+        let Found { matched, record, cached_at } = self.find(&self.lookup, &subject, query).await?;
         let from_cache = cached_at.is_some();
-        let Some(record) = matched.record.project(&query.include) else {
-            // The vendor knew something, just not what was asked: keep it, charge nothing.
-            if !from_cache {
-                self.lookup.keep_unpaid(&query.input, &matched, crate::now_ms());
-            }
-            return Err(EnrichError::NoMatch);
-        };
         let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
         let answer = Arc::new(Answer { record, source, confidence: matched.confidence });
-        let cache_row = (!from_cache).then(|| cache::match_row(&query.input, &matched, self.lookup.cache_policy(), crate::now_ms()));
+        let cache_row = (!from_cache).then(|| cache::match_row(&subject, &matched, self.lookup.cache_policy(), crate::now_ms()));
         let stamps = cache_row.as_ref().map(|r| (r.fetched_at, r.expires_at));
         let completion = match claim {
             None => None,
@@ -276,10 +290,59 @@ impl EnrichService {
             Err(err) => return Err(anyhow::Error::new(err).into()),
         };
         if let Some((fetched_at, expires_at)) = stamps {
-            self.lookup.remember(&query.input, cache::Entry::of_match(matched, fetched_at, expires_at), crate::now_ms());
+            self.lookup.remember(&subject, cache::Entry::of_match(matched, fetched_at, expires_at), crate::now_ms());
         }
         self.metrics.credits_charged.inc();
         Ok(Success { answer, credits_remaining: charged.balance_after, replayed: false, rendering: None })
+    }
+
+    /// A test-mode call: the sandbox through the test lookup, in the workspace's test
+    /// space of the cache; never charged, whatever the balance. `credits_remaining` is
+    /// the live balance, read now.
+    async fn run_test(&self, principal: &Principal, query: &EnrichQuery, claim: Option<&ClaimToken>) -> Result<Success, EnrichError> {
+        let ws = &principal.workspace_id;
+        if Trigger::of(&query.input) == Some(Trigger::InsufficientCredits) {
+            return Err(EnrichError::InsufficientCredits);
+        }
+        let subject = test_mode::subject(&query.input, ws);
+        let Found { matched, record, cached_at } = self.find(&self.test_lookup, &subject, query).await?;
+        let source = match cached_at {
+            Some(_) => Source::Cached,
+            None => {
+                // Nobody pays for it: cached at once, in the test space.
+                self.test_lookup.keep_unpaid(&subject, &matched, crate::now_ms());
+                Source::Vendor(matched.vendor)
+            }
+        };
+        let answer = Arc::new(Answer { record, source, confidence: matched.confidence });
+        let balance = credits::balance(&self.db, ws).await?.unwrap_or(0);
+        if let Some(token) = claim {
+            let stored = serde_json::to_vec(&*answer).map_err(|e| anyhow::Error::new(e).context("storing the answer"))?;
+            if !idempotency::complete(&self.db, token, 200, stored, Some(balance)).await? {
+                // Our lease ran out and a retry took the claim over.
+                return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) });
+            }
+        }
+        Ok(Success { answer, credits_remaining: balance, replayed: false, rendering: None })
+    }
+
+    /// Step 8: what `lookup` knows about `subject`, projected on the sections asked for;
+    /// `NoMatch` when it has none of them (a vendor answer without them is cached
+    /// unpaid), `UpstreamUnavailable` when every vendor failed.
+    async fn find(&self, lookup: &Lookup, subject: &Subject<'_>, query: &EnrichQuery) -> Result<Found, EnrichError> {
+        let (matched, cached_at) = match lookup.find(&self.db, subject, &query.include, crate::now_ms()).await? {
+            LookupOutcome::Found { matched, cached_at } => (matched, cached_at),
+            LookupOutcome::NoMatch => return Err(EnrichError::NoMatch),
+            LookupOutcome::Unavailable { retry_after } => return Err(EnrichError::UpstreamUnavailable { retry_after }),
+        };
+        let Some(record) = matched.record.project(&query.include) else {
+            // The vendor knew something, just not what was asked: keep it, charge nothing.
+            if cached_at.is_none() {
+                lookup.keep_unpaid(subject, &matched, crate::now_ms());
+            }
+            return Err(EnrichError::NoMatch);
+        };
+        Ok(Found { matched, record, cached_at })
     }
 }
 

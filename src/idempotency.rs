@@ -167,15 +167,23 @@ async fn delete_where(
 }
 
 /// Completes a claim with the answer of a call that charged nothing (creating an API
-/// key), in the caller's transaction, so that the answer is stored exactly when what it
-/// reports is. Charged calls are completed by the settler, in their debit's transaction.
-/// `false` when the claim is no longer this caller's (its lease ran out and a retry took
-/// it over): the caller must then roll back.
-pub async fn complete(db: &impl ConnectionTrait, claim: &ClaimToken, status: u16, answer: Vec<u8>) -> Result<bool, DbErr> {
+/// key, a test-mode lookup with the balance it reported), in the caller's transaction,
+/// so that the answer is stored exactly when what it reports is. Charged calls are
+/// completed by the settler, in their debit's transaction. `false` when the claim is no
+/// longer this caller's (its lease ran out and a retry took it over): the caller must
+/// then roll back.
+pub async fn complete(
+    db: &impl ConnectionTrait,
+    claim: &ClaimToken,
+    status: u16,
+    answer: Vec<u8>,
+    balance: Option<i64>,
+) -> Result<bool, DbErr> {
     let res = rec::Entity::update_many()
         .col_expr(rec::Column::State, Expr::value(State::Completed.as_str()))
         .col_expr(rec::Column::ResponseStatus, Expr::value(i32::from(status)))
         .col_expr(rec::Column::ResponseBody, Expr::value(answer))
+        .col_expr(rec::Column::BalanceAfter, Expr::value(balance))
         .filter(own(&claim.workspace_id, &claim.key, &claim.token))
         .exec(db)
         .await?;

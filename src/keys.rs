@@ -7,9 +7,11 @@
 //!   stored answer (which a retry must get back, secret included) is sealed
 //!   ([`crate::seal`]) and bound to its idempotency record;
 //! - a key of another workspace behaves exactly as a key that does not exist;
-//! - a workspace never loses its last active key holding `admin:api_keys` through the
-//!   API (revocations are serialised per workspace, so two concurrent revocations cannot
-//!   both pass the check);
+//! - a workspace never loses its last active live key holding `admin:api_keys` through
+//!   the API (revocations are serialised per workspace, so two concurrent
+//!   revocations cannot both pass the check);
+//! - a test-mode key manages test-mode keys only: it cannot create a live key, and live
+//!   keys are invisible to it (listing skips them, revoking one is `NotFound`);
 //! - a revoked key is refused within the known-key cache's TTL on every replica
 //!   ([`crate::hot`], 1 s; the revoking replica drops it from its cache at once, but a
 //!   lookup that read the row just before the revocation may cache it again).
@@ -28,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use entity::{api_key, workspace};
 
-use crate::auth::{self, Permission, RateLimitTier};
+use crate::auth::{self, KeyMode, Permission, RateLimitTier};
 use crate::hex::hex;
 use crate::hot::{HotCaches, KeyDigest};
 use crate::idempotency::{self, Claim};
@@ -45,6 +47,14 @@ pub struct NewKeySpec {
     pub tier: RateLimitTier,
     /// Epoch milliseconds; must be in the future.
     pub expires_at: Option<i64>,
+    pub mode: KeyMode,
+}
+
+/// Who creates a key over the API.
+#[derive(Debug, Clone, Copy)]
+pub struct Creator<'a> {
+    pub key_id: &'a str,
+    pub mode: KeyMode,
 }
 
 pub const NAME_MAX: usize = 120;
@@ -62,6 +72,13 @@ pub struct CreatedKey {
     pub rate_limit_tier: String,
     pub expires_at: Option<i64>,
     pub created_at: i64,
+    /// `live` or `test` (answers sealed before test mode existed are live ones).
+    #[serde(default = "live")]
+    pub mode: String,
+}
+
+fn live() -> String {
+    KeyMode::Live.as_str().to_string()
 }
 
 impl std::fmt::Debug for CreatedKey {
@@ -80,6 +97,8 @@ pub struct KeyView {
     pub prefix: String,
     pub permissions: Vec<String>,
     pub rate_limit_tier: String,
+    /// `live` or `test`.
+    pub mode: String,
     /// The key that created it over the API; `None` when an operator did.
     pub created_by: Option<String>,
     #[serde(serialize_with = "rfc3339")]
@@ -110,6 +129,7 @@ impl From<api_key::Model> for KeyView {
             description: k.description,
             prefix: k.prefix,
             rate_limit_tier: k.rate_limit_tier,
+            mode: k.mode,
             created_by: k.created_by,
             created_at: k.created_at,
             last_used_at: k.last_used_at,
@@ -128,6 +148,8 @@ pub struct ListQuery {
     pub include_revoked: bool,
     /// A part of the name, or the start of the prefix (case-insensitive).
     pub search: Option<String>,
+    /// Only keys of this mode (`None`: every mode).
+    pub mode: Option<KeyMode>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +160,8 @@ pub enum KeyError {
     NotFound,
     #[error("this is the workspace's last active key with the `admin:api_keys` permission; create another one before revoking it")]
     LastAdminKey,
+    #[error("a test-mode key can create test-mode keys only")]
+    LiveKeyFromTestKey,
     #[error("the workspace's {plan} plan does not allow `{tier}` keys")]
     TierNotAllowed { tier: &'static str, plan: &'static str },
     /// Well-formed but impossible as asked (an expiry in the past).
@@ -164,7 +188,10 @@ fn plan_of(ws: &workspace::Model) -> Plan {
 /// Checks every rule of a new key. Over the API the schema has refused a bad name,
 /// description or permission list already (400); the CLI has no schema. What no schema
 /// can say: the expiry is in the future and the plan allows the tier.
-fn check(spec: &NewKeySpec, plan: Plan, now_ms: i64) -> Result<(), KeyError> {
+fn check(spec: &NewKeySpec, creator: Option<Creator<'_>>, plan: Plan, now_ms: i64) -> Result<(), KeyError> {
+    if creator.is_some_and(|c| c.mode == KeyMode::Test) && spec.mode == KeyMode::Live {
+        return Err(KeyError::LiveKeyFromTestKey);
+    }
     let problem = |field, message: String| Err(KeyError::Unprocessable(InputError::new(field, message)));
     if spec.name.is_empty() || spec.name.chars().count() > NAME_MAX {
         return problem("name", format!("must be 1 to {NAME_MAX} characters"));
@@ -188,18 +215,25 @@ fn check(spec: &NewKeySpec, plan: Plan, now_ms: i64) -> Result<(), KeyError> {
 pub async fn create(
     db: &impl ConnectionTrait,
     workspace_id: &str,
-    created_by: Option<&str>,
+    created_by: Option<Creator<'_>>,
     spec: &NewKeySpec,
     now_ms: i64,
 ) -> Result<CreatedKey, KeyError> {
-    check_workspace(db, workspace_id, spec, now_ms).await?;
-    insert(db, workspace_id, created_by, spec, now_ms).await
+    check_workspace(db, workspace_id, created_by, spec, now_ms).await?;
+    insert(db, workspace_id, created_by.map(|c| c.key_id), spec, now_ms).await
 }
 
-/// The workspace exists and its plan allows the key (and the expiry is in the future).
-async fn check_workspace(db: &impl ConnectionTrait, workspace_id: &str, spec: &NewKeySpec, now_ms: i64) -> Result<(), KeyError> {
+/// The workspace exists, its plan allows the key, the creator may create it (and the
+/// expiry is in the future).
+async fn check_workspace(
+    db: &impl ConnectionTrait,
+    workspace_id: &str,
+    created_by: Option<Creator<'_>>,
+    spec: &NewKeySpec,
+    now_ms: i64,
+) -> Result<(), KeyError> {
     let ws = workspace::Entity::find_by_id(workspace_id).one(db).await?.ok_or(KeyError::NoSuchWorkspace)?;
-    check(spec, plan_of(&ws), now_ms)
+    check(spec, created_by, plan_of(&ws), now_ms)
 }
 
 /// Stores a new key (its hash) and returns it with its plaintext.
@@ -210,7 +244,7 @@ async fn insert(
     spec: &NewKeySpec,
     now_ms: i64,
 ) -> Result<CreatedKey, KeyError> {
-    let new = auth::generate_key();
+    let new = auth::generate_key(spec.mode);
     let id = new_id();
     let permissions: Vec<String> = spec.permissions.iter().map(|p| p.as_str().to_string()).collect();
     api_key::Entity::insert(api_key::ActiveModel {
@@ -227,6 +261,7 @@ async fn insert(
         rate_limit_tier: Set(spec.tier.as_str().to_string()),
         created_by: Set(created_by.map(str::to_string)),
         last_used_at: Set(None),
+        mode: Set(spec.mode.as_str().to_string()),
     })
     .exec_without_returning(db)
     .await?;
@@ -240,6 +275,7 @@ async fn insert(
         rate_limit_tier: spec.tier.as_str().to_string(),
         expires_at: spec.expires_at,
         created_at: now_ms,
+        mode: spec.mode.as_str().to_string(),
     })
 }
 
@@ -252,13 +288,18 @@ pub struct Idempotent<'a> {
 
 /// The fingerprint of a creation request: what a retry must repeat exactly.
 pub fn fingerprint(spec: &NewKeySpec) -> String {
-    let canonical = serde_json::json!({
+    let mut canonical = serde_json::json!({
         "name": spec.name,
         "description": spec.description,
         "permissions": spec.permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
         "rate_limit_tier": spec.tier.as_str(),
         "expires_at": spec.expires_at,
     });
+    // Only a test key's: a live key's fingerprint is what it was before modes existed,
+    // so that a retry across the upgrade still replays.
+    if spec.mode == KeyMode::Test {
+        canonical["mode"] = spec.mode.as_str().into();
+    }
     hex(&Sha256::digest(format!("create API key\n{canonical}").as_bytes()))
 }
 
@@ -274,7 +315,7 @@ pub async fn create_idempotent(
     db: &DatabaseConnection,
     sealer: &Sealer,
     workspace_id: &str,
-    created_by: Option<&str>,
+    created_by: Option<Creator<'_>>,
     spec: &NewKeySpec,
     idem: Idempotent<'_>,
     now_ms: i64,
@@ -294,11 +335,11 @@ pub async fn create_idempotent(
     let result: Result<CreatedKey, KeyError> = async {
         // Checked before the transaction, so that its first statement is a write: a
         // SQLite transaction that read first cannot wait for the writer's lock.
-        check_workspace(db, workspace_id, spec, now_ms).await?;
+        check_workspace(db, workspace_id, created_by, spec, now_ms).await?;
         let txn = db.begin().await?;
-        let created = insert(&txn, workspace_id, created_by, spec, now_ms).await?;
+        let created = insert(&txn, workspace_id, created_by.map(|c| c.key_id), spec, now_ms).await?;
         let sealed = sealer.seal(&serde_json::to_vec(&created).expect("serialises"), &context);
-        if !idempotency::complete(&txn, &token, 201, sealed.into_bytes()).await? {
+        if !idempotency::complete(&txn, &token, 201, sealed.into_bytes(), None).await? {
             // Our lease ran out and a retry took the claim over: it creates the key.
             txn.rollback().await?;
             return Err(KeyError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) });
@@ -341,6 +382,9 @@ fn list_filter(workspace_id: &str, q: &ListQuery) -> Condition {
     if !q.include_revoked {
         filter = filter.add(api_key::Column::RevokedAt.is_null());
     }
+    if let Some(mode) = q.mode {
+        filter = filter.add(api_key::Column::Mode.eq(mode.as_str()));
+    }
     // ASCII case folding only: SQLite's `lower()` folds nothing else, PostgreSQL's more.
     if let Some(search) = q.search.as_deref().map(str::to_ascii_lowercase).filter(|s| !s.is_empty()) {
         let escaped = search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
@@ -358,9 +402,21 @@ fn holds_admin(permissions: &str) -> bool {
     permissions.split_whitespace().any(|p| p == Permission::AdminApiKeys.as_str())
 }
 
-/// Revokes the workspace's key `id` (again: no change). Refuses to revoke the last
-/// active key that can manage keys.
-pub async fn revoke(db: &DatabaseConnection, hot: &HotCaches, workspace_id: &str, id: &str, now_ms: i64) -> Result<(), KeyError> {
+/// Revokes the workspace's key `id` (again: no change), when it is of a mode the caller
+/// sees (`visible`: `None` for every mode). Refuses to revoke the last active live key
+/// that can manage keys (a test-mode one cannot manage live keys).
+pub async fn revoke(
+    db: &DatabaseConnection,
+    hot: &HotCaches,
+    workspace_id: &str,
+    id: &str,
+    visible: Option<KeyMode>,
+    now_ms: i64,
+) -> Result<(), KeyError> {
+    let in_view = |mode: Option<KeyMode>| match mode {
+        Some(mode) => Condition::all().add(api_key::Column::Mode.eq(mode.as_str())),
+        None => Condition::all(),
+    };
     let txn = db.begin().await?;
     // Serialise revocations per workspace: PostgreSQL locks the workspace row; SQLite has
     // one writer, taken by the update below before the count.
@@ -374,18 +430,25 @@ pub async fn revoke(db: &DatabaseConnection, hot: &HotCaches, workspace_id: &str
         .filter(api_key::Column::Id.eq(id))
         .filter(api_key::Column::WorkspaceId.eq(workspace_id))
         .filter(api_key::Column::RevokedAt.is_null())
+        .filter(in_view(visible))
         .exec(&txn)
         .await?
         .rows_affected;
-    let key =
-        api_key::Entity::find_by_id(id).filter(api_key::Column::WorkspaceId.eq(workspace_id)).one(&txn).await?.ok_or(KeyError::NotFound)?;
+    let key = api_key::Entity::find_by_id(id)
+        .filter(api_key::Column::WorkspaceId.eq(workspace_id))
+        .filter(in_view(visible))
+        .one(&txn)
+        .await?
+        .ok_or(KeyError::NotFound)?;
     if revoked == 0 {
         return Ok(()); // revoked before
     }
-    if holds_admin(&key.permissions) {
+    // A test-mode admin key manages test-mode keys only: only live ones count.
+    if holds_admin(&key.permissions) && key.mode == KeyMode::Live.as_str() {
         let admins_left = api_key::Entity::find()
             .filter(api_key::Column::WorkspaceId.eq(workspace_id))
             .filter(api_key::Column::RevokedAt.is_null())
+            .filter(api_key::Column::Mode.eq(KeyMode::Live.as_str()))
             .filter(Condition::any().add(api_key::Column::ExpiresAt.is_null()).add(api_key::Column::ExpiresAt.gt(now_ms)))
             .all(&txn)
             .await?
@@ -421,6 +484,7 @@ mod tests {
             permissions: BTreeSet::from([Permission::WriteEnrich]),
             tier: RateLimitTier::Standard,
             expires_at: None,
+            mode: KeyMode::Live,
         }
     }
 
@@ -428,7 +492,8 @@ mod tests {
     fn the_fingerprint_covers_every_field() {
         let base = fingerprint(&spec());
         assert_eq!(base, fingerprint(&spec()));
-        let changes: [fn(&mut NewKeySpec); 5] = [
+        let changes: [fn(&mut NewKeySpec); 6] = [
+            |s| s.mode = KeyMode::Test,
             |s| s.name = "other".into(),
             |s| s.description = Some("d".into()),
             |s| {
@@ -448,16 +513,20 @@ mod tests {
     fn what_the_schema_cannot_say_is_checked() {
         let mut s = spec();
         s.expires_at = Some(1_000);
-        assert!(matches!(check(&s, Plan::Pro, 2_000), Err(KeyError::Unprocessable(_))));
+        assert!(matches!(check(&s, None, Plan::Pro, 2_000), Err(KeyError::Unprocessable(_))));
         s.expires_at = Some(3_000);
-        assert!(check(&s, Plan::Pro, 2_000).is_ok());
+        assert!(check(&s, None, Plan::Pro, 2_000).is_ok());
+        let tester = Creator { key_id: "key_t", mode: KeyMode::Test };
+        assert!(matches!(check(&s, Some(tester), Plan::Pro, 2_000), Err(KeyError::LiveKeyFromTestKey)));
+        s.mode = KeyMode::Test;
+        assert!(check(&s, Some(tester), Plan::Pro, 2_000).is_ok());
         s.tier = RateLimitTier::Unmetered;
-        assert!(matches!(check(&s, Plan::Pro, 2_000), Err(KeyError::TierNotAllowed { .. })));
+        assert!(matches!(check(&s, None, Plan::Pro, 2_000), Err(KeyError::TierNotAllowed { .. })));
     }
 
     #[test]
     fn a_stored_hash_decodes_to_its_digest() {
-        let new = auth::generate_key();
+        let new = auth::generate_key(KeyMode::Live);
         let digest = decode_digest(&new.hash).unwrap();
         assert_eq!(digest.0.as_slice(), Sha256::digest(new.plaintext.as_bytes()).as_slice());
         assert!(decode_digest("zz").is_none());

@@ -20,7 +20,8 @@
 //! - [`lookup`]: finding out who is behind an input: normalisation, the record model,
 //!   the cache and the vendor waterfall; [`lookup::vendors`] holds one adapter per
 //!   upstream wire format.
-//! - [`sandbox`]: built-in deterministic vendors speaking both wire formats over HTTP.
+//! - [`sandbox`]: built-in deterministic vendors speaking both wire formats over HTTP;
+//!   [`test_mode`]: what a `wbk_test_…` key gets (the sandbox, free, its trigger inputs).
 //! - [`admin`]: operator actions behind the CLI (workspaces, keys, grants).
 //! - [`hot`]: the one owner of the hot in-process caches (keys, empty workspaces,
 //!   replays, cache rows), each bounded, with its staleness bound.
@@ -52,6 +53,7 @@ pub mod secret;
 pub mod settler;
 pub mod startup;
 pub mod telemetry;
+pub mod test_mode;
 pub mod vendor_name;
 
 /// The current instant as Unix epoch milliseconds, the unit of every stored timestamp.

@@ -32,7 +32,7 @@ pub struct Application {
     acceptor: TcpAcceptor,
     endpoint: poem::endpoint::BoxEndpoint<'static>,
     db: DatabaseConnection,
-    sandbox: Option<Sandbox>,
+    sandbox: Sandbox,
     purger: tokio::task::JoinHandle<()>,
     settler: Settler,
     /// Tells the keys' last-use writer to write once more and stop.
@@ -45,13 +45,15 @@ impl Application {
         let db = crate::db::connect(&settings.database).await?;
         crate::db::ensure_schema(&db).await?;
 
-        let (vendor_settings, sandbox) = if settings.vendors.is_empty() {
-            let latency = Duration::from_millis(settings.sandbox.latency_ms);
-            let sandbox = Sandbox::spawn("127.0.0.1:0", latency).await.context("starting the sandbox vendors")?;
+        // The sandbox answers test-mode keys always, and live calls when no vendor is
+        // configured.
+        let latency = Duration::from_millis(settings.sandbox.latency_ms);
+        let sandbox = Sandbox::spawn("127.0.0.1:0", latency).await.context("starting the sandbox vendors")?;
+        let vendor_settings = if settings.vendors.is_empty() {
             tracing::info!(addr = %sandbox.addr, "no vendor configured: using the built-in sandbox vendors");
-            (sandbox.vendor_settings(), Some(sandbox))
+            sandbox.vendor_settings()
         } else {
-            (settings.vendors.clone(), None)
+            settings.vendors.clone()
         };
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(60))
@@ -72,8 +74,21 @@ impl Application {
             settler: settler.clone(),
             metrics: metrics.clone(),
         });
+        // Test-mode keys' lookup: the sandbox only, counted in metrics of its own (never
+        // in the live vendors' figures).
+        let mut test_lookup = Lookup::new(LookupParts {
+            vendors: sandbox.vendor_settings().iter().map(|v| Vendor::from_settings(v, http.clone())).collect(),
+            deadline,
+            policy: crate::test_mode::waterfall(&settings.waterfall),
+            cache: CachePolicy::from_settings(&settings.cache),
+            hot: hot.clone(),
+            settler: settler.clone(),
+            metrics: Arc::new(Metrics::new()),
+        });
         if let Some(path) = crate::db::sqlite_path(&settings.database.url) {
-            lookup = lookup.with_sqlite_reads(Arc::new(crate::db::SqliteReads::new(path)));
+            let reads = Arc::new(crate::db::SqliteReads::new(path));
+            lookup = lookup.with_sqlite_reads(reads.clone());
+            test_lookup = test_lookup.with_sqlite_reads(reads);
         }
         tracing::info!(vendors = ?lookup.vendor_names(), "vendor waterfall");
 
@@ -89,6 +104,7 @@ impl Application {
             hot: hot.clone(),
             settler: settler.clone(),
             lookup,
+            test_lookup,
             idempotency_lease: deadline + Duration::from_millis(settings.idempotency.lease_margin_ms),
             idempotency_ttl: Duration::from_secs(settings.idempotency.ttl_secs),
             metrics: metrics.clone(),

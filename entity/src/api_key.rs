@@ -25,6 +25,9 @@ pub struct Model {
     pub created_by: Option<String>,
     /// When the key was last used, kept to the minute (written at most once a minute).
     pub last_used_at: Option<i64>,
+    /// `live` (real vendors, real credits) or `test` (the sandbox, never charged; the key
+    /// reads `wbk_test_…`).
+    pub mode: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

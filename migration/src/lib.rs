@@ -11,6 +11,7 @@ mod m20261125_000002_cache_outcome;
 mod m20261202_000003_replay_answers;
 mod m20261202_000004_key_management;
 mod m20261202_000005_ledger_indexes;
+mod m20261203_000006_key_mode;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000003_replay_answers::Migration),
             Box::new(m20261202_000004_key_management::Migration),
             Box::new(m20261202_000005_ledger_indexes::Migration),
+            Box::new(m20261203_000006_key_mode::Migration),
         ]
     }
 }

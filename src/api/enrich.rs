@@ -308,7 +308,8 @@ pub struct EnrichData {
     /// person match; `cached`: the score of the answer when it was fetched.
     #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
     pub confidence: f64,
-    /// Workspace credit balance after this call.
+    /// Workspace credit balance after this call (test mode: the live balance, which a
+    /// test-mode call never changes).
     #[oai(validator(minimum(value = "0")))]
     pub credits_remaining: i64,
 }
@@ -430,7 +431,7 @@ failures! {
         /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
         /// `insufficient_credits`: the workspace credit balance is exhausted. No vendor was
-        /// asked.
+        /// asked. (Test mode: the `insufficient_credits@leadlex.test` trigger only.)
         402 => PaymentRequired,
         /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
         403 => Forbidden,
@@ -486,6 +487,26 @@ impl EnrichApi {
     /// 1,000/day, org 200/min and 10,000/day; the daily quota resets at 00:00 UTC. Every
     /// authenticated request counts, errors included (but not those refused with 429).
     /// `X-RateLimit-*` headers describe the daily quota.
+    ///
+    /// **Test mode.** A test-mode key (`wbk_test_…`) is answered by the built-in sandbox
+    /// data only (never a real vendor), is never charged (`credits_remaining` shows the
+    /// live balance, unchanged; a zero balance does not stop it), keeps its own cache per
+    /// workspace and its own `Idempotency-Key`s, and has limits of its own: 10 per minute
+    /// and 1,000 per day per test key. These inputs give the same outcome every time
+    /// (`+tag` is optional and free: a new tag is an input not yet cached):
+    ///
+    /// | `email` | Outcome |
+    /// |---|---|
+    /// | `vendor_a+tag@leadlex.test` | `200`, `source: vendor_a`; the same input again: `200`, `source: cached` |
+    /// | `vendor_b+tag@leadlex.test` | `200`, `source: vendor_b` (the first vendor does not know it); again: `cached` |
+    /// | `no_match+tag@leadlex.test` | `404 no_match` |
+    /// | `insufficient_credits+tag@leadlex.test` | `402 insufficient_credits` |
+    /// | `upstream_unavailable+tag@leadlex.test` | `503 upstream_unavailable` with `Retry-After` |
+    /// | `slow+tag@leadlex.test` | `200`, `source: vendor_a`, after 1.5 s: a retry with the same `Idempotency-Key` meanwhile gets `409 idempotency_key_in_use` |
+    ///
+    /// `422 idempotency_key_reused` comes from an `Idempotency-Key` sent again with another
+    /// input, as in live mode; `429` from the eleventh call within a minute. Any other input gets the sandbox's synthetic data (e.g.
+    /// `jane@acme.com`, `acme.com`).
     #[oai(path = "/v1/email/enrich", method = "post", operation_id = "enrich_email_or_domain")]
     async fn enrich(
         &self,

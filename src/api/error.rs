@@ -55,7 +55,7 @@ impl ErrorCode {
         (
             Self::InsufficientPermissions,
             "insufficient_permissions",
-            "403: the key lacks the permission the operation needs (`write:enrich`, `admin:api_keys`).",
+            "403: the key lacks the permission the operation needs (`write:enrich`, `admin:api_keys`), or a test-mode key asked to create a live key.",
         ),
         (Self::LastAdminKey, "last_admin_key", "403: the workspace's last active key with `admin:api_keys` cannot be revoked."),
         (Self::TierNotAllowed, "tier_not_allowed", "403: the workspace's plan does not allow the asked `rate_limit_tier`."),
@@ -186,6 +186,9 @@ pub enum ApiError {
     InsufficientCredits,
     #[error("this API key lacks the `{0}` permission")]
     InsufficientPermissions(&'static str),
+    /// A test-mode key asked for something only a live key may do.
+    #[error("a test-mode key can create test-mode keys only")]
+    TestModeOnly,
     #[error("upstream providers returned no data for the input")]
     NoMatch,
     #[error("no such path")]
@@ -240,7 +243,9 @@ impl ApiError {
             Self::Validation { .. } => StatusCode::BAD_REQUEST,
             Self::InvalidKey => StatusCode::UNAUTHORIZED,
             Self::InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
-            Self::InsufficientPermissions(_) | Self::LastAdminKey | Self::TierNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Self::InsufficientPermissions(_) | Self::TestModeOnly | Self::LastAdminKey | Self::TierNotAllowed { .. } => {
+                StatusCode::FORBIDDEN
+            }
             Self::NoMatch | Self::NotFound | Self::ResourceNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::IdempotencyKeyInUse { .. } => StatusCode::CONFLICT,
@@ -258,7 +263,7 @@ impl ApiError {
             Self::Validation { .. } => ErrorCode::ValidationError,
             Self::InvalidKey => ErrorCode::InvalidKey,
             Self::InsufficientCredits => ErrorCode::InsufficientCredits,
-            Self::InsufficientPermissions(_) => ErrorCode::InsufficientPermissions,
+            Self::InsufficientPermissions(_) | Self::TestModeOnly => ErrorCode::InsufficientPermissions,
             Self::NoMatch => ErrorCode::NoMatch,
             Self::NotFound | Self::ResourceNotFound(_) => ErrorCode::NotFound,
             Self::LastAdminKey => ErrorCode::LastAdminKey,
@@ -441,6 +446,7 @@ impl From<KeyError> for ApiError {
         match err {
             KeyError::NotFound | KeyError::NoSuchWorkspace => Self::ResourceNotFound("API key"),
             KeyError::LastAdminKey => Self::LastAdminKey,
+            KeyError::LiveKeyFromTestKey => Self::TestModeOnly,
             KeyError::TierNotAllowed { tier, plan } => Self::TierNotAllowed { tier, plan },
             KeyError::Unprocessable(problem) => Self::invalid_request(problem),
             KeyError::IdempotencyKeyInUse { retry_after } => Self::IdempotencyKeyInUse { retry_after },

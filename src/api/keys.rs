@@ -18,8 +18,8 @@ use super::fields::{not_null, Nullable, PermissionName, Text};
 use super::responses::{failures, successes};
 use super::security::{ApiKeyAuth, CanManageKeys};
 use super::{ApiTags, AppState};
-use crate::auth::RateLimitTier;
-use crate::keys::{self, CreatedKey, Idempotent, KeyView, ListQuery, NewKeySpec};
+use crate::auth::{KeyMode, RateLimitTier};
+use crate::keys::{self, CreatedKey, Creator, Idempotent, KeyView, ListQuery, NewKeySpec};
 
 /// How a key is rate-limited, against its workspace's plan (`standard` when a new key
 /// does not say).
@@ -47,6 +47,28 @@ impl From<RateLimitTierName> for RateLimitTier {
     }
 }
 
+/// Whether a key spends real credits (`live`) or is answered by the sandbox for free
+/// (`test`, a `wbk_test_…` key; see `docs/testing.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "KeyMode", rename_all = "snake_case")]
+pub enum KeyModeName {
+    /// Real vendors, real credits, the plan's rate limits.
+    Live,
+    /// The built-in sandbox data only, never charged, test-mode rate limits of its own
+    /// (10 per minute, 1,000 per day). The default for a key created by a test-mode key,
+    /// which may create test-mode keys only.
+    Test,
+}
+
+impl From<KeyModeName> for KeyMode {
+    fn from(m: KeyModeName) -> Self {
+        match m {
+            KeyModeName::Live => KeyMode::Live,
+            KeyModeName::Test => KeyMode::Test,
+        }
+    }
+}
+
 /// A new API key.
 #[derive(Debug, Clone, Object)]
 pub struct CreateApiKeyRequest {
@@ -64,6 +86,8 @@ pub struct CreateApiKeyRequest {
     pub rate_limit_tier: MaybeUndefined<RateLimitTierName>,
     /// When the key stops working (RFC 3339, in the future). Never, when left out.
     pub expires_at: MaybeUndefined<DateTime<Utc>>,
+    // No doc comment, as for `rate_limit_tier`: `KeyMode` says what the default is.
+    pub mode: MaybeUndefined<KeyModeName>,
 }
 
 fn time(ms: i64) -> DateTime<Utc> {
@@ -85,6 +109,8 @@ pub struct ApiKeyCreated {
     pub permissions: Vec<String>,
     /// `standard`, `high` or `unmetered` (see `RateLimitTier`; more may be added).
     pub rate_limit_tier: String,
+    /// `live` or `test` (see `KeyMode`).
+    pub mode: String,
     pub expires_at: Nullable<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
@@ -101,6 +127,7 @@ impl From<CreatedKey> for ApiKeyCreated {
         Self {
             permissions: k.permissions,
             rate_limit_tier: k.rate_limit_tier,
+            mode: k.mode,
             expires_at: k.expires_at.map(time).into(),
             created_at: time(k.created_at),
             description: k.description.into(),
@@ -131,6 +158,8 @@ pub struct ApiKey {
     pub permissions: Vec<String>,
     /// `standard`, `high` or `unmetered` (see `RateLimitTier`; more may be added).
     pub rate_limit_tier: String,
+    /// `live` or `test` (see `KeyMode`).
+    pub mode: String,
     /// The id of the key that created this one; `null` when an operator did.
     pub created_by: Nullable<String>,
     pub created_at: DateTime<Utc>,
@@ -146,6 +175,7 @@ impl From<KeyView> for ApiKey {
         Self {
             permissions: k.permissions,
             rate_limit_tier: k.rate_limit_tier,
+            mode: k.mode,
             description: k.description.into(),
             created_by: k.created_by.into(),
             created_at: time(k.created_at),
@@ -194,6 +224,7 @@ fn example_key() -> (ApiKeyCreated, ApiKey) {
         description: Some(EXAMPLE_DESCRIPTION.to_string()).into(),
         permissions: perms.clone(),
         rate_limit_tier: "standard".into(),
+        mode: "live".into(),
         expires_at: Some(expires).into(),
         created_at: created,
     };
@@ -204,6 +235,7 @@ fn example_key() -> (ApiKeyCreated, ApiKey) {
         prefix: made.prefix.clone(),
         permissions: perms,
         rate_limit_tier: "standard".into(),
+        mode: "live".into(),
         created_by: Some("key_9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b".to_string()).into(),
         created_at: created,
         last_used_at: Nullable(None),
@@ -255,8 +287,9 @@ failures! {
         400 => BadRequest,
         /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks `admin:api_keys`; or
-        /// `tier_not_allowed`: the workspace's plan does not allow the `rate_limit_tier`.
+        /// `insufficient_permissions`: the key lacks `admin:api_keys`, or is a test-mode key
+        /// asking for a live one; or `tier_not_allowed`: the workspace's plan does not allow
+        /// the `rate_limit_tier`.
         403 => Forbidden,
         /// `idempotency_key_in_use`: a request with the same `Idempotency-Key` is still in
         /// progress; retry after `Retry-After` seconds.
@@ -359,6 +392,12 @@ impl KeysApi {
     /// times the plan's per-minute limit and the plan's daily quota (not on starter);
     /// `unmetered` has no rate limit (org and unmetered plans only). Credits are charged
     /// the same whatever the tier.
+    ///
+    /// **Modes.** `live` (the default) keys spend credits with real vendors; `test` keys
+    /// (`wbk_test_…`) are answered by the sandbox, never charged, with limits of their own
+    /// (10 per minute, 1,000 per day, whatever the tier); see `docs/testing.md`. A
+    /// test-mode key creates test-mode keys only (its default), and sees and revokes
+    /// test-mode keys only.
     #[oai(path = "/v1/api-keys", method = "post", operation_id = "create_api_key")]
     async fn create(
         &self,
@@ -372,21 +411,23 @@ impl KeysApi {
     ) -> Result<CreateKeyOk, CreateKeyFailure> {
         let principal = auth.0;
         let req = body.0;
+        let creator = Creator { key_id: &principal.key_id, mode: principal.mode };
         let spec = NewKeySpec {
             name: req.name.0,
             description: not_null("description", req.description)?.map(|t| t.0),
             permissions: req.permissions.into_iter().map(|p| p.0).collect(),
             tier: not_null("rate_limit_tier", req.rate_limit_tier)?.map(RateLimitTier::from).unwrap_or_default(),
             expires_at: not_null("expires_at", req.expires_at)?.map(|t| t.timestamp_millis()),
+            mode: not_null("mode", req.mode)?.map(KeyMode::from).unwrap_or(principal.mode),
         };
         let now = crate::now_ms();
         let (created, replayed) = match idempotency_key.0 {
             Some(key) => {
                 let key = key.hyphenated().to_string();
                 let idem = Idempotent { key: &key, lease: state.idempotency_lease, ttl: state.idempotency_ttl };
-                keys::create_idempotent(&state.db, &state.sealer, &principal.workspace_id, Some(&principal.key_id), &spec, idem, now).await
+                keys::create_idempotent(&state.db, &state.sealer, &principal.workspace_id, Some(creator), &spec, idem, now).await
             }
-            None => keys::create(&state.db, &principal.workspace_id, Some(&principal.key_id), &spec, now).await.map(|k| (k, false)),
+            None => keys::create(&state.db, &principal.workspace_id, Some(creator), &spec, now).await.map(|k| (k, false)),
         }
         .map_err(ApiError::from)?;
         Ok(CreateKeyOk::Created(Json(ApiKeyCreatedResponse { data: created.into() }), replayed.then_some(true)))
@@ -395,7 +436,7 @@ impl KeysApi {
     /// List API keys
     ///
     /// The workspace's keys, newest first, a page at a time; never their secrets.
-    /// Requires `admin:api_keys`.
+    /// Requires `admin:api_keys`. A test-mode key lists test-mode keys only.
     #[oai(path = "/v1/api-keys", method = "get", operation_id = "list_api_keys")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
@@ -417,8 +458,13 @@ impl KeysApi {
         #[oai(validator(max_length = 120, pattern = "^[^\\x00]*$"))]
         search: Query<Option<String>>,
     ) -> Result<ListKeysOk, ListKeysFailure> {
-        let q =
-            ListQuery { page: u64::from(page.0), per_page: u64::from(per_page.0), include_revoked: include_revoked.0, search: search.0 };
+        let q = ListQuery {
+            page: u64::from(page.0),
+            per_page: u64::from(per_page.0),
+            include_revoked: include_revoked.0,
+            search: search.0,
+            mode: visible_to(&auth.0),
+        };
         let (found, total) = keys::list(&state.db, &auth.0.workspace_id, &q).await.map_err(ApiError::from)?;
         Ok(ListKeysOk::Listed(Json(ListApiKeysResponse {
             data: ApiKeyList { api_keys: found.into_iter().map(ApiKey::from).collect() },
@@ -430,8 +476,8 @@ impl KeysApi {
     ///
     /// Revokes one of the workspace's keys for good (there is no un-revoke). A key of
     /// another workspace is `404`, like one that does not exist. The workspace's last
-    /// active key with `admin:api_keys` cannot be revoked (`403 last_admin_key`).
-    /// Requires `admin:api_keys`.
+    /// active live key with `admin:api_keys` cannot be revoked (`403 last_admin_key`). A test-mode key sees test-mode keys only (a live key's id is
+    /// `404` to it). Requires `admin:api_keys`.
     #[oai(path = "/v1/api-keys/:id", method = "delete", operation_id = "revoke_api_key")]
     async fn revoke(
         &self,
@@ -441,7 +487,14 @@ impl KeysApi {
         /// The key's `id` (`key_…`).
         id: Path<String>,
     ) -> Result<RevokeKeyOk, RevokeKeyFailure> {
-        keys::revoke(&state.db, &state.hot, &auth.0.workspace_id, &id.0, crate::now_ms()).await.map_err(ApiError::from)?;
+        keys::revoke(&state.db, &state.hot, &auth.0.workspace_id, &id.0, visible_to(&auth.0), crate::now_ms())
+            .await
+            .map_err(ApiError::from)?;
         Ok(RevokeKeyOk::Revoked)
     }
+}
+
+/// The keys a caller sees: every key for a live key, test-mode keys for a test-mode one.
+fn visible_to(principal: &crate::auth::Principal) -> Option<KeyMode> {
+    (principal.mode == KeyMode::Test).then_some(KeyMode::Test)
 }

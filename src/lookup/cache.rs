@@ -1,4 +1,5 @@
-//! The enrichment cache, keyed by the normalised input ([`LookupInput::cache_key`]).
+//! The enrichment cache, keyed by the normalised input ([`LookupInput::cache_key`]), in
+//! the live space or a workspace's test space ([`Subject`]).
 //!
 //! A match is served while every section the caller asks for is younger than its TTL
 //! (configurable per section); a remembered no-match is served until its short TTL runs
@@ -11,9 +12,10 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 use entity::cache_entry;
 
-use super::input::{LookupInput, Section};
+use super::input::Section;
 use super::record::{EnrichmentRecord, Matched};
 use super::vendors::VendorName;
+use super::Subject;
 use crate::config::CacheSettings;
 
 const MATCH: &str = "match";
@@ -145,11 +147,11 @@ impl Entry {
     }
 }
 
-/// The row that stores `matched` as the answer for `input`, fetched at `now_ms`. Written
-/// by the settler, the one writer of the cache.
-pub fn match_row(input: &LookupInput, matched: &Matched, policy: &CachePolicy, now_ms: i64) -> cache_entry::Model {
+/// The row that stores `matched` as the answer for `subject`, fetched at `now_ms`.
+/// Written by the settler, the one writer of the cache.
+pub fn match_row(subject: &Subject<'_>, matched: &Matched, policy: &CachePolicy, now_ms: i64) -> cache_entry::Model {
     cache_entry::Model {
-        cache_key: input.cache_key(),
+        cache_key: subject.cache_key.clone(),
         record: serde_json::to_string(&matched.record).expect("record serialises"),
         vendor: matched.vendor.as_str().to_string(),
         confidence: matched.confidence,
@@ -159,11 +161,11 @@ pub fn match_row(input: &LookupInput, matched: &Matched, policy: &CachePolicy, n
     }
 }
 
-/// The row that remembers that no vendor knows `input`, for the policy's negative TTL
+/// The row that remembers that no vendor knows `subject`, for the policy's negative TTL
 /// (`None` when no-matches are not remembered).
-pub fn no_match_row(input: &LookupInput, policy: &CachePolicy, now_ms: i64) -> Option<cache_entry::Model> {
+pub fn no_match_row(subject: &Subject<'_>, policy: &CachePolicy, now_ms: i64) -> Option<cache_entry::Model> {
     (!policy.negative.is_zero()).then(|| cache_entry::Model {
-        cache_key: input.cache_key(),
+        cache_key: subject.cache_key.clone(),
         record: "null".to_string(),
         vendor: String::new(),
         confidence: 0.0,

@@ -60,6 +60,27 @@ struct Slot {
     breaker: CircuitBreaker,
 }
 
+/// An input, and where its answers live in the cache: the shared live space, or a
+/// workspace's own test space (see [`crate::test_mode`]). Coalescing and the in-process
+/// memo go by the same key, so the spaces never meet.
+#[derive(Debug, Clone)]
+pub struct Subject<'a> {
+    pub input: &'a LookupInput,
+    pub cache_key: String,
+}
+
+impl<'a> Subject<'a> {
+    /// A live call's subject: the input's own cache key.
+    pub fn live(input: &'a LookupInput) -> Self {
+        Self { input, cache_key: input.cache_key() }
+    }
+
+    /// A subject in a space of its own: `{space}:{the input's cache key}`.
+    pub fn in_space(input: &'a LookupInput, space: &str) -> Self {
+        Self { input, cache_key: format!("{space}:{}", input.cache_key()) }
+    }
+}
+
 /// The cache, then the waterfall of configured vendors.
 pub struct Lookup {
     slots: Vec<Slot>,
@@ -119,11 +140,11 @@ impl Lookup {
     pub async fn find(
         &self,
         db: &DatabaseConnection,
-        input: &LookupInput,
+        subject: &Subject<'_>,
         include: &BTreeSet<Section>,
         now_ms: i64,
     ) -> Result<LookupOutcome, DbErr> {
-        match self.cached(db, input, include, now_ms).await? {
+        match self.cached(db, subject, include, now_ms).await? {
             Cached::Match(matched, fetched_at) => {
                 self.metrics.cache("hit");
                 return Ok(LookupOutcome::Found { matched, cached_at: Some(fetched_at) });
@@ -136,7 +157,7 @@ impl Lookup {
         }
         // Boxed: the waterfall's state (HTTP client futures) is large, and every caller's
         // future would otherwise carry it, copied each time poem moves a request's future.
-        Ok(Box::pin(self.coalesced(input)).await)
+        Ok(Box::pin(self.coalesced(subject)).await)
     }
 
     /// The cache's answer, from the in-process memo of recent rows when it has a usable
@@ -145,43 +166,44 @@ impl Lookup {
     async fn cached(
         &self,
         db: &DatabaseConnection,
-        input: &LookupInput,
+        subject: &Subject<'_>,
         include: &BTreeSet<Section>,
         now_ms: i64,
     ) -> Result<Cached, DbErr> {
-        let key = input.cache_key();
-        if let Some(entry) = self.hot.cache_row(&key) {
+        let key = &subject.cache_key;
+        if let Some(entry) = self.hot.cache_row(key) {
             let cached = entry.interpret(include, &self.cache, now_ms);
             if !matches!(cached, Cached::Miss) {
                 return Ok(cached);
             }
         }
-        let row = match self.sqlite_reads.as_ref().map(|reads| reads.with(|conn| cache::row_sqlite(conn, &key))) {
+        let row = match self.sqlite_reads.as_ref().map(|reads| reads.with(|conn| cache::row_sqlite(conn, key))) {
             Some(Ok(row)) => row,
             Some(Err(err)) => {
                 // Through the pool instead, which reports an outage as such.
                 tracing::debug!(error = %err, "reading a cache row on this thread failed");
-                cache::row(db, &key).await?
+                cache::row(db, key).await?
             }
-            None => cache::row(db, &key).await?,
+            None => cache::row(db, key).await?,
         };
         let Some(row) = row else { return Ok(Cached::Miss) };
         let entry = cache::Entry::new(row);
         let cached = entry.interpret(include, &self.cache, now_ms);
-        self.remember(input, entry, now_ms);
+        self.remember(subject, entry, now_ms);
         Ok(cached)
     }
 
     /// Remembers a cache entry: one just read from the database, or one this process just
     /// handed to the settler, before its row commits (the settler writes cache rows just
     /// after the debits; see `docs/design.md`).
-    pub fn remember(&self, input: &LookupInput, entry: cache::Entry, now_ms: i64) {
-        self.hot.remember_cache_row(CacheKey(input.cache_key()), Arc::new(entry), now_ms);
+    pub fn remember(&self, subject: &Subject<'_>, entry: cache::Entry, now_ms: i64) {
+        self.hot.remember_cache_row(CacheKey(subject.cache_key.clone()), Arc::new(entry), now_ms);
     }
 
-    /// Caches a vendor answer nobody pays for (it had none of the sections asked for).
-    pub fn keep_unpaid(&self, input: &LookupInput, matched: &Matched, now_ms: i64) {
-        self.keep(cache::match_row(input, matched, &self.cache, now_ms), now_ms);
+    /// Caches a vendor answer nobody pays for (it had none of the sections asked for, or
+    /// it answered a test-mode call).
+    pub fn keep_unpaid(&self, subject: &Subject<'_>, matched: &Matched, now_ms: i64) {
+        self.keep(cache::match_row(subject, matched, &self.cache, now_ms), now_ms);
     }
 
     /// Remembers `row` in-process at once and hands it to the settler, the one writer of
@@ -194,8 +216,8 @@ impl Lookup {
     /// One waterfall per input at a time: concurrent callers share its outcome.
     /// The one waterfall also remembers a no-match (once, not once per waiting caller;
     /// losing it costs a later vendor call, not this answer).
-    async fn coalesced(&self, input: &LookupInput) -> LookupOutcome {
-        let key = input.cache_key();
+    async fn coalesced(&self, subject: &Subject<'_>) -> LookupOutcome {
+        let key = subject.cache_key.clone();
         let (cell, leader) = {
             let mut inflight = self.inflight.lock().expect("not poisoned");
             match inflight.get(&key) {
@@ -213,10 +235,10 @@ impl Lookup {
             self.metrics.coalesced_lookups.inc();
         }
         cell.get_or_init(|| async {
-            let outcome = self.ask_vendors(input).await;
+            let outcome = self.ask_vendors(subject.input).await;
             if matches!(outcome, LookupOutcome::NoMatch) {
                 let now = crate::now_ms();
-                if let Some(row) = cache::no_match_row(input, &self.cache, now) {
+                if let Some(row) = cache::no_match_row(subject, &self.cache, now) {
                     self.keep(row, now);
                 }
             }

@@ -11,7 +11,18 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::test_mode::{Trigger, TRIGGER_DOMAIN};
 use crate::vendor_name::VendorName;
+
+/// Whether every vendor fails for this email (the `upstream_unavailable` trigger).
+pub fn is_outage(email: &QueryEmail) -> bool {
+    Trigger::of_email(&email.to_string()) == Some(Trigger::UpstreamUnavailable)
+}
+
+/// Whether this email is answered slowly (the `slow` trigger).
+pub fn is_slow(email: &QueryEmail) -> bool {
+    Trigger::of_email(&email.to_string()) == Some(Trigger::Slow)
+}
 
 /// A domain as a vendor reads its query parameter: trimmed and lowercased (the gateway
 /// sends normalised inputs; a vendor only checks the shape).
@@ -132,8 +143,15 @@ fn digest(tag: &str, subject: &str) -> [u8; 32] {
 
 /// Whether `vendor` knows `subject` (a normalised email or domain).
 pub fn knows(vendor: VendorName, subject: &str) -> bool {
-    if subject == "acme.com" || subject == "jane@acme.com" {
+    if subject == "acme.com" || subject == "jane@acme.com" || subject == TRIGGER_DOMAIN {
         return true;
+    }
+    if subject.ends_with(&format!("@{TRIGGER_DOMAIN}")) {
+        return match Trigger::of_email(subject) {
+            Some(Trigger::VendorA | Trigger::Slow) => vendor == VendorName::VendorA,
+            Some(Trigger::VendorB) => vendor == VendorName::VendorB,
+            _ => false,
+        };
     }
     if subject.ends_with(".invalid") {
         return false; // RFC 2606: a documented input nobody knows

@@ -127,6 +127,12 @@ async fn pdl_person(req: &Request, Query(q): Params, Data(latency): Data<&Latenc
     let Some(email) = q.get("email").and_then(|e| QueryEmail::parse(e)) else {
         return pdl_error(400, "invalid_request_error", "email is required");
     };
+    if data::is_outage(&email) {
+        return pdl_error(503, "service_unavailable", "The service is temporarily unavailable");
+    }
+    if data::is_slow(&email) {
+        tokio::time::sleep(crate::test_mode::SLOW).await;
+    }
     if !data::knows(VendorName::VendorA, &email.to_string()) {
         return pdl_error(404, "not_found", "No records were found matching your request");
     }
@@ -218,6 +224,9 @@ async fn clearbit_combined(req: &Request, Query(q): Params, Data(latency): Data<
     let Some(email) = q.get("email").and_then(|e| QueryEmail::parse(e)) else {
         return clearbit_error(422, "params_invalid", "email is invalid");
     };
+    if data::is_outage(&email) {
+        return clearbit_error(503, "service_unavailable", "Service temporarily unavailable");
+    }
     if email.local_part().starts_with("queued") {
         return Response::builder()
             .status(StatusCode::ACCEPTED)

@@ -64,6 +64,10 @@ async fn admin_commands_manage_workspaces_keys_and_credits(backend: Backend) {
             assert!(plaintext.starts_with("wbk_") && plaintext.starts_with(key["prefix"].as_str().unwrap()));
             assert_eq!(key["permissions"], serde_json::json!(["write:enrich", "read:usage"]));
             assert_eq!(key["expires_at"], "2099-01-01T00:00:00Z");
+            assert_eq!(key["mode"], "live");
+            let test = leadlex(db, &["key", "create", "--workspace", &id, "--permission", "write:enrich", "--test"]);
+            assert!(test["key"].as_str().unwrap().starts_with("wbk_test_"), "{test}");
+            assert_eq!(test["mode"], "test");
             assert_eq!(leadlex(db, &["credits", "grant", "--workspace", &id, "--amount", "5"])["balance"], 30);
             assert_eq!(leadlex(db, &["credits", "balance", "--workspace", &id])["balance"], 30);
             let updated = leadlex(db, &["workspace", "update", "--id", &id, "--plan", "org", "--per-day", "5"]);
@@ -74,6 +78,7 @@ async fn admin_commands_manage_workspaces_keys_and_credits(backend: Backend) {
             let listed = list.to_string();
             assert!(!listed.contains(plaintext), "list never shows the key");
             assert!(list["keys"][0]["revoked_at"].is_string());
+            assert_eq!(list["keys"][1]["mode"], "test");
             id
         }
     })

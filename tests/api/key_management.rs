@@ -174,6 +174,7 @@ async fn a_creation_still_in_progress_is_409(backend: Backend) {
         permissions: [Permission::WriteEnrich].into(),
         tier: leadlex::auth::RateLimitTier::Standard,
         expires_at: None,
+        mode: leadlex::auth::KeyMode::Live,
     };
     // Another request with this key holds the claim (as a call still running would).
     let now = leadlex::now_ms();

@@ -18,5 +18,6 @@ mod normalisation;
 mod query_plans;
 mod ratelimit;
 mod replicas;
+mod test_mode;
 mod usage;
 mod vendors;

@@ -1,15 +1,18 @@
 """Drives a live leadlex through the Python client generated from openapi/leadlex.json
 (openapi-python-client): a typed 200, typed 402 and 404 errors, the rate-limit headers;
 a key created, listed (nullable fields as None) and revoked through the typed API; usage
-and the ledger, paged to the end.
+and the ledger, paged to the end; a test-mode key created through the API and every
+documented trigger of docs/testing.md, each with its typed outcome.
 
 Environment: LEADLEX_URL, LEADLEX_KEY (funded), LEADLEX_BROKE_KEY (balance 0).
 """
 
 import os
+import threading
+import time
+import uuid
 
 from leadlex_client import AuthenticatedClient
-import uuid
 
 from leadlex_client.api.api_keys import create_api_key, list_api_keys, revoke_api_key
 from leadlex_client.api.enrichment import enrich_email_or_domain
@@ -18,6 +21,7 @@ from leadlex_client.models import (
     ApiKeyCreatedResponse,
     CreateApiKeyRequest,
     DataSource,
+    KeyMode,
     EnrichByDomain,
     EnrichByEmail,
     EnrichResponse,
@@ -116,9 +120,59 @@ def usage_and_ledger():
     assert sum(e.delta for e in entries) in (balance, after), (sum(e.delta for e in entries), balance, after)
 
 
+def test_mode_triggers():
+    admin = client(os.environ["LEADLEX_KEY"])
+    made = create_api_key.sync_detailed(
+        client=admin, body=CreateApiKeyRequest(name="python ci", permissions=[Permission.WRITEENRICH], mode=KeyMode.TEST)
+    )
+    assert made.status_code == 201 and made.parsed.data.mode == "test", made.status_code
+    assert made.parsed.data.key.startswith("wbk_test_")
+    test = client(made.parsed.data.key)
+    balance = get_usage.sync_detailed(client=admin).parsed.data.credits_.balance
+    tag = uuid.uuid4().hex
+
+    def enrich(trigger, idem=None):
+        body = EnrichByEmail(email=f"{trigger}+{tag}@leadlex.test")
+        if idem:
+            return enrich_email_or_domain.sync_detailed(client=test, body=body, idempotency_key=idem)
+        return enrich_email_or_domain.sync_detailed(client=test, body=body)
+
+    for trigger, source in (("vendor_a", DataSource.VENDOR_A), ("vendor_b", DataSource.VENDOR_B)):
+        first = enrich(trigger)
+        assert first.status_code == 200 and first.parsed.data.source == source, (trigger, first.status_code)
+        assert first.parsed.data.credits_remaining == balance, "never charged"
+        again = enrich(trigger)
+        assert again.parsed.data.source == DataSource.CACHED, again.parsed.data.source
+    for trigger, status, code in (
+        ("no_match", 404, "no_match"),
+        ("insufficient_credits", 402, "insufficient_credits"),
+        ("upstream_unavailable", 503, "upstream_unavailable"),
+    ):
+        resp = enrich(trigger)
+        assert resp.status_code == status and isinstance(resp.parsed, ErrorBody), (trigger, resp.status_code)
+        assert resp.parsed.error.code == code, resp.parsed.error.code
+        if status == 503:
+            assert int(resp.headers["Retry-After"]) >= 1
+    idem = str(uuid.uuid4())
+    slow = {}
+    thread = threading.Thread(target=lambda: slow.update(resp=enrich("slow", idem)))
+    thread.start()
+    time.sleep(0.3)
+    in_flight = enrich("slow", idem)
+    thread.join()
+    assert in_flight.status_code == 409 and in_flight.parsed.error.code == "idempotency_key_in_use", in_flight.status_code
+    assert slow["resp"].status_code == 200
+    reused = enrich_email_or_domain.sync_detailed(client=test, body=EnrichByEmail(email=f"vendor_a+{tag}@leadlex.test"), idempotency_key=idem)
+    assert reused.status_code == 422 and reused.parsed.error.code == "idempotency_key_reused", reused.status_code
+    statuses = [enrich("vendor_a").status_code for _ in range(3)]
+    assert statuses[-1] == 429, f"the eleventh call within a minute is limited: {statuses}"
+    assert get_usage.sync_detailed(client=admin).parsed.data.credits_.balance == balance
+
+
 check("200 with typed fields and rate-limit headers", success)
 check("usage and the whole ledger, page by page, summing to the balance", usage_and_ledger)
 check("a key created (and replayed), listed and revoked", key_lifecycle)
 check("typed 402 insufficient_credits", payment_required)
 check("typed 404 no_match", no_match)
+check("a test-mode key and every trigger: 200 vendor_a, vendor_b, cached, 404, 402, 503, 409, 422, 429", test_mode_triggers)
 print(f"python client: {passed} passed, 0 failed")

@@ -160,6 +160,34 @@ impl EnrichService {
         Self { db, hot, settler, lookup, test_lookup, idempotency_lease, idempotency_ttl, metrics }
     }
 
+    pub(crate) fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub(crate) fn settler(&self) -> &Settler {
+        &self.settler
+    }
+
+    pub(crate) fn live_lookup(&self) -> &Lookup {
+        &self.lookup
+    }
+
+    pub(crate) fn test_lookup(&self) -> &Lookup {
+        &self.test_lookup
+    }
+
+    pub(crate) fn lease(&self) -> Duration {
+        self.idempotency_lease
+    }
+
+    pub(crate) fn ttl(&self) -> Duration {
+        self.idempotency_ttl
+    }
+
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
     pub async fn enrich(
         &self,
         principal: &Principal,

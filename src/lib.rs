@@ -5,7 +5,8 @@
 //! - [`api`]: the HTTP contract (poem-openapi types, the error envelope, request-scope
 //!   middleware, the published spec and Swagger UI). No SQL, no business rule.
 //! - [`enrich`]: the money path of one enrich call (idempotency, balance, lookup, settle),
-//!   in the order `docs/design.md` fixes.
+//!   in the order `docs/design.md` fixes; [`bulk`]: up to 100 of them in one call,
+//!   settled in one transaction.
 //! - [`auth`]: API keys (generation, hashing, lookup) and permissions.
 //! - [`credits`]: balances and the append-only ledger.
 //! - [`settler`]: the one writer of balances, the ledger, completed idempotency records
@@ -34,6 +35,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod bulk;
 pub mod cli;
 pub mod config;
 pub mod credits;

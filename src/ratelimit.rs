@@ -2,20 +2,16 @@
 //! 00:00 UTC. Every authenticated request counts, whatever its outcome; a request refused
 //! with 429 does not.
 //!
-//! Two backends behind [`Limiter`]: [`RateLimiter`] in the process (the `governor` crate;
-//! exact for one node) and [`RedisLimiter`], one atomic Lua script per request on a
+//! Two backends behind [`Limiter`], over the same arithmetic ([`take`]: a GCRA per minute,
+//! a counter per UTC day; `n` units at once for a bulk call): [`RateLimiter`] in the
+//! process (exact for one node) and [`RedisLimiter`], one atomic Lua script per request on a
 //! shared Redis, so that N replicas together allow exactly the plan's limit. If Redis
 //! cannot be reached, a replica falls back to its own in-process limiter (logged) rather
 //! than refusing paying traffic. The headers describe the daily quota; an unmetered
 //! workspace reports [`UNMETERED_REPORTED`] for limit and remaining and never touches
 //! Redis.
 
-use std::{collections::HashMap, num::NonZeroU32, sync::Mutex, time::Duration};
-
-use governor::{
-    clock::{Clock, DefaultClock},
-    DefaultDirectRateLimiter, Quota,
-};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 /// What `X-RateLimit-Limit` and `X-RateLimit-Remaining` say for an unmetered workspace.
 pub const UNMETERED_REPORTED: u64 = i32::MAX as u64;
@@ -90,27 +86,82 @@ pub struct RateLimitStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Allowed(RateLimitStatus),
-    Limited { status: RateLimitStatus, retry_after: Duration },
+    /// Refused; `fits` is how many units would be allowed now (`u64::MAX`: no limit).
+    Limited {
+        status: RateLimitStatus,
+        retry_after: Duration,
+        fits: u64,
+    },
 }
 
-struct Window {
-    limits: Limits,
-    minute: Option<DefaultDirectRateLimiter>,
+/// One scope's counters: the day and how much of it was used, and the GCRA's theoretical
+/// arrival time of the per-minute limit (epoch ms).
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
     day: i64,
     used_today: u64,
+    tat_ms: i64,
 }
 
-impl Window {
-    fn new(limits: Limits, day: i64) -> Self {
-        let minute = limits.per_minute.and_then(NonZeroU32::new).map(|n| DefaultDirectRateLimiter::direct(Quota::per_minute(n)));
-        Self { limits, minute, day, used_today: 0 }
+/// What asking a scope for `n` units found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    Taken,
+    /// Nothing taken: only `fits` units would be now; the rest after `retry_after_ms`.
+    Refused {
+        fits: u64,
+        retry_after_ms: i64,
+    },
+}
+
+/// The limits' arithmetic, shared by both limiters (`LIMIT_SCRIPT` is the same on Redis):
+/// the per-minute limit is a GCRA with a burst of the whole minute (`interval` =
+/// 60 s / limit), the daily quota a counter of the UTC day. `n` units are taken at once or
+/// not at all.
+fn take(c: &mut Counters, limits: Limits, n: u64, now_ms: i64) -> Take {
+    let day = now_ms.div_euclid(DAY_MS);
+    if c.day != day {
+        c.day = day;
+        c.used_today = 0;
+    }
+    let day_left = limits.per_day.map_or(u64::MAX, |l| u64::from(l).saturating_sub(c.used_today));
+    let tat = c.tat_ms.max(now_ms);
+    let (minute_left, interval) = match limits.per_minute.filter(|&l| l > 0) {
+        Some(per_min) => {
+            let interval = (60_000 / i64::from(per_min)).max(1);
+            let burst = interval * i64::from(per_min);
+            (((now_ms + burst - tat) / interval).max(0) as u64, Some((interval, burst)))
+        }
+        None => (u64::MAX, None),
+    };
+    let fits = day_left.min(minute_left);
+    if n > fits {
+        let retry_after_ms = match interval {
+            Some((interval, burst)) if day_left >= n => tat + interval * n as i64 - burst - now_ms,
+            _ => (day + 1) * DAY_MS - now_ms,
+        };
+        return Take::Refused { fits, retry_after_ms };
+    }
+    if let Some((interval, _)) = interval {
+        c.tat_ms = tat + interval * n as i64;
+    }
+    c.used_today += n;
+    Take::Taken
+}
+
+fn status_of(limits: Limits, used_today: u64, reset_epoch_secs: i64) -> RateLimitStatus {
+    match limits.per_day {
+        Some(limit) => {
+            RateLimitStatus { limit: u64::from(limit), remaining: u64::from(limit).saturating_sub(used_today), reset_epoch_secs }
+        }
+        None => RateLimitStatus { limit: UNMETERED_REPORTED, remaining: UNMETERED_REPORTED, reset_epoch_secs },
     }
 }
 
 /// The in-process limiter of one node.
 #[derive(Default)]
 pub struct RateLimiter {
-    windows: Mutex<HashMap<String, Window>>,
+    scopes: Mutex<HashMap<String, Counters>>,
 }
 
 impl RateLimiter {
@@ -118,39 +169,24 @@ impl RateLimiter {
         Self::default()
     }
 
-    /// Counts one request of `workspace_id` at `now_ms`, unless a limit refuses it.
-    pub fn check(&self, workspace_id: &str, limits: Limits, now_ms: i64) -> Decision {
-        let day = now_ms.div_euclid(DAY_MS);
+    /// Counts one request of `scope` at `now_ms`, unless a limit refuses it.
+    pub fn check(&self, scope: &str, limits: Limits, now_ms: i64) -> Decision {
+        self.check_n(scope, limits, 1, now_ms)
+    }
+
+    /// Counts `n` units of `scope` at once (a bulk call's items), or none of them.
+    pub fn check_n(&self, scope: &str, limits: Limits, n: u64, now_ms: i64) -> Decision {
         let reset_epoch_secs = next_midnight_secs(now_ms);
-        let mut windows = self.windows.lock().expect("not poisoned");
-        let window = windows.entry(workspace_id.to_string()).or_insert_with(|| Window::new(limits, day));
-        if window.limits != limits {
-            let used = if window.day == day { window.used_today } else { 0 };
-            *window = Window::new(limits, day);
-            window.used_today = used;
+        let mut scopes = self.scopes.lock().expect("not poisoned");
+        let counters = scopes.entry(scope.to_string()).or_default();
+        match take(counters, limits, n, now_ms) {
+            Take::Taken => Decision::Allowed(status_of(limits, counters.used_today, reset_epoch_secs)),
+            Take::Refused { fits, retry_after_ms } => Decision::Limited {
+                status: status_of(limits, counters.used_today, reset_epoch_secs),
+                retry_after: ceil_secs(Duration::from_millis(retry_after_ms.max(0) as u64)),
+                fits,
+            },
         }
-        if window.day != day {
-            window.day = day;
-            window.used_today = 0;
-        }
-        let status = |used: u64| match limits.per_day {
-            Some(limit) => RateLimitStatus { limit: u64::from(limit), remaining: u64::from(limit).saturating_sub(used), reset_epoch_secs },
-            None => RateLimitStatus { limit: UNMETERED_REPORTED, remaining: UNMETERED_REPORTED, reset_epoch_secs },
-        };
-        if let Some(limit) = limits.per_day {
-            if window.used_today >= u64::from(limit) {
-                let until_midnight = Duration::from_millis(((day + 1) * DAY_MS - now_ms) as u64);
-                return Decision::Limited { status: status(window.used_today), retry_after: ceil_secs(until_midnight) };
-            }
-        }
-        if let Some(minute) = &window.minute {
-            if let Err(not_until) = minute.check() {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                return Decision::Limited { status: status(window.used_today), retry_after: ceil_secs(wait) };
-            }
-        }
-        window.used_today += 1;
-        Decision::Allowed(status(window.used_today))
     }
 }
 
@@ -161,10 +197,15 @@ pub enum Limiter {
 }
 
 impl Limiter {
-    pub async fn check(&self, workspace_id: &str, limits: Limits, now_ms: i64) -> Decision {
+    pub async fn check(&self, scope: &str, limits: Limits, now_ms: i64) -> Decision {
+        self.check_n(scope, limits, 1, now_ms).await
+    }
+
+    /// Counts `n` units of `scope` at once, or none.
+    pub async fn check_n(&self, scope: &str, limits: Limits, n: u64, now_ms: i64) -> Decision {
         match self {
-            Limiter::Local(local) => local.check(workspace_id, limits, now_ms),
-            Limiter::Redis(redis) => redis.check(workspace_id, limits, now_ms).await,
+            Limiter::Local(local) => local.check_n(scope, limits, n, now_ms),
+            Limiter::Redis(redis) => redis.check_n(scope, limits, n, now_ms).await,
         }
     }
 
@@ -177,9 +218,10 @@ impl Limiter {
     }
 }
 
-/// GCRA and the daily counter of one workspace, atomically, on Redis's clock.
-/// KEYS[1]: the workspace's hash; ARGV: per-minute limit, daily limit (0: none).
-/// Returns {allowed, used today, retry after ms, next midnight ms}.
+/// [`take`] on Redis's clock, atomically. KEYS[1]: the scope's hash; ARGV: per-minute
+/// limit, daily limit (0: none), units asked for.
+/// Returns {allowed, used today, retry after ms, next midnight ms, units that fit (-1: no
+/// limit)}.
 const LIMIT_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -188,26 +230,37 @@ local day = math.floor(now / day_ms)
 local reset = (day + 1) * day_ms
 local per_min = tonumber(ARGV[1])
 local per_day = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
 local state = redis.call('HMGET', KEYS[1], 'day', 'used', 'tat')
 local used = 0
 if state[1] and tonumber(state[1]) == day then used = tonumber(state[2]) or 0 end
-if per_day > 0 and used >= per_day then
-  return {0, used, reset - now, reset}
+local fits = -1
+local day_left = -1
+if per_day > 0 then
+  day_left = math.max(per_day - used, 0)
+  fits = day_left
 end
 local tat = tonumber(state[3]) or now
 if tat < now then tat = now end
+local interval = 0
+local burst = 0
 if per_min > 0 then
-  local interval = math.floor(60000 / per_min)
-  local new_tat = tat + interval
-  if new_tat - now > interval * per_min then
-    return {0, used, new_tat - now - interval * per_min, reset}
-  end
-  tat = new_tat
+  interval = math.max(math.floor(60000 / per_min), 1)
+  burst = interval * per_min
+  local minute_left = math.max(math.floor((now + burst - tat) / interval), 0)
+  if fits < 0 or minute_left < fits then fits = minute_left end
 end
-used = used + 1
+if fits >= 0 and n > fits then
+  if per_min > 0 and (day_left < 0 or day_left >= n) then
+    return {0, used, tat + interval * n - burst - now, reset, fits}
+  end
+  return {0, used, reset - now, reset, fits}
+end
+if per_min > 0 then tat = tat + interval * n end
+used = used + n
 redis.call('HSET', KEYS[1], 'day', day, 'used', used, 'tat', tat)
 redis.call('PEXPIRE', KEYS[1], reset - now + 120000)
-return {1, used, 0, reset}
+return {1, used, 0, reset, fits}
 "#;
 
 /// Limits shared by every replica through Redis.
@@ -243,40 +296,34 @@ impl RedisLimiter {
         Ok(conn)
     }
 
-    async fn eval(&self, workspace_id: &str, limits: Limits) -> redis::RedisResult<(i64, i64, i64, i64)> {
+    async fn eval(&self, scope: &str, limits: Limits, n: u64) -> redis::RedisResult<(i64, i64, i64, i64, i64)> {
         let mut conn = self.connection().await?;
         self.script
-            .key(format!("leadlex:ratelimit:{workspace_id}"))
+            .key(format!("leadlex:ratelimit:{scope}"))
             .arg(limits.per_minute.unwrap_or(0))
             .arg(limits.per_day.unwrap_or(0))
+            .arg(n)
             .invoke_async(&mut conn)
             .await
     }
 
-    pub async fn check(&self, workspace_id: &str, limits: Limits, now_ms: i64) -> Decision {
+    pub async fn check_n(&self, scope: &str, limits: Limits, n: u64, now_ms: i64) -> Decision {
         if limits.per_minute.is_none() && limits.per_day.is_none() {
-            return self.fallback.check(workspace_id, limits, now_ms);
+            return self.fallback.check_n(scope, limits, n, now_ms);
         }
-        match self.eval(workspace_id, limits).await {
-            Ok((allowed, used, retry_ms, reset_ms)) => {
-                let used = used.max(0) as u64;
-                let status = match limits.per_day {
-                    Some(limit) => RateLimitStatus {
-                        limit: u64::from(limit),
-                        remaining: u64::from(limit).saturating_sub(used),
-                        reset_epoch_secs: reset_ms / 1000,
-                    },
-                    None => RateLimitStatus { limit: UNMETERED_REPORTED, remaining: UNMETERED_REPORTED, reset_epoch_secs: reset_ms / 1000 },
-                };
+        match self.eval(scope, limits, n).await {
+            Ok((allowed, used, retry_ms, reset_ms, fits)) => {
+                let status = status_of(limits, used.max(0) as u64, reset_ms / 1000);
                 if allowed == 1 {
                     Decision::Allowed(status)
                 } else {
-                    Decision::Limited { status, retry_after: ceil_secs(Duration::from_millis(retry_ms.max(0) as u64)) }
+                    let fits = u64::try_from(fits).unwrap_or(u64::MAX);
+                    Decision::Limited { status, retry_after: ceil_secs(Duration::from_millis(retry_ms.max(0) as u64)), fits }
                 }
             }
             Err(err) => {
                 tracing::warn!(error = %err, "Redis unreachable: rate limiting in-process on this replica");
-                self.fallback.check(workspace_id, limits, now_ms)
+                self.fallback.check_n(scope, limits, n, now_ms)
             }
         }
     }
@@ -306,8 +353,8 @@ mod tests {
             assert!(matches!(rl.check("w", limits, NOON), Decision::Allowed(s) if s.remaining == 99 - i));
         }
         match rl.check("w", limits, NOON) {
-            Decision::Limited { status, retry_after } => {
-                assert_eq!(status.remaining, 90);
+            Decision::Limited { status, retry_after, fits } => {
+                assert_eq!((status.remaining, fits), (90, 0));
                 assert!(retry_after >= Duration::from_secs(1) && retry_after <= Duration::from_secs(6));
             }
             other => panic!("{other:?}"),
@@ -322,7 +369,7 @@ mod tests {
         assert!(matches!(rl.check("w", limits, NOON), Decision::Allowed(_)));
         assert!(matches!(rl.check("w", limits, NOON), Decision::Allowed(s) if s.remaining == 0));
         match rl.check("w", limits, NOON) {
-            Decision::Limited { status, retry_after } => {
+            Decision::Limited { status, retry_after, .. } => {
                 assert_eq!(retry_after, Duration::from_secs(12 * 3600));
                 assert_eq!(status.reset_epoch_secs, (NOON + 12 * 3_600_000) / 1000);
             }
@@ -330,6 +377,30 @@ mod tests {
         }
         let next_day = NOON + DAY_MS;
         assert!(matches!(rl.check("w", limits, next_day), Decision::Allowed(s) if s.remaining == 1));
+    }
+
+    #[test]
+    fn n_units_are_taken_at_once_or_not_at_all() {
+        let rl = RateLimiter::new();
+        let limits = Plan::Starter.limits(); // 10 a minute, 100 a day
+        assert!(matches!(rl.check_n("w", limits, 7, NOON), Decision::Allowed(s) if s.remaining == 93));
+        match rl.check_n("w", limits, 4, NOON) {
+            Decision::Limited { status, fits, retry_after } => {
+                assert_eq!((status.remaining, fits), (93, 3), "nothing taken; three would fit");
+                assert_eq!(retry_after, Duration::from_secs(6), "one more unit of the minute in 6 s");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(rl.check_n("w", limits, 3, NOON), Decision::Allowed(s) if s.remaining == 90));
+        // Twelve seconds later, two units came back.
+        assert!(matches!(rl.check_n("w", limits, 3, NOON + 12_000), Decision::Limited { fits: 2, .. }));
+        // More than the whole day: refused until midnight, whatever the minute says.
+        let daily = Limits { per_minute: None, per_day: Some(5) };
+        match rl.check_n("d", daily, 6, NOON) {
+            Decision::Limited { fits, retry_after, .. } => assert_eq!((fits, retry_after), (5, Duration::from_secs(12 * 3600))),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(rl.check_n("u", Plan::Unmetered.limits(), 1_000_000, NOON), Decision::Allowed(_)));
     }
 
     #[test]

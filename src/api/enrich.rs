@@ -314,6 +314,20 @@ pub struct EnrichData {
     pub credits_remaining: i64,
 }
 
+impl EnrichData {
+    /// The declared type of an answer, as [`EnrichResponse::render`] writes it.
+    pub fn of(answer: &crate::enrich::Answer, credits_remaining: i64) -> Self {
+        #[derive(serde::Serialize)]
+        struct Data<'a> {
+            #[serde(flatten)]
+            answer: &'a crate::enrich::Answer,
+            credits_remaining: i64,
+        }
+        let value = serde_json::to_value(Data { answer, credits_remaining }).expect("an answer serialises");
+        Self::parse_from_json(Some(value)).expect("an answer reads as EnrichData (see the_rendered_body_is_what_poem_openapi_would_send)")
+    }
+}
+
 /// A successful lookup.
 #[derive(Debug, Clone, Object)]
 #[oai(example)]

@@ -164,7 +164,8 @@ pub struct ErrorDetail {
     pub message: String,
     /// The request's id, as in the `X-Request-ID` response header: quote it to support.
     pub request_id: String,
-    /// Field-level problems, for `validation_error` and `invalid_request`.
+    /// Field-level problems, for `validation_error` and `invalid_request`; for a bulk
+    /// call's `rate_limited`, how many items fit now (field `items`).
     #[oai(skip_serializing_if_is_none)]
     pub details: Option<Vec<FieldProblem>>,
 }
@@ -214,6 +215,9 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("rate limit exceeded; retry after the time in Retry-After")]
     RateLimited { retry_after: Duration },
+    /// A bulk call's items do not fit in the limits now; `fits` would.
+    #[error("the call's items do not fit in the rate limits now; send at most {fits} or retry after the time in Retry-After")]
+    TooManyItems { retry_after: Duration, fits: u64 },
     #[error("every upstream provider is unavailable; nothing was charged, retry later")]
     UpstreamUnavailable { retry_after: Duration },
     #[error("the service is temporarily unavailable; nothing was charged, retry later")]
@@ -252,7 +256,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::IdempotencyKeyReused | Self::InvalidRequest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooManyItems { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnavailable { .. } | Self::ServiceUnavailable { .. } | Self::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -274,7 +278,7 @@ impl ApiError {
             Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
             Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
-            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::RateLimited { .. } | Self::TooManyItems { .. } => ErrorCode::RateLimited,
             Self::UpstreamUnavailable { .. } => ErrorCode::UpstreamUnavailable,
             Self::ServiceUnavailable { .. } | Self::NotReady { .. } => ErrorCode::ServiceUnavailable,
             Self::Internal(_) => ErrorCode::InternalError,
@@ -286,6 +290,7 @@ impl ApiError {
         match self {
             Self::IdempotencyKeyInUse { retry_after }
             | Self::RateLimited { retry_after }
+            | Self::TooManyItems { retry_after, .. }
             | Self::UpstreamUnavailable { retry_after }
             | Self::ServiceUnavailable { retry_after } => {
                 Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).map(|s| s.max(1))
@@ -308,6 +313,10 @@ impl ApiError {
     pub fn envelope(&self, request_id: String) -> ErrorBody {
         let details = match self {
             Self::Validation { details, .. } | Self::InvalidRequest { details, .. } if !details.is_empty() => Some(details.clone()),
+            Self::TooManyItems { fits, .. } => {
+                let fits = if *fits > crate::bulk::MAX_ITEMS as u64 { crate::bulk::MAX_ITEMS as u64 } else { *fits };
+                Some(vec![FieldProblem { field: "items".into(), message: format!("{fits} items fit now") }])
+            }
             _ => None,
         };
         ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string(), request_id, details } }

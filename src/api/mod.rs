@@ -3,6 +3,7 @@
 //! the result; they hold no SQL and no business rule.
 
 pub mod account;
+pub mod bulk;
 pub mod docs;
 pub mod enrich;
 pub mod error;
@@ -51,7 +52,7 @@ pub enum ApiTags {
     Usage,
 }
 
-pub type Apis = (enrich::EnrichApi, keys::KeysApi, account::AccountApi, health::HealthApi);
+pub type Apis = (enrich::EnrichApi, bulk::BulkApi, keys::KeysApi, account::AccountApi, health::HealthApi);
 
 /// Where the text of the crate's license (`Cargo.toml`: MIT) is published.
 const LICENSE_URL: &str = "https://opensource.org/license/mit";
@@ -59,11 +60,15 @@ const LICENSE_URL: &str = "https://opensource.org/license/mit";
 /// The poem-openapi service: the one source of the published spec. Its version and
 /// license are the crate's (`Cargo.toml`).
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new((enrich::EnrichApi, keys::KeysApi, account::AccountApi, health::HealthApi), "leadlex", env!("CARGO_PKG_VERSION"))
-        .description(spec::API_DESCRIPTION)
-        .server(ServerObject::new("/").description("This leadlex deployment"))
-        .license(LicenseObject::new(env!("CARGO_PKG_LICENSE")).url(LICENSE_URL))
-        .contact(ContactObject::new().name("leadlex support").url("https://docs.leadlex.com"))
+    OpenApiService::new(
+        (enrich::EnrichApi, bulk::BulkApi, keys::KeysApi, account::AccountApi, health::HealthApi),
+        "leadlex",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(spec::API_DESCRIPTION)
+    .server(ServerObject::new("/").description("This leadlex deployment"))
+    .license(LicenseObject::new(env!("CARGO_PKG_LICENSE")).url(LICENSE_URL))
+    .contact(ContactObject::new().name("leadlex support").url("https://docs.leadlex.com"))
 }
 
 /// The whole HTTP application.

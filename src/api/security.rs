@@ -31,7 +31,7 @@ async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<Arc<Principal>
             record_caller(&principal, status);
             Ok(principal)
         }
-        Decision::Limited { status, retry_after } => {
+        Decision::Limited { status, retry_after, .. } => {
             record_caller(&principal, status);
             Err(ApiError::RateLimited { retry_after }.into())
         }

@@ -107,6 +107,10 @@ fn request_examples(method: &str, path: &str) -> Value {
             "email_and_company": {"summary": "A personal address with the person's company",
                                   "value": {"email": "jane@gmail.com", "domain": "acme.com"}},
         }),
+        ("post", "/v1/email/enrich/bulk") => {
+            let value = <super::bulk::BulkRequest as Example>::example().to_json();
+            json!({"crm_export": {"summary": "Four rows of a CRM export, one of them malformed", "value": value}})
+        }
         ("post", "/v1/api-keys") => json!({
             "ci_key": {"summary": "A key for a CI pipeline that only enriches", "value": {
                 "name": keys::EXAMPLE_NAME,
@@ -143,6 +147,18 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             limited,
             internal,
             ApiError::UpstreamUnavailable { retry_after: secs(5) },
+            unavailable,
+        ],
+        ("post", "/v1/email/enrich/bulk") => vec![
+            problem("items", "must have at most 100 items"),
+            ApiError::InvalidKey,
+            ApiError::InsufficientPermissions("write:enrich"),
+            ApiError::IdempotencyKeyInUse { retry_after: secs(3) },
+            ApiError::PayloadTooLarge,
+            ApiError::UnsupportedMediaType,
+            ApiError::IdempotencyKeyReused,
+            ApiError::TooManyItems { retry_after: secs(6), fits: 7 },
+            internal,
             unavailable,
         ],
         ("post", "/v1/api-keys") => vec![
@@ -212,6 +228,10 @@ fn response_example(method: &str, path: &str, status: &str) -> Option<Value> {
         ("post", "/v1/email/enrich", 200) => {
             let value = <super::enrich::EnrichResponse as Example>::example().to_json();
             return Some(json!({"jane": {"summary": "The public docs' example, as the sandbox vendors answer it", "value": value}}));
+        }
+        ("post", "/v1/email/enrich/bulk", 200) => {
+            let value = <super::bulk::BulkResponse as Example>::example().to_json();
+            return Some(json!({"crm_export": {"summary": "The answer to the request example", "value": value}}));
         }
         ("post", "/v1/api-keys", 201) => {
             let value = <keys::ApiKeyCreatedResponse as Example>::example().to_json();

@@ -200,6 +200,11 @@ impl Lookup {
         self.hot.remember_cache_row(CacheKey(subject.cache_key.clone()), Arc::new(entry), now_ms);
     }
 
+    /// [`Lookup::remember`] by cache key (a row just handed to the settler).
+    pub fn remember_row(&self, cache_key: String, entry: cache::Entry, now_ms: i64) {
+        self.hot.remember_cache_row(CacheKey(cache_key), Arc::new(entry), now_ms);
+    }
+
     /// Caches a vendor answer nobody pays for (it had none of the sections asked for, or
     /// it answered a test-mode call).
     pub fn keep_unpaid(&self, subject: &Subject<'_>, matched: &Matched, now_ms: i64) {

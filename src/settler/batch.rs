@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::{CacheRow, Charged, Job, SettleError};
+use super::{Bulk, BulkCharged, CacheRow, Charged, Job, SettleError};
 use crate::credits::Reason;
 use crate::idempotency::ClaimToken;
 use crate::metrics::Metrics;
@@ -134,6 +134,23 @@ impl<S: Store> Writer<S> {
         }
     }
 
+    /// Settles a bulk call in a transaction of its own (with the carried cache rows).
+    pub fn settle_bulk(&mut self, bulk: Bulk) -> Result<BulkCharged, SettleError> {
+        let carried = std::mem::take(&mut self.carried);
+        let result = self.attempt(|store| settle_bulk(store, bulk, &carried));
+        match result {
+            Ok((outcome, rows)) => {
+                self.carried = rows;
+                outcome
+            }
+            Err(failure) => {
+                tracing::error!(error = %failure, "a bulk settlement failed; nothing of it was committed");
+                self.carried = carried;
+                Err(SettleError::Database(failure))
+            }
+        }
+    }
+
     /// Writes the carried cache rows in a transaction of their own. A failure costs later
     /// vendor calls, never a credit: it is logged and the rows are dropped.
     pub fn write_carried(&mut self) {
@@ -234,6 +251,54 @@ fn settle(store: &mut impl Store, mut jobs: Vec<Job>, carried: &[CacheRow]) -> R
     }
     store.commit()?;
     Ok((outcomes.into_iter().map(|o| o.expect("every job has an outcome")).collect(), own_rows))
+}
+
+/// A bulk call in one transaction: its claim locked, one debit per charge in order (all
+/// at once when the balance covers them, else one by one, so exactly as many as there
+/// are credits succeed, the first ones), its answer rendered and stored, one commit.
+/// Returns the outcome and the cache rows to carry to the next transaction.
+fn settle_bulk(
+    store: &mut impl Store,
+    mut bulk: Bulk,
+    carried: &[CacheRow],
+) -> Result<(Result<BulkCharged, SettleError>, Vec<CacheRow>), StoreError> {
+    store.begin(false)?;
+    if let Some(completion) = &bulk.completion {
+        if !store.lock_claim(&completion.claim)? {
+            store.rollback();
+            return Ok((Err(SettleError::ClaimLost), carried.to_vec()));
+        }
+    }
+    let n = bulk.charges.len();
+    let rows: Vec<(Option<&str>, Option<&str>)> = vec![(Some(bulk.api_key_id.as_str()), Some(bulk.request_id.as_str())); n];
+    let all = BalanceChange { workspace_id: &bulk.workspace_id, delta: -1, reason: Reason::Enrich, rows: &rows, now_ms: crate::now_ms() };
+    let balances: Vec<Option<i64>> = if n == 0 {
+        store.put_cache(carried)?;
+        Vec::new()
+    } else {
+        match store.change_balance(&all, carried)? {
+            Some(after) => (0..n).map(|i| Some(all.balance_after_row(i, after))).collect(),
+            None => {
+                let mut balances = Vec::with_capacity(n);
+                for row in &rows {
+                    let one = BalanceChange { rows: std::slice::from_ref(row), ..all };
+                    balances.push(store.change_balance(&one, &[])?);
+                }
+                balances
+            }
+        }
+    };
+    let balance = balances.iter().rev().flatten().next().copied().unwrap_or(bulk.balance_if_unpaid);
+    let charged = BulkCharged { balances, balance };
+    if let Some(completion) = bulk.completion.take() {
+        let answer = (completion.render)(&charged);
+        if !store.complete(&completion.claim, &answer, balance)? {
+            return Err(StoreError::bug("a locked idempotency claim vanished inside the settling transaction"));
+        }
+    }
+    store.commit()?;
+    let paid_rows = bulk.charges.into_iter().zip(&charged.balances).filter(|(_, b)| b.is_some()).filter_map(|(row, _)| row).collect();
+    Ok((Ok(charged), paid_rows))
 }
 
 #[cfg(test)]
@@ -414,6 +479,44 @@ mod tests {
         assert_eq!((state.balances["a"], state.balances["b"]), (0, 9));
         assert_eq!(state.ledger.iter().filter(|l| l.0 == "a").count(), 2);
         assert_eq!(w.carried.len(), 3, "only paid jobs' rows are cached");
+    }
+
+    #[test]
+    fn a_bulk_call_charges_its_first_items_as_far_as_the_balance_goes_and_stores_its_answer() {
+        let mut w = writer(&[("a", 3)]);
+        w.store.committed.claims.insert("bulk".into(), (true, None));
+        let bulk = Bulk {
+            workspace_id: "a".into(),
+            api_key_id: "k".into(),
+            request_id: "r".into(),
+            charges: (0..5).map(|n| Some(row(&format!("email:b{n}@x.com")))).collect(),
+            balance_if_unpaid: 3,
+            completion: Some(super::super::BulkCompletion {
+                claim: ClaimToken::for_tests("a", "idem", "bulk"),
+                render: Box::new(|charged| format!("{:?}", charged.balances).into_bytes()),
+            }),
+        };
+        let charged = w.settle_bulk(bulk).unwrap();
+        assert_eq!(charged.balances, vec![Some(2), Some(1), Some(0), None, None]);
+        assert_eq!(charged.balance, 0);
+        let state = &w.store.committed;
+        assert_eq!(state.balances["a"], 0);
+        assert_eq!(state.ledger.len(), 3);
+        let stored = state.claims["bulk"].1.clone().unwrap();
+        assert_eq!((String::from_utf8(stored.0).unwrap().as_str(), stored.1), ("[Some(2), Some(1), Some(0), None, None]", 0));
+        assert_eq!(w.carried.len(), 3, "only the paid items' rows are cached");
+
+        // Nothing to charge: the balance read before is reported, nothing moves.
+        let empty = Bulk {
+            workspace_id: "a".into(),
+            api_key_id: "k".into(),
+            request_id: "r2".into(),
+            charges: Vec::new(),
+            balance_if_unpaid: 0,
+            completion: None,
+        };
+        assert_eq!(w.settle_bulk(empty).unwrap(), BulkCharged { balances: Vec::new(), balance: 0 });
+        assert!(w.store.committed.cache.contains_key("email:b0@x.com"), "the carried rows went with it");
     }
 
     #[test]

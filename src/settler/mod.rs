@@ -52,6 +52,39 @@ pub struct Completion {
     pub answer: Vec<u8>,
 }
 
+/// A bulk call's charges: one credit per entry, in item order, settled in one
+/// transaction of their own (as many as the balance covers, in order).
+pub struct Bulk {
+    pub workspace_id: String,
+    pub api_key_id: String,
+    pub request_id: String,
+    /// One per item to charge, with the vendor answer to cache when it is paid.
+    pub charges: Vec<Option<CacheRow>>,
+    /// The balance to report when nothing is charged (read just before).
+    pub balance_if_unpaid: i64,
+    pub completion: Option<BulkCompletion>,
+}
+
+/// Renders a bulk call's answer once its charges are known.
+pub type RenderBulk = Box<dyn FnOnce(&BulkCharged) -> Vec<u8> + Send>;
+
+/// What completes a bulk call's idempotency claim: its answer, rendered in the settling
+/// transaction once the charges are known (opaque bytes to the settler).
+pub struct BulkCompletion {
+    pub claim: ClaimToken,
+    pub render: RenderBulk,
+}
+
+/// What a bulk settlement decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkCharged {
+    /// Per charge, in order: the balance right after it, `None` when the balance could
+    /// not cover it (nothing taken).
+    pub balances: Vec<Option<i64>>,
+    /// The workspace's balance after the whole call.
+    pub balance: i64,
+}
+
 /// A job paid for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Charged {
@@ -110,6 +143,14 @@ impl Settler {
         };
         let (reply, answer) = oneshot::channel();
         self.tx.send(writer::Msg::Settle(job, reply)).map_err(|_| SettleError::Stopped)?;
+        answer.await.map_err(|_| SettleError::Stopped)?
+    }
+
+    /// Pays for a bulk call's charges in one transaction (with its completed record, for
+    /// an idempotent call): returns once it committed.
+    pub async fn settle_bulk(&self, bulk: Bulk) -> Result<BulkCharged, SettleError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(writer::Msg::SettleBulk(Box::new(bulk), reply)).map_err(|_| SettleError::Stopped)?;
         answer.await.map_err(|_| SettleError::Stopped)?
     }
 

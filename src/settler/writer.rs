@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{Outcome, Store, Writer};
-use super::{postgres, sqlite, CacheRow, Job, SettleError};
+use super::{postgres, sqlite, Bulk, BulkCharged, CacheRow, Job, SettleError};
 use crate::config::DatabaseSettings;
 use crate::metrics::Metrics;
 
@@ -28,6 +28,8 @@ const MAX_BATCH: usize = 256;
 /// What the writer's thread is asked to do.
 pub enum Msg {
     Settle(Job, oneshot::Sender<Outcome>),
+    /// A bulk call's charges, in a transaction of their own.
+    SettleBulk(Box<Bulk>, oneshot::Sender<Result<BulkCharged, SettleError>>),
     /// A cache row nobody pays for, to write with the next transaction.
     Cache(CacheRow),
     Grant {
@@ -133,6 +135,10 @@ fn run<S: Store>(writer: &Mutex<Writer<S>>, mut rx: mpsc::UnboundedReceiver<Msg>
                 Msg::Cache(row) => w.carried.push(row),
                 Msg::Grant { workspace_id, amount, reply } => {
                     let _ = reply.send(w.grant(&workspace_id, amount));
+                }
+                Msg::SettleBulk(bulk, reply) => {
+                    // The caller may have gone: the charges stand, with the stored record.
+                    let _ = reply.send(w.settle_bulk(*bulk));
                 }
                 Msg::Flush => {}
             }

@@ -4,6 +4,7 @@
 mod helpers;
 mod spec_check;
 
+mod bulk;
 mod cli;
 mod contract;
 mod credits;

@@ -328,6 +328,7 @@ async fn database_outage_is_503_and_recovers_by_itself() {
         app.client.delete(format!("{keys}/key_0")),
         app.client.get(format!("{}/v1/usage", app.base)),
         app.client.get(format!("{}/v1/credits/ledger", app.base)),
+        app.client.post(format!("{}/v1/email/enrich/bulk", app.base)).json(&json!({"items": [{"domain": "acme.com"}]})),
     ] {
         let r = app.request(req.bearer_auth(&admin.key)).await;
         assert_eq!((r.status, r.error_code().as_str()), (503, "service_unavailable"));

@@ -1,0 +1,505 @@
+//! Bulk enrichment: up to [`MAX_ITEMS`] inputs in one call, each obeying exactly the
+//! rules of a single call (`crate::enrich`), charged in one transaction. Knows nothing of
+//! HTTP: it answers with a [`BulkAnswer`], which `api::bulk` renders.
+//!
+//! Invariants:
+//! - an invalid item fails alone (`Invalid`, in its slot); the others go on;
+//! - each item that succeeds costs one credit, an item that fails costs nothing; the
+//!   charges are settled in one transaction, in item order, so that when the balance runs
+//!   out the first items are paid and the rest are `InsufficientCredits`;
+//! - identical inputs in one call cost one lookup (each item still costs its credit, and
+//!   the later ones say `cached`, as separate calls would);
+//! - no vendor is asked for more inputs than the balance (read before the lookups) could
+//!   pay for: the items beyond it are `InsufficientCredits` without a lookup;
+//! - with an `Idempotency-Key`, the whole answer is stored in the settling transaction
+//!   and a retry gets it back, charged once;
+//! - a test-mode key's call uses the test lookup and spaces of [`crate::test_mode`] and
+//!   is never charged.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::auth::{KeyMode, Principal};
+use crate::enrich::{Answer, EnrichError, EnrichService};
+use crate::hex::hex;
+use crate::idempotency::{self, Claim};
+use crate::lookup::input::{EnrichQuery, InputError, Section};
+use crate::lookup::record::{Matched, Source};
+use crate::lookup::{cache, LookupOutcome, Subject};
+use crate::settler::{Bulk, BulkCharged, BulkCompletion, SettleError};
+use crate::test_mode::{self, Trigger};
+
+/// The most items one call takes.
+pub const MAX_ITEMS: usize = 100;
+/// The longest `reference`.
+pub const REFERENCE_MAX: usize = 200;
+/// Lookups of one call in flight at once.
+const CONCURRENCY: usize = 8;
+
+/// Method and path of idempotency fingerprints.
+pub const OPERATION: (&str, &str) = ("POST", "/v1/email/enrich/bulk");
+
+/// One item as sent: its fields are checked here, so that a bad item fails alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemInput {
+    pub email: Option<String>,
+    pub domain: Option<String>,
+    /// Section names; the call's default when `None`.
+    pub include: Option<Vec<String>>,
+    pub reference: Option<String>,
+}
+
+/// A field problem, as stored with an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+/// Why an item did not succeed: the error the same input would have had alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ItemFailure {
+    /// 400: malformed; what is wrong, field by field.
+    Invalid { problems: Vec<Problem> },
+    /// 402: the balance ran out before this item.
+    InsufficientCredits,
+    /// 404: nothing found (or none of the sections asked for).
+    NoMatch,
+    /// 503: every vendor failed for this input; retry it after `retry_after_secs`.
+    UpstreamUnavailable { retry_after_secs: u64 },
+}
+
+/// What one item came to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ItemOutcome {
+    /// Found and charged: the answer and the balance right after this item's debit.
+    Found {
+        answer: Box<Answer>,
+        credits_remaining: i64,
+    },
+    Failed {
+        failure: ItemFailure,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemResult {
+    pub reference: Option<String>,
+    #[serde(flatten)]
+    pub outcome: ItemOutcome,
+}
+
+/// The whole answer of a bulk call (stored as JSON for replays).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BulkAnswer {
+    /// In item order.
+    pub items: Vec<ItemResult>,
+    pub credits_charged: i64,
+    /// The workspace's balance after the call.
+    pub credits_remaining: i64,
+    /// The call's request id (a replay shows the first call's, as in its error slots).
+    pub request_id: String,
+}
+
+impl BulkAnswer {
+    /// (succeeded, no_match, failed) counts.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let (mut ok, mut none, mut failed) = (0, 0, 0);
+        for item in &self.items {
+            match &item.outcome {
+                ItemOutcome::Found { .. } => ok += 1,
+                ItemOutcome::Failed { failure: ItemFailure::NoMatch } => none += 1,
+                ItemOutcome::Failed { .. } => failed += 1,
+            }
+        }
+        (ok, none, failed)
+    }
+}
+
+/// A successful bulk call.
+#[derive(Debug, Clone)]
+pub struct BulkSuccess {
+    pub answer: Arc<BulkAnswer>,
+    pub replayed: bool,
+}
+
+fn problems(errors: Vec<InputError>) -> Vec<Problem> {
+    errors.into_iter().map(|e| Problem { field: e.field.to_string(), message: e.message }).collect()
+}
+
+/// An item's query, or why it is invalid.
+fn parse_item(item: &ItemInput, default_include: Option<&[String]>) -> Result<EnrichQuery, Vec<Problem>> {
+    let mut bad = Vec::new();
+    if item.reference.as_ref().is_some_and(|r| r.chars().count() > REFERENCE_MAX) {
+        bad.push(Problem { field: "reference".into(), message: format!("must be at most {REFERENCE_MAX} characters") });
+    }
+    let names = item.include.as_deref().or(default_include);
+    let include: Option<Vec<Section>> = match names {
+        None => None,
+        Some(names) => {
+            let parsed: Option<Vec<Section>> = names.iter().map(|n| Section::ALL.into_iter().find(|s| s.as_str() == n)).collect();
+            match parsed {
+                Some(list) => Some(list),
+                None => {
+                    bad.push(Problem { field: "include".into(), message: "must name sections among `person`, `company`, `social`".into() });
+                    Some(Vec::new())
+                }
+            }
+        }
+    };
+    let query = EnrichQuery::parse(item.email.as_deref(), item.domain.as_deref(), include.as_deref());
+    match query {
+        Ok(q) if bad.is_empty() => Ok(q),
+        Ok(_) => Err(bad),
+        Err(errors) => {
+            bad.extend(problems(errors).into_iter().filter(|p| !(p.field == "include" && names.is_some_and(|n| !n.is_empty()))));
+            Err(bad)
+        }
+    }
+}
+
+/// What the request means, for idempotency: the normalised query of each valid item and
+/// the raw fields of each invalid one, with its reference.
+pub fn fingerprint(items: &[ItemInput], default_include: Option<&[String]>) -> String {
+    let mut hash = Sha256::new();
+    hash.update(format!("{} {}\n", OPERATION.0, OPERATION.1).as_bytes());
+    for item in items {
+        let line = match parse_item(item, default_include) {
+            Ok(q) => serde_json::json!([q.fingerprint(OPERATION.0, OPERATION.1), item.reference]),
+            Err(_) => serde_json::json!([item.email, item.domain, item.include, default_include, item.reference]),
+        };
+        hash.update(line.to_string().as_bytes());
+        hash.update(b"\n");
+    }
+    hex(&hash.finalize())
+}
+
+/// One item, before settlement.
+enum Pending {
+    Failed(ItemFailure),
+    /// Looked up: subject `n` of the call's unique subjects.
+    Found {
+        subject: usize,
+        query: EnrichQuery,
+    },
+}
+
+/// What a unique subject's lookup found.
+#[derive(Clone)]
+enum Looked {
+    Found {
+        matched: Arc<Matched>,
+        from_cache: bool,
+    },
+    NoMatch,
+    Unavailable {
+        retry_after: Duration,
+    },
+    /// Not looked up: the balance could not have paid for it.
+    Unpaid,
+}
+
+impl EnrichService {
+    /// Runs a bulk call (see the module docs).
+    pub async fn enrich_bulk(
+        &self,
+        principal: &Principal,
+        request_id: &str,
+        items: &[ItemInput],
+        default_include: Option<&[String]>,
+        idempotency_key: Option<&str>,
+    ) -> Result<BulkSuccess, EnrichError> {
+        let now = crate::now_ms();
+        let key = idempotency_key.map(|k| match principal.mode {
+            KeyMode::Live => k.to_string(),
+            KeyMode::Test => test_mode::idempotency_key(k),
+        });
+        let token = match &key {
+            None => None,
+            Some(key) => {
+                let fingerprint = fingerprint(items, default_include);
+                match idempotency::claim(self.db(), &principal.workspace_id, key, &fingerprint, now, self.lease(), self.ttl()).await? {
+                    Claim::Acquired(token) => Some(token),
+                    Claim::Replay { answer, .. } => {
+                        let answer: BulkAnswer =
+                            serde_json::from_slice(&answer).map_err(|e| anyhow::Error::new(e).context("reading a stored bulk answer"))?;
+                        return Ok(BulkSuccess { answer: Arc::new(answer), replayed: true });
+                    }
+                    Claim::InUse { retry_after } => return Err(EnrichError::IdempotencyKeyInUse { retry_after }),
+                    Claim::Reused => return Err(EnrichError::IdempotencyKeyReused),
+                }
+            }
+        };
+        let result = self.run_bulk(principal, request_id, items, default_include, token.clone()).await;
+        if let (Err(_), Some(token)) = (&result, &token) {
+            if let Err(err) = idempotency::release(self.db(), token).await {
+                tracing::error!(error = %err, "releasing an idempotency claim failed");
+            }
+        }
+        result.map(|answer| BulkSuccess { answer: Arc::new(answer), replayed: false })
+    }
+
+    async fn run_bulk(
+        &self,
+        principal: &Principal,
+        request_id: &str,
+        items: &[ItemInput],
+        default_include: Option<&[String]>,
+        claim: Option<idempotency::ClaimToken>,
+    ) -> Result<BulkAnswer, EnrichError> {
+        let ws = &principal.workspace_id;
+        let test = principal.mode == KeyMode::Test;
+        let lookup = if test { self.test_lookup() } else { self.live_lookup() };
+
+        // Validate each item; group the valid ones by what they look up.
+        let mut pending = Vec::with_capacity(items.len());
+        let mut subjects: Vec<(String, BTreeSet<Section>, usize)> = Vec::new(); // (cache key, union of sections, first item)
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let queries: Vec<Result<EnrichQuery, Vec<Problem>>> = items.iter().map(|i| parse_item(i, default_include)).collect();
+        for (n, parsed) in queries.into_iter().enumerate() {
+            match parsed {
+                Err(problems) => pending.push(Pending::Failed(ItemFailure::Invalid { problems })),
+                Ok(query) if test && Trigger::of(&query.input) == Some(Trigger::InsufficientCredits) => {
+                    pending.push(Pending::Failed(ItemFailure::InsufficientCredits))
+                }
+                Ok(query) => {
+                    let key = if test { test_mode::subject(&query.input, ws).cache_key } else { Subject::live(&query.input).cache_key };
+                    let at = *index.entry(key.clone()).or_insert_with(|| {
+                        subjects.push((key, BTreeSet::new(), n));
+                        subjects.len() - 1
+                    });
+                    subjects[at].1.extend(query.include.iter().copied());
+                    pending.push(Pending::Found { subject: at, query });
+                }
+            }
+        }
+
+        // The balance bounds how many items can be paid, in item order: look up only the
+        // subjects of items that could still be paid, wave by wave (an item whose lookup
+        // found nothing costs nothing and makes room for a later one).
+        let balance = crate::credits::balance(self.db(), ws).await?.unwrap_or(0);
+        let budget = if test { usize::MAX } else { usize::try_from(balance.max(0)).unwrap_or(usize::MAX) };
+        let mut found: Vec<Option<Looked>> = vec![None; subjects.len()];
+        loop {
+            let mut used = 0usize;
+            let mut wave: Vec<usize> = Vec::new();
+            for item in &pending {
+                let Pending::Found { subject, query } = item else { continue };
+                if used >= budget {
+                    break;
+                }
+                match &found[*subject] {
+                    Some(Looked::Found { matched, .. }) if matched.record.project(&query.include).is_some() => used += 1,
+                    Some(_) => {}
+                    None => {
+                        if !wave.contains(subject) {
+                            wave.push(*subject);
+                        }
+                        used += 1;
+                    }
+                }
+            }
+            if wave.is_empty() {
+                break;
+            }
+            let outcomes: Vec<(usize, Result<LookupOutcome, sea_orm::DbErr>)> = stream::iter(wave)
+                .map(|s| {
+                    let first = match &pending[subjects[s].2] {
+                        Pending::Found { query, .. } => query.input.clone(),
+                        Pending::Failed(_) => unreachable!("a subject's first item was looked up"),
+                    };
+                    let (key, include) = (subjects[s].0.clone(), subjects[s].1.clone());
+                    async move {
+                        let subject = Subject { input: &first, cache_key: key };
+                        (s, lookup.find(self.db(), &subject, &include, crate::now_ms()).await)
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            for (s, outcome) in outcomes {
+                found[s] = Some(match outcome? {
+                    LookupOutcome::Found { matched, cached_at } => Looked::Found { matched, from_cache: cached_at.is_some() },
+                    LookupOutcome::NoMatch => Looked::NoMatch,
+                    LookupOutcome::Unavailable { retry_after } => Looked::Unavailable { retry_after },
+                });
+            }
+        }
+        let looked: Vec<Looked> = found.into_iter().map(|l| l.unwrap_or(Looked::Unpaid)).collect();
+
+        // Each item's answer; the charges in item order; each vendor answer cached with
+        // the first item that pays for it.
+        let mut answers: Vec<Option<(Answer, usize)>> = Vec::with_capacity(pending.len()); // (answer, charge index)
+        let mut failures: Vec<Option<ItemFailure>> = Vec::with_capacity(pending.len());
+        let mut charges = Vec::new();
+        let mut charged_subject: Vec<bool> = vec![false; subjects.len()];
+        for item in &pending {
+            match item {
+                Pending::Failed(failure) => {
+                    answers.push(None);
+                    failures.push(Some(failure.clone()));
+                }
+                Pending::Found { subject, query } => {
+                    let failure = match &looked[*subject] {
+                        Looked::Unpaid => Some(ItemFailure::InsufficientCredits),
+                        Looked::NoMatch => Some(ItemFailure::NoMatch),
+                        Looked::Unavailable { retry_after } => {
+                            Some(ItemFailure::UpstreamUnavailable { retry_after_secs: retry_after.as_secs().max(1) })
+                        }
+                        Looked::Found { matched, from_cache } => match matched.record.project(&query.include) {
+                            None => Some(ItemFailure::NoMatch),
+                            Some(record) => {
+                                // The first item of a subject answered now by a vendor says so;
+                                // the later ones, like later calls, say `cached`.
+                                let fresh = !from_cache && !charged_subject[*subject];
+                                charged_subject[*subject] = true;
+                                let source = if fresh { Source::Vendor(matched.vendor) } else { Source::Cached };
+                                let answer = Answer { record, source, confidence: matched.confidence };
+                                let row = fresh.then(|| {
+                                    let subject = Subject { input: &query.input, cache_key: subjects[*subject].0.clone() };
+                                    cache::match_row(&subject, matched, lookup.cache_policy(), crate::now_ms())
+                                });
+                                answers.push(Some((answer, charges.len())));
+                                charges.push(row);
+                                failures.push(None);
+                                continue;
+                            }
+                        },
+                    };
+                    answers.push(None);
+                    failures.push(failure);
+                }
+            }
+        }
+        // A vendor answer no item could use is kept, unpaid (as a single call keeps it).
+        for (s, looked) in looked.iter().enumerate() {
+            if let (Looked::Found { matched, from_cache: false }, false) = (looked, charged_subject[s]) {
+                if let Pending::Found { query, .. } = &pending[subjects[s].2] {
+                    lookup.keep_unpaid(&Subject { input: &query.input, cache_key: subjects[s].0.clone() }, matched, crate::now_ms());
+                }
+            }
+        }
+
+        let references: Vec<Option<String>> = items.iter().map(|i| i.reference.clone()).collect();
+        let assemble = {
+            let request_id = request_id.to_string();
+            move |charged: &BulkCharged| -> BulkAnswer {
+                let mut results = Vec::with_capacity(answers.len());
+                let mut paid = 0i64;
+                for ((answer, failure), reference) in answers.iter().zip(&failures).zip(&references) {
+                    let outcome = match (answer, failure) {
+                        (Some((answer, charge)), _) => match charged.balances.get(*charge).copied().flatten() {
+                            Some(balance_after) => {
+                                paid += 1;
+                                ItemOutcome::Found { answer: Box::new(answer.clone()), credits_remaining: balance_after }
+                            }
+                            None => ItemOutcome::Failed { failure: ItemFailure::InsufficientCredits },
+                        },
+                        (None, Some(failure)) => ItemOutcome::Failed { failure: failure.clone() },
+                        (None, None) => unreachable!("every item has an answer or a failure"),
+                    };
+                    results.push(ItemResult { reference: reference.clone(), outcome });
+                }
+                BulkAnswer { items: results, credits_charged: paid, credits_remaining: charged.balance, request_id: request_id.clone() }
+            }
+        };
+
+        if test {
+            // Never charged: every charge "covered", the live balance as it is.
+            let charged = BulkCharged { balances: charges.iter().map(|_| Some(balance)).collect(), balance };
+            let mut answer = assemble(&charged);
+            answer.credits_charged = 0;
+            if let Some(token) = &claim {
+                let stored = serde_json::to_vec(&answer).map_err(|e| anyhow::Error::new(e).context("storing the answer"))?;
+                if !idempotency::complete(self.db(), token, 200, stored, Some(balance)).await? {
+                    return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) });
+                }
+            }
+            return Ok(answer);
+        }
+
+        let assemble = Arc::new(assemble);
+        let completion = claim.map(|claim| {
+            let assemble = assemble.clone();
+            BulkCompletion {
+                claim,
+                render: Box::new(move |charged: &BulkCharged| serde_json::to_vec(&assemble(charged)).expect("a bulk answer serialises")),
+            }
+        });
+        let rows: Vec<_> = charges.clone();
+        let bulk = Bulk {
+            workspace_id: ws.clone(),
+            api_key_id: principal.key_id.clone(),
+            request_id: request_id.to_string(),
+            charges,
+            balance_if_unpaid: balance,
+            completion,
+        };
+        let charged = match self.settler().settle_bulk(bulk).await {
+            Ok(charged) => charged,
+            Err(SettleError::ClaimLost) => return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) }),
+            Err(SettleError::Database(err)) if err.unavailable => return Err(EnrichError::StoreUnavailable(Arc::new(err))),
+            Err(err) => return Err(anyhow::Error::new(err).into()),
+        };
+        // The paid vendor answers, remembered in-process now that their rows are on their way.
+        for (row, balance) in rows.into_iter().zip(&charged.balances) {
+            if let (Some(row), Some(_)) = (row, balance) {
+                let entry = cache::Entry::new(row.clone());
+                lookup.remember_row(row.cache_key, entry, crate::now_ms());
+            }
+        }
+        let paid = charged.balances.iter().flatten().count() as u64;
+        self.metrics().credits_charged.inc_by(paid);
+        Ok(assemble(&charged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(email: Option<&str>, domain: Option<&str>, include: Option<&[&str]>) -> ItemInput {
+        ItemInput {
+            email: email.map(Into::into),
+            domain: domain.map(Into::into),
+            include: include.map(|l| l.iter().map(|s| s.to_string()).collect()),
+            reference: None,
+        }
+    }
+
+    #[test]
+    fn an_item_is_checked_as_a_single_call_would_be() {
+        assert!(parse_item(&item(Some("jane@acme.com"), None, None), None).is_ok());
+        let bad = parse_item(&item(Some("not an email"), None, Some(&["persons"])), None).unwrap_err();
+        let fields: Vec<&str> = bad.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["include", "email"]);
+        assert_eq!(parse_item(&item(None, None, None), None).unwrap_err()[0].field, "email");
+        // The call's default applies when the item gives none; the item's own wins.
+        let default = vec!["company".to_string()];
+        let q = parse_item(&item(None, Some("acme.com"), None), Some(&default)).unwrap();
+        assert_eq!(q.include, BTreeSet::from([Section::Company]));
+        let q = parse_item(&item(None, Some("acme.com"), Some(&["social"])), Some(&default)).unwrap();
+        assert_eq!(q.include, BTreeSet::from([Section::Social]));
+        let mut long = item(Some("jane@acme.com"), None, None);
+        long.reference = Some("r".repeat(REFERENCE_MAX + 1));
+        assert_eq!(parse_item(&long, None).unwrap_err()[0].field, "reference");
+    }
+
+    #[test]
+    fn the_fingerprint_follows_normalised_inputs_and_references() {
+        let a = [item(Some("Jane@ACME.com"), None, None)];
+        let b = [item(Some("jane@acme.com"), None, None)];
+        assert_eq!(fingerprint(&a, None), fingerprint(&b, None));
+        let mut c = b.clone();
+        c[0].reference = Some("crm-1".into());
+        assert_ne!(fingerprint(&b, None), fingerprint(&c, None));
+        assert_ne!(fingerprint(&b, None), fingerprint(&[b[0].clone(), b[0].clone()], None));
+    }
+}

@@ -54,18 +54,18 @@ pub struct BulkRequest {
 
 impl Example for BulkRequest {
     fn example() -> Self {
-        let item = |email: Option<&str>, domain: Option<&str>, reference: &str| BulkItemRequest {
-            email: email.map_or(MaybeUndefined::Undefined, |e| MaybeUndefined::Value(Text(e.to_string()))),
-            domain: domain.map_or(MaybeUndefined::Undefined, |d| MaybeUndefined::Value(Text(d.to_string()))),
-            include: MaybeUndefined::Undefined,
+        let item = |email: &str, include: Option<&str>, reference: &str| BulkItemRequest {
+            email: MaybeUndefined::Value(Text(email.to_string())),
+            domain: MaybeUndefined::Undefined,
+            include: include.map_or(MaybeUndefined::Undefined, |s| MaybeUndefined::Value(vec![Text(s.to_string())])),
             reference: MaybeUndefined::Value(Text(reference.to_string())),
         };
         Self {
             items: vec![
-                item(Some("jane@acme.com"), None, "crm-1001"),
-                item(None, Some("acme.com"), "crm-1002"),
-                item(Some("nobody@nowhere.invalid"), None, "crm-1003"),
-                item(Some("not-an-email"), None, "crm-1004"),
+                item("jane@acme.com", None, "crm-1001"),
+                item("jane@acme.com", Some("company"), "crm-1002"),
+                item("nobody@nowhere.invalid", None, "crm-1003"),
+                item("not-an-email", None, "crm-1004"),
             ],
             include: MaybeUndefined::Undefined,
         }

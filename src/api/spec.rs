@@ -109,7 +109,7 @@ fn request_examples(method: &str, path: &str) -> Value {
         }),
         ("post", "/v1/email/enrich/bulk") => {
             let value = <super::bulk::BulkRequest as Example>::example().to_json();
-            json!({"crm_export": {"summary": "Four rows of a CRM export, one of them malformed", "value": value}})
+            json!({"crm_export": {"summary": "Four rows of a CRM export: a person, the same person's company, nobody, a malformed row", "value": value}})
         }
         ("post", "/v1/api-keys") => json!({
             "ci_key": {"summary": "A key for a CI pipeline that only enriches", "value": {
@@ -150,14 +150,14 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             unavailable,
         ],
         ("post", "/v1/email/enrich/bulk") => vec![
-            problem("items", "must have at most 100 items"),
+            problem("items", "is too long"),
             ApiError::InvalidKey,
             ApiError::InsufficientPermissions("write:enrich"),
             ApiError::IdempotencyKeyInUse { retry_after: secs(3) },
             ApiError::PayloadTooLarge,
             ApiError::UnsupportedMediaType,
             ApiError::IdempotencyKeyReused,
-            ApiError::TooManyItems { retry_after: secs(6), fits: 7 },
+            ApiError::TooManyItems { retry_after: secs(6), fits: 4 },
             internal,
             unavailable,
         ],

@@ -378,9 +378,10 @@ impl EnrichService {
                 }
             }
         }
-        // A vendor answer no item could use is kept, unpaid (as a single call keeps it).
+        // A vendor answer no item could use is kept, unpaid (as a single call keeps it); a
+        // test-mode call keeps every vendor answer so (in its test space: never paid).
         for (s, looked) in looked.iter().enumerate() {
-            if let (Looked::Found { matched, from_cache: false }, false) = (looked, charged_subject[s]) {
+            if let (Looked::Found { matched, from_cache: false }, false) = (looked, charged_subject[s] && !test) {
                 if let Pending::Found { query, .. } = &pending[subjects[s].2] {
                     lookup.keep_unpaid(&Subject { input: &query.input, cache_key: subjects[s].0.clone() }, matched, crate::now_ms());
                 }

@@ -213,9 +213,44 @@ async fn a_test_key_calls_bulk_for_free(backend: Backend) {
     assert_eq!((body["data"]["summary"]["credits_charged"].as_i64(), body["data"]["credits_remaining"].as_i64()), (Some(0), Some(3)));
     assert_eq!(app.assert_books_balance(&ws).await, 3);
     assert_eq!(app.charges(&ws).await, 0);
+    // Its vendor answers went to the workspace's test cache: a single test call says cached.
+    let again = app.enrich(&test, json!({"email": format!("vendor_b+{tag}@leadlex.test")})).await;
+    assert_eq!(again.json()["data"]["source"], "cached");
+}
+
+/// The spec's example request, sent to a fresh server, gets the spec's example answer
+/// (balances and request ids aside).
+async fn the_documented_example_is_what_a_fresh_server_answers(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, key) = app.funded(10).await;
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/leadlex.json")).unwrap(),
+    )
+    .unwrap();
+    let op = &spec["paths"]["/v1/email/enrich/bulk"]["post"];
+    let media = "application/json; charset=utf-8";
+    let request = &op["requestBody"]["content"][media]["examples"]["crm_export"]["value"];
+    let r = bulk(&app, &key, request.clone()).await;
+    assert_eq!(r.status, 200);
+    let mut body = r.json();
+    let example = &op["responses"]["200"]["content"][media]["examples"]["crm_export"]["value"];
+    // What differs from call to call: the balances and the call's request id.
+    let results = body["data"]["results"].as_array_mut().unwrap();
+    for (n, item) in results.iter_mut().enumerate() {
+        let documented = &example["data"]["results"][n];
+        if item["data"].is_object() {
+            item["data"]["credits_remaining"] = documented["data"]["credits_remaining"].clone();
+        }
+        if item["error"].is_object() {
+            item["error"]["request_id"] = documented["error"]["request_id"].clone();
+        }
+    }
+    body["data"]["credits_remaining"] = example["data"]["credits_remaining"].clone();
+    assert_eq!(&body, example);
 }
 
 crate::on_both_backends!(
+    the_documented_example_is_what_a_fresh_server_answers,
     each_item_gets_the_outcome_it_would_have_alone,
     the_balance_runs_out_in_item_order,
     an_idempotency_key_covers_the_whole_call,

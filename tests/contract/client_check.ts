@@ -54,6 +54,17 @@ await check("200 with typed fields and rate-limit headers", async () => {
   assert(Number.isInteger(limit) && remaining <= limit && reset % 86400 === 0, "rate-limit headers");
 });
 
+await check("a bulk call: a typed result per item, a summary", async () => {
+  const { data, response } = await api(process.env.LEADLEX_KEY!).POST("/v1/email/enrich/bulk", {
+    body: { items: [{ email: "jane@acme.com", reference: "crm-1" }, { email: "not-an-email", reference: "crm-2" }] },
+  });
+  assert(response.status === 200 && data, `status ${response.status}`);
+  const [ok, bad] = data.data.results;
+  assert(ok.status === 200 && ok.reference === "crm-1" && ok.data?.person?.full_name === "Jane Doe", "the first item");
+  assert(bad.status === 400 && bad.error?.code === "validation_error", "the malformed item fails alone");
+  assert(data.data.summary.credits_charged === 1 && data.data.credits_remaining === ok.data?.credits_remaining, "summary");
+});
+
 await check("typed 402 insufficient_credits", async () => {
   const { error, response } = await api(process.env.LEADLEX_BROKE_KEY!).POST("/v1/email/enrich", {
     body: { email: "jane@acme.com" },

@@ -15,10 +15,13 @@ import uuid
 from leadlex_client import AuthenticatedClient
 
 from leadlex_client.api.api_keys import create_api_key, list_api_keys, revoke_api_key
-from leadlex_client.api.enrichment import enrich_email_or_domain
+from leadlex_client.api.enrichment import enrich_bulk, enrich_email_or_domain
 from leadlex_client.api.usage import get_usage, list_ledger_entries
 from leadlex_client.models import (
     ApiKeyCreatedResponse,
+    BulkItem,
+    BulkRequest,
+    BulkResponse,
     CreateApiKeyRequest,
     DataSource,
     KeyMode,
@@ -169,7 +172,21 @@ def test_mode_triggers():
     assert get_usage.sync_detailed(client=admin).parsed.data.credits_.balance == balance
 
 
+def bulk():
+    me = client(os.environ["LEADLEX_KEY"])
+    body = BulkRequest(items=[BulkItem(email="jane@acme.com", reference="crm-1"), BulkItem(email="not-an-email", reference="crm-2")])
+    resp = enrich_bulk.sync_detailed(client=me, body=body)
+    assert resp.status_code == 200 and isinstance(resp.parsed, BulkResponse), resp.status_code
+    ok, bad = resp.parsed.data.results
+    assert (ok.status, ok.reference, ok.data.person.full_name) == (200, "crm-1", "Jane Doe")
+    assert (bad.status, bad.error.code, bad.error.details[0].field) == (400, "validation_error", "email")
+    summary = resp.parsed.data.summary
+    assert (summary.succeeded, summary.failed, summary.credits_charged) == (1, 1, 1)
+    assert resp.parsed.data.credits_remaining == ok.data.credits_remaining
+
+
 check("200 with typed fields and rate-limit headers", success)
+check("a bulk call: a typed result per item, a summary", bulk)
 check("usage and the whole ledger, page by page, summing to the balance", usage_and_ledger)
 check("a key created (and replayed), listed and revoked", key_lifecycle)
 check("typed 402 insufficient_credits", payment_required)

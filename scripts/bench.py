@@ -138,8 +138,8 @@ class Server:
             self.proc.kill()
 
 
-def post(url, key, body, idem=None):
-    req = urllib.request.Request(f"{url}/v1/email/enrich", data=json.dumps(body).encode(), method="POST")
+def post(url, key, body, idem=None, path="/v1/email/enrich"):
+    req = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(), method="POST")
     req.add_header("Authorization", f"Bearer {key}")
     req.add_header("Content-Type", "application/json")
     if idem:
@@ -149,6 +149,9 @@ def post(url, key, body, idem=None):
             return resp.status
     except urllib.error.HTTPError as e:
         return e.code
+
+
+BULK_ITEMS = 100
 
 
 def first_vendor_emails(run_id, count):
@@ -169,7 +172,7 @@ def first_vendor_emails(run_id, count):
 def fresh(env, workdir, seconds):
     """For the miss scenario: a file of emails never asked before (enough for 6k lookups
     a second), new for every wrk run."""
-    if "BENCH_KEY" not in env or "BENCH_BODY" in env:
+    if "BENCH_KEY" not in env or "BENCH_BODY" in env or "BENCH_EMAILS" in env:
         return env
     emails = Path(workdir) / f"emails-{uuid.uuid4().hex[:8]}.txt"
     emails.write_text("\n".join(first_vendor_emails(emails.stem, 6000 * seconds)) + "\n")
@@ -186,6 +189,7 @@ def wrk(url, script, env, connections, seconds):
 
 def scenarios(server, sandbox, keys):
     body = json.dumps({"email": "jane@acme.com"})
+    items = json.dumps({"items": [{"email": e} for e in keys["items"]]})
     return [
         ("baseline", f"{server.url}/healthz", "get.lua", {}),
         ("vendor", f"{sandbox.url}/vendor_a/v5/person/enrich?email=jane%40acme.com", "vendor.lua", {}),
@@ -200,6 +204,10 @@ def scenarios(server, sandbox, keys):
         # The rich workspace's oldest entries (its ledger starts at id 1, the first grant).
         ("ledger-deep", f"{server.url}/v1/credits/ledger?limit=25&starting_after=led_100", "ledger.lua",
          {"BENCH_KEY": keys["reader"]}),
+        # The same 100 cached inputs, one per call, then all in one bulk call (its items/s
+        # is 100 × its req/s).
+        ("items-single", f"{server.url}/v1/email/enrich", "miss.lua", {"BENCH_KEY": keys["rich"], "BENCH_EMAILS": keys["items_file"]}),
+        ("items-bulk", f"{server.url}/v1/email/enrich/bulk", "enrich.lua", {"BENCH_KEY": keys["rich"], "BENCH_BODY": items}),
     ]
 
 
@@ -212,6 +220,7 @@ def prepare(db, binary=LEADLEX):
         "reader": cli(db, "key", "create", "--workspace", rich, "--permission", "read:usage", binary=binary)["key"],
         "broke": cli(db, "key", "create", "--workspace", broke, "--permission", "write:enrich", binary=binary)["key"],
         "idem": str(uuid.uuid4()),
+        "items": first_vendor_emails("items", BULK_ITEMS),
     }
 
 
@@ -260,6 +269,9 @@ def run_backend(backend, args, results):
                 # Warm the cache and the idempotency record the scenarios reuse.
                 assert post(server.url, keys["rich"], {"email": "jane@acme.com"}) == 200
                 assert post(server.url, keys["rich"], {"email": "jane@acme.com"}, keys["idem"]) == 200
+                assert post(server.url, keys["rich"], {"items": [{"email": e} for e in keys["items"]]}, path="/v1/email/enrich/bulk") == 200
+                keys["items_file"] = str(Path(workdir) / "items.txt")
+                Path(keys["items_file"]).write_text("\n".join(keys["items"]) + "\n")
                 for name, url, script, env in scenarios(server, sandbox, keys):
                     for connections in args.connections:
                         # The machine's speed drifts by minutes (shared host): each scenario
@@ -384,6 +396,19 @@ def table(results):
     return "\n".join(lines)
 
 
+def items_table(results):
+    """Items per second of a bulk call against single calls, on the same cached inputs."""
+    by = {(r["backend"], r["scale"], r["connections"], r["scenario"]): r for r in results}
+    lines = ["| backend | rows | conns | items/s single | items/s bulk (100 a call) | bulk / single |", "|---|---|---|---|---|---|"]
+    for (backend, scale, conns, scenario), single in by.items():
+        if scenario != "items-single":
+            continue
+        bulk = by[(backend, scale, conns, "items-bulk")]
+        bulk_items = bulk["rps"] * BULK_ITEMS
+        lines.append(f"| {backend} | {scale} | {conns} | {single['rps']:.0f} | {bulk_items:.0f} | {bulk_items / single['rps']:.1f} |")
+    return "\n".join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a few seconds per scenario, 16 connections, 10k rows")
@@ -411,7 +436,7 @@ def main():
     results = []
     for backend in args.backends.split(","):
         run_backend(backend, args, results)
-    text = table(results)
+    text = table(results) + "\n\n" + items_table(results)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

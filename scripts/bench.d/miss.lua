@@ -1,6 +1,7 @@
--- POST /v1/email/enrich with an email never asked before on every request, so that
--- every call misses the cache and goes to the (sandbox) vendors. The emails come from
--- the file BENCH_EMAILS (one per line, all known to the first vendor); with several
+-- POST /v1/email/enrich with the emails of the file BENCH_EMAILS in turn (one per line,
+-- all known to the first vendor): for the miss scenario a file of emails never asked
+-- before, so that every call misses the cache and goes to the (sandbox) vendors; for
+-- items-single the 100 cached emails of the bulk scenario, round and round. With several
 -- threads, thread i of n takes lines i, i + n, i + 2n, ...
 dofile(os.getenv("BENCH_DIR") .. "/report.lua")
 thread_id = 0

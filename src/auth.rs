@@ -278,35 +278,48 @@ impl Authenticator {
         if key.revoked_at.is_some() {
             return Ok(None);
         }
-        let plan = Plan::parse(&ws.plan).unwrap_or(Plan::Starter);
-        let tier = RateLimitTier::parse(&key.rate_limit_tier).unwrap_or_default();
-        // Unknown (a newer build's mode): the safe one, that never spends.
-        let mode = KeyMode::parse(&key.mode).unwrap_or(KeyMode::Test);
-        // A high or unmetered key is counted apart, so that it never uses up (nor resets)
-        // the workspace's standard keys' limits; a test key has the small test limits of
-        // its own, whatever its tier.
-        let (limits, limit_scope) = match (mode, tier) {
-            (KeyMode::Test, _) => (crate::test_mode::LIMITS, format!("{}/{}/test", ws.id, key.id)),
-            (KeyMode::Live, RateLimitTier::High | RateLimitTier::Unmetered) => (
-                tier.limits(plan.limits().with_overrides(ws.rate_limit_per_minute, ws.rate_limit_per_day)),
-                format!("{}/{}", ws.id, key.id),
-            ),
-            (KeyMode::Live, RateLimitTier::Standard) => {
-                (plan.limits().with_overrides(ws.rate_limit_per_minute, ws.rate_limit_per_day), ws.id.clone())
-            }
-        };
-        Ok(Some(Principal {
-            limits,
-            limit_scope,
-            mode,
-            plan,
-            key_id: key.id,
-            key_prefix: key.prefix,
-            workspace_id: ws.id,
-            permissions: parse_permissions(&key.permissions),
-            balance_hint: ws.credit_balance,
-            expires_at: key.expires_at,
-        }))
+        Ok(Some(principal_of(key, ws)))
+    }
+}
+
+/// The principal of a key by its id, revoked or not: what a job's items are counted and
+/// charged against (a job goes on once accepted). `None` when there is no such key.
+pub async fn principal_by_key_id(db: &DatabaseConnection, key_id: &str) -> Result<Option<Principal>, DbErr> {
+    let found = api_key::Entity::find_by_id(key_id).find_also_related(workspace::Entity).one(db).await?;
+    Ok(match found {
+        Some((key, Some(ws))) => Some(principal_of(key, ws)),
+        _ => None,
+    })
+}
+
+fn principal_of(key: api_key::Model, ws: workspace::Model) -> Principal {
+    let plan = Plan::parse(&ws.plan).unwrap_or(Plan::Starter);
+    let tier = RateLimitTier::parse(&key.rate_limit_tier).unwrap_or_default();
+    // Unknown (a newer build's mode): the safe one, that never spends.
+    let mode = KeyMode::parse(&key.mode).unwrap_or(KeyMode::Test);
+    // A high or unmetered key is counted apart, so that it never uses up (nor resets)
+    // the workspace's standard keys' limits; a test key has the small test limits of
+    // its own, whatever its tier.
+    let (limits, limit_scope) = match (mode, tier) {
+        (KeyMode::Test, _) => (crate::test_mode::LIMITS, format!("{}/{}/test", ws.id, key.id)),
+        (KeyMode::Live, RateLimitTier::High | RateLimitTier::Unmetered) => {
+            (tier.limits(plan.limits().with_overrides(ws.rate_limit_per_minute, ws.rate_limit_per_day)), format!("{}/{}", ws.id, key.id))
+        }
+        (KeyMode::Live, RateLimitTier::Standard) => {
+            (plan.limits().with_overrides(ws.rate_limit_per_minute, ws.rate_limit_per_day), ws.id.clone())
+        }
+    };
+    Principal {
+        limits,
+        limit_scope,
+        mode,
+        plan,
+        key_id: key.id,
+        key_prefix: key.prefix,
+        workspace_id: ws.id,
+        permissions: parse_permissions(&key.permissions),
+        balance_hint: ws.credit_balance,
+        expires_at: key.expires_at,
     }
 }
 

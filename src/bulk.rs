@@ -31,7 +31,7 @@ use crate::idempotency::{self, Claim};
 use crate::lookup::input::{EnrichQuery, InputError, Section};
 use crate::lookup::record::{Matched, Source};
 use crate::lookup::{cache, LookupOutcome, Subject};
-use crate::settler::{Bulk, BulkCharged, BulkCompletion, SettleError};
+use crate::settler::{Bulk, BulkCharged, BulkCompletion, CacheRow, JobItemsUpdate, SettleError};
 use crate::test_mode::{self, Trigger};
 
 /// The most items one call takes.
@@ -181,6 +181,36 @@ pub fn fingerprint(items: &[ItemInput], default_include: Option<&[String]>) -> S
     hex(&hash.finalize())
 }
 
+/// Who a call's items are for, and what its ledger rows name.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub workspace_id: String,
+    pub api_key_id: String,
+    pub mode: KeyMode,
+    /// The bulk call's request id, or the job's id for a job's items.
+    pub request_id: String,
+}
+
+impl Caller {
+    pub fn of(principal: &Principal, request_id: &str) -> Self {
+        Self {
+            workspace_id: principal.workspace_id.clone(),
+            api_key_id: principal.key_id.clone(),
+            mode: principal.mode,
+            request_id: request_id.to_string(),
+        }
+    }
+}
+
+/// A lookup's outcome as a job keeps it (so that a retry after a crash asks no vendor).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StoredLookup {
+    Found { matched: Box<Matched>, from_cache: bool },
+    NoMatch,
+    Unavailable { retry_after_secs: u64 },
+}
+
 /// One item, before settlement.
 enum Pending {
     Failed(ItemFailure),
@@ -204,6 +234,91 @@ enum Looked {
     },
     /// Not looked up: the balance could not have paid for it.
     Unpaid,
+}
+
+impl Looked {
+    fn stored(&self) -> Option<StoredLookup> {
+        match self {
+            Looked::Found { matched, from_cache } => {
+                Some(StoredLookup::Found { matched: Box::new((**matched).clone()), from_cache: *from_cache })
+            }
+            Looked::NoMatch => Some(StoredLookup::NoMatch),
+            Looked::Unavailable { retry_after } => Some(StoredLookup::Unavailable { retry_after_secs: retry_after.as_secs().max(1) }),
+            Looked::Unpaid => None,
+        }
+    }
+
+    fn of_stored(stored: &StoredLookup) -> Self {
+        match stored {
+            StoredLookup::Found { matched, from_cache } => {
+                Looked::Found { matched: Arc::new((**matched).clone()), from_cache: *from_cache }
+            }
+            StoredLookup::NoMatch => Looked::NoMatch,
+            StoredLookup::Unavailable { retry_after_secs } => Looked::Unavailable { retry_after: Duration::from_secs(*retry_after_secs) },
+        }
+    }
+}
+
+/// A call's items, validated and looked up: each one's answer or failure, and the
+/// charges its answers need, in item order.
+pub struct Resolved {
+    /// Per item: its answer and the index of its charge.
+    answers: Vec<Option<(Answer, usize)>>,
+    failures: Vec<Option<ItemFailure>>,
+    references: Vec<Option<String>>,
+    /// One per answer, in item order: the vendor answer to cache if it is paid.
+    charges: Vec<Option<CacheRow>>,
+    /// The balance read before the lookups.
+    balance: i64,
+    /// Per item, the lookup outcome obtained by this call (`None`: invalid, known
+    /// before, or not looked up).
+    pub fresh_lookups: Vec<Option<StoredLookup>>,
+    mode: KeyMode,
+}
+
+impl Resolved {
+    /// The whole answer, given what the settlement decided.
+    pub fn answer(&self, request_id: &str, charged: &BulkCharged) -> BulkAnswer {
+        let mut results = Vec::with_capacity(self.answers.len());
+        let mut paid = 0i64;
+        for ((answer, failure), reference) in self.answers.iter().zip(&self.failures).zip(&self.references) {
+            let outcome = match (answer, failure) {
+                (Some((answer, charge)), _) => match charged.balances.get(*charge).copied().flatten() {
+                    Some(balance_after) => {
+                        paid += 1;
+                        ItemOutcome::Found { answer: Box::new(answer.clone()), credits_remaining: balance_after }
+                    }
+                    None => ItemOutcome::Failed { failure: ItemFailure::InsufficientCredits },
+                },
+                (None, Some(failure)) => ItemOutcome::Failed { failure: failure.clone() },
+                (None, None) => unreachable!("every item has an answer or a failure"),
+            };
+            results.push(ItemResult { reference: reference.clone(), outcome });
+        }
+        let credits_charged = if self.mode == KeyMode::Test { 0 } else { paid };
+        BulkAnswer { items: results, credits_charged, credits_remaining: charged.balance, request_id: request_id.to_string() }
+    }
+
+    /// A test-mode call's settlement: every answer covered, nothing charged, the live
+    /// balance as it was.
+    fn uncharged(&self) -> BulkCharged {
+        BulkCharged { balances: self.charges.iter().map(|_| Some(self.balance)).collect(), balance: self.balance }
+    }
+}
+
+/// What completes a resolved call in its settlement.
+pub enum Completion {
+    None,
+    /// An idempotent bulk call's claim.
+    Claim(idempotency::ClaimToken),
+    /// A job chunk: the items `idxs` (in the call's item order) of `job_id`, leased by
+    /// `owner`; their results and the job's counters commit with the charges.
+    JobItems {
+        job_id: String,
+        owner: String,
+        idxs: Vec<i32>,
+        purge_after_ms: i64,
+    },
 }
 
 impl EnrichService {
@@ -237,7 +352,14 @@ impl EnrichService {
                 }
             }
         };
-        let result = self.run_bulk(principal, request_id, items, default_include, token.clone()).await;
+        let caller = Caller::of(principal, request_id);
+        let result = async {
+            let resolved = Arc::new(self.resolve(&caller, items, default_include, &[]).await?);
+            let completion = token.clone().map_or(Completion::None, Completion::Claim);
+            let charged = self.settle_resolved(&caller, resolved.clone(), completion).await?;
+            Ok::<_, EnrichError>(resolved.answer(request_id, &charged))
+        }
+        .await;
         if let (Err(_), Some(token)) = (&result, &token) {
             if let Err(err) = idempotency::release(self.db(), token).await {
                 tracing::error!(error = %err, "releasing an idempotency claim failed");
@@ -246,25 +368,26 @@ impl EnrichService {
         result.map(|answer| BulkSuccess { answer: Arc::new(answer), replayed: false })
     }
 
-    async fn run_bulk(
+    /// Validates `items` and looks them up: once per distinct input, only for items the
+    /// balance could still pay for (in item order), skipping the inputs whose outcome is
+    /// `known` (per item; a job's items looked up before a crash).
+    pub async fn resolve(
         &self,
-        principal: &Principal,
-        request_id: &str,
+        caller: &Caller,
         items: &[ItemInput],
         default_include: Option<&[String]>,
-        claim: Option<idempotency::ClaimToken>,
-    ) -> Result<BulkAnswer, EnrichError> {
-        let ws = &principal.workspace_id;
-        let test = principal.mode == KeyMode::Test;
+        known: &[Option<StoredLookup>],
+    ) -> Result<Resolved, EnrichError> {
+        let ws = &caller.workspace_id;
+        let test = caller.mode == KeyMode::Test;
         let lookup = if test { self.test_lookup() } else { self.live_lookup() };
 
         // Validate each item; group the valid ones by what they look up.
         let mut pending = Vec::with_capacity(items.len());
         let mut subjects: Vec<(String, BTreeSet<Section>, usize)> = Vec::new(); // (cache key, union of sections, first item)
         let mut index: HashMap<String, usize> = HashMap::new();
-        let queries: Vec<Result<EnrichQuery, Vec<Problem>>> = items.iter().map(|i| parse_item(i, default_include)).collect();
-        for (n, parsed) in queries.into_iter().enumerate() {
-            match parsed {
+        for (n, item) in items.iter().enumerate() {
+            match parse_item(item, default_include) {
                 Err(problems) => pending.push(Pending::Failed(ItemFailure::Invalid { problems })),
                 Ok(query) if test && Trigger::of(&query.input) == Some(Trigger::InsufficientCredits) => {
                     pending.push(Pending::Failed(ItemFailure::InsufficientCredits))
@@ -281,12 +404,21 @@ impl EnrichService {
             }
         }
 
+        // What is known already.
+        let mut found: Vec<Option<Looked>> = vec![None; subjects.len()];
+        let mut seeded = vec![false; subjects.len()];
+        for (item, known) in pending.iter().zip(known) {
+            if let (Pending::Found { subject, .. }, Some(stored)) = (item, known) {
+                found[*subject] = Some(Looked::of_stored(stored));
+                seeded[*subject] = true;
+            }
+        }
+
         // The balance bounds how many items can be paid, in item order: look up only the
         // subjects of items that could still be paid, wave by wave (an item whose lookup
         // found nothing costs nothing and makes room for a later one).
         let balance = crate::credits::balance(self.db(), ws).await?.unwrap_or(0);
         let budget = if test { usize::MAX } else { usize::try_from(balance.max(0)).unwrap_or(usize::MAX) };
-        let mut found: Vec<Option<Looked>> = vec![None; subjects.len()];
         loop {
             let mut used = 0usize;
             let mut wave: Vec<usize> = Vec::new();
@@ -336,47 +468,47 @@ impl EnrichService {
 
         // Each item's answer; the charges in item order; each vendor answer cached with
         // the first item that pays for it.
-        let mut answers: Vec<Option<(Answer, usize)>> = Vec::with_capacity(pending.len()); // (answer, charge index)
+        let mut answers: Vec<Option<(Answer, usize)>> = Vec::with_capacity(pending.len());
         let mut failures: Vec<Option<ItemFailure>> = Vec::with_capacity(pending.len());
+        let mut fresh_lookups: Vec<Option<StoredLookup>> = Vec::with_capacity(pending.len());
         let mut charges = Vec::new();
         let mut charged_subject: Vec<bool> = vec![false; subjects.len()];
         for item in &pending {
-            match item {
+            let (subject, query) = match item {
                 Pending::Failed(failure) => {
                     answers.push(None);
                     failures.push(Some(failure.clone()));
+                    fresh_lookups.push(None);
+                    continue;
                 }
-                Pending::Found { subject, query } => {
-                    let failure = match &looked[*subject] {
-                        Looked::Unpaid => Some(ItemFailure::InsufficientCredits),
-                        Looked::NoMatch => Some(ItemFailure::NoMatch),
-                        Looked::Unavailable { retry_after } => {
-                            Some(ItemFailure::UpstreamUnavailable { retry_after_secs: retry_after.as_secs().max(1) })
-                        }
-                        Looked::Found { matched, from_cache } => match matched.record.project(&query.include) {
-                            None => Some(ItemFailure::NoMatch),
-                            Some(record) => {
-                                // The first item of a subject answered now by a vendor says so;
-                                // the later ones, like later calls, say `cached`.
-                                let fresh = !from_cache && !charged_subject[*subject];
-                                charged_subject[*subject] = true;
-                                let source = if fresh { Source::Vendor(matched.vendor) } else { Source::Cached };
-                                let answer = Answer { record, source, confidence: matched.confidence };
-                                let row = fresh.then(|| {
-                                    let subject = Subject { input: &query.input, cache_key: subjects[*subject].0.clone() };
-                                    cache::match_row(&subject, matched, lookup.cache_policy(), crate::now_ms())
-                                });
-                                answers.push(Some((answer, charges.len())));
-                                charges.push(row);
-                                failures.push(None);
-                                continue;
-                            }
-                        },
-                    };
-                    answers.push(None);
-                    failures.push(failure);
-                }
-            }
+                Pending::Found { subject, query } => (*subject, query),
+            };
+            fresh_lookups.push(if seeded[subject] { None } else { looked[subject].stored() });
+            let failure = match &looked[subject] {
+                Looked::Unpaid => ItemFailure::InsufficientCredits,
+                Looked::NoMatch => ItemFailure::NoMatch,
+                Looked::Unavailable { retry_after } => ItemFailure::UpstreamUnavailable { retry_after_secs: retry_after.as_secs().max(1) },
+                Looked::Found { matched, from_cache } => match matched.record.project(&query.include) {
+                    None => ItemFailure::NoMatch,
+                    Some(record) => {
+                        // The first item of a subject answered now by a vendor says so; the
+                        // later ones, like later calls, say `cached`.
+                        let fresh = !from_cache && !charged_subject[subject];
+                        charged_subject[subject] = true;
+                        let source = if fresh { Source::Vendor(matched.vendor) } else { Source::Cached };
+                        let row = fresh.then(|| {
+                            let subject = Subject { input: &query.input, cache_key: subjects[subject].0.clone() };
+                            cache::match_row(&subject, matched, lookup.cache_policy(), crate::now_ms())
+                        });
+                        answers.push(Some((Answer { record, source, confidence: matched.confidence }, charges.len())));
+                        charges.push(row);
+                        failures.push(None);
+                        continue;
+                    }
+                },
+            };
+            answers.push(None);
+            failures.push(Some(failure));
         }
         // A vendor answer no item could use is kept, unpaid (as a single call keeps it); a
         // test-mode call keeps every vendor answer so (in its test space: never paid).
@@ -387,78 +519,100 @@ impl EnrichService {
                 }
             }
         }
+        let references = items.iter().map(|i| i.reference.clone()).collect();
+        Ok(Resolved { answers, failures, references, charges, balance, fresh_lookups, mode: caller.mode })
+    }
 
-        let references: Vec<Option<String>> = items.iter().map(|i| i.reference.clone()).collect();
-        let assemble = {
-            let request_id = request_id.to_string();
-            move |charged: &BulkCharged| -> BulkAnswer {
-                let mut results = Vec::with_capacity(answers.len());
-                let mut paid = 0i64;
-                for ((answer, failure), reference) in answers.iter().zip(&failures).zip(&references) {
-                    let outcome = match (answer, failure) {
-                        (Some((answer, charge)), _) => match charged.balances.get(*charge).copied().flatten() {
-                            Some(balance_after) => {
-                                paid += 1;
-                                ItemOutcome::Found { answer: Box::new(answer.clone()), credits_remaining: balance_after }
-                            }
-                            None => ItemOutcome::Failed { failure: ItemFailure::InsufficientCredits },
-                        },
-                        (None, Some(failure)) => ItemOutcome::Failed { failure: failure.clone() },
-                        (None, None) => unreachable!("every item has an answer or a failure"),
-                    };
-                    results.push(ItemResult { reference: reference.clone(), outcome });
-                }
-                BulkAnswer { items: results, credits_charged: paid, credits_remaining: charged.balance, request_id: request_id.clone() }
-            }
-        };
-
-        if test {
-            // Never charged: every charge "covered", the live balance as it is.
-            let charged = BulkCharged { balances: charges.iter().map(|_| Some(balance)).collect(), balance };
-            let mut answer = assemble(&charged);
-            answer.credits_charged = 0;
-            if let Some(token) = &claim {
-                let stored = serde_json::to_vec(&answer).map_err(|e| anyhow::Error::new(e).context("storing the answer"))?;
-                if !idempotency::complete(self.db(), token, 200, stored, Some(balance)).await? {
+    /// Pays for a resolved call in one transaction (a test-mode call: nothing), with its
+    /// completion; returns what the settlement decided.
+    pub async fn settle_resolved(
+        &self,
+        caller: &Caller,
+        resolved: Arc<Resolved>,
+        completion: Completion,
+    ) -> Result<BulkCharged, EnrichError> {
+        let test = caller.mode == KeyMode::Test;
+        let lookup = if test { self.test_lookup() } else { self.live_lookup() };
+        let request_id = caller.request_id.clone();
+        let settle_completion = match completion {
+            Completion::None => None,
+            Completion::Claim(claim) if test => {
+                let charged = resolved.uncharged();
+                let stored = serde_json::to_vec(&resolved.answer(&request_id, &charged))
+                    .map_err(|e| anyhow::Error::new(e).context("storing the answer"))?;
+                if !idempotency::complete(self.db(), &claim, 200, stored, Some(resolved.balance)).await? {
                     return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) });
                 }
+                return Ok(charged);
             }
-            return Ok(answer);
-        }
-
-        let assemble = Arc::new(assemble);
-        let completion = claim.map(|claim| {
-            let assemble = assemble.clone();
-            BulkCompletion {
-                claim,
-                render: Box::new(move |charged: &BulkCharged| serde_json::to_vec(&assemble(charged)).expect("a bulk answer serialises")),
+            Completion::Claim(claim) => {
+                let resolved = resolved.clone();
+                Some(BulkCompletion::Claim {
+                    claim,
+                    render: Box::new(move |charged: &BulkCharged| {
+                        serde_json::to_vec(&resolved.answer(&request_id, charged)).expect("a bulk answer serialises")
+                    }),
+                })
             }
-        });
-        let rows: Vec<_> = charges.clone();
-        let bulk = Bulk {
-            workspace_id: ws.clone(),
-            api_key_id: principal.key_id.clone(),
-            request_id: request_id.to_string(),
-            charges,
-            balance_if_unpaid: balance,
-            completion,
+            Completion::JobItems { job_id, owner, idxs, purge_after_ms } => {
+                let resolved = resolved.clone();
+                let uncharged = test.then(|| resolved.uncharged());
+                Some(BulkCompletion::JobItems {
+                    job_id,
+                    owner,
+                    render: Box::new(move |charged: &BulkCharged| {
+                        job_items_update(&resolved, &request_id, uncharged.as_ref().unwrap_or(charged), &idxs, purge_after_ms)
+                    }),
+                })
+            }
         };
+        let charges = if test { Vec::new() } else { resolved.charges.clone() };
+        let bulk = Bulk {
+            workspace_id: caller.workspace_id.clone(),
+            api_key_id: caller.api_key_id.clone(),
+            request_id: caller.request_id.clone(),
+            charges,
+            balance_if_unpaid: resolved.balance,
+            completion: settle_completion,
+        };
+        if test && bulk.completion.is_none() {
+            return Ok(resolved.uncharged());
+        }
         let charged = match self.settler().settle_bulk(bulk).await {
             Ok(charged) => charged,
             Err(SettleError::ClaimLost) => return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) }),
             Err(SettleError::Database(err)) if err.unavailable => return Err(EnrichError::StoreUnavailable(Arc::new(err))),
             Err(err) => return Err(anyhow::Error::new(err).into()),
         };
+        if test {
+            return Ok(resolved.uncharged());
+        }
         // The paid vendor answers, remembered in-process now that their rows are on their way.
-        for (row, balance) in rows.into_iter().zip(&charged.balances) {
+        for (row, balance) in resolved.charges.iter().zip(&charged.balances) {
             if let (Some(row), Some(_)) = (row, balance) {
-                let entry = cache::Entry::new(row.clone());
-                lookup.remember_row(row.cache_key, entry, crate::now_ms());
+                lookup.remember_row(row.cache_key.clone(), cache::Entry::new(row.clone()), crate::now_ms());
             }
         }
         let paid = charged.balances.iter().flatten().count() as u64;
         self.metrics().credits_charged.inc_by(paid);
-        Ok(assemble(&charged))
+        Ok(charged)
+    }
+}
+
+/// A job chunk's results (each item's result with the bulk result's shape) and counts.
+fn job_items_update(resolved: &Resolved, request_id: &str, charged: &BulkCharged, idxs: &[i32], purge_after_ms: i64) -> JobItemsUpdate {
+    let answer = resolved.answer(request_id, charged);
+    let (succeeded, no_match, failed) = answer.counts();
+    let results =
+        idxs.iter().zip(&answer.items).map(|(idx, item)| (*idx, serde_json::to_string(item).expect("an item result serialises"))).collect();
+    JobItemsUpdate {
+        results,
+        succeeded: succeeded as i64,
+        no_match: no_match as i64,
+        failed: failed as i64,
+        credits_charged: answer.credits_charged,
+        now_ms: crate::now_ms(),
+        purge_after_ms,
     }
 }
 

@@ -29,6 +29,30 @@ pub struct Settings {
     pub sandbox: SandboxSettings,
     pub redis: RedisSettings,
     pub secrets: SecretsSettings,
+    pub jobs: JobsSettings,
+}
+
+/// Enrichment jobs: the workers every `serve` process runs.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsSettings {
+    /// Run job workers in this process.
+    pub workers: bool,
+    /// How long a worker holds the items it claimed, in milliseconds: the items of a
+    /// worker that died are claimed again after it. Longer than a chunk takes (the
+    /// request deadline).
+    pub lease_ms: u64,
+    /// How often an idle worker looks for work, in milliseconds (a job submitted to this
+    /// process wakes it at once).
+    pub poll_ms: u64,
+    /// How long a finished job and its results are kept, in days.
+    pub retention_days: u64,
+}
+
+impl Default for JobsSettings {
+    fn default() -> Self {
+        Self { workers: true, lease_ms: 60_000, poll_ms: 500, retention_days: 30 }
+    }
 }
 
 /// Server secrets.
@@ -97,8 +121,13 @@ impl Default for DatabaseSettings {
 pub struct ServerSettings {
     /// Address to listen on; port 0 picks a free port (the bound address is logged).
     pub bind: String,
-    /// Largest accepted request body, in bytes (larger: 413 `payload_too_large`).
+    /// Largest accepted request body, in bytes (larger: 413 `payload_too_large`), but for
+    /// the two below.
     pub max_body_bytes: usize,
+    /// Largest body of a bulk call (100 items), in bytes.
+    pub max_bulk_body_bytes: usize,
+    /// Largest body of a job submission (10,000 items, JSON or CSV), in bytes.
+    pub max_job_body_bytes: usize,
     /// Deadline for the whole vendor waterfall of one request, in milliseconds.
     pub request_deadline_ms: u64,
     /// Log lines as JSON instead of text.
@@ -113,6 +142,8 @@ impl Default for ServerSettings {
         Self {
             bind: "127.0.0.1:8080".into(),
             max_body_bytes: 16 * 1024,
+            max_bulk_body_bytes: 512 * 1024,
+            max_job_body_bytes: 10 * 1024 * 1024,
             request_deadline_ms: 10_000,
             json_logs: false,
             last_used_flush_ms: 10_000,

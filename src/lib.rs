@@ -6,7 +6,8 @@
 //!   middleware, the published spec and Swagger UI). No SQL, no business rule.
 //! - [`enrich`]: the money path of one enrich call (idempotency, balance, lookup, settle),
 //!   in the order `docs/design.md` fixes; [`bulk`]: up to 100 of them in one call,
-//!   settled in one transaction.
+//!   settled in one transaction; [`jobs`]: up to 10,000 of them, stored and worked
+//!   through in the background by every serving process.
 //! - [`auth`]: API keys (generation, hashing, lookup) and permissions.
 //! - [`credits`]: balances and the append-only ledger.
 //! - [`settler`]: the one writer of balances, the ledger, completed idempotency records
@@ -44,6 +45,7 @@ pub mod enrich;
 pub mod hex;
 pub mod hot;
 pub mod idempotency;
+pub mod jobs;
 pub mod key_activity;
 pub mod keys;
 pub mod lookup;

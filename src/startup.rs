@@ -35,6 +35,9 @@ pub struct Application {
     sandbox: Sandbox,
     purger: tokio::task::JoinHandle<()>,
     settler: Settler,
+    /// Tells the job worker to stop (after its chunk in flight).
+    stop_worker: Arc<tokio::sync::Notify>,
+    worker: Option<tokio::task::JoinHandle<()>>,
     /// Tells the keys' last-use writer to write once more and stop.
     stop_flusher: Arc<tokio::sync::Notify>,
     flusher: tokio::task::JoinHandle<()>,
@@ -118,12 +121,29 @@ impl Application {
             Duration::from_millis(settings.server.last_used_flush_ms.max(1)),
             stop_flusher.clone(),
         ));
+        let enrich = Arc::new(enrich);
+        let limiter = Arc::new(limiter);
+        let jobs_wake = Arc::new(tokio::sync::Notify::new());
+        let stop_worker = Arc::new(tokio::sync::Notify::new());
+        let worker = settings.jobs.workers.then(|| {
+            let worker = crate::jobs::Worker {
+                db: db.clone(),
+                enrich: enrich.clone(),
+                limiter: limiter.clone(),
+                settings: settings.jobs.clone(),
+                owner: format!("worker_{}", uuid::Uuid::new_v4().simple()),
+                wake: jobs_wake.clone(),
+            };
+            tokio::spawn(worker.run(stop_worker.clone()))
+        });
         let state = Arc::new(AppState {
             db: db.clone(),
             auth: Authenticator::new(db.clone(), hot.clone(), activity.clone()),
             limiter,
             metrics,
             enrich,
+            jobs_wake,
+            job_retention_days: settings.jobs.retention_days,
             hot,
             sealer,
             idempotency_lease: deadline + Duration::from_millis(settings.idempotency.lease_margin_ms),
@@ -136,8 +156,13 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.server.bind))?;
         let addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).context("listener has no local address")?;
-        let endpoint = api::app(state, settings.server.max_body_bytes).map_to_response().boxed();
-        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger, settler, stop_flusher, flusher })
+        let limits = api::middleware::BodyLimits {
+            default: settings.server.max_body_bytes,
+            bulk: settings.server.max_bulk_body_bytes,
+            job: settings.server.max_job_body_bytes,
+        };
+        let endpoint = api::app(state, limits).map_to_response().boxed();
+        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger, settler, stop_worker, worker, stop_flusher, flusher })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -155,10 +180,15 @@ impl Application {
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish (up to 30 s).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { acceptor, endpoint, sandbox, purger, stop_flusher, flusher, .. } = self;
+        let Self { acceptor, endpoint, sandbox, purger, stop_worker, worker, stop_flusher, flusher, .. } = self;
         let result =
             Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(30))).await;
         purger.abort();
+        stop_worker.notify_one();
+        if let Some(worker) = worker {
+            // A chunk in flight settles (or its lease runs out and another worker redoes it).
+            let _ = tokio::time::timeout(Duration::from_secs(15), worker).await;
+        }
         stop_flusher.notify_one();
         let _ = flusher.await;
         drop(sandbox);
@@ -207,6 +237,11 @@ async fn purge_loop(db: DatabaseConnection, every: Duration) {
         }
         if let Err(err) = cache::purge_expired(&db, now).await {
             tracing::warn!(error = %err, "purging the cache failed");
+        }
+        match crate::jobs::purge_expired(&db, now).await {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "finished jobs past their retention purged"),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "purging finished jobs failed"),
         }
     }
 }

@@ -10,6 +10,8 @@
 pub mod api_key;
 pub mod cache_entry;
 pub mod credit_ledger;
+pub mod enrichment_job;
+pub mod enrichment_job_item;
 pub mod idempotency_record;
 pub mod workspace;
 
@@ -18,6 +20,8 @@ pub mod prelude {
     pub use super::api_key::Entity as ApiKey;
     pub use super::cache_entry::Entity as CacheEntry;
     pub use super::credit_ledger::Entity as CreditLedger;
+    pub use super::enrichment_job::Entity as EnrichmentJob;
+    pub use super::enrichment_job_item::Entity as EnrichmentJobItem;
     pub use super::idempotency_record::Entity as IdempotencyRecord;
     pub use super::workspace::Entity as Workspace;
 }

@@ -12,6 +12,7 @@ mod m20261202_000003_replay_answers;
 mod m20261202_000004_key_management;
 mod m20261202_000005_ledger_indexes;
 mod m20261203_000006_key_mode;
+mod m20261203_000007_enrichment_jobs;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000004_key_management::Migration),
             Box::new(m20261202_000005_ledger_indexes::Migration),
             Box::new(m20261203_000006_key_mode::Migration),
+            Box::new(m20261203_000007_enrichment_jobs::Migration),
         ]
     }
 }

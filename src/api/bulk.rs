@@ -18,7 +18,7 @@ use super::middleware::{current_request_id, record_caller};
 use super::responses::{failures, successes};
 use super::security::{ApiKeyAuth, CanEnrich};
 use super::{ApiTags, AppState};
-use crate::bulk::{BulkAnswer, ItemFailure, ItemInput, ItemOutcome, MAX_ITEMS};
+use crate::bulk::{BulkAnswer, ItemFailure, ItemInput, ItemOutcome, ItemResult, MAX_ITEMS};
 use crate::ratelimit::Decision;
 
 /// One input. Its fields are checked item by item, with the rules of
@@ -194,25 +194,23 @@ fn item_error(failure: &ItemFailure) -> ApiError {
     }
 }
 
+/// An item's result as the API shows it (`request_id`: of the call, or the job).
+pub fn item_result(index: u32, item: &ItemResult, request_id: &str) -> BulkItemResult {
+    let (status, data, error) = match &item.outcome {
+        ItemOutcome::Found { answer, credits_remaining } => (200, Some(EnrichData::of(answer, *credits_remaining)), None),
+        ItemOutcome::Failed { failure } => {
+            let err = item_error(failure);
+            (err.status().as_u16(), None, Some(err.envelope(request_id.to_string()).error))
+        }
+    };
+    BulkItemResult { index, reference: item.reference.clone().into(), status, data, error }
+}
+
 impl BulkResponse {
     /// The declared response of a domain answer.
     pub fn of(answer: &BulkAnswer) -> Self {
         let (succeeded, no_match, failed) = answer.counts();
-        let results = answer
-            .items
-            .iter()
-            .enumerate()
-            .map(|(index, item)| {
-                let (status, data, error) = match &item.outcome {
-                    ItemOutcome::Found { answer, credits_remaining } => (200, Some(EnrichData::of(answer, *credits_remaining)), None),
-                    ItemOutcome::Failed { failure } => {
-                        let err = item_error(failure);
-                        (err.status().as_u16(), None, Some(err.envelope(answer.request_id.clone()).error))
-                    }
-                };
-                BulkItemResult { index: index as u32, reference: item.reference.clone().into(), status, data, error }
-            })
-            .collect();
+        let results = answer.items.iter().enumerate().map(|(index, item)| item_result(index as u32, item, &answer.request_id)).collect();
         Self {
             data: BulkData {
                 results,

@@ -60,7 +60,7 @@ impl ErrorCode {
         (Self::LastAdminKey, "last_admin_key", "403: the workspace's last active key with `admin:api_keys` cannot be revoked."),
         (Self::TierNotAllowed, "tier_not_allowed", "403: the workspace's plan does not allow the asked `rate_limit_tier`."),
         (Self::NoMatch, "no_match", "404: upstream providers returned no data for the input."),
-        (Self::NotFound, "not_found", "404: no such path, or no such resource in the workspace (an API key id)."),
+        (Self::NotFound, "not_found", "404: no such path, or no such resource in the workspace (an API key or job id)."),
         (Self::MethodNotAllowed, "method_not_allowed", "405: the path exists, the method does not."),
         (Self::IdempotencyKeyInUse, "idempotency_key_in_use", "409: a request with the same `Idempotency-Key` is still in progress."),
         (Self::PayloadTooLarge, "payload_too_large", "413: the request body is too large."),
@@ -446,6 +446,19 @@ impl From<EnrichError> for ApiError {
             EnrichError::UpstreamUnavailable { retry_after } => Self::UpstreamUnavailable { retry_after },
             EnrichError::StoreUnavailable(e) => Self::store_unavailable(&e, "enriching"),
             EnrichError::Internal(e) => Self::Internal(e),
+        }
+    }
+}
+
+impl From<crate::jobs::JobError> for ApiError {
+    fn from(err: crate::jobs::JobError) -> Self {
+        use crate::jobs::JobError;
+        match err {
+            JobError::NotFound => Self::ResourceNotFound("job"),
+            JobError::IdempotencyKeyInUse { retry_after } => Self::IdempotencyKeyInUse { retry_after },
+            JobError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            JobError::Corrupt(why) => Self::Internal(anyhow::anyhow!("a stored job answer: {why}")),
+            JobError::Db(e) => Self::from_db(e, "reading or storing a job"),
         }
     }
 }

@@ -91,11 +91,31 @@ async fn limit_body(req: &mut Request, limit: usize) -> Result<(), ApiError> {
     }
 }
 
-/// The middleware itself, for `EndpointExt::around`: `max_body_bytes` bounds every body.
+/// How large a request body may be, by operation.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub default: usize,
+    /// `POST /v1/email/enrich/bulk`.
+    pub bulk: usize,
+    /// `POST /v1/enrich/jobs`.
+    pub job: usize,
+}
+
+impl BodyLimits {
+    fn of(&self, method: &poem::http::Method, path: &str) -> usize {
+        match (method == poem::http::Method::POST, path) {
+            (true, "/v1/email/enrich/bulk") => self.bulk,
+            (true, "/v1/enrich/jobs") => self.job,
+            _ => self.default,
+        }
+    }
+}
+
+/// The middleware itself, for `EndpointExt::around`: `limits` bound every body.
 pub async fn request_scope<E: Endpoint>(
     next: Arc<E>,
     mut req: Request,
-    max_body_bytes: usize,
+    limits: BodyLimits,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> poem::Result<Response> {
     let request_id = req
@@ -114,7 +134,8 @@ pub async fn request_scope<E: Endpoint>(
 
     let mut resp = SCOPE
         .scope(scope.clone(), async move {
-            if let Err(err) = limit_body(&mut req, max_body_bytes).await {
+            let limit = limits.of(req.method(), req.uri().path());
+            if let Err(err) = limit_body(&mut req, limit).await {
                 return err.into_response();
             }
             match next.call(req).await {

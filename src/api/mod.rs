@@ -9,6 +9,7 @@ pub mod enrich;
 pub mod error;
 pub mod fields;
 pub mod health;
+pub mod jobs;
 pub mod json;
 pub mod keys;
 pub mod middleware;
@@ -29,8 +30,12 @@ use crate::ratelimit::Limiter;
 pub struct AppState {
     pub db: sea_orm::DatabaseConnection,
     pub auth: Authenticator,
-    pub limiter: Limiter,
-    pub enrich: EnrichService,
+    pub limiter: Arc<Limiter>,
+    pub enrich: Arc<EnrichService>,
+    /// Wakes this process's job worker when a job is stored.
+    pub jobs_wake: Arc<tokio::sync::Notify>,
+    /// How long a finished job's results are kept.
+    pub job_retention_days: u64,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub hot: Arc<crate::hot::HotCaches>,
     pub sealer: crate::seal::Sealer,
@@ -50,9 +55,11 @@ pub enum ApiTags {
     ApiKeys,
     /// What the workspace's plan allows and what is left; the credit ledger.
     Usage,
+    /// Enrichment jobs: up to 10,000 items enriched in the background.
+    Jobs,
 }
 
-pub type Apis = (enrich::EnrichApi, bulk::BulkApi, keys::KeysApi, account::AccountApi, health::HealthApi);
+pub type Apis = (enrich::EnrichApi, bulk::BulkApi, jobs::JobsApi, keys::KeysApi, account::AccountApi, health::HealthApi);
 
 /// Where the text of the crate's license (`Cargo.toml`: MIT) is published.
 const LICENSE_URL: &str = "https://opensource.org/license/mit";
@@ -61,7 +68,7 @@ const LICENSE_URL: &str = "https://opensource.org/license/mit";
 /// license are the crate's (`Cargo.toml`).
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (enrich::EnrichApi, bulk::BulkApi, keys::KeysApi, account::AccountApi, health::HealthApi),
+        (enrich::EnrichApi, bulk::BulkApi, jobs::JobsApi, keys::KeysApi, account::AccountApi, health::HealthApi),
         "leadlex",
         env!("CARGO_PKG_VERSION"),
     )
@@ -72,7 +79,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
 }
 
 /// The whole HTTP application.
-pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> impl Endpoint {
+pub fn app(state: Arc<AppState>, limits: middleware::BodyLimits) -> impl Endpoint {
     let metrics = state.metrics.clone();
     Route::new()
         .nest("/", openapi_service())
@@ -80,5 +87,5 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> impl Endpoint {
         .at("/openapi.yaml", poem::get(spec::openapi_yaml))
         .nest("/docs", docs::swagger_ui())
         .data(state)
-        .around(move |ep, req| middleware::request_scope(ep, req, max_body_bytes, metrics.clone()))
+        .around(move |ep, req| middleware::request_scope(ep, req, limits, metrics.clone()))
 }

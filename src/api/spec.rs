@@ -26,7 +26,7 @@ Every error has the same JSON envelope: `{\"error\": {\"code\", \"message\", \"r
 \"details\"?}}`, where `code` is a stable snake_case string.";
 
 /// Header names as the public docs spell them.
-const HEADER_NAMES: [&str; 7] = [
+const HEADER_NAMES: [&str; 8] = [
     "X-Request-ID",
     "X-RateLimit-Limit",
     "X-RateLimit-Remaining",
@@ -34,6 +34,7 @@ const HEADER_NAMES: [&str; 7] = [
     "Retry-After",
     "Idempotent-Replayed",
     "Idempotency-Key",
+    "Location",
 ];
 
 fn canonical_header(name: &str) -> Option<&'static str> {
@@ -111,6 +112,10 @@ fn request_examples(method: &str, path: &str) -> Value {
             let value = <super::bulk::BulkRequest as Example>::example().to_json();
             json!({"crm_export": {"summary": "Four rows of a CRM export: a person, the same person's company, nobody, a malformed row", "value": value}})
         }
+        ("post", "/v1/enrich/jobs") => {
+            let value = <super::jobs::JobRequest as Example>::example().to_json();
+            json!({"crm_export": {"summary": "The bulk example's four rows, as a job", "value": value}})
+        }
         ("post", "/v1/api-keys") => json!({
             "ci_key": {"summary": "A key for a CI pipeline that only enriches", "value": {
                 "name": keys::EXAMPLE_NAME,
@@ -158,6 +163,43 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             ApiError::UnsupportedMediaType,
             ApiError::IdempotencyKeyReused,
             ApiError::TooManyItems { retry_after: secs(6), fits: 4 },
+            internal,
+            unavailable,
+        ],
+        ("post", "/v1/enrich/jobs") => vec![
+            problem("items", "is too short"),
+            ApiError::InvalidKey,
+            ApiError::InsufficientPermissions("write:enrich"),
+            ApiError::IdempotencyKeyInUse { retry_after: secs(3) },
+            ApiError::PayloadTooLarge,
+            ApiError::UnsupportedMediaType,
+            ApiError::IdempotencyKeyReused,
+            limited,
+            internal,
+            unavailable,
+        ],
+        ("get", "/v1/enrich/jobs") => vec![
+            problem("limit", "is invalid"),
+            ApiError::InvalidKey,
+            ApiError::InsufficientPermissions("write:enrich"),
+            limited,
+            internal,
+            unavailable,
+        ],
+        ("get", "/v1/enrich/jobs/{id}") | ("post", "/v1/enrich/jobs/{id}/cancel") => vec![
+            ApiError::InvalidKey,
+            ApiError::InsufficientPermissions("write:enrich"),
+            ApiError::ResourceNotFound("job"),
+            limited,
+            internal,
+            unavailable,
+        ],
+        ("get", "/v1/enrich/jobs/{id}/results") => vec![
+            problem("limit", "is invalid"),
+            ApiError::InvalidKey,
+            ApiError::InsufficientPermissions("write:enrich"),
+            ApiError::ResourceNotFound("job"),
+            limited,
             internal,
             unavailable,
         ],
@@ -232,6 +274,26 @@ fn response_example(method: &str, path: &str, status: &str) -> Option<Value> {
         ("post", "/v1/email/enrich/bulk", 200) => {
             let value = <super::bulk::BulkResponse as Example>::example().to_json();
             return Some(json!({"crm_export": {"summary": "The answer to the request example", "value": value}}));
+        }
+        ("post", "/v1/enrich/jobs", 202) => {
+            let value = <super::jobs::JobResponse as Example>::example().to_json();
+            return Some(json!({"queued": {"summary": "The request example, just stored", "value": value}}));
+        }
+        ("get", "/v1/enrich/jobs/{id}", 200) => {
+            let value = super::jobs::JobResponse { data: super::jobs::example_job("completed") }.to_json();
+            return Some(json!({"completed": {"summary": "The request example's job, done", "value": value}}));
+        }
+        ("post", "/v1/enrich/jobs/{id}/cancel", 200) => {
+            let value = super::jobs::JobResponse { data: super::jobs::example_job("cancelled") }.to_json();
+            return Some(json!({"cancelled": {"summary": "The request example's job, cancelled before it started", "value": value}}));
+        }
+        ("get", "/v1/enrich/jobs", 200) => {
+            let value = <super::jobs::JobListResponse as Example>::example().to_json();
+            return Some(json!({"one_job": {"summary": "A workspace with the request example's job, done", "value": value}}));
+        }
+        ("get", "/v1/enrich/jobs/{id}/results", 200) => {
+            let value = <super::jobs::JobResultsResponse as Example>::example().to_json();
+            return Some(json!({"crm_export": {"summary": "The request example's results", "value": value}}));
         }
         ("post", "/v1/api-keys", 201) => {
             let value = <keys::ApiKeyCreatedResponse as Example>::example().to_json();

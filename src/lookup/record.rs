@@ -223,7 +223,7 @@ pub fn merged_confidence(c1: f64, c2: f64, agreement: Agreement) -> f64 {
 }
 
 /// A record together with who produced it and how sure they were.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Matched {
     pub record: EnrichmentRecord,
     pub vendor: VendorName,

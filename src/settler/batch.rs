@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::{Bulk, BulkCharged, CacheRow, Charged, Job, SettleError};
+use super::{Bulk, BulkCharged, BulkCompletion, CacheRow, Charged, Job, JobItemsUpdate, SettleError};
 use crate::credits::Reason;
 use crate::idempotency::ClaimToken;
 use crate::metrics::Metrics;
@@ -81,6 +81,10 @@ pub trait Store {
     fn put_cache(&mut self, rows: &[CacheRow]) -> Result<(), StoreError>;
     /// Completes a locked claim with the call's answer and balance.
     fn complete(&mut self, claim: &ClaimToken, answer: &[u8], balance_after: i64) -> Result<bool, StoreError>;
+    /// Writes a job chunk's item results (each item `done`, its lease released) and adds
+    /// to its job's counters, completing the job when its last item is done; false (and
+    /// the caller rolls back) when `owner` no longer holds every item's lease.
+    fn finish_job_items(&mut self, job_id: &str, owner: &str, update: &JobItemsUpdate) -> Result<bool, StoreError>;
     fn commit(&mut self) -> Result<(), StoreError>;
     /// Abandons the open transaction, if any; leaves the store usable.
     fn rollback(&mut self);
@@ -263,8 +267,8 @@ fn settle_bulk(
     carried: &[CacheRow],
 ) -> Result<(Result<BulkCharged, SettleError>, Vec<CacheRow>), StoreError> {
     store.begin(false)?;
-    if let Some(completion) = &bulk.completion {
-        if !store.lock_claim(&completion.claim)? {
+    if let Some(BulkCompletion::Claim { claim, .. }) = &bulk.completion {
+        if !store.lock_claim(claim)? {
             store.rollback();
             return Ok((Err(SettleError::ClaimLost), carried.to_vec()));
         }
@@ -290,11 +294,20 @@ fn settle_bulk(
     };
     let balance = balances.iter().rev().flatten().next().copied().unwrap_or(bulk.balance_if_unpaid);
     let charged = BulkCharged { balances, balance };
-    if let Some(completion) = bulk.completion.take() {
-        let answer = (completion.render)(&charged);
-        if !store.complete(&completion.claim, &answer, balance)? {
-            return Err(StoreError::bug("a locked idempotency claim vanished inside the settling transaction"));
+    let completed = match bulk.completion.take() {
+        None => true,
+        Some(BulkCompletion::Claim { claim, render }) => {
+            if !store.complete(&claim, &render(&charged), balance)? {
+                return Err(StoreError::bug("a locked idempotency claim vanished inside the settling transaction"));
+            }
+            true
         }
+        Some(BulkCompletion::JobItems { job_id, owner, render }) => store.finish_job_items(&job_id, &owner, &render(&charged))?,
+    };
+    if !completed {
+        // The job items' lease ran out and another worker took them over: it settles them.
+        store.rollback();
+        return Ok((Err(SettleError::ClaimLost), carried.to_vec()));
     }
     store.commit()?;
     let paid_rows = bulk.charges.into_iter().zip(&charged.balances).filter(|(_, b)| b.is_some()).filter_map(|(row, _)| row).collect();
@@ -320,6 +333,8 @@ mod tests {
         /// claim token → (owned, completed answer and balance)
         claims: HashMap<String, FakeClaim>,
         cache: HashMap<String, i64>,
+        /// job id → (lease owner, results written)
+        jobs: HashMap<String, (String, Vec<(i32, String)>)>,
     }
 
     #[derive(Default)]
@@ -396,6 +411,16 @@ mod tests {
             match self.state().claims.get_mut(&token) {
                 Some((true, done @ None)) => {
                     *done = Some((answer.to_vec(), balance_after));
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+
+        fn finish_job_items(&mut self, job_id: &str, owner: &str, update: &JobItemsUpdate) -> Result<bool, StoreError> {
+            match self.state().jobs.get_mut(job_id) {
+                Some((held_by, results)) if held_by == owner => {
+                    results.extend(update.results.iter().cloned());
                     Ok(true)
                 }
                 _ => Ok(false),
@@ -491,7 +516,7 @@ mod tests {
             request_id: "r".into(),
             charges: (0..5).map(|n| Some(row(&format!("email:b{n}@x.com")))).collect(),
             balance_if_unpaid: 3,
-            completion: Some(super::super::BulkCompletion {
+            completion: Some(BulkCompletion::Claim {
                 claim: ClaimToken::for_tests("a", "idem", "bulk"),
                 render: Box::new(|charged| format!("{:?}", charged.balances).into_bytes()),
             }),
@@ -517,6 +542,39 @@ mod tests {
         };
         assert_eq!(w.settle_bulk(empty).unwrap(), BulkCharged { balances: Vec::new(), balance: 0 });
         assert!(w.store.committed.cache.contains_key("email:b0@x.com"), "the carried rows went with it");
+    }
+
+    #[test]
+    fn a_job_chunk_commits_only_while_its_worker_holds_the_lease() {
+        let mut w = writer(&[("a", 5)]);
+        w.store.committed.jobs.insert("job_1".into(), ("worker-b".into(), Vec::new()));
+        let chunk = |owner: &str| Bulk {
+            workspace_id: "a".into(),
+            api_key_id: "k".into(),
+            request_id: "job_1".into(),
+            charges: vec![Some(row("email:j0@x.com")), None],
+            balance_if_unpaid: 5,
+            completion: Some(BulkCompletion::JobItems {
+                job_id: "job_1".into(),
+                owner: owner.into(),
+                render: Box::new(|charged| JobItemsUpdate {
+                    results: vec![(0, format!("{:?}", charged.balances[0])), (1, format!("{:?}", charged.balances[1]))],
+                    succeeded: 2,
+                    no_match: 0,
+                    failed: 0,
+                    credits_charged: 2,
+                    now_ms: 1,
+                    purge_after_ms: 2,
+                }),
+            }),
+        };
+        // Worker a's lease was taken over by worker b: nothing of a's chunk commits.
+        assert!(matches!(w.settle_bulk(chunk("worker-a")), Err(SettleError::ClaimLost)));
+        assert_eq!((w.store.committed.balances["a"], w.store.committed.ledger.len()), (5, 0));
+        assert!(w.carried.is_empty(), "and its cache row is not kept");
+        let charged = w.settle_bulk(chunk("worker-b")).unwrap();
+        assert_eq!(charged.balances, vec![Some(4), Some(3)]);
+        assert_eq!(w.store.committed.jobs["job_1"].1, vec![(0, "Some(4)".to_string()), (1, "Some(3)".to_string())]);
     }
 
     #[test]

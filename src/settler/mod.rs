@@ -67,12 +67,31 @@ pub struct Bulk {
 
 /// Renders a bulk call's answer once its charges are known.
 pub type RenderBulk = Box<dyn FnOnce(&BulkCharged) -> Vec<u8> + Send>;
+/// Renders a job chunk's item results once its charges are known.
+pub type RenderJobItems = Box<dyn FnOnce(&BulkCharged) -> JobItemsUpdate + Send>;
 
-/// What completes a bulk call's idempotency claim: its answer, rendered in the settling
-/// transaction once the charges are known (opaque bytes to the settler).
-pub struct BulkCompletion {
-    pub claim: ClaimToken,
-    pub render: RenderBulk,
+/// What a bulk settlement completes in its transaction, rendered once the charges are
+/// known (opaque to the settler).
+pub enum BulkCompletion {
+    /// An idempotent bulk call's claim, completed with its whole answer.
+    Claim { claim: ClaimToken, render: RenderBulk },
+    /// A chunk of a job's items: each item's result and the job's counters, written only
+    /// while `owner` still holds the items' lease (else nothing of the chunk commits).
+    JobItems { job_id: String, owner: String, render: RenderJobItems },
+}
+
+/// A job chunk's results and what they add to the job's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobItemsUpdate {
+    /// (item index, result JSON).
+    pub results: Vec<(i32, String)>,
+    pub succeeded: i64,
+    pub no_match: i64,
+    pub failed: i64,
+    pub credits_charged: i64,
+    pub now_ms: i64,
+    /// When a job this chunk completes gets its results purged.
+    pub purge_after_ms: i64,
 }
 
 /// What a bulk settlement decided.

@@ -58,6 +58,22 @@ const CHANGE_BALANCE: &str = concat!(
 const LOCK_CLAIM: &str = "SELECT 1 FROM idempotency_records \
      WHERE workspace_id = $1 AND idempotency_key = $2 AND owner_token = $3 AND state = $4 FOR UPDATE";
 
+/// Every item of a chunk `done` with its result, only where `owner` holds its lease.
+const FINISH_JOB_ITEMS: &str = "UPDATE enrichment_job_items AS i \
+     SET state = 'done', result = u.result, lease_owner = NULL, lease_until = NULL \
+     FROM UNNEST($3::int[], $4::text[]) AS u(idx, result) \
+     WHERE i.job_id = $1 AND i.idx = u.idx AND i.lease_owner = $2 AND i.state IN ('pending', 'looked_up')";
+
+/// Adds a chunk to its job's counters; the chunk that makes a running job's last item
+/// done completes it. (SET expressions read the row as it was.)
+const COUNT_JOB_ITEMS: &str = "UPDATE enrichment_jobs SET \
+     done = done + $2, succeeded = succeeded + $3, no_match = no_match + $4, failed = failed + $5, \
+     credits_charged = credits_charged + $6, \
+     status = CASE WHEN status = 'running' AND done + $2 >= total THEN 'completed' ELSE status END, \
+     finished_at = CASE WHEN status = 'running' AND done + $2 >= total THEN $7 ELSE finished_at END, \
+     purge_after = CASE WHEN status = 'running' AND done + $2 >= total THEN $8 ELSE purge_after END \
+     WHERE id = $1";
+
 const COMPLETE_CLAIM: &str = "UPDATE idempotency_records \
      SET state = $5, response_status = 200, response_body = $6, balance_after = $7 \
      WHERE workspace_id = $1 AND idempotency_key = $2 AND owner_token = $3 AND state = $4";
@@ -188,6 +204,24 @@ impl super::batch::Store for Store {
             .bind(State::Completed.as_str())
             .bind(answer)
             .bind(balance_after);
+        Ok(self.execute(q)? == 1)
+    }
+
+    fn finish_job_items(&mut self, job_id: &str, owner: &str, update: &super::JobItemsUpdate) -> Result<bool, StoreError> {
+        let (idxs, results): (Vec<i32>, Vec<&str>) = update.results.iter().map(|(i, r)| (*i, r.as_str())).unzip();
+        let q = sqlx::query(FINISH_JOB_ITEMS).bind(job_id).bind(owner).bind(idxs).bind(results);
+        if self.execute(q)? != update.results.len() as u64 {
+            return Ok(false);
+        }
+        let q = sqlx::query(COUNT_JOB_ITEMS)
+            .bind(job_id)
+            .bind(update.results.len() as i64)
+            .bind(update.succeeded)
+            .bind(update.no_match)
+            .bind(update.failed)
+            .bind(update.credits_charged)
+            .bind(update.now_ms)
+            .bind(update.purge_after_ms);
         Ok(self.execute(q)? == 1)
     }
 

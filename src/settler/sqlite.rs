@@ -39,6 +39,21 @@ const CACHE_UPSERT: &str = "INSERT INTO enrichment_cache \
 const LOCK_CLAIM: &str = "SELECT 1 FROM idempotency_records \
      WHERE workspace_id = ?1 AND idempotency_key = ?2 AND owner_token = ?3 AND state = ?4";
 
+/// One item of a chunk `done` with its result, only where `owner` holds its lease.
+const FINISH_JOB_ITEM: &str = "UPDATE enrichment_job_items \
+     SET state = 'done', result = ?4, lease_owner = NULL, lease_until = NULL \
+     WHERE job_id = ?1 AND idx = ?2 AND lease_owner = ?3 AND state IN ('pending', 'looked_up')";
+
+/// Adds a chunk to its job's counters; the chunk that makes a running job's last item
+/// done completes it. (SET expressions read the row as it was.)
+const COUNT_JOB_ITEMS: &str = "UPDATE enrichment_jobs SET \
+     done = done + ?2, succeeded = succeeded + ?3, no_match = no_match + ?4, failed = failed + ?5, \
+     credits_charged = credits_charged + ?6, \
+     status = CASE WHEN status = 'running' AND done + ?2 >= total THEN 'completed' ELSE status END, \
+     finished_at = CASE WHEN status = 'running' AND done + ?2 >= total THEN ?7 ELSE finished_at END, \
+     purge_after = CASE WHEN status = 'running' AND done + ?2 >= total THEN ?8 ELSE purge_after END \
+     WHERE id = ?1";
+
 const COMPLETE_CLAIM: &str = "UPDATE idempotency_records \
      SET state = ?5, response_status = 200, response_body = ?6, balance_after = ?7 \
      WHERE workspace_id = ?1 AND idempotency_key = ?2 AND owner_token = ?3 AND state = ?4";
@@ -165,6 +180,33 @@ impl super::batch::Store for Store {
             .prepare_cached(COMPLETE_CLAIM)
             .and_then(|mut s| {
                 s.execute(params![workspace_id, key, token, State::InProgress.as_str(), State::Completed.as_str(), answer, balance_after])
+            })
+            .map_err(err)?;
+        Ok(n == 1)
+    }
+
+    fn finish_job_items(&mut self, job_id: &str, owner: &str, update: &super::JobItemsUpdate) -> Result<bool, StoreError> {
+        let mut finish = self.conn.prepare_cached(FINISH_JOB_ITEM).map_err(err)?;
+        for (idx, result) in &update.results {
+            if finish.execute(params![job_id, idx, owner, result]).map_err(err)? != 1 {
+                return Ok(false);
+            }
+        }
+        drop(finish);
+        let n = self
+            .conn
+            .prepare_cached(COUNT_JOB_ITEMS)
+            .and_then(|mut s| {
+                s.execute(params![
+                    job_id,
+                    update.results.len() as i64,
+                    update.succeeded,
+                    update.no_match,
+                    update.failed,
+                    update.credits_charged,
+                    update.now_ms,
+                    update.purge_after_ms
+                ])
             })
             .map_err(err)?;
         Ok(n == 1)

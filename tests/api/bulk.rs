@@ -156,7 +156,7 @@ async fn a_call_counts_its_items_against_the_limits(backend: Backend) {
 }
 
 async fn a_malformed_call_fails_as_a_whole(backend: Backend) {
-    let app = spawn_app_with(backend, |s| s.server.max_body_bytes = 32 * 1024).await;
+    let app = spawn_app_with(backend, |s| s.server.max_bulk_body_bytes = 32 * 1024).await;
     let (ws, key) = app.funded(5).await;
     let many: Vec<Value> = (0..101).map(|_| json!({"domain": "acme.com"})).collect();
     for body in [json!({"items": many}), json!({"items": []}), json!({}), json!({"items": [{"email": 42}]})] {

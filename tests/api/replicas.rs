@@ -13,13 +13,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::helpers::{fresh_database, redis_url, sandbox_input, send, spawn_app_with, Backend, Resp};
 
 /// A `leadlex serve` child process.
-struct Replica {
-    child: tokio::process::Child,
-    base: String,
+pub struct Replica {
+    pub child: tokio::process::Child,
+    pub base: String,
 }
 
 impl Replica {
-    async fn start(database_url: &str, config: &PathBuf) -> Replica {
+    pub async fn start(database_url: &str, config: &PathBuf) -> Replica {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadlex"))
             .args(["serve", "--bind", "127.0.0.1:0"])
             .env("LEADLEX_DATABASE_URL", database_url)
@@ -46,7 +46,7 @@ impl Replica {
         Replica { child, base }
     }
 
-    fn signal(&self, signal: &str) {
+    pub fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("running").to_string();
         assert!(std::process::Command::new("kill").args([signal, &pid]).status().unwrap().success());
     }
@@ -329,6 +329,11 @@ async fn database_outage_is_503_and_recovers_by_itself() {
         app.client.get(format!("{}/v1/usage", app.base)),
         app.client.get(format!("{}/v1/credits/ledger", app.base)),
         app.client.post(format!("{}/v1/email/enrich/bulk", app.base)).json(&json!({"items": [{"domain": "acme.com"}]})),
+        app.client.post(format!("{}/v1/enrich/jobs", app.base)).json(&json!({"items": [{"domain": "acme.com"}]})),
+        app.client.get(format!("{}/v1/enrich/jobs", app.base)),
+        app.client.get(format!("{}/v1/enrich/jobs/job_0", app.base)),
+        app.client.post(format!("{}/v1/enrich/jobs/job_0/cancel", app.base)),
+        app.client.get(format!("{}/v1/enrich/jobs/job_0/results", app.base)),
     ] {
         let r = app.request(req.bearer_auth(&admin.key)).await;
         assert_eq!((r.status, r.error_code().as_str()), (503, "service_unavailable"));

@@ -147,7 +147,7 @@ fn record_example(operation_id: &str, status: u16, name: &str) {
 /// A response with the values that differ from call to call (the request id, the
 /// balance after the call, ids, secrets and times the server made up) blanked, so that
 /// it compares with an example.
-fn without_per_call_values(mut body: Value) -> Value {
+pub fn without_per_call_values(mut body: Value) -> Value {
     if let Some(id) = body.pointer_mut("/error/request_id") {
         *id = Value::Null;
     }
@@ -157,8 +157,10 @@ fn without_per_call_values(mut body: Value) -> Value {
 
 /// Values the server makes up for each call: ids, secrets, times, balances.
 fn blank_generated(value: &mut Value) {
-    const GENERATED: [&str; 11] = [
+    const GENERATED: [&str; 13] = [
         "credits_remaining",
+        "started_at",
+        "finished_at",
         "id",
         "key",
         "prefix",

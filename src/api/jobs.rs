@@ -1,0 +1,472 @@
+//! `/v1/enrich/jobs`: durable enrichment jobs of up to 10,000 items (permission
+//! `write:enrich`): submit, follow, list, cancel, and read the results a page at a time.
+//! The contract and thin handlers over [`crate::jobs`].
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{
+    param::{Header, Path, Query},
+    payload::Json,
+    types::{Example, MaybeUndefined},
+    Object, OpenApi,
+};
+
+use super::bulk::{BulkItemRequest, BulkItemResult};
+use super::enrich::IncludeSection;
+use super::error::ApiError;
+use super::fields::{not_null, Nullable};
+use super::responses::{failures, successes};
+use super::security::{ApiKeyAuth, CanEnrich};
+use super::{ApiTags, AppState};
+use crate::bulk::ItemInput;
+use crate::jobs::{self, Idempotent, JobView};
+use crate::lookup::input::{InputError, Section};
+
+/// Up to 10,000 inputs, enriched in the background.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct JobRequest {
+    /// 1 to 10,000 items, each as in a bulk call (a malformed item fails alone, in its
+    /// result).
+    #[oai(validator(min_items = 1, max_items = 10000))]
+    pub items: Vec<BulkItemRequest>,
+    /// The sections for every item that gives no `include` of its own. Defaults to all.
+    #[oai(validator(min_items = 1, max_items = 3))]
+    pub include: MaybeUndefined<Vec<IncludeSection>>,
+}
+
+impl Example for JobRequest {
+    fn example() -> Self {
+        let bulk = <super::bulk::BulkRequest as Example>::example();
+        Self { items: bulk.items, include: MaybeUndefined::Undefined }
+    }
+}
+
+/// A job and how far it got.
+#[derive(Debug, Clone, Object)]
+pub struct Job {
+    /// `job_…`.
+    pub id: String,
+    /// `queued`, `running`, `completed` or `cancelled` (more may be added).
+    pub status: String,
+    /// Items submitted.
+    pub total: i64,
+    /// Items answered so far: `succeeded + no_match + failed`.
+    pub done: i64,
+    pub succeeded: i64,
+    pub no_match: i64,
+    pub failed: i64,
+    /// 1 per succeeded item.
+    pub credits_charged: i64,
+    pub created_at: DateTime<Utc>,
+    /// When its first items were taken up; `null` while queued.
+    pub started_at: Nullable<DateTime<Utc>>,
+    /// When it completed or was cancelled; `null` before.
+    pub finished_at: Nullable<DateTime<Utc>>,
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl From<JobView> for Job {
+    fn from(j: JobView) -> Self {
+        Self {
+            id: j.id,
+            status: j.status,
+            total: j.total,
+            done: j.done,
+            succeeded: j.succeeded,
+            no_match: j.no_match,
+            failed: j.failed,
+            credits_charged: j.credits_charged,
+            created_at: time(j.created_at),
+            started_at: j.started_at.map(time).into(),
+            finished_at: j.finished_at.map(time).into(),
+        }
+    }
+}
+
+/// One job.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct JobResponse {
+    pub data: Job,
+}
+
+/// The request example's job: just stored (`queued`), done (`completed`), or cancelled
+/// before it started (`cancelled`).
+pub fn example_job(status: &str) -> Job {
+    let created = time(1_796_000_000_000);
+    let done = status == "completed";
+    Job {
+        id: "job_019a2b3c4d5e7f808192a3b4c5d6e7f8".into(),
+        status: status.into(),
+        total: 4,
+        done: if done { 4 } else { 0 },
+        succeeded: if done { 2 } else { 0 },
+        no_match: if done { 1 } else { 0 },
+        failed: if done { 1 } else { 0 },
+        credits_charged: if done { 2 } else { 0 },
+        created_at: created,
+        started_at: done.then(|| time(1_796_000_000_250)).into(),
+        finished_at: (status != "queued").then(|| time(1_796_000_001_000)).into(),
+    }
+}
+
+impl Example for JobResponse {
+    fn example() -> Self {
+        Self { data: example_job("queued") }
+    }
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+}
+
+/// Where a cursor-paged list stands.
+#[derive(Debug, Clone, Object)]
+pub struct JobsMeta {
+    pub limit: u32,
+    /// Pass as `starting_after` for the next page; `null` on the last page.
+    pub next_cursor: Nullable<String>,
+}
+
+/// A page of the workspace's jobs, newest first.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct JobListResponse {
+    pub data: JobList,
+    pub meta: JobsMeta,
+}
+
+impl Example for JobListResponse {
+    fn example() -> Self {
+        Self { data: JobList { jobs: vec![example_job("completed")] }, meta: JobsMeta { limit: 25, next_cursor: Nullable(None) } }
+    }
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct JobResults {
+    /// The results of the items done so far, in item order, in the bulk result shape
+    /// (`index` is the item's position in the submission).
+    pub results: Vec<BulkItemResult>,
+}
+
+/// A page of a job's results.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct JobResultsResponse {
+    pub data: JobResults,
+    pub meta: JobsMeta,
+}
+
+impl Example for JobResultsResponse {
+    fn example() -> Self {
+        let mut results = <super::bulk::BulkResponse as Example>::example().data.results;
+        for r in &mut results {
+            if let Some(error) = &mut r.error {
+                error.request_id = "job_019a2b3c4d5e7f808192a3b4c5d6e7f8".into();
+            }
+        }
+        Self { data: JobResults { results }, meta: JobsMeta { limit: 100, next_cursor: Nullable(None) } }
+    }
+}
+
+successes! {
+    /// The job was stored.
+    pub enum SubmitJobOk {
+        /// Queued: follow it at `Location`. A retry with the same `Idempotency-Key` and the
+        /// same request within 24 hours gets the same job (as it is now), with
+        /// `Idempotent-Replayed: true`, and submits nothing more.
+        202 => Accepted(
+            Json<JobResponse>,
+            /// The job's URL.
+            #[oai(header = "Location")]
+            String,
+            /// `true` when this response is a replay of an earlier submission with the same
+            /// `Idempotency-Key`.
+            #[oai(header = "Idempotent-Replayed")]
+            Option<bool>,
+        ),
+    }
+}
+
+failures! {
+    /// Every way submitting a job can fail. Nothing is stored.
+    pub enum SubmitJobFailure {
+        /// `validation_error`: the body is not JSON or not the schema's shape (`items`
+        /// missing, empty or over 10,000, a field of the wrong type), or the
+        /// `Idempotency-Key` is not a UUID.
+        400 => BadRequest,
+        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
+        401 => Unauthorized,
+        /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
+        403 => Forbidden,
+        /// `idempotency_key_in_use`: a submission with the same `Idempotency-Key` is still
+        /// in progress; retry after `Retry-After` seconds.
+        409 => Conflict + u64,
+        /// `payload_too_large`: the body is over 10 MB.
+        413 => PayloadTooLarge,
+        /// `unsupported_media_type`: the body is not sent as `application/json`.
+        415 => UnsupportedMediaType,
+        /// `idempotency_key_reused`: the `Idempotency-Key` was used with a different
+        /// request within 24 hours.
+        422 => UnprocessableEntity,
+        /// `rate_limited`: retry after `Retry-After` seconds.
+        429 => TooManyRequests + u64,
+        /// `internal_error`: an unexpected failure on our side.
+        500 => InternalServerError,
+        /// `service_unavailable`: leadlex's own store is unreachable; retry (with the same
+        /// `Idempotency-Key`) after `Retry-After` seconds.
+        503 => ServiceUnavailable + u64,
+    }
+}
+
+successes! {
+    /// The job.
+    pub enum JobOk {
+        /// The job as it is now.
+        200 => Ok(Json<JobResponse>),
+    }
+}
+
+successes! {
+    /// A page of jobs.
+    pub enum JobListOk {
+        /// The workspace's jobs, newest first.
+        200 => Ok(Json<JobListResponse>),
+    }
+}
+
+successes! {
+    /// A page of results.
+    pub enum JobResultsOk {
+        /// The results of the job's items done so far, in item order.
+        200 => Ok(Json<JobResultsResponse>),
+    }
+}
+
+failures! {
+    /// Every way reading or cancelling a job can fail.
+    pub enum JobFailure {
+        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
+        401 => Unauthorized,
+        /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
+        403 => Forbidden,
+        /// `not_found`: the workspace has no job with this id.
+        404 => NotFound,
+        /// `rate_limited`: retry after `Retry-After` seconds.
+        429 => TooManyRequests + u64,
+        /// `internal_error`: an unexpected failure on our side.
+        500 => InternalServerError,
+        /// `service_unavailable`: leadlex's own store is unreachable; retry after
+        /// `Retry-After` seconds.
+        503 => ServiceUnavailable + u64,
+    }
+}
+
+failures! {
+    /// Every way reading a job's results can fail.
+    pub enum JobResultsFailure {
+        /// `validation_error`: `limit` or `starting_after` is malformed.
+        400 => BadRequest,
+        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
+        401 => Unauthorized,
+        /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
+        403 => Forbidden,
+        /// `not_found`: the workspace has no job with this id.
+        404 => NotFound,
+        /// `rate_limited`: retry after `Retry-After` seconds.
+        429 => TooManyRequests + u64,
+        /// `internal_error`: an unexpected failure on our side.
+        500 => InternalServerError,
+        /// `service_unavailable`: leadlex's own store is unreachable; retry after
+        /// `Retry-After` seconds.
+        503 => ServiceUnavailable + u64,
+    }
+}
+
+failures! {
+    /// Every way listing jobs can fail.
+    pub enum JobListFailure {
+        /// `validation_error`: a parameter is malformed.
+        400 => BadRequest,
+        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
+        401 => Unauthorized,
+        /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
+        403 => Forbidden,
+        /// `rate_limited`: retry after `Retry-After` seconds.
+        429 => TooManyRequests + u64,
+        /// `internal_error`: an unexpected failure on our side.
+        500 => InternalServerError,
+        /// `service_unavailable`: leadlex's own store is unreachable; retry after
+        /// `Retry-After` seconds.
+        503 => ServiceUnavailable + u64,
+    }
+}
+
+fn default_limit() -> u32 {
+    25
+}
+
+fn default_results_limit() -> u32 {
+    100
+}
+
+fn given<T>(value: MaybeUndefined<T>) -> Option<T> {
+    match value {
+        MaybeUndefined::Value(v) => Some(v),
+        _ => None,
+    }
+}
+
+pub struct JobsApi;
+
+#[OpenApi(tag = "ApiTags::Jobs")]
+impl JobsApi {
+    /// Submit an enrichment job
+    ///
+    /// Stores up to 10,000 items and enriches them in the background, each exactly as an
+    /// item of `POST /v1/email/enrich/bulk`: 1 credit per succeeded item, charged as it
+    /// is done; a malformed item fails alone. Follow the job at `Location`, read its
+    /// results as they come, cancel what has not started. Items count against the daily
+    /// quota of the submitting key (never against the per-minute limit of interactive
+    /// calls); a workspace's items run a few at a time (2 on starter, 5 on pro, 10 on org,
+    /// 20 unmetered, per server). Results are kept 30 days after the job finishes.
+    /// Requires `write:enrich`.
+    #[oai(path = "/v1/enrich/jobs", method = "post", operation_id = "submit_enrichment_job")]
+    async fn submit(
+        &self,
+        auth: ApiKeyAuth,
+        _can: CanEnrich,
+        state: Data<&Arc<AppState>>,
+        /// Optional UUID that makes retries of the submission safe within 24 hours.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<uuid::Uuid>>,
+        body: Json<JobRequest>,
+    ) -> Result<SubmitJobOk, SubmitJobFailure> {
+        let principal = auth.0;
+        let req = body.0;
+        let include: Option<Vec<String>> =
+            not_null("include", req.include)?.map(|l| l.into_iter().map(|s| Section::from(s).as_str().to_string()).collect());
+        let items: Vec<ItemInput> = req
+            .items
+            .into_iter()
+            .map(|item| ItemInput {
+                email: given(item.email).map(|t| t.0),
+                domain: given(item.domain).map(|t| t.0),
+                include: given(item.include).map(|l| l.into_iter().map(|t| t.0).collect()),
+                reference: given(item.reference).map(|t| t.0),
+            })
+            .collect();
+        let key = idempotency_key.0.map(|k| k.hyphenated().to_string());
+        let idem = key.as_deref().map(|key| Idempotent { key, lease: state.idempotency_lease, ttl: state.idempotency_ttl });
+        let (job, replayed) =
+            jobs::submit(&state.db, &principal, &items, include.as_deref(), idem, crate::now_ms()).await.map_err(ApiError::from)?;
+        state.jobs_wake.notify_one();
+        let location = format!("/v1/enrich/jobs/{}", job.id);
+        Ok(SubmitJobOk::Accepted(Json(JobResponse { data: job.into() }), location, replayed.then_some(true)))
+    }
+
+    /// List enrichment jobs
+    ///
+    /// The workspace's jobs, newest first, a page at a time: pass `meta.next_cursor` as
+    /// `starting_after` for the next page. Requires `write:enrich`.
+    #[oai(path = "/v1/enrich/jobs", method = "get", operation_id = "list_enrichment_jobs")]
+    async fn list(
+        &self,
+        auth: ApiKeyAuth,
+        _can: CanEnrich,
+        state: Data<&Arc<AppState>>,
+        /// Jobs per page.
+        #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<u32>,
+        /// The `id` of the last job of the previous page (its `meta.next_cursor`).
+        #[oai(validator(pattern = "^job_[0-9a-f]{32}$"))]
+        starting_after: Query<Option<String>>,
+    ) -> Result<JobListOk, JobListFailure> {
+        let (found, next) =
+            jobs::list(&state.db, &auth.0.workspace_id, u64::from(limit.0), starting_after.0.as_deref()).await.map_err(ApiError::from)?;
+        Ok(JobListOk::Ok(Json(JobListResponse {
+            data: JobList { jobs: found.into_iter().map(Job::from).collect() },
+            meta: JobsMeta { limit: limit.0, next_cursor: next.into() },
+        })))
+    }
+
+    /// Get an enrichment job
+    ///
+    /// The job's status and counts. A job of another workspace is `404`. Requires
+    /// `write:enrich`.
+    #[oai(path = "/v1/enrich/jobs/:id", method = "get", operation_id = "get_enrichment_job")]
+    async fn get(
+        &self,
+        auth: ApiKeyAuth,
+        _can: CanEnrich,
+        state: Data<&Arc<AppState>>,
+        /// The job's `id` (`job_…`).
+        id: Path<String>,
+    ) -> Result<JobOk, JobFailure> {
+        let job = jobs::get(&state.db, &auth.0.workspace_id, &id.0).await.map_err(ApiError::from)?;
+        Ok(JobOk::Ok(Json(JobResponse { data: job.into() })))
+    }
+
+    /// Cancel an enrichment job
+    ///
+    /// Stops the items not started yet: they are never charged, and get no result. The
+    /// items in flight finish (and are charged if they succeed), so the counts may still
+    /// move for a few seconds. Cancelling a finished job changes nothing. Requires
+    /// `write:enrich`.
+    #[oai(path = "/v1/enrich/jobs/:id/cancel", method = "post", operation_id = "cancel_enrichment_job")]
+    async fn cancel(
+        &self,
+        auth: ApiKeyAuth,
+        _can: CanEnrich,
+        state: Data<&Arc<AppState>>,
+        /// The job's `id` (`job_…`).
+        id: Path<String>,
+    ) -> Result<JobOk, JobFailure> {
+        let retention = std::time::Duration::from_secs(state.job_retention_days * 86_400);
+        let job = jobs::cancel(&state.db, &auth.0.workspace_id, &id.0, retention, crate::now_ms()).await.map_err(ApiError::from)?;
+        Ok(JobOk::Ok(Json(JobResponse { data: job.into() })))
+    }
+
+    /// Read an enrichment job's results
+    ///
+    /// The results of the job's items done so far, in item order, in the bulk result
+    /// shape, a page at a time: pass `meta.next_cursor` as `starting_after` for the next
+    /// page. An item's error carries the job's id as its `request_id`. Requires
+    /// `write:enrich`.
+    #[oai(path = "/v1/enrich/jobs/:id/results", method = "get", operation_id = "get_enrichment_job_results")]
+    async fn results(
+        &self,
+        auth: ApiKeyAuth,
+        _can: CanEnrich,
+        state: Data<&Arc<AppState>>,
+        /// The job's `id` (`job_…`).
+        id: Path<String>,
+        /// Results per page.
+        #[oai(default = "default_results_limit", validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<u32>,
+        /// The `index` of the last result of the previous page (its `meta.next_cursor`).
+        #[oai(validator(pattern = "^[0-9]{1,5}$"))]
+        starting_after: Query<Option<String>>,
+    ) -> Result<JobResultsOk, JobResultsFailure> {
+        let after = match starting_after.0 {
+            None => None,
+            Some(s) => {
+                Some(s.parse::<i32>().map_err(|_| ApiError::validation(vec![InputError::new("starting_after", "is not an item index")]))?)
+            }
+        };
+        let (rows, next) =
+            jobs::results(&state.db, &auth.0.workspace_id, &id.0, u64::from(limit.0), after).await.map_err(ApiError::from)?;
+        let results = rows.iter().map(|(idx, result)| super::bulk::item_result(*idx as u32, result, &id.0)).collect();
+        Ok(JobResultsOk::Ok(Json(JobResultsResponse {
+            data: JobResults { results },
+            meta: JobsMeta { limit: limit.0, next_cursor: next.map(|n| n.to_string()).into() },
+        })))
+    }
+}

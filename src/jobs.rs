@@ -1,0 +1,567 @@
+//! Durable enrichment jobs: up to [`MAX_ITEMS`] inputs submitted at once and worked
+//! through in the background by the workers every `serve` process runs ([`Worker`]),
+//! each item with exactly the rules of a bulk call's item ([`crate::bulk`]). Knows
+//! nothing of HTTP.
+//!
+//! Invariants:
+//! - a job and its items are stored in one transaction (with its `Idempotency-Key`
+//!   record, so a retried submission makes one job);
+//! - a worker claims a chunk of a job's items with a lease (PostgreSQL: `FOR UPDATE SKIP
+//!   LOCKED`, so replicas share the work and never claim the same item); an item's lookup
+//!   outcome is stored as soon as it is known (a retry after a crash asks no vendor
+//!   again); its result, its charge and the job's counters commit in one settler
+//!   transaction, and only while the worker still holds the lease: an item is charged at
+//!   most once, exactly once if it succeeded, and no result is lost;
+//! - a worker that dies leaves its items leased until the lease runs out
+//!   (`[jobs] lease_ms`); then any worker claims them again;
+//! - a workspace has at most one chunk in flight per serving process, of its plan's
+//!   [`chunk_size`] (its concurrency); job items count against the daily quota of the key
+//!   that submitted the job, never against the per-minute limit of interactive calls;
+//! - cancelling stops the items not started (never charged); the chunk in flight
+//!   finishes;
+//! - a finished job and its items are deleted `[jobs] retention_days` after it finished.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::{
+    sea_query::Expr, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use entity::{enrichment_job as job, enrichment_job_item as item};
+
+use crate::auth::{KeyMode, Principal};
+use crate::bulk::{Caller, Completion, ItemInput, ItemResult, StoredLookup};
+use crate::config::JobsSettings;
+use crate::enrich::{EnrichError, EnrichService};
+use crate::hex::hex;
+use crate::idempotency::{self, Claim};
+use crate::ratelimit::{Decision, Limiter, Limits, Plan};
+
+/// The most items one job takes.
+pub const MAX_ITEMS: usize = 10_000;
+/// Rows per insert statement when a job is stored.
+const INSERT_CHUNK: usize = 500;
+
+/// A job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Queued,
+    Running,
+    Completed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+const PENDING: &str = "pending";
+const LOOKED_UP: &str = "looked_up";
+const DONE: &str = "done";
+const CANCELLED: &str = "cancelled";
+
+/// How many of a workspace's items are in flight at once on one serving process.
+pub fn chunk_size(plan: Plan, mode: KeyMode) -> usize {
+    if mode == KeyMode::Test {
+        return 5;
+    }
+    match plan {
+        Plan::Starter => 2,
+        Plan::Pro => 5,
+        Plan::Org => 10,
+        Plan::Unmetered => 20,
+    }
+}
+
+/// A job as its owner sees it. Times are epoch milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub status: String,
+    pub total: i64,
+    pub done: i64,
+    pub succeeded: i64,
+    pub no_match: i64,
+    pub failed: i64,
+    pub credits_charged: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+impl From<job::Model> for JobView {
+    fn from(j: job::Model) -> Self {
+        Self {
+            id: j.id,
+            status: j.status,
+            total: j.total,
+            done: j.done,
+            succeeded: j.succeeded,
+            no_match: j.no_match,
+            failed: j.failed,
+            credits_charged: j.credits_charged,
+            created_at: j.created_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("no such job")]
+    NotFound,
+    #[error("a request with this Idempotency-Key is still in progress")]
+    IdempotencyKeyInUse { retry_after: Duration },
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("a stored answer could not be read: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// An idempotent submission's parameters.
+pub struct Idempotent<'a> {
+    pub key: &'a str,
+    pub lease: Duration,
+    pub ttl: Duration,
+}
+
+fn new_id() -> String {
+    format!("job_{}", uuid::Uuid::now_v7().simple())
+}
+
+fn include_json(include: Option<&[String]>) -> Option<String> {
+    include.map(|l| serde_json::to_string(l).expect("strings serialise"))
+}
+
+fn include_of(stored: Option<&str>) -> Option<Vec<String>> {
+    stored.and_then(|s| serde_json::from_str(s).ok())
+}
+
+/// What a submission means, for idempotency.
+pub fn fingerprint(items: &[ItemInput], include: Option<&[String]>) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"POST /v1/enrich/jobs\n");
+    hash.update(crate::bulk::fingerprint(items, include).as_bytes());
+    hex(&hash.finalize())
+}
+
+/// Stores a new job of `items` for `principal` (once per `Idempotency-Key`); `true` when
+/// this is a replay of an earlier submission (the job as it is now).
+pub async fn submit(
+    db: &DatabaseConnection,
+    principal: &Principal,
+    items: &[ItemInput],
+    include: Option<&[String]>,
+    idem: Option<Idempotent<'_>>,
+    now_ms: i64,
+) -> Result<(JobView, bool), JobError> {
+    let ws = &principal.workspace_id;
+    let token = match &idem {
+        None => None,
+        Some(idem) => {
+            let key = match principal.mode {
+                KeyMode::Live => idem.key.to_string(),
+                KeyMode::Test => crate::test_mode::idempotency_key(idem.key),
+            };
+            match idempotency::claim(db, ws, &key, &fingerprint(items, include), now_ms, idem.lease, idem.ttl).await? {
+                Claim::Acquired(token) => Some(token),
+                Claim::Replay { answer, .. } => {
+                    let id = String::from_utf8(answer).map_err(|e| JobError::Corrupt(e.to_string()))?;
+                    return Ok((get(db, ws, &id).await?, true));
+                }
+                Claim::InUse { retry_after } => return Err(JobError::IdempotencyKeyInUse { retry_after }),
+                Claim::Reused => return Err(JobError::IdempotencyKeyReused),
+            }
+        }
+    };
+    let id = new_id();
+    let stored = async {
+        let txn = db.begin().await?;
+        job::Entity::insert(job::ActiveModel {
+            id: Set(id.clone()),
+            workspace_id: Set(ws.clone()),
+            api_key_id: Set(principal.key_id.clone()),
+            mode: Set(principal.mode.as_str().to_string()),
+            status: Set(Status::Queued.as_str().to_string()),
+            include: Set(include_json(include)),
+            total: Set(items.len() as i64),
+            done: Set(0),
+            succeeded: Set(0),
+            no_match: Set(0),
+            failed: Set(0),
+            credits_charged: Set(0),
+            created_at: Set(now_ms),
+            started_at: Set(None),
+            finished_at: Set(None),
+            purge_after: Set(None),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        for (chunk_no, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
+            let rows = chunk.iter().enumerate().map(|(n, it)| item::ActiveModel {
+                job_id: Set(id.clone()),
+                idx: Set((chunk_no * INSERT_CHUNK + n) as i32),
+                email: Set(it.email.clone()),
+                domain: Set(it.domain.clone()),
+                include: Set(include_json(it.include.as_deref())),
+                reference: Set(it.reference.clone()),
+                state: Set(PENDING.to_string()),
+                lease_owner: Set(None),
+                lease_until: Set(None),
+                lookup: Set(None),
+                result: Set(None),
+            });
+            item::Entity::insert_many(rows).exec_without_returning(&txn).await?;
+        }
+        if let Some(token) = &token {
+            if !idempotency::complete(&txn, token, 202, id.clone().into_bytes(), None).await? {
+                txn.rollback().await?;
+                return Err(JobError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) });
+            }
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+    .await;
+    if let Err(err) = stored {
+        if let Some(token) = &token {
+            if let Err(release) = idempotency::release(db, token).await {
+                tracing::error!(error = %release, "releasing an idempotency claim failed");
+            }
+        }
+        return Err(err);
+    }
+    Ok((get(db, ws, &id).await?, false))
+}
+
+/// The workspace's job `id` (one of another workspace is `NotFound`).
+pub async fn get(db: &impl ConnectionTrait, workspace_id: &str, id: &str) -> Result<JobView, JobError> {
+    job::Entity::find_by_id(id)
+        .filter(job::Column::WorkspaceId.eq(workspace_id))
+        .one(db)
+        .await?
+        .map(JobView::from)
+        .ok_or(JobError::NotFound)
+}
+
+/// A page of the workspace's jobs, newest first, after the job `starting_after`; the
+/// cursor of the next page when there is one.
+pub async fn list(
+    db: &DatabaseConnection,
+    workspace_id: &str,
+    limit: u64,
+    starting_after: Option<&str>,
+) -> Result<(Vec<JobView>, Option<String>), JobError> {
+    let mut q = job::Entity::find().filter(job::Column::WorkspaceId.eq(workspace_id));
+    if let Some(after) = starting_after {
+        q = q.filter(job::Column::Id.lt(after));
+    }
+    let mut rows = q.order_by_desc(job::Column::Id).limit(limit + 1).all(db).await?;
+    let next = (rows.len() as u64 > limit).then(|| {
+        rows.truncate(limit as usize);
+        rows.last().map(|j| j.id.clone()).unwrap_or_default()
+    });
+    Ok((rows.into_iter().map(JobView::from).collect(), next))
+}
+
+/// Cancels the workspace's job `id`: its items not started are cancelled (never
+/// charged); a chunk in flight finishes. Cancelling a finished job changes nothing.
+pub async fn cancel(db: &DatabaseConnection, workspace_id: &str, id: &str, retention: Duration, now_ms: i64) -> Result<JobView, JobError> {
+    let current = get(db, workspace_id, id).await?;
+    if current.status == Status::Completed.as_str() || current.status == Status::Cancelled.as_str() {
+        return Ok(current);
+    }
+    let txn = db.begin().await?;
+    job::Entity::update_many()
+        .col_expr(job::Column::Status, Expr::value(Status::Cancelled.as_str()))
+        .col_expr(job::Column::FinishedAt, Expr::value(now_ms))
+        .col_expr(job::Column::PurgeAfter, Expr::value(now_ms + retention.as_millis() as i64))
+        .filter(job::Column::Id.eq(id))
+        .filter(job::Column::Status.is_in([Status::Queued.as_str(), Status::Running.as_str()]))
+        .exec(&txn)
+        .await?;
+    item::Entity::update_many()
+        .col_expr(item::Column::State, Expr::value(CANCELLED))
+        .filter(item::Column::JobId.eq(id))
+        .filter(item::Column::State.eq(PENDING))
+        .filter(item::Column::LeaseUntil.is_null().or(item::Column::LeaseUntil.lt(now_ms)))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    get(db, workspace_id, id).await
+}
+
+/// A page of a job's results, in item order, after item `starting_after`: each done
+/// item's index and result; the cursor of the next page when there is one.
+pub async fn results(
+    db: &DatabaseConnection,
+    workspace_id: &str,
+    id: &str,
+    limit: u64,
+    starting_after: Option<i32>,
+) -> Result<(Vec<(i32, ItemResult)>, Option<i32>), JobError> {
+    get(db, workspace_id, id).await?;
+    let mut q = item::Entity::find().filter(item::Column::JobId.eq(id)).filter(item::Column::State.eq(DONE));
+    if let Some(after) = starting_after {
+        q = q.filter(item::Column::Idx.gt(after));
+    }
+    let rows = q.order_by_asc(item::Column::Idx).limit(limit + 1).all(db).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let result: ItemResult =
+            serde_json::from_str(row.result.as_deref().unwrap_or("null")).map_err(|e| JobError::Corrupt(e.to_string()))?;
+        out.push((row.idx, result));
+    }
+    let next = (out.len() as u64 > limit).then(|| {
+        out.truncate(limit as usize);
+        out.last().map(|(i, _)| *i).unwrap_or_default()
+    });
+    Ok((out, next))
+}
+
+/// Deletes the jobs (and their items) whose retention ran out; returns how many.
+pub async fn purge_expired(db: &DatabaseConnection, now_ms: i64) -> Result<u64, DbErr> {
+    let expired: Vec<String> =
+        job::Entity::find().select_only().column(job::Column::Id).filter(job::Column::PurgeAfter.lte(now_ms)).into_tuple().all(db).await?;
+    for id in &expired {
+        let txn = db.begin().await?;
+        item::Entity::delete_many().filter(item::Column::JobId.eq(id.as_str())).exec(&txn).await?;
+        job::Entity::delete_by_id(id.as_str()).exec(&txn).await?;
+        txn.commit().await?;
+    }
+    Ok(expired.len() as u64)
+}
+
+/// An item a worker holds.
+#[derive(Debug, Clone)]
+struct Claimed {
+    idx: i32,
+    input: ItemInput,
+    lookup: Option<StoredLookup>,
+}
+
+/// Claims up to `n` of the job's items that are not done and not held by a live lease,
+/// in item order, for `owner` until `lease_until`.
+async fn claim_items(
+    db: &DatabaseConnection,
+    job_id: &str,
+    owner: &str,
+    n: usize,
+    now_ms: i64,
+    lease_until: i64,
+) -> Result<Vec<Claimed>, DbErr> {
+    let backend = db.get_database_backend();
+    let (sql, values): (&str, Vec<sea_orm::Value>) = match backend {
+        DatabaseBackend::Postgres => (
+            "UPDATE enrichment_job_items SET lease_owner = $1, lease_until = $2 \
+             WHERE (job_id, idx) IN (SELECT job_id, idx FROM enrichment_job_items \
+               WHERE job_id = $3 AND state IN ('pending', 'looked_up') AND (lease_until IS NULL OR lease_until < $4) \
+               ORDER BY idx LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             RETURNING idx, email, domain, include, reference, lookup",
+            vec![owner.into(), lease_until.into(), job_id.into(), now_ms.into(), (n as i64).into()],
+        ),
+        _ => (
+            "UPDATE enrichment_job_items SET lease_owner = ?1, lease_until = ?2 \
+             WHERE (job_id, idx) IN (SELECT job_id, idx FROM enrichment_job_items \
+               WHERE job_id = ?3 AND state IN ('pending', 'looked_up') AND (lease_until IS NULL OR lease_until < ?4) \
+               ORDER BY idx LIMIT ?5) \
+             RETURNING idx, email, domain, include, reference, lookup",
+            vec![owner.into(), lease_until.into(), job_id.into(), now_ms.into(), (n as i64).into()],
+        ),
+    };
+    let rows = db.query_all(Statement::from_sql_and_values(backend, sql, values)).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let include: Option<String> = row.try_get("", "include")?;
+        let lookup: Option<String> = row.try_get("", "lookup")?;
+        out.push(Claimed {
+            idx: row.try_get("", "idx")?,
+            input: ItemInput {
+                email: row.try_get("", "email")?,
+                domain: row.try_get("", "domain")?,
+                include: include_of(include.as_deref()),
+                reference: row.try_get("", "reference")?,
+            },
+            lookup: lookup.and_then(|l| serde_json::from_str(&l).ok()),
+        });
+    }
+    out.sort_by_key(|c| c.idx);
+    Ok(out)
+}
+
+/// Gives items back (a chunk that could not run now).
+async fn release_items(db: &DatabaseConnection, job_id: &str, owner: &str, idxs: &[i32]) -> Result<(), DbErr> {
+    item::Entity::update_many()
+        .col_expr(item::Column::LeaseOwner, Expr::value(Option::<String>::None))
+        .col_expr(item::Column::LeaseUntil, Expr::value(Option::<i64>::None))
+        .filter(item::Column::JobId.eq(job_id))
+        .filter(item::Column::LeaseOwner.eq(owner))
+        .filter(item::Column::Idx.is_in(idxs.iter().copied()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Keeps the lookup outcomes of held items, so that a retry asks no vendor again.
+async fn keep_lookups(db: &DatabaseConnection, job_id: &str, owner: &str, looked: &[(i32, &StoredLookup)]) -> Result<(), DbErr> {
+    if looked.is_empty() {
+        return Ok(());
+    }
+    let txn = db.begin().await?;
+    for (idx, lookup) in looked {
+        item::Entity::update_many()
+            .col_expr(item::Column::State, Expr::value(LOOKED_UP))
+            .col_expr(item::Column::Lookup, Expr::value(serde_json::to_string(lookup).expect("a lookup serialises")))
+            .filter(item::Column::JobId.eq(job_id))
+            .filter(item::Column::Idx.eq(*idx))
+            .filter(item::Column::LeaseOwner.eq(owner))
+            .filter(item::Column::State.eq(PENDING))
+            .exec(&txn)
+            .await?;
+    }
+    txn.commit().await
+}
+
+/// The background worker of one serving process.
+pub struct Worker {
+    pub db: DatabaseConnection,
+    pub enrich: Arc<EnrichService>,
+    pub limiter: Arc<Limiter>,
+    pub settings: JobsSettings,
+    /// This process's lease owner name.
+    pub owner: String,
+    /// Woken when this process stores a job.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl Worker {
+    /// Works until `stop` is notified: a chunk per workspace with work at a time, then
+    /// again at once while there was work, else after `poll_ms` (or a wake-up).
+    pub async fn run(self, stop: Arc<tokio::sync::Notify>) {
+        let poll = Duration::from_millis(self.settings.poll_ms.max(10));
+        let mut paused: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        loop {
+            let worked = match self.round(&mut paused).await {
+                Ok(worked) => worked,
+                Err(err) => {
+                    tracing::warn!(error = %err, "a job worker round failed");
+                    false
+                }
+            };
+            if worked {
+                tokio::select! {
+                    _ = stop.notified() => return,
+                    _ = tokio::task::yield_now() => continue,
+                }
+            }
+            tokio::select! {
+                _ = stop.notified() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    /// One chunk for each workspace with runnable jobs (its oldest one); whether any
+    /// work was done.
+    async fn round(&self, paused: &mut std::collections::HashMap<String, i64>) -> Result<bool, EnrichError> {
+        let now = crate::now_ms();
+        paused.retain(|_, until| *until > now);
+        let runnable = job::Entity::find()
+            .filter(job::Column::Status.is_in([Status::Queued.as_str(), Status::Running.as_str()]))
+            .order_by_asc(job::Column::Id)
+            .limit(200)
+            .all(&self.db)
+            .await?;
+        let mut seen = BTreeSet::new();
+        let firsts: Vec<job::Model> =
+            runnable.into_iter().filter(|j| !paused.contains_key(&j.workspace_id) && seen.insert(j.workspace_id.clone())).collect();
+        let outcomes = futures_util::future::join_all(firsts.iter().map(|j| self.chunk(j))).await;
+        let mut worked = false;
+        for (j, outcome) in firsts.iter().zip(outcomes) {
+            match outcome {
+                Ok(Chunk::Worked) => worked = true,
+                Ok(Chunk::Idle) => {}
+                Ok(Chunk::Paused { until }) => {
+                    paused.insert(j.workspace_id.clone(), until);
+                }
+                Err(err) => tracing::warn!(job = %j.id, error = %err, "a job chunk failed; its items will be claimed again"),
+            }
+        }
+        Ok(worked)
+    }
+
+    /// Claims, looks up and settles one chunk of `j`.
+    async fn chunk(&self, j: &job::Model) -> Result<Chunk, EnrichError> {
+        let Some(principal) = crate::auth::principal_by_key_id(&self.db, &j.api_key_id).await? else {
+            return Ok(Chunk::Idle);
+        };
+        let now = crate::now_ms();
+        let size = chunk_size(principal.plan, principal.mode);
+        let claimed = claim_items(&self.db, &j.id, &self.owner, size, now, now + self.settings.lease_ms as i64).await?;
+        if claimed.is_empty() {
+            return Ok(Chunk::Idle);
+        }
+        let idxs: Vec<i32> = claimed.iter().map(|c| c.idx).collect();
+        // Items count against the key's daily quota only, never its per-minute limit.
+        let daily = Limits { per_minute: None, per_day: principal.limits.per_day };
+        if let Decision::Limited { retry_after, .. } = self.limiter.check_n(&principal.limit_scope, daily, idxs.len() as u64, now).await {
+            release_items(&self.db, &j.id, &self.owner, &idxs).await?;
+            return Ok(Chunk::Paused { until: now + retry_after.as_millis() as i64 });
+        }
+        if j.status == Status::Queued.as_str() {
+            job::Entity::update_many()
+                .col_expr(job::Column::Status, Expr::value(Status::Running.as_str()))
+                .col_expr(job::Column::StartedAt, Expr::value(now))
+                .filter(job::Column::Id.eq(j.id.as_str()))
+                .filter(job::Column::Status.eq(Status::Queued.as_str()))
+                .exec(&self.db)
+                .await?;
+        }
+        let caller = Caller {
+            workspace_id: j.workspace_id.clone(),
+            api_key_id: j.api_key_id.clone(),
+            mode: principal.mode,
+            request_id: j.id.clone(),
+        };
+        let inputs: Vec<ItemInput> = claimed.iter().map(|c| c.input.clone()).collect();
+        let known: Vec<Option<StoredLookup>> = claimed.iter().map(|c| c.lookup.clone()).collect();
+        let include = include_of(j.include.as_deref());
+        let resolved = self.enrich.resolve(&caller, &inputs, include.as_deref(), &known).await?;
+        let fresh: Vec<(i32, &StoredLookup)> =
+            claimed.iter().zip(&resolved.fresh_lookups).filter_map(|(c, l)| l.as_ref().map(|l| (c.idx, l))).collect();
+        keep_lookups(&self.db, &j.id, &self.owner, &fresh).await?;
+        let purge_after_ms = crate::now_ms() + Duration::from_secs(self.settings.retention_days * 86_400).as_millis() as i64;
+        let completion = Completion::JobItems { job_id: j.id.clone(), owner: self.owner.clone(), idxs, purge_after_ms };
+        match self.enrich.settle_resolved(&caller, Arc::new(resolved), completion).await {
+            Ok(_) => Ok(Chunk::Worked),
+            // Our lease ran out and another worker took the items: it settles them.
+            Err(EnrichError::IdempotencyKeyInUse { .. }) => Ok(Chunk::Worked),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+enum Chunk {
+    Worked,
+    Idle,
+    /// The workspace's daily quota is spent: not before `until` (epoch ms).
+    Paused {
+        until: i64,
+    },
+}

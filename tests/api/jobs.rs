@@ -1,0 +1,463 @@
+//! Enrichment jobs as a customer with a list sees them: submitted (202, `Location`),
+//! worked through in the background by the server's worker, followed, listed, cancelled,
+//! their results read a page at a time; each item charged once if it succeeded, never
+//! otherwise; items counted against the daily quota, not the per-minute limit.
+
+use std::time::Duration;
+
+use leadlex::{auth::Permission, ratelimit::Plan};
+use serde_json::{json, Value};
+
+use crate::helpers::{sandbox_input, spawn_app, spawn_app_with, Backend, Resp, TestApp};
+
+fn jobs_url(app: &TestApp) -> String {
+    format!("{}/v1/enrich/jobs", app.base)
+}
+
+async fn submit(app: &TestApp, key: &str, body: Value) -> Resp {
+    app.request(app.client.post(jobs_url(app)).bearer_auth(key).json(&body)).await
+}
+
+async fn get(app: &TestApp, key: &str, path: &str) -> Resp {
+    app.request(app.client.get(format!("{}{path}", app.base)).bearer_auth(key)).await
+}
+
+/// Polls the job until `done` holds (or fails after 30 s).
+async fn wait_for(app: &TestApp, key: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = get(app, key, &format!("/v1/enrich/jobs/{id}")).await;
+        assert_eq!(r.status, 200);
+        let job = r.json()["data"].clone();
+        if done(&job) {
+            return job;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the job did not get there: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every result of a job, page by page.
+async fn all_results(app: &TestApp, key: &str, id: &str, limit: u32) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/enrich/jobs/{id}/results?limit={limit}&starting_after={c}"),
+            None => format!("/v1/enrich/jobs/{id}/results?limit={limit}"),
+        };
+        let r = get(app, key, &path).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
+        let body = r.json();
+        out.extend(body["data"]["results"].as_array().unwrap().iter().cloned());
+        match body["meta"]["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return out,
+        }
+    }
+}
+
+fn known_emails(count: usize) -> Vec<String> {
+    (0..count).map(|n| sandbox_input(&format!("worker{n}.{{i}}@acme.com"), |a, _| a)).collect()
+}
+
+async fn a_job_is_worked_through_and_its_results_paged(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(100).await;
+    let mut items: Vec<Value> =
+        known_emails(20).into_iter().enumerate().map(|(n, e)| json!({"email": e, "reference": format!("row-{n}")})).collect();
+    items.push(json!({"email": "nobody@nowhere.invalid", "reference": "row-20"}));
+    items.push(json!({"email": "not-an-email", "reference": "row-21"}));
+    items.push(json!({"domain": "acme.com", "include": ["company"], "reference": "row-22"}));
+    let r = submit(&app, &key, json!({"items": items})).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.bytes));
+    let job = r.json()["data"].clone();
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!((job["status"].as_str(), job["total"].as_i64()), (Some("queued"), Some(23)));
+    assert_eq!(r.header("location"), Some(format!("/v1/enrich/jobs/{id}").as_str()));
+
+    let done = wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
+    assert_eq!(
+        (done["done"].as_i64(), done["succeeded"].as_i64(), done["no_match"].as_i64(), done["failed"].as_i64()),
+        (Some(23), Some(21), Some(1), Some(1))
+    );
+    assert_eq!(done["credits_charged"], 21);
+    assert!(done["started_at"].is_string() && done["finished_at"].is_string());
+    assert_eq!(app.assert_books_balance(&ws).await, 79);
+    let ledger = leadlex::credits::ledger(&app.db, &ws).await.unwrap();
+    assert_eq!(ledger.iter().filter(|l| l.request_id.as_deref() == Some(id.as_str())).count(), 21, "each charge names the job");
+
+    let results = all_results(&app, &key, &id, 7).await;
+    let indexes: Vec<u64> = results.iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, (0..23).collect::<Vec<u64>>(), "every item once, in order, across pages");
+    assert_eq!(results[3]["reference"], "row-3");
+    assert_eq!((results[3]["status"].as_u64(), results[3]["data"]["source"].as_str()), (Some(200), Some("vendor_a")));
+    assert_eq!(results[20]["error"]["code"], "no_match");
+    assert_eq!((results[21]["status"].as_u64(), results[21]["error"]["request_id"].as_str()), (Some(400), Some(id.as_str())));
+    assert!(results[22]["data"]["person"].is_null() && results[22]["data"]["company"].is_object());
+
+    let listed = get(&app, &key, "/v1/enrich/jobs").await;
+    assert_eq!(listed.json()["data"]["jobs"][0]["id"], id.as_str());
+
+    // Another workspace's key sees nothing of it.
+    let (_, other) = app.funded(5).await;
+    for path in [format!("/v1/enrich/jobs/{id}"), format!("/v1/enrich/jobs/{id}/results")] {
+        let r = get(&app, &other, &path).await;
+        assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
+    }
+    let r = app.request(app.client.post(format!("{}/{id}/cancel", jobs_url(&app))).bearer_auth(&other)).await;
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
+    assert_eq!(get(&app, &other, "/v1/enrich/jobs").await.json()["data"]["jobs"], json!([]));
+}
+
+async fn the_balance_runs_out_in_item_order(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(3).await;
+    let items: Vec<Value> = known_emails(8).into_iter().map(|e| json!({"email": e})).collect();
+    let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let done = wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
+    assert_eq!((done["succeeded"].as_i64(), done["failed"].as_i64(), done["credits_charged"].as_i64()), (Some(3), Some(5), Some(3)));
+    let statuses: Vec<u64> = all_results(&app, &key, &id, 100).await.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [200, 200, 200, 402, 402, 402, 402, 402]);
+    assert_eq!(app.assert_books_balance(&ws).await, 0);
+}
+
+async fn cancelling_stops_what_has_not_started(backend: Backend) {
+    // Slow vendors and a pro plan (5 items at a time): the job is still running when it
+    // is cancelled.
+    let app = spawn_app_with(backend, |s| s.sandbox.latency_ms = 150).await;
+    let ws = app.workspace(Plan::Pro, 100).await;
+    let key = app.key(&ws, &[Permission::WriteEnrich], None).await.key;
+    let items: Vec<Value> = known_emails(30).into_iter().map(|e| json!({"email": e})).collect();
+    let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    wait_for(&app, &key, &id, |j| j["done"].as_i64() >= Some(2)).await;
+    let r = app.request(app.client.post(format!("{}/{id}/cancel", jobs_url(&app))).bearer_auth(&key)).await;
+    assert_eq!((r.status, r.json()["data"]["status"].as_str()), (200, Some("cancelled")));
+    assert!(r.json()["data"]["finished_at"].is_string());
+    // The chunk in flight finishes; nothing after it starts.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let settled = get(&app, &key, &format!("/v1/enrich/jobs/{id}")).await.json()["data"].clone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = get(&app, &key, &format!("/v1/enrich/jobs/{id}")).await.json()["data"].clone();
+    assert_eq!(settled, later, "nothing moves after the chunk in flight");
+    let done = later["done"].as_i64().unwrap();
+    assert!(done < 30, "the rest never started: {later}");
+    assert_eq!(later["credits_charged"].as_i64(), Some(done));
+    assert_eq!(app.charges(&ws).await as i64, done, "only what was done was charged");
+    assert_eq!(all_results(&app, &key, &id, 100).await.len() as i64, done);
+    // Cancelling again changes nothing.
+    let again = app.request(app.client.post(format!("{}/{id}/cancel", jobs_url(&app))).bearer_auth(&key)).await;
+    assert_eq!(again.json()["data"], later);
+}
+
+async fn a_submission_is_safe_to_retry(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_ws, key) = app.funded(10).await;
+    let idem = uuid::Uuid::new_v4().to_string();
+    let body = json!({"items": [{"email": "jane@acme.com"}]});
+    let send = |body: Value| app.request(app.client.post(jobs_url(&app)).bearer_auth(&key).header("Idempotency-Key", &idem).json(&body));
+    let first = send(body.clone()).await;
+    assert_eq!(first.status, 202);
+    let again = send(body.clone()).await;
+    assert_eq!((again.status, again.header("idempotent-replayed")), (202, Some("true")));
+    assert_eq!(again.json()["data"]["id"], first.json()["data"]["id"]);
+    let listed = get(&app, &key, "/v1/enrich/jobs").await;
+    assert_eq!(listed.json()["data"]["jobs"].as_array().unwrap().len(), 1, "one job");
+    let other = send(json!({"items": [{"email": "other@acme.com"}]})).await;
+    assert_eq!((other.status, other.error_code().as_str()), (422, "idempotency_key_reused"));
+    for body in [json!({"items": []}), json!({}), json!({"items": [{"email": 7}]})] {
+        let r = submit(&app, &key, body).await;
+        assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"));
+    }
+    let r = get(&app, &key, "/v1/enrich/jobs/job_00000000000000000000000000000000").await;
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
+}
+
+async fn items_count_against_the_daily_quota_not_the_minute(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ws = app.workspace(Plan::Starter, 100).await; // 10 a minute, 100 a day
+    let key = app.key(&ws, &[Permission::WriteEnrich], None).await.key;
+    let items: Vec<Value> = (0..30).map(|_| json!({"domain": "acme.com"})).collect();
+    let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    // Followed in the database, not over the API: polls would count against the minute.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while leadlex::jobs::get(&app.db, &ws, &id).await.unwrap().status != "completed" {
+        assert!(tokio::time::Instant::now() < deadline, "the job completes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Thirty items in well under a minute, and the minute is still whole: the nine calls
+    // left after the submission pass, the tenth is refused.
+    for n in 0..9 {
+        let r = app.enrich(&key, json!({"domain": "acme.com"})).await;
+        assert_eq!(r.status, 200, "call {n}: {}", String::from_utf8_lossy(&r.bytes));
+        let remaining: u64 = r.header("x-ratelimit-remaining").unwrap().parse().unwrap();
+        assert_eq!(remaining, 100 - 1 - 30 - (n + 1), "the items counted against the day");
+    }
+    assert_eq!(app.enrich(&key, json!({"domain": "acme.com"})).await.status, 429);
+}
+
+async fn a_test_key_job_is_free(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ws = app.workspace(Plan::Pro, 2).await;
+    let admin = app.key(&ws, &[Permission::AdminApiKeys], None).await.key;
+    let made = app
+        .request(
+            app.client
+                .post(format!("{}/v1/api-keys", app.base))
+                .bearer_auth(&admin)
+                .json(&json!({"name": "ci", "permissions": ["write:enrich"], "mode": "test"})),
+        )
+        .await;
+    let test = made.json()["data"]["key"].as_str().unwrap().to_string();
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let items = json!({"items": [
+        {"email": format!("vendor_a+{tag}@leadlex.test")},
+        {"email": format!("vendor_b+{tag}@leadlex.test")},
+        {"email": format!("no_match+{tag}@leadlex.test")},
+        {"email": format!("insufficient_credits+{tag}@leadlex.test")},
+    ]});
+    let id = submit(&app, &test, items).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let done = wait_for(&app, &test, &id, |j| j["status"] == "completed").await;
+    assert_eq!((done["succeeded"].as_i64(), done["credits_charged"].as_i64()), (Some(2), Some(0)));
+    let statuses: Vec<u64> = all_results(&app, &test, &id, 10).await.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [200, 200, 404, 402]);
+    assert_eq!(app.assert_books_balance(&ws).await, 2);
+    assert_eq!(app.charges(&ws).await, 0);
+}
+
+/// A vendor that knows every email, answering after `delay`, and counts what it was asked.
+async fn counting_vendor(delay: Duration) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    let person = json!({"status": 200, "likelihood": 8, "data": {"full_name": "Pat Doe", "job_title": "CFO"}});
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(person).set_delay(delay))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// SIGKILL the serving process in the middle of a job, start it again: the job completes,
+/// every item is charged exactly once, every result is there, and only the items whose
+/// lookup was in flight at the kill were asked of the vendor again. On PostgreSQL a second
+/// replica works on meanwhile (sharing the job's chunks).
+async fn a_job_survives_a_killed_worker(backend: Backend) {
+    use crate::replicas::Replica;
+    let vendor = counting_vendor(Duration::from_millis(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (database_url, _keep) = crate::helpers::fresh_database(backend).await;
+    let database_url = match backend {
+        Backend::Sqlite => format!("sqlite://{}/jobs.db", dir.path().display()),
+        Backend::Postgres => database_url,
+    };
+    let mut settings = leadlex::config::Settings::default();
+    settings.database.url = database_url.clone();
+    let db = leadlex::db::connect(&settings.database).await.unwrap();
+    leadlex::db::migrate(&db).await.unwrap();
+    let settler = leadlex::settler::Settler::spawn(&settings.database, Default::default()).await.unwrap();
+    let ws = leadlex::admin::create_workspace(&db, &settler, "jobs", Plan::Unmetered, 1_000, None, None).await.unwrap().id;
+    let key = leadlex::admin::create_key(&db, &ws, "t", &[Permission::WriteEnrich].into_iter().collect(), None).await.unwrap().key;
+    let config = dir.path().join("leadlex.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nrequest_deadline_ms = 3000\n[jobs]\nlease_ms = 1500\npoll_ms = 50\n\
+             [[vendors]]\nname = \"vendor_a\"\nbase_url = \"{}\"\napi_key = \"k\"\ntimeout_ms = 2000\n",
+            vendor.uri()
+        ),
+    )
+    .unwrap();
+    let replicas = if backend == Backend::Postgres { 2 } else { 1 };
+    let mut running: Vec<Replica> = futures::future::join_all((0..replicas).map(|_| Replica::start(&database_url, &config))).await;
+
+    let emails: Vec<String> = (0..100).map(|n| format!("person{n}@company{n}.com")).collect();
+    let items: Vec<Value> = emails.iter().map(|e| json!({"email": e})).collect();
+    let client = reqwest::Client::new();
+    let r =
+        client.post(format!("{}/v1/enrich/jobs", running[0].base)).bearer_auth(&key).json(&json!({"items": items})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["data"]["id"].as_str().unwrap().to_string();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let progress =
+        |db: sea_orm::DatabaseConnection, ws: String, id: String| async move { leadlex::jobs::get(&db, &ws, &id).await.unwrap() };
+    while progress(db.clone(), ws.clone(), id.clone()).await.done < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "the job makes progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running[0].signal("-KILL");
+    let _ = running[0].child.wait().await;
+    let at_kill = progress(db.clone(), ws.clone(), id.clone()).await;
+    assert!(at_kill.done < 100, "killed mid-job: {at_kill:?}");
+    running[0] = Replica::start(&database_url, &config).await;
+
+    let done = loop {
+        let job = progress(db.clone(), ws.clone(), id.clone()).await;
+        if job.status == "completed" {
+            break job;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the job completes after the restart: {job:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((done.done, done.succeeded, done.credits_charged), (100, 100, 100));
+    let ledger = leadlex::credits::ledger(&db, &ws).await.unwrap();
+    assert_eq!(ledger.iter().filter(|l| l.request_id.as_deref() == Some(id.as_str())).count(), 100, "each item charged once");
+    assert_eq!(ledger.iter().map(|l| l.delta).sum::<i64>(), 900);
+    assert_eq!(leadlex::credits::balance(&db, &ws).await.unwrap(), Some(900));
+    let (results, _) = leadlex::jobs::results(&db, &ws, &id, 1_000, None).await.unwrap();
+    assert_eq!(results.iter().map(|(i, _)| *i).collect::<Vec<_>>(), (0..100).collect::<Vec<i32>>(), "no result lost");
+    let mut asked: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for request in vendor.received_requests().await.unwrap() {
+        let email = request.url.query_pairs().find(|(k, _)| k == "email").map(|(_, v)| v.to_string()).unwrap_or_default();
+        *asked.entry(email).or_default() += 1;
+    }
+    assert!(emails.iter().all(|e| asked.get(e).is_some_and(|&n| n >= 1)), "every item was looked up");
+    let again: Vec<_> = asked.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(again.iter().all(|(_, &n)| n == 2), "asked twice at most: {again:?}");
+    // A chunk is at most 20 items (unmetered) and one was in flight on the killed worker.
+    assert!(again.len() <= 20, "only the lookups in flight at the kill were repeated: {}", again.len());
+    drop(running);
+    if backend == Backend::Postgres {
+        crate::helpers::drop_database_blocking(database_url.rsplit('/').next().unwrap().to_string());
+    }
+}
+
+fn example(spec: &Value, method: &str, path: &str, status: &str, name: &str) -> Value {
+    let media = "application/json; charset=utf-8";
+    spec["paths"][path][method]["responses"][status]["content"][media]["examples"][name]["value"].clone()
+}
+
+/// The spec's job examples are what the server answers to the request example: stored
+/// (`queued`), done, listed, its results, and cancelled before it started.
+async fn the_documented_examples_are_what_the_server_answers(backend: Backend) {
+    use crate::spec_check::without_per_call_values as blank;
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/leadlex.json")).unwrap(),
+    )
+    .unwrap();
+    let media = "application/json; charset=utf-8";
+    let request = spec["paths"]["/v1/enrich/jobs"]["post"]["requestBody"]["content"][media]["examples"]["crm_export"]["value"].clone();
+
+    // No worker: the job stays queued until it is cancelled.
+    let idle = spawn_app_with(backend, |s| s.jobs.workers = false).await;
+    let (_, key) = idle.funded(10).await;
+    let stored = submit(&idle, &key, request.clone()).await;
+    assert_eq!(blank(stored.json()), blank(example(&spec, "post", "/v1/enrich/jobs", "202", "queued")));
+    let id = stored.json()["data"]["id"].as_str().unwrap().to_string();
+    let cancelled = idle.request(idle.client.post(format!("{}/{id}/cancel", jobs_url(&idle))).bearer_auth(&key)).await;
+    assert_eq!(blank(cancelled.json()), blank(example(&spec, "post", "/v1/enrich/jobs/{id}/cancel", "200", "cancelled")));
+    assert!(all_results(&idle, &key, &id, 10).await.is_empty(), "a job cancelled before it started has no result");
+
+    let app = spawn_app(backend).await;
+    let (_, key) = app.funded(10).await;
+    let id = submit(&app, &key, request).await.json()["data"]["id"].as_str().unwrap().to_string();
+    wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
+    let job = get(&app, &key, &format!("/v1/enrich/jobs/{id}")).await;
+    assert_eq!(blank(job.json()), blank(example(&spec, "get", "/v1/enrich/jobs/{id}", "200", "completed")));
+    let listed = get(&app, &key, "/v1/enrich/jobs").await;
+    assert_eq!(blank(listed.json()), blank(example(&spec, "get", "/v1/enrich/jobs", "200", "one_job")));
+    let results = get(&app, &key, &format!("/v1/enrich/jobs/{id}/results")).await;
+    assert_eq!(blank(results.json()), blank(example(&spec, "get", "/v1/enrich/jobs/{id}/results", "200", "crm_export")));
+}
+
+/// Every way the job operations fail, each with its documented error.
+async fn every_job_operation_refuses_what_it_should(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.server.max_job_body_bytes = 64 * 1024).await;
+    let (ws, key) = app.funded(10).await;
+    let reader = app.key(&ws, &[Permission::ReadUsage], None).await.key;
+    let id = submit(&app, &key, json!({"items": [{"email": "jane@acme.com"}]})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let paths = [
+        (reqwest::Method::POST, "/v1/enrich/jobs".to_string()),
+        (reqwest::Method::GET, "/v1/enrich/jobs".to_string()),
+        (reqwest::Method::GET, format!("/v1/enrich/jobs/{id}")),
+        (reqwest::Method::POST, format!("/v1/enrich/jobs/{id}/cancel")),
+        (reqwest::Method::GET, format!("/v1/enrich/jobs/{id}/results")),
+    ];
+    let call = |method: reqwest::Method, path: &str, key: Option<&str>| {
+        let mut b = app.client.request(method.clone(), format!("{}{path}", app.base));
+        if let Some(key) = key {
+            b = b.bearer_auth(key);
+        }
+        if method == reqwest::Method::POST {
+            b = b.json(&json!({"items": [{"domain": "acme.com"}]}));
+        }
+        b
+    };
+    for (method, path) in &paths {
+        let r = app.request(call(method.clone(), path, None)).await;
+        assert_eq!((r.status, r.error_code().as_str()), (401, "invalid_key"), "{method} {path}");
+        let r = app.request(call(method.clone(), path, Some(&reader))).await;
+        assert_eq!((r.status, r.error_code().as_str()), (403, "insufficient_permissions"), "{method} {path}");
+    }
+    for path in ["/v1/enrich/jobs/job_00000000000000000000000000000000", "/v1/enrich/jobs/job_00000000000000000000000000000000/results"] {
+        let r = get(&app, &key, path).await;
+        assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
+    }
+    let r = app.request(app.client.post(format!("{}/job_0/cancel", jobs_url(&app))).bearer_auth(&key)).await;
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
+    for path in ["/v1/enrich/jobs?limit=0".to_string(), format!("/v1/enrich/jobs/{id}/results?limit=0")] {
+        let r = get(&app, &key, &path).await;
+        assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"), "{path}");
+        assert_eq!(r.json()["error"]["details"][0]["field"], "limit");
+    }
+    let r = app.request(app.client.post(jobs_url(&app)).bearer_auth(&key).header("content-type", "text/plain").body("email")).await;
+    assert_eq!((r.status, r.error_code().as_str()), (415, "unsupported_media_type"));
+    let big: Vec<Value> = (0..2_000).map(|n| json!({"email": format!("someone.with.a.long.name{n}@acme.com")})).collect();
+    let r = submit(&app, &key, json!({"items": big})).await;
+    assert_eq!((r.status, r.error_code().as_str()), (413, "payload_too_large"));
+
+    // A submission still being stored with the same key: 409.
+    let running = uuid::Uuid::new_v4().to_string();
+    let items = [leadlex::bulk::ItemInput { domain: Some("acme.com".into()), ..Default::default() }];
+    let claimed = leadlex::idempotency::claim(
+        &app.db,
+        &ws,
+        &running,
+        &leadlex::jobs::fingerprint(&items, None),
+        leadlex::now_ms(),
+        Duration::from_secs(30),
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(claimed, leadlex::idempotency::Claim::Acquired(_)));
+    let busy = app
+        .request(
+            app.client
+                .post(jobs_url(&app))
+                .bearer_auth(&key)
+                .header("Idempotency-Key", &running)
+                .json(&json!({"items": [{"domain": "acme.com"}]})),
+        )
+        .await;
+    assert_eq!((busy.status, busy.error_code().as_str()), (409, "idempotency_key_in_use"));
+
+    // A starter key spent for the minute: every operation says 429.
+    let starter = app.workspace(Plan::Starter, 10).await;
+    let slow = app.key(&starter, &[Permission::WriteEnrich], None).await.key;
+    while get(&app, &slow, "/v1/enrich/jobs").await.status != 429 {}
+    for (method, path) in &paths {
+        let r = app.request(call(method.clone(), path, Some(&slow))).await;
+        assert_eq!((r.status, r.error_code().as_str()), (429, "rate_limited"), "{method} {path}");
+    }
+
+    // The store breaks: 500, nothing charged.
+    use sea_orm::ConnectionTrait;
+    app.db.execute_unprepared("DROP TABLE enrichment_job_items").await.unwrap();
+    app.db.execute_unprepared("DROP TABLE enrichment_jobs").await.unwrap();
+    for (method, path) in &paths {
+        let r = app.request(call(method.clone(), path, Some(&key))).await;
+        assert_eq!((r.status, r.error_code().as_str()), (500, "internal_error"), "{method} {path}");
+    }
+}
+
+crate::on_both_backends!(
+    the_documented_examples_are_what_the_server_answers,
+    every_job_operation_refuses_what_it_should,
+    a_job_survives_a_killed_worker,
+    a_job_is_worked_through_and_its_results_paged,
+    the_balance_runs_out_in_item_order,
+    cancelling_stops_what_has_not_started,
+    a_submission_is_safe_to_retry,
+    items_count_against_the_daily_quota_not_the_minute,
+    a_test_key_job_is_free,
+);

@@ -172,10 +172,43 @@ impl Example for BulkResponse {
     }
 }
 
-fn given<T>(value: MaybeUndefined<T>) -> Option<T> {
-    match value {
-        MaybeUndefined::Value(v) => Some(v),
-        _ => None,
+/// The items as the domain takes them. A `null` field is a malformed body (the schema
+/// says string), refused as a whole; anything else about an item is the item's own
+/// failure.
+pub fn item_inputs(items: Vec<BulkItemRequest>) -> Result<Vec<ItemInput>, ApiError> {
+    let mut nulls = Vec::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (n, item) in items.into_iter().enumerate() {
+        let mut field = |name: &str, value: MaybeUndefined<Text>| match value {
+            MaybeUndefined::Value(v) => Some(v.0),
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => {
+                nulls.push(FieldProblem {
+                    field: format!("items[{n}].{name}"),
+                    message: "must not be null; leave the field out instead".into(),
+                });
+                None
+            }
+        };
+        let (email, domain, reference) = (field("email", item.email), field("domain", item.domain), field("reference", item.reference));
+        let include = match item.include {
+            MaybeUndefined::Value(list) => Some(list.into_iter().map(|t| t.0).collect()),
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => {
+                nulls.push(FieldProblem {
+                    field: format!("items[{n}].include"),
+                    message: "must not be null; leave the field out instead".into(),
+                });
+                None
+            }
+        };
+        out.push(ItemInput { email, domain, include, reference });
+    }
+    if nulls.is_empty() {
+        Ok(out)
+    } else {
+        let message = nulls.iter().map(|p| format!("{}: {}", p.field, p.message)).collect::<Vec<_>>().join("; ");
+        Err(ApiError::Validation { message, details: nulls })
     }
 }
 
@@ -311,17 +344,7 @@ impl BulkApi {
         let req = body.0;
         let default_include: Option<Vec<String>> = not_null("include", req.include)?
             .map(|l| l.into_iter().map(|s| crate::lookup::input::Section::from(s).as_str().to_string()).collect());
-        // `null` reads as left out here: the item's own checks name what is missing.
-        let items: Vec<ItemInput> = req
-            .items
-            .into_iter()
-            .map(|item| ItemInput {
-                email: given(item.email).map(|t| t.0),
-                domain: given(item.domain).map(|t| t.0),
-                include: given(item.include).map(|l| l.into_iter().map(|t| t.0).collect()),
-                reference: given(item.reference).map(|t| t.0),
-            })
-            .collect();
+        let items = item_inputs(req.items)?;
         debug_assert!(items.len() <= MAX_ITEMS);
         // The request itself counted one unit when its key was checked; the other items now.
         let extra = items.len().saturating_sub(1) as u64;

@@ -20,7 +20,6 @@ use super::fields::{not_null, Nullable};
 use super::responses::{failures, successes};
 use super::security::{ApiKeyAuth, CanEnrich};
 use super::{ApiTags, AppState};
-use crate::bulk::ItemInput;
 use crate::jobs::{self, Idempotent, JobView};
 use crate::lookup::input::{InputError, Section};
 
@@ -317,13 +316,6 @@ fn default_results_limit() -> u32 {
     100
 }
 
-fn given<T>(value: MaybeUndefined<T>) -> Option<T> {
-    match value {
-        MaybeUndefined::Value(v) => Some(v),
-        _ => None,
-    }
-}
-
 pub struct JobsApi;
 
 #[OpenApi(tag = "ApiTags::Jobs")]
@@ -353,16 +345,7 @@ impl JobsApi {
         let req = body.0;
         let include: Option<Vec<String>> =
             not_null("include", req.include)?.map(|l| l.into_iter().map(|s| Section::from(s).as_str().to_string()).collect());
-        let items: Vec<ItemInput> = req
-            .items
-            .into_iter()
-            .map(|item| ItemInput {
-                email: given(item.email).map(|t| t.0),
-                domain: given(item.domain).map(|t| t.0),
-                include: given(item.include).map(|l| l.into_iter().map(|t| t.0).collect()),
-                reference: given(item.reference).map(|t| t.0),
-            })
-            .collect();
+        let items = super::bulk::item_inputs(req.items)?;
         let key = idempotency_key.0.map(|k| k.hyphenated().to_string());
         let idem = key.as_deref().map(|key| Idempotent { key, lease: state.idempotency_lease, ttl: state.idempotency_ttl });
         let (job, replayed) =

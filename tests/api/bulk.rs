@@ -163,6 +163,9 @@ async fn a_malformed_call_fails_as_a_whole(backend: Backend) {
         let r = bulk(&app, &key, body).await;
         assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"));
     }
+    let r = bulk(&app, &key, json!({"items": [{"domain": "acme.com"}, {"email": null}]})).await;
+    assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"), "null is not a string");
+    assert_eq!(r.json()["error"]["details"][0]["field"], "items[1].email");
     let r = app.request(app.client.post(url(&app)).bearer_auth(&key).header("content-type", "text/plain").body("items")).await;
     assert_eq!((r.status, r.error_code().as_str()), (415, "unsupported_media_type"));
     let huge: Vec<Value> =

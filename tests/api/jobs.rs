@@ -165,7 +165,7 @@ async fn a_submission_is_safe_to_retry(backend: Backend) {
     assert_eq!(listed.json()["data"]["jobs"].as_array().unwrap().len(), 1, "one job");
     let other = send(json!({"items": [{"email": "other@acme.com"}]})).await;
     assert_eq!((other.status, other.error_code().as_str()), (422, "idempotency_key_reused"));
-    for body in [json!({"items": []}), json!({}), json!({"items": [{"email": 7}]})] {
+    for body in [json!({"items": []}), json!({}), json!({"items": [{"email": 7}]}), json!({"items": [{"reference": null}]})] {
         let r = submit(&app, &key, body).await;
         assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"));
     }

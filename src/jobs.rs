@@ -306,34 +306,6 @@ pub async fn cancel(db: &DatabaseConnection, workspace_id: &str, id: &str, reten
     get(db, workspace_id, id).await
 }
 
-/// A page of a job's results, in item order, after item `starting_after`: each done
-/// item's index and result; the cursor of the next page when there is one.
-pub async fn results(
-    db: &DatabaseConnection,
-    workspace_id: &str,
-    id: &str,
-    limit: u64,
-    starting_after: Option<i32>,
-) -> Result<(Vec<(i32, ItemResult)>, Option<i32>), JobError> {
-    get(db, workspace_id, id).await?;
-    let mut q = item::Entity::find().filter(item::Column::JobId.eq(id)).filter(item::Column::State.eq(DONE));
-    if let Some(after) = starting_after {
-        q = q.filter(item::Column::Idx.gt(after));
-    }
-    let rows = q.order_by_asc(item::Column::Idx).limit(limit + 1).all(db).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let result: ItemResult =
-            serde_json::from_str(row.result.as_deref().unwrap_or("null")).map_err(|e| JobError::Corrupt(e.to_string()))?;
-        out.push((row.idx, result));
-    }
-    let next = (out.len() as u64 > limit).then(|| {
-        out.truncate(limit as usize);
-        out.last().map(|(i, _)| *i).unwrap_or_default()
-    });
-    Ok((out, next))
-}
-
 /// Deletes the jobs (and their items) whose retention ran out; returns how many.
 pub async fn purge_expired(db: &DatabaseConnection, now_ms: i64) -> Result<u64, DbErr> {
     let expired: Vec<String> =
@@ -564,4 +536,77 @@ enum Chunk {
     Paused {
         until: i64,
     },
+}
+
+/// A CSV submission's problem, where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvProblem {
+    pub message: String,
+}
+
+/// The items of a CSV document: a header row naming `email` and/or `domain` (and
+/// optionally `reference`; other columns are ignored, names are case-insensitive), then
+/// one row per item (an empty cell is a field left out). At most [`MAX_ITEMS`] rows.
+pub fn parse_csv(text: &str) -> Result<Vec<ItemInput>, CsvProblem> {
+    let problem = |message: String| CsvProblem { message };
+    let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let headers = reader.headers().map_err(|e| problem(format!("the header row cannot be read: {e}")))?.clone();
+    let column = |name: &str| headers.iter().position(|h| h.trim_start_matches('\u{feff}').eq_ignore_ascii_case(name));
+    let (email, domain, reference) = (column("email"), column("domain"), column("reference"));
+    if email.is_none() && domain.is_none() {
+        return Err(problem("the header row must name an `email` or a `domain` column".into()));
+    }
+    let mut items = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| problem(format!("row {} cannot be read: {e}", n + 2)))?;
+        if record.iter().all(str::is_empty) {
+            continue; // a blank line
+        }
+        if items.len() == MAX_ITEMS {
+            return Err(problem(format!("at most {MAX_ITEMS} rows")));
+        }
+        let cell = |at: Option<usize>| at.and_then(|i| record.get(i)).filter(|v| !v.is_empty()).map(str::to_string);
+        items.push(ItemInput { email: cell(email), domain: cell(domain), include: None, reference: cell(reference) });
+    }
+    if items.is_empty() {
+        return Err(problem("no row after the header".into()));
+    }
+    Ok(items)
+}
+
+/// A done item of a job: its input and its result.
+#[derive(Debug, Clone)]
+pub struct ResultRow {
+    pub idx: i32,
+    pub email: Option<String>,
+    pub domain: Option<String>,
+    pub result: ItemResult,
+}
+
+/// Up to `limit` done items of the workspace's job `id` after item `starting_after`, in
+/// item order; the cursor of the next page when there is one.
+pub async fn result_rows(
+    db: &DatabaseConnection,
+    workspace_id: &str,
+    id: &str,
+    limit: u64,
+    starting_after: Option<i32>,
+) -> Result<(Vec<ResultRow>, Option<i32>), JobError> {
+    get(db, workspace_id, id).await?;
+    let mut q = item::Entity::find().filter(item::Column::JobId.eq(id)).filter(item::Column::State.eq(DONE));
+    if let Some(after) = starting_after {
+        q = q.filter(item::Column::Idx.gt(after));
+    }
+    let rows = q.order_by_asc(item::Column::Idx).limit(limit + 1).all(db).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let result: ItemResult =
+            serde_json::from_str(row.result.as_deref().unwrap_or("null")).map_err(|e| JobError::Corrupt(e.to_string()))?;
+        out.push(ResultRow { idx: row.idx, email: row.email, domain: row.domain, result });
+    }
+    let next = (out.len() as u64 > limit).then(|| {
+        out.truncate(limit as usize);
+        out.last().map(|r| r.idx).unwrap_or_default()
+    });
+    Ok((out, next))
 }

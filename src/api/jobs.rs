@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
+use poem::{web::Data, Request};
 use poem_openapi::{
     param::{Header, Path, Query},
     payload::Json,
     types::{Example, MaybeUndefined},
-    Object, OpenApi,
+    ApiRequest, Object, OpenApi, ResponseContent,
 };
 
 use super::bulk::{BulkItemRequest, BulkItemResult};
@@ -19,8 +19,9 @@ use super::error::ApiError;
 use super::fields::{not_null, Nullable};
 use super::responses::{failures, successes};
 use super::security::{ApiKeyAuth, CanEnrich};
+use super::text::{CsvBody, CsvStream, NdjsonStream};
 use super::{ApiTags, AppState};
-use crate::jobs::{self, Idempotent, JobView};
+use crate::jobs::{self, Idempotent, JobView, ResultRow};
 use crate::lookup::input::{InputError, Section};
 
 /// Up to 10,000 inputs, enriched in the background.
@@ -41,6 +42,17 @@ impl Example for JobRequest {
         let bulk = <super::bulk::BulkRequest as Example>::example();
         Self { items: bulk.items, include: MaybeUndefined::Undefined }
     }
+}
+
+/// A job's items: JSON (as a bulk call's), or a CSV file.
+#[derive(Debug, ApiRequest)]
+pub enum JobSubmission {
+    /// The items as JSON, as in a bulk call.
+    Json(Json<JobRequest>),
+    /// The items as CSV (at most 10 MB): a header row naming `email`, `domain` and
+    /// optionally `reference`, then one row per item; an empty cell is a field left
+    /// out.
+    Csv(CsvBody),
 }
 
 /// A job and how far it got.
@@ -197,9 +209,9 @@ successes! {
 failures! {
     /// Every way submitting a job can fail. Nothing is stored.
     pub enum SubmitJobFailure {
-        /// `validation_error`: the body is not JSON or not the schema's shape (`items`
-        /// missing, empty or over 10,000, a field of the wrong type), or the
-        /// `Idempotency-Key` is not a UUID.
+        /// `validation_error`: the body is not the schema's shape (JSON: `items` missing,
+        /// empty or over 10,000, a field of the wrong type; CSV: no `email` or `domain`
+        /// column, no row, over 10,000 rows), or the `Idempotency-Key` is not a UUID.
         400 => BadRequest,
         /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
@@ -210,7 +222,7 @@ failures! {
         409 => Conflict + u64,
         /// `payload_too_large`: the body is over 10 MB.
         413 => PayloadTooLarge,
-        /// `unsupported_media_type`: the body is not sent as `application/json`.
+        /// `unsupported_media_type`: the body is neither `application/json` nor `text/csv`.
         415 => UnsupportedMediaType,
         /// `idempotency_key_reused`: the `Idempotency-Key` was used with a different
         /// request within 24 hours.
@@ -241,11 +253,25 @@ successes! {
     }
 }
 
+/// A job's results in the format the `Accept` header asks for.
+#[derive(ResponseContent)]
+pub enum JobResultsContent {
+    /// A page (the default).
+    Json(Json<JobResultsResponse>),
+    /// Every result done so far, streamed (`Accept: text/csv`).
+    Csv(CsvStream),
+    /// Every result done so far, streamed (`Accept: application/x-ndjson`).
+    Ndjson(NdjsonStream),
+}
+
 successes! {
-    /// A page of results.
+    /// Results.
     pub enum JobResultsOk {
-        /// The results of the job's items done so far, in item order.
-        200 => Ok(Json<JobResultsResponse>),
+        /// The results of the job's items done so far, in item order: a page of JSON by
+        /// default; all of them as CSV or JSON lines when `Accept` asks for `text/csv` or
+        /// `application/x-ndjson` (streamed; `limit` and `starting_after` still apply to
+        /// where it starts, not to how much).
+        200 => Ok(JobResultsContent),
     }
 }
 
@@ -339,13 +365,20 @@ impl JobsApi {
         /// Optional UUID that makes retries of the submission safe within 24 hours.
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<uuid::Uuid>>,
-        body: Json<JobRequest>,
+        body: JobSubmission,
     ) -> Result<SubmitJobOk, SubmitJobFailure> {
         let principal = auth.0;
-        let req = body.0;
-        let include: Option<Vec<String>> =
-            not_null("include", req.include)?.map(|l| l.into_iter().map(|s| Section::from(s).as_str().to_string()).collect());
-        let items = super::bulk::item_inputs(req.items)?;
+        let (items, include) = match body {
+            JobSubmission::Json(Json(req)) => {
+                let include: Option<Vec<String>> =
+                    not_null("include", req.include)?.map(|l| l.into_iter().map(|s| Section::from(s).as_str().to_string()).collect());
+                (super::bulk::item_inputs(req.items)?, include)
+            }
+            JobSubmission::Csv(CsvBody(text)) => {
+                let items = jobs::parse_csv(&text).map_err(|p| ApiError::validation(vec![InputError::new("body", p.message)]))?;
+                (items, None)
+            }
+        };
         let key = idempotency_key.0.map(|k| k.hyphenated().to_string());
         let idem = key.as_deref().map(|key| Idempotent { key, lease: state.idempotency_lease, ttl: state.idempotency_ttl });
         let (job, replayed) =
@@ -424,14 +457,16 @@ impl JobsApi {
     /// page. An item's error carries the job's id as its `request_id`. Requires
     /// `write:enrich`.
     #[oai(path = "/v1/enrich/jobs/:id/results", method = "get", operation_id = "get_enrichment_job_results")]
+    #[allow(clippy::too_many_arguments)]
     async fn results(
         &self,
         auth: ApiKeyAuth,
         _can: CanEnrich,
         state: Data<&Arc<AppState>>,
+        req: &Request,
         /// The job's `id` (`job_…`).
         id: Path<String>,
-        /// Results per page.
+        /// Results per page (JSON).
         #[oai(default = "default_results_limit", validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<u32>,
         /// The `index` of the last result of the previous page (its `meta.next_cursor`).
@@ -444,12 +479,171 @@ impl JobsApi {
                 Some(s.parse::<i32>().map_err(|_| ApiError::validation(vec![InputError::new("starting_after", "is not an item index")]))?)
             }
         };
-        let (rows, next) =
-            jobs::results(&state.db, &auth.0.workspace_id, &id.0, u64::from(limit.0), after).await.map_err(ApiError::from)?;
-        let results = rows.iter().map(|(idx, result)| super::bulk::item_result(*idx as u32, result, &id.0)).collect();
-        Ok(JobResultsOk::Ok(Json(JobResultsResponse {
+        let ws = auth.0.workspace_id.clone();
+        let accept = req.headers().get(poem::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let wants = |media: &str| accept.split(',').any(|m| m.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(media)));
+        if wants("text/csv") || wants("application/x-ndjson") {
+            jobs::get(&state.db, &ws, &id.0).await.map_err(ApiError::from)?;
+            let csv = wants("text/csv");
+            let body = stream_results(state.db.clone(), ws, id.0.clone(), after, if csv { csv_rows } else { ndjson_rows });
+            let content = if csv { JobResultsContent::Csv(CsvStream(body)) } else { JobResultsContent::Ndjson(NdjsonStream(body)) };
+            return Ok(JobResultsOk::Ok(content));
+        }
+        let (rows, next) = jobs::result_rows(&state.db, &ws, &id.0, u64::from(limit.0), after).await.map_err(ApiError::from)?;
+        let results = rows.iter().map(|r| super::bulk::item_result(r.idx as u32, &r.result, &id.0)).collect();
+        Ok(JobResultsOk::Ok(JobResultsContent::Json(Json(JobResultsResponse {
             data: JobResults { results },
             meta: JobsMeta { limit: limit.0, next_cursor: next.map(|n| n.to_string()).into() },
-        })))
+        }))))
     }
+}
+
+/// Rows read per step of a streamed download.
+const STREAM_PAGE: u64 = 500;
+
+/// Renders a page of results (`first`: the download's first page).
+type Render = fn(&[ResultRow], &str, bool) -> Vec<u8>;
+
+/// Every result of a job from `after` on, read a page at a time as the client takes them.
+fn stream_results(db: sea_orm::DatabaseConnection, ws: String, id: String, after: Option<i32>, render: Render) -> poem::Body {
+    struct At {
+        after: Option<i32>,
+        first: bool,
+        done: bool,
+    }
+    let stream = futures_util::stream::unfold(At { after, first: true, done: false }, move |at| {
+        let (db, ws, id) = (db.clone(), ws.clone(), id.clone());
+        async move {
+            if at.done {
+                return None;
+            }
+            match jobs::result_rows(&db, &ws, &id, STREAM_PAGE, at.after).await {
+                Ok((rows, next)) => {
+                    let bytes = render(&rows, &id, at.first);
+                    let after = rows.last().map(|r| r.idx).or(at.after);
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(bytes)), At { after, first: false, done: next.is_none() }))
+                }
+                Err(err) => {
+                    // The status line is sent: the download ends short, which the client sees.
+                    tracing::error!(error = %err, job = %id, "streaming a job's results failed");
+                    Some((Err(std::io::Error::other(err.to_string())), At { after: at.after, first: false, done: true }))
+                }
+            }
+        }
+    });
+    poem::Body::from_bytes_stream(stream)
+}
+
+/// The CSV columns of a result row.
+const CSV_COLUMNS: [&str; 27] = [
+    "index",
+    "email",
+    "domain",
+    "reference",
+    "status",
+    "source",
+    "confidence",
+    "person_full_name",
+    "person_first_name",
+    "person_last_name",
+    "person_job_title",
+    "person_seniority",
+    "person_location",
+    "person_linkedin_url",
+    "company_name",
+    "company_domain",
+    "company_industry",
+    "company_size",
+    "company_founded_year",
+    "company_description",
+    "company_linkedin_url",
+    "company_hq_location",
+    "social_twitter",
+    "social_github",
+    "social_facebook",
+    "error_code",
+    "error_message",
+];
+
+fn csv_rows(rows: &[ResultRow], job_id: &str, first: bool) -> Vec<u8> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    if first {
+        out.write_record(CSV_COLUMNS).expect("writing to memory");
+    }
+    for row in rows {
+        let r = super::bulk::item_result(row.idx as u32, &row.result, job_id);
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let (p, c, s) = match &r.data {
+            Some(d) => (d.person.clone(), d.company.clone(), d.social.clone()),
+            None => (None, None, None),
+        };
+        let p = p.unwrap_or(super::enrich::PersonData {
+            full_name: None,
+            first_name: None,
+            last_name: None,
+            job_title: None,
+            seniority: None,
+            location: None,
+            linkedin_url: None,
+        });
+        let c = c.unwrap_or(super::enrich::CompanyData {
+            name: None,
+            domain: None,
+            industry: None,
+            size: None,
+            founded_year: None,
+            description: None,
+            linkedin_url: None,
+            hq_location: None,
+        });
+        let s = s.unwrap_or(super::enrich::SocialData { twitter: None, github: None, facebook: None });
+        let source = r
+            .data
+            .as_ref()
+            .and_then(|d| poem_openapi::types::ToJSON::to_json(&d.source))
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let record: [String; 27] = [
+            r.index.to_string(),
+            text(&row.email),
+            text(&row.domain),
+            text(&r.reference.0),
+            r.status.to_string(),
+            source,
+            r.data.as_ref().map(|d| d.confidence.to_string()).unwrap_or_default(),
+            text(&p.full_name),
+            text(&p.first_name),
+            text(&p.last_name),
+            text(&p.job_title),
+            text(&p.seniority),
+            text(&p.location),
+            text(&p.linkedin_url),
+            text(&c.name),
+            text(&c.domain),
+            text(&c.industry),
+            text(&c.size),
+            c.founded_year.map(|y| y.to_string()).unwrap_or_default(),
+            text(&c.description),
+            text(&c.linkedin_url),
+            text(&c.hq_location),
+            text(&s.twitter),
+            text(&s.github),
+            text(&s.facebook),
+            r.error.as_ref().map(|e| e.code.as_str().to_string()).unwrap_or_default(),
+            r.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+        ];
+        out.write_record(&record).expect("writing to memory");
+    }
+    out.into_inner().expect("writing to memory")
+}
+
+fn ndjson_rows(rows: &[ResultRow], job_id: &str, _first: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for row in rows {
+        let r = super::bulk::item_result(row.idx as u32, &row.result, job_id);
+        let value = poem_openapi::types::ToJSON::to_json(&r).unwrap_or_default();
+        serde_json::to_writer(&mut out, &value).expect("writing to memory");
+        out.push(b'\n');
+    }
+    out
 }

@@ -16,6 +16,7 @@ pub mod middleware;
 pub mod responses;
 pub mod security;
 pub mod spec;
+pub mod text;
 
 use std::sync::Arc;
 

@@ -85,14 +85,18 @@ fn add_examples(spec: &mut Value) {
     for (path, item) in paths.iter_mut() {
         for (method, op) in item.as_object_mut().into_iter().flatten() {
             if let Some(content) = op.pointer_mut("/requestBody/content").and_then(Value::as_object_mut) {
-                for media in content.values_mut() {
-                    media["examples"] = request_examples(method, path);
+                for (media_type, media) in content.iter_mut() {
+                    media["examples"] = match media_type.starts_with("text/csv") {
+                        true => csv_request_examples(method, path),
+                        false => request_examples(method, path),
+                    };
                 }
             }
             for (status, resp) in op.get_mut("responses").and_then(Value::as_object_mut).into_iter().flatten() {
                 let Some(example) = response_example(method, path, status) else { continue };
-                for media in resp.get_mut("content").and_then(Value::as_object_mut).into_iter().flatten().map(|(_, m)| m) {
-                    media["examples"] = example.clone();
+                // The first media type's (a streamed alternative has none).
+                if let Some(media) = resp.get_mut("content").and_then(Value::as_object_mut).and_then(|c| c.values_mut().next()) {
+                    media["examples"] = example;
                 }
             }
         }
@@ -128,6 +132,20 @@ fn request_examples(method: &str, path: &str) -> Value {
         _ => json!({}),
     }
 }
+
+/// The CSV request examples (the JSON examples' rows).
+fn csv_request_examples(method: &str, path: &str) -> Value {
+    match (method, path) {
+        ("post", "/v1/enrich/jobs") => json!({
+            "crm_export": {"summary": "A CRM export: email, company domain, your id", "value": CSV_EXAMPLE},
+        }),
+        _ => json!({}),
+    }
+}
+
+/// A CSV job submission.
+pub const CSV_EXAMPLE: &str =
+    "email,domain,reference\njane@acme.com,,crm-1001\n,acme.com,crm-1002\nnobody@nowhere.invalid,,crm-1003\nnot-an-email,,crm-1004\n";
 
 /// The errors an operation's examples show: each one an answer the operation gives (the
 /// suite checks that every example was seen).

@@ -23,19 +23,19 @@ fn committed_spec() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// (method, path, example name, body) for every request-body example of every operation,
-/// and the `example` of every schema used as a request body.
-fn request_examples(spec: &Value) -> Vec<(String, String, String, Value)> {
+/// (method, path, example name, media type, body) for every request-body example of
+/// every operation, and the `example` of every schema used as a request body.
+fn request_examples(spec: &Value) -> Vec<(String, String, String, String, Value)> {
     let mut out = Vec::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
-            for media in op["requestBody"]["content"].as_object().into_iter().flatten().map(|(_, m)| m) {
+            for (media_type, media) in op["requestBody"]["content"].as_object().into_iter().flatten() {
                 for (name, example) in media["examples"].as_object().into_iter().flatten() {
-                    out.push((method.clone(), path.clone(), name.clone(), example["value"].clone()));
+                    out.push((method.clone(), path.clone(), name.clone(), media_type.clone(), example["value"].clone()));
                 }
                 if let Some(schema) = media["schema"]["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/")) {
                     if let Some(example) = spec["components"]["schemas"][schema].get("example") {
-                        out.push((method.clone(), path.clone(), format!("schema {schema}"), example.clone()));
+                        out.push((method.clone(), path.clone(), format!("schema {schema}"), media_type.clone(), example.clone()));
                     }
                 }
             }
@@ -50,10 +50,15 @@ async fn every_request_example_is_accepted(backend: Backend) {
     let key = app.key(&ws, &leadlex::auth::Permission::ALL, None).await.key;
     let examples = request_examples(&committed_spec());
     assert!(examples.len() >= 4, "the enrich examples are found: {examples:?}");
-    for (method, path, name, body) in examples {
+    for (method, path, name, media_type, body) in examples {
         assert!(!path.contains('{'), "{method} {path}: send its path parameters too before adding examples to it");
         let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-        let r = app.request(app.client.request(method.clone(), format!("{}{path}", app.base)).bearer_auth(&key).json(&body)).await;
+        let builder = app.client.request(method.clone(), format!("{}{path}", app.base)).bearer_auth(&key);
+        let builder = match body.as_str() {
+            Some(text) if !media_type.contains("json") => builder.header("content-type", media_type.as_str()).body(text.to_string()),
+            _ => builder.json(&body),
+        };
+        let r = app.request(builder).await;
         assert!(
             (200..300).contains(&r.status),
             "{method} {path} example {name:?} ({body}) was answered {}: {}",

@@ -303,8 +303,8 @@ async fn a_job_survives_a_killed_worker(backend: Backend) {
     assert_eq!(ledger.iter().filter(|l| l.request_id.as_deref() == Some(id.as_str())).count(), 100, "each item charged once");
     assert_eq!(ledger.iter().map(|l| l.delta).sum::<i64>(), 900);
     assert_eq!(leadlex::credits::balance(&db, &ws).await.unwrap(), Some(900));
-    let (results, _) = leadlex::jobs::results(&db, &ws, &id, 1_000, None).await.unwrap();
-    assert_eq!(results.iter().map(|(i, _)| *i).collect::<Vec<_>>(), (0..100).collect::<Vec<i32>>(), "no result lost");
+    let (results, _) = leadlex::jobs::result_rows(&db, &ws, &id, 1_000, None).await.unwrap();
+    assert_eq!(results.iter().map(|r| r.idx).collect::<Vec<_>>(), (0..100).collect::<Vec<i32>>(), "no result lost");
     let mut asked: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for request in vendor.received_requests().await.unwrap() {
         let email = request.url.query_pairs().find(|(k, _)| k == "email").map(|(_, v)| v.to_string()).unwrap_or_default();
@@ -450,7 +450,67 @@ async fn every_job_operation_refuses_what_it_should(backend: Backend) {
     }
 }
 
+async fn submit_csv(app: &TestApp, key: &str, text: &str) -> Resp {
+    app.request(app.client.post(jobs_url(app)).bearer_auth(key).header("content-type", "text/csv").body(text.to_string())).await
+}
+
+/// A CSV file in; the results out as CSV and as JSON lines, streamed a page at a time.
+async fn a_csv_file_in_csv_and_ndjson_out(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_ws, key) = app.funded(10_000).await;
+    // A BOM, a column we ignore, a quoted reference with a comma, a blank line, a
+    // malformed row, an empty cell.
+    let mut text = String::from("\u{feff}Email,Domain,Notes,Reference\n");
+    text.push_str("jane@acme.com,,vip,\"crm, 1\"\n\n");
+    text.push_str(",acme.com,,crm-2\n");
+    text.push_str("not-an-email,,,crm-3\n");
+    for n in 0..1_200 {
+        text.push_str(&format!(",acme.com,,bulk-{n}\n"));
+    }
+    let r = submit_csv(&app, &key, &text).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.bytes));
+    let id = r.json()["data"]["id"].as_str().unwrap().to_string();
+    assert_eq!(r.json()["data"]["total"], 1_203);
+    wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
+
+    let url = format!("{}/{id}/results", jobs_url(&app));
+    let csv = app.request(app.client.get(&url).bearer_auth(&key).header("accept", "text/csv")).await;
+    assert_eq!((csv.status, csv.header("content-type")), (200, Some("text/csv")));
+    let mut reader = csv::Reader::from_reader(csv.bytes.as_slice());
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("column {name}"));
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1_203, "one row per item, across pages");
+    assert_eq!(rows.iter().map(|r| r[col("index")].parse::<usize>().unwrap()).collect::<Vec<_>>(), (0..1_203).collect::<Vec<_>>());
+    assert_eq!((&rows[0][col("reference")], &rows[0][col("status")], &rows[0][col("source")]), ("crm, 1", "200", "vendor_a"));
+    assert_eq!((&rows[0][col("email")], &rows[0][col("person_full_name")]), ("jane@acme.com", "Jane Doe"));
+    assert_eq!((&rows[1][col("domain")], &rows[1][col("company_name")]), ("acme.com", "Acme Corp"));
+    assert_eq!((&rows[2][col("status")], &rows[2][col("error_code")]), ("400", "validation_error"));
+    assert_eq!(&rows[1_202][col("reference")], "bulk-1199");
+
+    let ndjson = app.request(app.client.get(&url).bearer_auth(&key).header("accept", "application/x-ndjson")).await;
+    assert_eq!(ndjson.header("content-type"), Some("application/x-ndjson"));
+    let lines: Vec<Value> = String::from_utf8(ndjson.bytes).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1_203);
+    assert_eq!((lines[0]["index"].as_u64(), lines[0]["reference"].as_str()), (Some(0), Some("crm, 1")));
+    assert_eq!(lines[2]["error"]["request_id"], id.as_str());
+    // Starting after an item, as the JSON pages do.
+    let tail = app.request(app.client.get(format!("{url}?starting_after=1200")).bearer_auth(&key).header("accept", "text/csv")).await;
+    assert_eq!(String::from_utf8(tail.bytes).unwrap().lines().count(), 3, "the header and the last two");
+
+    // What a CSV file must have.
+    for (bad, why) in [("name,reference\nJane,1\n", "an `email` or a `domain` column"), ("email\n", "no row")] {
+        let r = submit_csv(&app, &key, bad).await;
+        assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"), "{bad:?}");
+        assert!(r.json()["error"]["message"].as_str().unwrap().contains(why), "{}", r.json());
+    }
+    let too_many = format!("domain\n{}", "acme.com\n".repeat(10_001));
+    let r = submit_csv(&app, &key, &too_many).await;
+    assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"));
+}
+
 crate::on_both_backends!(
+    a_csv_file_in_csv_and_ndjson_out,
     the_documented_examples_are_what_the_server_answers,
     every_job_operation_refuses_what_it_should,
     a_job_survives_a_killed_worker,

@@ -68,6 +68,54 @@ pub enum Command {
     /// Manage credit balances.
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Enrich a CSV file through a running server: submits it as a job (a header row
+    /// naming `email`, `domain` and optionally `reference`), shows its progress, and
+    /// writes the results as CSV when it is done. Ctrl-C leaves the job running.
+    Enrich {
+        /// The CSV file.
+        file: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Where to write the results (default: FILE.results.csv).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Follow or fetch a job of a running server.
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+/// Which server to call, with which key.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The server's base URL.
+    #[arg(long, env = "LEADLEX_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// An API key with `write:enrich`.
+    #[arg(long, env = "LEADLEX_KEY", hide_env_values = true)]
+    pub key: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Follow a job until it is done, then write its results.
+    Watch {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Where to write the results (default: ID.results.csv).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write the results of a job's items done so far, now.
+    Results {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Where to write the results (default: ID.results.csv).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +242,17 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
+/// Reports how following a job ended; Ctrl-C exits with 130 (the job goes on).
+fn followed(json_mode: bool, id: &str, outcome: crate::client::Followed) -> anyhow::Result<()> {
+    match outcome {
+        crate::client::Followed::Finished { out, rows } => {
+            emit(json_mode, json!({"job": id, "out": out, "rows": rows}), || format!("{rows} results written to {}", out.display()));
+            Ok(())
+        }
+        crate::client::Followed::Interrupted => std::process::exit(130),
+    }
+}
+
 fn emit(json_mode: bool, value: serde_json::Value, human: impl FnOnce() -> String) {
     if json_mode {
         println!("{value}");
@@ -205,6 +264,26 @@ fn emit(json_mode: bool, value: serde_json::Value, human: impl FnOnce() -> Strin
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut settings = settings(&cli)?;
     match &cli.command {
+        Command::Enrich { file, server, out } => {
+            let client = crate::client::Client::new(&server.server, &server.key)?;
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let job = client.submit_csv(text).await?;
+            eprintln!("job {} stored: {} items", job.id, job.total);
+            let out = out.clone().unwrap_or_else(|| crate::client::default_out(Some(file), &job.id));
+            followed(cli.json, &job.id, client.follow(&job.id, &out).await?)
+        }
+        Command::Job(JobCommand::Watch { id, server, out }) => {
+            let client = crate::client::Client::new(&server.server, &server.key)?;
+            let out = out.clone().unwrap_or_else(|| crate::client::default_out(None, id));
+            followed(cli.json, id, client.follow(id, &out).await?)
+        }
+        Command::Job(JobCommand::Results { id, server, out }) => {
+            let client = crate::client::Client::new(&server.server, &server.key)?;
+            let out = out.clone().unwrap_or_else(|| crate::client::default_out(None, id));
+            let rows = client.download(id, &out).await?;
+            emit(cli.json, json!({"job": id, "out": out, "rows": rows}), || format!("{rows} results written to {}", out.display()));
+            Ok(())
+        }
         Command::Serve(args) => {
             telemetry::init(settings.server.json_logs);
             if let Some(bind) = &args.bind {

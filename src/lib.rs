@@ -28,6 +28,8 @@
 //! - [`hot`]: the one owner of the hot in-process caches (keys, empty workspaces,
 //!   replays, cache rows), each bounded, with its staleness bound.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`client`]: the command line's client of a running server (`leadlex enrich FILE.csv`,
+//!   `leadlex job …`), over the public API.
 //! - [`config`], [`db`], [`startup`], [`cli`], [`telemetry`]: plumbing; [`secret`],
 //!   [`vendor_name`], [`hex`]: leaves that import nothing of the crate.
 //!
@@ -38,6 +40,7 @@ pub mod api;
 pub mod auth;
 pub mod bulk;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod credits;
 pub mod db;

@@ -29,7 +29,13 @@ impl Payload for CsvBody {
     }
 
     fn schema_ref() -> MetaSchemaRef {
-        text_schema("CSV (UTF-8): a header row naming `email`, `domain` and optionally `reference` (other columns are ignored), then one row per item.")
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            description: Some(
+                "CSV (UTF-8): a header row naming `email`, `domain` and optionally `reference` (any case; other columns are ignored), then one row per item (at most 10,000).",
+            ),
+            pattern: Some(crate::jobs::CSV_PATTERN.to_string()),
+            ..MetaSchema::new("string")
+        }))
     }
 }
 

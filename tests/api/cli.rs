@@ -113,3 +113,89 @@ async fn admin_commands_manage_workspaces_keys_and_credits(backend: Backend) {
         crate::helpers::drop_database_blocking(db.rsplit('/').next().unwrap().to_string());
     }
 }
+
+on_both_backends!(enrich_a_csv_file_through_a_running_server, ctrl_c_leaves_the_job_running_and_says_how_to_resume);
+
+/// `leadlex enrich FILE.csv` against a running server: the job is submitted, followed
+/// and its results written beside the file; `leadlex job results` fetches them again.
+async fn enrich_a_csv_file_through_a_running_server(backend: Backend) {
+    let app = crate::helpers::spawn_app(backend).await;
+    let (ws, key) = app.funded(100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leads.csv");
+    std::fs::write(&file, "email,reference\njane@acme.com,crm-1\nnot-an-email,crm-2\n").unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadlex"))
+        .args(["--json", "enrich", file.to_str().unwrap(), "--server", &app.base, "--key", &key])
+        .env_remove("LEADLEX_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("items") && stderr.contains("completed"), "a progress line: {stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rows"], 2);
+    let written = std::fs::read_to_string(dir.path().join("leads.results.csv")).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines.len(), 3, "{written}");
+    assert!(lines[0].starts_with("index,email,domain,reference,status"));
+    assert!(lines[1].contains("jane@acme.com") && lines[1].contains("Jane Doe") && lines[1].contains(",200,"));
+    assert!(lines[2].contains(",400,") && lines[2].contains("validation_error"));
+    assert_eq!(app.assert_books_balance(&ws).await, 99);
+
+    let id = report["job"].as_str().unwrap();
+    let again = dir.path().join("again.csv");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadlex"))
+        .args(["job", "results", id, "--server", &app.base, "--out", again.to_str().unwrap()])
+        .env("LEADLEX_KEY", &key)
+        .env_remove("LEADLEX_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(again).unwrap(), written);
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadlex"))
+        .args(["enrich", file.to_str().unwrap(), "--server", &app.base, "--key", &format!("wbk_{}", "x".repeat(43))])
+        .env_remove("LEADLEX_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid_key"), "says why");
+}
+
+/// Ctrl-C while following: the command stops (130), the job goes on, and the command
+/// says how to follow it again.
+async fn ctrl_c_leaves_the_job_running_and_says_how_to_resume(backend: Backend) {
+    use tokio::io::AsyncReadExt;
+    let app = crate::helpers::spawn_app_with(backend, |s| s.sandbox.latency_ms = 100).await;
+    let ws = app.workspace(leadlex::ratelimit::Plan::Starter, 100).await;
+    let key = app.key(&ws, &[leadlex::auth::Permission::WriteEnrich], None).await.key;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leads.csv");
+    let rows: String = (0..40).map(|n| format!("someone{n}@company{n}.com\n")).collect();
+    std::fs::write(&file, format!("email\n{rows}")).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadlex"))
+        .args(["enrich", file.to_str().unwrap(), "--server", &app.base, "--key", &key])
+        .env_remove("LEADLEX_CONFIG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 512];
+    while !seen.contains("items ·") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), stderr.read(&mut buf)).await.expect("progress").unwrap();
+        assert!(n > 0, "the command ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(std::process::Command::new("kill").args(["-INT", &child.id().unwrap().to_string()]).status().unwrap().success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    stderr.read_to_string(&mut seen).await.unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    let id = seen.split_whitespace().find(|w| w.starts_with("job_")).unwrap().to_string();
+    assert!(seen.contains(&format!("leadlex job watch {id}")), "says how to resume: {seen}");
+    let job = leadlex::jobs::get(&app.db, &ws, &id).await.unwrap();
+    assert!(job.status == "running" || job.status == "queued", "the job goes on: {job:?}");
+    assert!(!dir.path().join("leads.results.csv").exists());
+}

@@ -152,6 +152,50 @@ def post(url, key, body, idem=None, path="/v1/email/enrich"):
 
 
 BULK_ITEMS = 100
+JOB_ITEMS = 10_000
+
+
+def call(url, key, method="GET", body=None, headers=None):
+    """An API call; returns (status, JSON body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {key}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def job_run(server, keys, args, backend):
+    """A 10,000-item job of cached inputs: its items/s, and the p99 of interactive cached
+    calls while it runs against their p99 with no job running (measured just before)."""
+    env = {"BENCH_KEY": keys["rich"], "BENCH_BODY": json.dumps({"email": "jane@acme.com"})}
+    url = f"{server.url}/v1/email/enrich"
+    conns = args.connections[-1]
+    quiet = wrk(url, "enrich.lua", env, conns, args.duration)
+    items = [{"email": keys["items"][n % len(keys["items"])]} for n in range(JOB_ITEMS)]
+    started = time.monotonic()
+    status, body = call(f"{server.url}/v1/enrich/jobs", keys["rich"], "POST", {"items": items})
+    assert status == 202, (status, body)
+    job_id = body["data"]["id"]
+    busy = wrk(url, "enrich.lua", env, conns, args.duration)
+    status, body = call(f"{server.url}/v1/enrich/jobs/{job_id}", keys["rich"])
+    throughout = body["data"]["status"] != "completed"
+    while body["data"]["status"] != "completed":
+        time.sleep(0.05)
+        status, body = call(f"{server.url}/v1/enrich/jobs/{job_id}", keys["rich"])
+    elapsed = time.monotonic() - started
+    assert body["data"]["succeeded"] == JOB_ITEMS, body
+    r = dict(backend=backend, connections=conns, items_per_s=JOB_ITEMS / elapsed, seconds=elapsed,
+             quiet_p99_us=quiet["p99_us"], busy_p99_us=busy["p99_us"], quiet_rps=quiet["rps"], busy_rps=busy["rps"],
+             running_throughout=throughout)
+    print(json.dumps(r), file=sys.stderr)
+    return r
 
 
 def first_vendor_emails(run_id, count):
@@ -254,6 +298,9 @@ def grow(backend, db, sqlite_path, workspace, rows):
             ANALYZE;""")
 
 
+job_results = []
+
+
 def run_backend(backend, args, results):
     workdir = tempfile.mkdtemp(prefix="leadlex-bench-")
     db, sqlite_path, cleanup = new_database(backend, workdir)
@@ -272,6 +319,8 @@ def run_backend(backend, args, results):
                 assert post(server.url, keys["rich"], {"items": [{"email": e} for e in keys["items"]]}, path="/v1/email/enrich/bulk") == 200
                 keys["items_file"] = str(Path(workdir) / "items.txt")
                 Path(keys["items_file"]).write_text("\n".join(keys["items"]) + "\n")
+                if scale == "small":
+                    job_results.append(job_run(server, keys, args, backend))
                 for name, url, script, env in scenarios(server, sandbox, keys):
                     for connections in args.connections:
                         # The machine's speed drifts by minutes (shared host): each scenario
@@ -409,6 +458,17 @@ def items_table(results):
     return "\n".join(lines)
 
 
+def jobs_table(rows):
+    lines = [
+        "| backend | job items | items/s | cached calls p99 ms, no job | p99 ms, job running | running / none | job ran throughout |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['backend']} | {JOB_ITEMS} | {r['items_per_s']:.0f} | {r['quiet_p99_us'] / 1000:.2f} | "
+                     f"{r['busy_p99_us'] / 1000:.2f} | {r['busy_p99_us'] / max(r['quiet_p99_us'], 1):.2f} | {r['running_throughout']} |")
+    return "\n".join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a few seconds per scenario, 16 connections, 10k rows")
@@ -436,7 +496,7 @@ def main():
     results = []
     for backend in args.backends.split(","):
         run_backend(backend, args, results)
-    text = table(results) + "\n\n" + items_table(results)
+    text = table(results) + "\n\n" + items_table(results) + "\n\n" + jobs_table(job_results)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -499,7 +499,7 @@ async fn a_csv_file_in_csv_and_ndjson_out(backend: Backend) {
     assert_eq!(String::from_utf8(tail.bytes).unwrap().lines().count(), 3, "the header and the last two");
 
     // What a CSV file must have.
-    for (bad, why) in [("name,reference\nJane,1\n", "an `email` or a `domain` column"), ("email\n", "no row")] {
+    for (bad, why) in [("name,reference\nJane,1\n", "an `email` or a `domain` column"), ("email\n", "at least one row")] {
         let r = submit_csv(&app, &key, bad).await;
         assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"), "{bad:?}");
         assert!(r.json()["error"]["message"].as_str().unwrap().contains(why), "{}", r.json());

@@ -509,7 +509,38 @@ async fn a_csv_file_in_csv_and_ndjson_out(backend: Backend) {
     assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"));
 }
 
+/// A finished job and its results are deleted once `[jobs] retention_days` have passed
+/// (here none), by the background purge; the ledger keeps its charges.
+async fn finished_jobs_are_purged_after_their_retention(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.jobs.retention_days = 0;
+        s.idempotency.purge_interval_secs = 1;
+    })
+    .await;
+    let (ws, key) = app.funded(10).await;
+    let id = submit(&app, &key, json!({"items": [{"domain": "acme.com"}]})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&app, &key, &format!("/v1/enrich/jobs/{id}")).await;
+        if r.status == 404 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "purged within the purge interval");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let items = entity::enrichment_job_item::Entity::find()
+        .filter(entity::enrichment_job_item::Column::JobId.eq(id.as_str()))
+        .count(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(items, 0, "its items too");
+    assert_eq!(app.charges(&ws).await, 1, "the ledger keeps its charge");
+}
+
 crate::on_both_backends!(
+    finished_jobs_are_purged_after_their_retention,
     a_csv_file_in_csv_and_ndjson_out,
     the_documented_examples_are_what_the_server_answers,
     every_job_operation_refuses_what_it_should,

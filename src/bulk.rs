@@ -270,8 +270,8 @@ pub struct Resolved {
     charges: Vec<Option<CacheRow>>,
     /// The balance read before the lookups.
     balance: i64,
-    /// Per item, the lookup outcome obtained by this call (`None`: invalid, known
-    /// before, or not looked up).
+    /// Per item, the lookup outcome obtained by this call from the vendors (`None`:
+    /// invalid, known before, answered by the cache, or not looked up).
     pub fresh_lookups: Vec<Option<StoredLookup>>,
     mode: KeyMode,
 }
@@ -483,7 +483,10 @@ impl EnrichService {
                 }
                 Pending::Found { subject, query } => (*subject, query),
             };
-            fresh_lookups.push(if seeded[subject] { None } else { looked[subject].stored() });
+            // Kept for a job only when asking again would cost a vendor call (an answer
+            // read from the cache is read again as cheaply).
+            let from_cache = matches!(looked[subject], Looked::Found { from_cache: true, .. });
+            fresh_lookups.push(if seeded[subject] || from_cache { None } else { looked[subject].stored() });
             let failure = match &looked[subject] {
                 Looked::Unpaid => ItemFailure::InsufficientCredits,
                 Looked::NoMatch => ItemFailure::NoMatch,

@@ -240,6 +240,75 @@ pub fn item_result(index: u32, item: &ItemResult, request_id: &str) -> BulkItemR
 }
 
 impl BulkResponse {
+    /// The 200 body of a bulk call, serialised straight from the domain's answer (no
+    /// copy into the declared types, no JSON value tree per item); the test
+    /// `the_rendered_body_is_what_poem_openapi_would_send` holds it to [`BulkResponse::of`]'s
+    /// rendering by poem-openapi, byte for byte.
+    pub fn render(answer: &BulkAnswer) -> bytes::Bytes {
+        use serde::Serialize;
+        #[derive(Serialize)]
+        struct Body<'a> {
+            data: Data<'a>,
+        }
+        #[derive(Serialize)]
+        struct Data<'a> {
+            results: Vec<Item<'a>>,
+            summary: Summary,
+            credits_remaining: i64,
+        }
+        #[derive(Serialize)]
+        struct Summary {
+            succeeded: u64,
+            no_match: u64,
+            failed: u64,
+            credits_charged: u64,
+        }
+        #[derive(Serialize)]
+        struct Item<'a> {
+            index: u32,
+            reference: &'a Option<String>,
+            status: u16,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            data: Option<Found<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error: Option<serde_json::Value>,
+        }
+        #[derive(Serialize)]
+        struct Found<'a> {
+            #[serde(flatten)]
+            answer: &'a crate::enrich::Answer,
+            credits_remaining: i64,
+        }
+        let (succeeded, no_match, failed) = answer.counts();
+        let results = answer
+            .items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| match &item.outcome {
+                ItemOutcome::Found { answer, credits_remaining } => Item {
+                    index: index as u32,
+                    reference: &item.reference,
+                    status: 200,
+                    data: Some(Found { answer, credits_remaining: *credits_remaining }),
+                    error: None,
+                },
+                ItemOutcome::Failed { failure } => {
+                    let err = item_error(failure);
+                    let error = poem_openapi::types::ToJSON::to_json(&err.envelope(answer.request_id.clone()).error);
+                    Item { index: index as u32, reference: &item.reference, status: err.status().as_u16(), data: None, error }
+                }
+            })
+            .collect();
+        let body = Body {
+            data: Data {
+                results,
+                summary: Summary { succeeded, no_match, failed, credits_charged: answer.credits_charged.max(0) as u64 },
+                credits_remaining: answer.credits_remaining,
+            },
+        };
+        serde_json::to_vec(&body).expect("a bulk answer serialises").into()
+    }
+
     /// The declared response of a domain answer.
     pub fn of(answer: &BulkAnswer) -> Self {
         let (succeeded, no_match, failed) = answer.counts();
@@ -364,8 +433,54 @@ impl BulkApi {
             .enrich_bulk(&principal, &request_id, &items, default_include.as_deref(), key.as_deref())
             .await
             .map_err(ApiError::from)?;
-        let body = serde_json::to_vec(&poem_openapi::types::ToJSON::to_json(&BulkResponse::of(&done.answer)))
-            .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?;
-        Ok(BulkOk::Ok(RenderedJson::new(body.into()), done.replayed.then_some(true)))
+        Ok(BulkOk::Ok(RenderedJson::new(BulkResponse::render(&done.answer)), done.replayed.then_some(true)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::types::ToJSON;
+
+    use super::*;
+    use crate::bulk::{ItemResult, Problem};
+    use crate::enrich::Answer;
+    use crate::lookup::record::{Company, EnrichmentRecord, Person, Source};
+    use crate::lookup::vendors::VendorName;
+
+    /// The serde rendering of a bulk answer is poem-openapi's rendering of the declared
+    /// types, byte for byte: every outcome, a reference and none, sparse and full data.
+    #[test]
+    fn the_rendered_body_is_what_poem_openapi_would_send() {
+        let answer = |source| Answer {
+            record: EnrichmentRecord {
+                person: Some(Person { full_name: Some("Jane \"J\" Doe".into()), ..Default::default() }),
+                company: Some(Company { name: Some("Acme".into()), founded_year: Some(1998), ..Default::default() }),
+                social: None,
+            },
+            source,
+            confidence: 0.75,
+        };
+        let items = vec![
+            ItemResult {
+                reference: Some("crm-1".into()),
+                outcome: ItemOutcome::Found { answer: Box::new(answer(Source::Vendor(VendorName::VendorB))), credits_remaining: 9 },
+            },
+            ItemResult { reference: None, outcome: ItemOutcome::Found { answer: Box::new(answer(Source::Cached)), credits_remaining: 8 } },
+            ItemResult { reference: None, outcome: ItemOutcome::Failed { failure: ItemFailure::NoMatch } },
+            ItemResult {
+                reference: Some("ünï".into()),
+                outcome: ItemOutcome::Failed {
+                    failure: ItemFailure::Invalid { problems: vec![Problem { field: "email".into(), message: "bad".into() }] },
+                },
+            },
+            ItemResult { reference: None, outcome: ItemOutcome::Failed { failure: ItemFailure::InsufficientCredits } },
+            ItemResult {
+                reference: None,
+                outcome: ItemOutcome::Failed { failure: ItemFailure::UpstreamUnavailable { retry_after_secs: 3 } },
+            },
+        ];
+        let answer = BulkAnswer { items, credits_charged: 2, credits_remaining: 8, request_id: "req_x".into() };
+        let by_poem = serde_json::to_vec(&BulkResponse::of(&answer).to_json()).unwrap();
+        assert_eq!(String::from_utf8_lossy(&BulkResponse::render(&answer)), String::from_utf8_lossy(&by_poem));
     }
 }

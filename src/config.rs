@@ -47,11 +47,16 @@ pub struct JobsSettings {
     pub poll_ms: u64,
     /// How long a finished job and its results are kept, in days.
     pub retention_days: u64,
+    /// The share of its time a worker may spend working while its process takes
+    /// requests (0 to 1): after each round it rests as long as keeps it to this share,
+    /// so that jobs never crowd out interactive calls. With no request coming in, it
+    /// works on at once. 1: never rests.
+    pub busy_share: f64,
 }
 
 impl Default for JobsSettings {
     fn default() -> Self {
-        Self { workers: true, lease_ms: 60_000, poll_ms: 500, retention_days: 30 }
+        Self { workers: true, lease_ms: 60_000, poll_ms: 500, retention_days: 30, busy_share: 0.25 }
     }
 }
 

@@ -17,6 +17,8 @@
 //! - a workspace has at most one chunk in flight per serving process, of its plan's
 //!   [`chunk_size`] (its concurrency); job items count against the daily quota of the key
 //!   that submitted the job, never against the per-minute limit of interactive calls;
+//!   while its process takes requests, a worker works at most `[jobs] busy_share` of its
+//!   time (it rests after each round), so that jobs never crowd out interactive calls;
 //! - cancelling stops the items not started (never charged); the chunk in flight
 //!   finishes;
 //! - a finished job and its items are deleted `[jobs] retention_days` after it finished.
@@ -456,6 +458,8 @@ pub struct Worker {
     pub owner: String,
     /// Woken when this process stores a job.
     pub wake: Arc<tokio::sync::Notify>,
+    /// This process's metrics: its request count tells interactive traffic.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Worker {
@@ -464,7 +468,10 @@ impl Worker {
     pub async fn run(self, stop: Arc<tokio::sync::Notify>) {
         let poll = Duration::from_millis(self.settings.poll_ms.max(10));
         let mut paused: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        let share = self.settings.busy_share.clamp(0.01, 1.0);
         loop {
+            let started = std::time::Instant::now();
+            let requests_before = self.metrics.requests_taken.load(std::sync::atomic::Ordering::Relaxed);
             let worked = match self.round(&mut paused).await {
                 Ok(worked) => worked,
                 Err(err) => {
@@ -472,10 +479,14 @@ impl Worker {
                     false
                 }
             };
+            let interactive = self.metrics.requests_taken.load(std::sync::atomic::Ordering::Relaxed) > requests_before;
             if worked {
+                // Jobs yield to interactive calls: while requests arrive, rest so that work
+                // is at most `share` of the worker's time; alone, work on at once.
+                let rest = if interactive { started.elapsed().mul_f64((1.0 - share) / share) } else { Duration::ZERO };
                 tokio::select! {
                     _ = stop.notified() => return,
-                    _ = tokio::task::yield_now() => continue,
+                    _ = tokio::time::sleep(rest) => continue,
                 }
             }
             tokio::select! {

@@ -77,6 +77,9 @@ pub struct Metrics {
     pub settle_batch_size: Histogram,
     /// Duration of one group-commit transaction.
     pub settle_batch_seconds: Histogram,
+    /// Requests this process has taken (not exported): what tells the job worker that
+    /// interactive calls are waiting for the CPU (`crate::jobs::Worker`).
+    pub requests_taken: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Metrics {
@@ -127,6 +130,7 @@ impl Metrics {
             coalesced_lookups,
             hot_cache_lookups,
             credits_charged,
+            requests_taken: Default::default(),
         }
     }
 

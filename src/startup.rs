@@ -133,6 +133,7 @@ impl Application {
                 settings: settings.jobs.clone(),
                 owner: format!("worker_{}", uuid::Uuid::new_v4().simple()),
                 wake: jobs_wake.clone(),
+                metrics: metrics.clone(),
             };
             tokio::spawn(worker.run(stop_worker.clone()))
         });

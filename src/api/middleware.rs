@@ -130,6 +130,7 @@ pub async fn request_scope<E: Endpoint>(
     let uri = req.uri().clone(); // shares the request's bytes
     let path = uri.path();
     let started = Instant::now();
+    metrics.requests_taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let span = tracing::info_span!("request", request_id = %request_id, key = tracing::field::Empty);
 
     let mut resp = SCOPE

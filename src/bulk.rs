@@ -537,6 +537,7 @@ impl EnrichService {
         let test = caller.mode == KeyMode::Test;
         let lookup = if test { self.test_lookup() } else { self.live_lookup() };
         let request_id = caller.request_id.clone();
+        let job = matches!(completion, Completion::JobItems { .. });
         let settle_completion = match completion {
             Completion::None => None,
             Completion::Claim(claim) if test => {
@@ -583,6 +584,7 @@ impl EnrichService {
         }
         let charged = match self.settler().settle_bulk(bulk).await {
             Ok(charged) => charged,
+            Err(SettleError::ClaimLost) if job => return Err(EnrichError::LeaseLost),
             Err(SettleError::ClaimLost) => return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) }),
             Err(SettleError::Database(err)) if err.unavailable => return Err(EnrichError::StoreUnavailable(Arc::new(err))),
             Err(err) => return Err(anyhow::Error::new(err).into()),

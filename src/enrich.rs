@@ -44,6 +44,10 @@ pub enum EnrichError {
     IdempotencyKeyInUse { retry_after: Duration },
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
+    /// A job chunk's items were taken over by another worker (its lease ran out): that
+    /// worker settles them. Never an HTTP answer.
+    #[error("the job items' lease was lost")]
+    LeaseLost,
     #[error("every upstream vendor failed")]
     UpstreamUnavailable { retry_after: Duration },
     #[error("the database is unreachable")]

@@ -18,6 +18,15 @@ use sea_orm::{
 
 use entity::idempotency_record as rec;
 
+/// An idempotent call's parameters: its `Idempotency-Key`, how long a claim is held and
+/// how long the answer is replayed.
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotent<'a> {
+    pub key: &'a str,
+    pub lease: Duration,
+    pub ttl: Duration,
+}
+
 /// The state of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {

@@ -41,7 +41,7 @@ use crate::bulk::{Caller, Completion, ItemInput, ItemResult, StoredLookup};
 use crate::config::JobsSettings;
 use crate::enrich::{EnrichError, EnrichService};
 use crate::hex::hex;
-use crate::idempotency::{self, Claim};
+use crate::idempotency::{self, Claim, Idempotent};
 use crate::ratelimit::{Decision, Limiter, Limits, Plan};
 
 /// The most items one job takes.
@@ -170,13 +170,6 @@ pub enum JobError {
     Corrupt(String),
     #[error(transparent)]
     Db(#[from] DbErr),
-}
-
-/// An idempotent submission's parameters.
-pub struct Idempotent<'a> {
-    pub key: &'a str,
-    pub lease: Duration,
-    pub ttl: Duration,
 }
 
 fn new_id() -> String {
@@ -571,7 +564,7 @@ impl Worker {
         match self.enrich.settle_resolved(&caller, Arc::new(resolved), completion).await {
             Ok(_) => Ok(Chunk::Worked),
             // Our lease ran out and another worker took the items: it settles them.
-            Err(EnrichError::IdempotencyKeyInUse { .. }) => Ok(Chunk::Worked),
+            Err(EnrichError::LeaseLost) => Ok(Chunk::Worked),
             Err(err) => Err(err),
         }
     }

@@ -33,7 +33,7 @@ use entity::{api_key, workspace};
 use crate::auth::{self, KeyMode, Permission, RateLimitTier};
 use crate::hex::hex;
 use crate::hot::{HotCaches, KeyDigest};
-use crate::idempotency::{self, Claim};
+use crate::idempotency::{self, Claim, Idempotent};
 use crate::lookup::input::InputError;
 use crate::ratelimit::Plan;
 use crate::seal::Sealer;
@@ -277,13 +277,6 @@ async fn insert(
         created_at: now_ms,
         mode: spec.mode.as_str().to_string(),
     })
-}
-
-/// An idempotent creation's parameters.
-pub struct Idempotent<'a> {
-    pub key: &'a str,
-    pub lease: Duration,
-    pub ttl: Duration,
 }
 
 /// The fingerprint of a creation request: what a retry must repeat exactly.

@@ -224,7 +224,7 @@ impl FastParse for EnrichRequest {
 }
 
 /// Personal details, when `email` is provided.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Default, Object)]
 #[oai(rename = "Person")]
 pub struct PersonData {
     #[oai(skip_serializing_if_is_none)]
@@ -246,7 +246,7 @@ pub struct PersonData {
 }
 
 /// Organizational details.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Default, Object)]
 #[oai(rename = "Company")]
 pub struct CompanyData {
     #[oai(skip_serializing_if_is_none)]
@@ -269,7 +269,7 @@ pub struct CompanyData {
 }
 
 /// Social profiles, where available, as full URLs.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Default, Object)]
 #[oai(rename = "Social")]
 pub struct SocialData {
     #[oai(skip_serializing_if_is_none)]

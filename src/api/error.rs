@@ -446,6 +446,7 @@ impl From<EnrichError> for ApiError {
             EnrichError::UpstreamUnavailable { retry_after } => Self::UpstreamUnavailable { retry_after },
             EnrichError::StoreUnavailable(e) => Self::store_unavailable(&e, "enriching"),
             EnrichError::Internal(e) => Self::Internal(e),
+            EnrichError::LeaseLost => Self::Internal(anyhow::anyhow!("a job chunk's lease was lost in a request")),
         }
     }
 }

@@ -21,7 +21,8 @@ use super::responses::{failures, successes};
 use super::security::{ApiKeyAuth, CanEnrich};
 use super::text::{CsvBody, CsvStream, NdjsonStream};
 use super::{ApiTags, AppState};
-use crate::jobs::{self, Idempotent, JobView, ResultRow};
+use crate::idempotency::Idempotent;
+use crate::jobs::{self, JobView, ResultRow};
 use crate::lookup::input::{InputError, Section};
 
 /// Up to 10,000 inputs, enriched in the background.
@@ -574,29 +575,9 @@ fn csv_rows(rows: &[ResultRow], job_id: &str, first: bool) -> Vec<u8> {
         let r = super::bulk::item_result(row.idx as u32, &row.result, job_id);
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let (p, c, s) = match &r.data {
-            Some(d) => (d.person.clone(), d.company.clone(), d.social.clone()),
-            None => (None, None, None),
+            Some(d) => (d.person.clone().unwrap_or_default(), d.company.clone().unwrap_or_default(), d.social.clone().unwrap_or_default()),
+            None => Default::default(),
         };
-        let p = p.unwrap_or(super::enrich::PersonData {
-            full_name: None,
-            first_name: None,
-            last_name: None,
-            job_title: None,
-            seniority: None,
-            location: None,
-            linkedin_url: None,
-        });
-        let c = c.unwrap_or(super::enrich::CompanyData {
-            name: None,
-            domain: None,
-            industry: None,
-            size: None,
-            founded_year: None,
-            description: None,
-            linkedin_url: None,
-            hq_location: None,
-        });
-        let s = s.unwrap_or(super::enrich::SocialData { twitter: None, github: None, facebook: None });
         let source = r
             .data
             .as_ref()

@@ -19,7 +19,8 @@ use super::responses::{failures, successes};
 use super::security::{ApiKeyAuth, CanManageKeys};
 use super::{ApiTags, AppState};
 use crate::auth::{KeyMode, RateLimitTier};
-use crate::keys::{self, CreatedKey, Creator, Idempotent, KeyView, ListQuery, NewKeySpec};
+use crate::idempotency::Idempotent;
+use crate::keys::{self, CreatedKey, Creator, KeyView, ListQuery, NewKeySpec};
 
 /// How a key is rate-limited, against its workspace's plan (`standard` when a new key
 /// does not say).

@@ -111,18 +111,7 @@ async fn an_idempotency_key_covers_the_whole_call(backend: Backend) {
     let running = uuid::Uuid::new_v4().to_string();
     let fingerprint =
         leadlex::bulk::fingerprint(&[leadlex::bulk::ItemInput { email: Some("jane@acme.com".into()), ..Default::default() }], None);
-    let claimed = leadlex::idempotency::claim(
-        &app.db,
-        &ws,
-        &running,
-        &fingerprint,
-        leadlex::now_ms(),
-        std::time::Duration::from_secs(30),
-        std::time::Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
-    assert!(matches!(claimed, leadlex::idempotency::Claim::Acquired(_)));
+    app.hold_claim(&ws, &running, &fingerprint).await;
     let busy = app
         .request(
             app.client

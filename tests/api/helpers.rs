@@ -280,6 +280,23 @@ impl TestApp {
         balance
     }
 
+    /// Holds `idempotency_key` for a request with `fingerprint`, as a call still running
+    /// would (its claim leased for 30 s).
+    pub async fn hold_claim(&self, workspace: &str, idempotency_key: &str, fingerprint: &str) {
+        let claimed = leadlex::idempotency::claim(
+            &self.db,
+            workspace,
+            idempotency_key,
+            fingerprint,
+            leadlex::now_ms(),
+            Duration::from_secs(30),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(claimed, leadlex::idempotency::Claim::Acquired(_)));
+    }
+
     /// How many enrich debits the ledger holds.
     pub async fn charges(&self, workspace: &str) -> usize {
         credits::ledger(&self.db, workspace).await.unwrap().iter().filter(|r| r.reason == "enrich").count()

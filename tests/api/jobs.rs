@@ -408,18 +408,7 @@ async fn every_job_operation_refuses_what_it_should(backend: Backend) {
     // A submission still being stored with the same key: 409.
     let running = uuid::Uuid::new_v4().to_string();
     let items = [leadlex::bulk::ItemInput { domain: Some("acme.com".into()), ..Default::default() }];
-    let claimed = leadlex::idempotency::claim(
-        &app.db,
-        &ws,
-        &running,
-        &leadlex::jobs::fingerprint(&items, None),
-        leadlex::now_ms(),
-        Duration::from_secs(30),
-        Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
-    assert!(matches!(claimed, leadlex::idempotency::Claim::Acquired(_)));
+    app.hold_claim(&ws, &running, &leadlex::jobs::fingerprint(&items, None)).await;
     let busy = app
         .request(
             app.client

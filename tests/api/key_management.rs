@@ -177,19 +177,7 @@ async fn a_creation_still_in_progress_is_409(backend: Backend) {
         mode: leadlex::auth::KeyMode::Live,
     };
     // Another request with this key holds the claim (as a call still running would).
-    let now = leadlex::now_ms();
-    let claimed = leadlex::idempotency::claim(
-        &app.db,
-        &ws,
-        &idem,
-        &leadlex::keys::fingerprint(&spec),
-        now,
-        std::time::Duration::from_secs(30),
-        std::time::Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
-    assert!(matches!(claimed, leadlex::idempotency::Claim::Acquired(_)));
+    app.hold_claim(&ws, &idem, &leadlex::keys::fingerprint(&spec)).await;
     let r = app
         .request(
             app.client

@@ -564,6 +564,7 @@ impl EnrichService {
                 Some(BulkCompletion::JobItems {
                     job_id,
                     owner,
+                    idxs: idxs.clone(),
                     render: Box::new(move |charged: &BulkCharged| {
                         job_items_update(&resolved, &request_id, uncharged.as_ref().unwrap_or(charged), &idxs, purge_after_ms)
                     }),

@@ -1,14 +1,17 @@
 //! Settling a batch of jobs in one transaction, against the synchronous [`Store`]
 //! interface that each backend implements.
 //!
-//! Per batch: the cache rows carried over from earlier batches commit first; each
-//! idempotency claim is locked (a job whose claim was taken over writes nothing and is
-//! answered [`SettleError::ClaimLost`]); per workspace, one conditional balance change
-//! takes all of its jobs' credits with one ledger row each, and when the balance cannot
-//! cover them all, that workspace falls back to one conditional debit per job in order,
-//! so exactly as many succeed as there are credits; each paid claim is completed with
-//! its answer and balance; then one commit. The batch's own cache rows are carried to
-//! the next transaction (off the commit its requests wait for).
+//! A batch holds settlements of single calls (one credit each) and of bulk calls and job
+//! chunks (one credit per charged item), in arrival order. Per batch: the cache rows
+//! carried over from earlier batches commit first; each idempotency claim and each job
+//! chunk's items are locked (a settlement whose claim or lease was taken over writes
+//! nothing and is answered [`SettleError::ClaimLost`]; the rest of the batch goes on);
+//! per workspace, one conditional balance change takes all of its settlements' credits
+//! with one ledger row each, and when the balance cannot cover them all, that workspace
+//! falls back to one conditional debit per credit in order, so exactly as many succeed
+//! as there are credits, the first ones; each claim is completed with its answer and
+//! balance, each job chunk's results written; then one commit. The batch's own cache
+//! rows are carried to the next transaction (off the commit its requests wait for).
 //!
 //! A database error or a panic anywhere in the batch rolls all of it back, answers every
 //! job with the error, keeps the carried rows for later, and leaves the writer usable.
@@ -81,6 +84,9 @@ pub trait Store {
     fn put_cache(&mut self, rows: &[CacheRow]) -> Result<(), StoreError>;
     /// Completes a locked claim with the call's answer and balance.
     fn complete(&mut self, claim: &ClaimToken, answer: &[u8], balance_after: i64) -> Result<bool, StoreError>;
+    /// Locks a job chunk's items `idxs` for the rest of the transaction; false when
+    /// `owner` no longer holds every one's lease (taken over, or done).
+    fn hold_job_items(&mut self, job_id: &str, owner: &str, idxs: &[i32]) -> Result<bool, StoreError>;
     /// Writes a job chunk's item results (each item `done`, its lease released) and adds
     /// to its job's counters, completing the job when its last item is done; false (and
     /// the caller rolls back) when `owner` no longer holds every item's lease.
@@ -116,41 +122,25 @@ impl<S: Store> Writer<S> {
         Err(failure)
     }
 
-    /// Settles `jobs` in one transaction; one outcome per job, in order.
-    pub fn settle_batch(&mut self, jobs: Vec<Job>) -> Vec<Outcome> {
-        self.metrics.settle_batch_size.observe(jobs.len() as f64);
+    /// Settles `batch` in one transaction; one outcome per settlement, in order.
+    pub fn settle_batch(&mut self, batch: Vec<Settlement>) -> Vec<Settled> {
+        self.metrics.settle_batch_size.observe(batch.len() as f64);
         let started = std::time::Instant::now();
-        let count = jobs.len();
+        let bulk: Vec<bool> = batch.iter().map(|s| matches!(s, Settlement::Bulk(_))).collect();
         let carried = std::mem::take(&mut self.carried);
-        let result = self.attempt(|store| settle(store, jobs, &carried));
+        let result = self.attempt(|store| settle(store, batch, &carried));
         self.metrics.settle_batch_seconds.observe(started.elapsed().as_secs_f64());
         match result {
-            Ok((outcomes, own_rows)) => {
+            Ok((settled, own_rows)) => {
                 self.carried = own_rows;
-                outcomes
+                settled
             }
             Err(failure) => {
-                tracing::error!(error = %failure, jobs = count, "a settlement batch failed; nothing of it was committed");
+                tracing::error!(error = %failure, settlements = bulk.len(), "a settlement batch failed; nothing of it was committed");
                 // The carried rows were paid for: they go with the next transaction.
                 self.carried = carried;
-                (0..count).map(|_| Err(SettleError::Database(failure.clone()))).collect()
-            }
-        }
-    }
-
-    /// Settles a bulk call in a transaction of its own (with the carried cache rows).
-    pub fn settle_bulk(&mut self, bulk: Bulk) -> Result<BulkCharged, SettleError> {
-        let carried = std::mem::take(&mut self.carried);
-        let result = self.attempt(|store| settle_bulk(store, bulk, &carried));
-        match result {
-            Ok((outcome, rows)) => {
-                self.carried = rows;
-                outcome
-            }
-            Err(failure) => {
-                tracing::error!(error = %failure, "a bulk settlement failed; nothing of it was committed");
-                self.carried = carried;
-                Err(SettleError::Database(failure))
+                let error = || SettleError::Database(failure.clone());
+                bulk.into_iter().map(|bulk| if bulk { Settled::Bulk(Err(error())) } else { Settled::One(Err(error())) }).collect()
             }
         }
     }
@@ -195,123 +185,162 @@ impl<S: Store> Writer<S> {
     }
 }
 
-/// The batch in one transaction (see the module docs). Returns each job's outcome and
-/// the cache rows of the paid ones, to carry to the next transaction.
-fn settle(store: &mut impl Store, mut jobs: Vec<Job>, carried: &[CacheRow]) -> Result<(Vec<Outcome>, Vec<CacheRow>), StoreError> {
-    let now_ms = crate::now_ms();
-    let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
-    let mut by_workspace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, job) in jobs.iter().enumerate() {
-        by_workspace.entry(job.workspace_id.as_str()).or_default().push(i);
-    }
-    // One workspace and no claim: a single balance change, atomic on its own.
-    let one_statement = by_workspace.len() == 1 && jobs.iter().all(|j| j.completion.is_none());
-    store.begin(one_statement)?;
+/// A settlement in a batch: a single call's, or a bulk call's (or job chunk's) charges.
+pub enum Settlement {
+    One(Job),
+    Bulk(Bulk),
+}
 
-    for (i, job) in jobs.iter().enumerate() {
-        if let Some(completion) = &job.completion {
-            if !store.lock_claim(&completion.claim)? {
-                outcomes[i] = Some(Err(SettleError::ClaimLost));
-            }
+/// What a [`Settlement`] came to.
+pub enum Settled {
+    One(Outcome),
+    Bulk(Result<BulkCharged, SettleError>),
+}
+
+impl Settlement {
+    /// Whether settling it writes more than its balance change (a claim, job items).
+    fn completes(&self) -> bool {
+        match self {
+            Settlement::One(job) => job.completion.is_some(),
+            Settlement::Bulk(bulk) => bulk.completion.is_some(),
         }
     }
+
+    fn workspace_id(&self) -> &str {
+        match self {
+            Settlement::One(job) => &job.workspace_id,
+            Settlement::Bulk(bulk) => &bulk.workspace_id,
+        }
+    }
+
+    /// Its ledger rows' key and request ids, and how many credits it asks for.
+    fn charges(&self) -> (&str, &str, usize) {
+        match self {
+            Settlement::One(job) => (&job.api_key_id, &job.request_id, 1),
+            Settlement::Bulk(bulk) => (&bulk.api_key_id, &bulk.request_id, bulk.charges.len()),
+        }
+    }
+
+    /// Locks what it completes (its claim, its job items' lease); false when that is no
+    /// longer its own: then it writes nothing.
+    fn hold(&self, store: &mut impl Store) -> Result<bool, StoreError> {
+        match self {
+            Settlement::One(Job { completion: Some(completion), .. }) => store.lock_claim(&completion.claim),
+            Settlement::Bulk(bulk) => match &bulk.completion {
+                Some(BulkCompletion::Claim { claim, .. }) => store.lock_claim(claim),
+                Some(BulkCompletion::JobItems { job_id, owner, idxs, .. }) => store.hold_job_items(job_id, owner, idxs),
+                None => Ok(true),
+            },
+            Settlement::One(_) => Ok(true),
+        }
+    }
+
+    fn refused(&self, error: SettleError) -> Settled {
+        match self {
+            Settlement::One(_) => Settled::One(Err(error)),
+            Settlement::Bulk(_) => Settled::Bulk(Err(error)),
+        }
+    }
+}
+
+/// The batch in one transaction (see the module docs). Returns each settlement's
+/// outcome and the cache rows of what was paid, to carry to the next transaction.
+fn settle(store: &mut impl Store, batch: Vec<Settlement>, carried: &[CacheRow]) -> Result<(Vec<Settled>, Vec<CacheRow>), StoreError> {
+    let now_ms = crate::now_ms();
+    let mut refused: Vec<Option<SettleError>> = batch.iter().map(|_| None).collect();
+    let mut by_workspace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, settlement) in batch.iter().enumerate() {
+        by_workspace.entry(settlement.workspace_id()).or_default().push(i);
+    }
+    // One workspace and nothing to complete: a single balance change, atomic on its own.
+    let one_statement = by_workspace.len() == 1 && !batch.iter().any(Settlement::completes);
+    store.begin(one_statement)?;
+
+    // Claims and leases first: a settlement whose claim was taken over is left out, and
+    // the rest of the batch goes on.
+    for (i, settlement) in batch.iter().enumerate() {
+        if !settlement.hold(store)? {
+            refused[i] = Some(SettleError::ClaimLost);
+        }
+    }
+    // Per settlement, the balance after each of its charges (`None`: not covered).
+    let mut balances: Vec<Vec<Option<i64>>> = batch.iter().map(|_| Vec::new()).collect();
     let mut carried = Some(carried);
-    let mut paid: Vec<(usize, i64)> = Vec::with_capacity(jobs.len());
-    for (workspace_id, mut members) in by_workspace {
-        members.retain(|&i| outcomes[i].is_none());
-        let rows: Vec<(Option<&str>, Option<&str>)> =
-            members.iter().map(|&i| (Some(jobs[i].api_key_id.as_str()), Some(jobs[i].request_id.as_str()))).collect();
+    for (workspace_id, members) in by_workspace {
+        // One ledger row per charge, settlement after settlement in arrival order.
+        let mut owners = Vec::new();
+        let mut rows: Vec<(Option<&str>, Option<&str>)> = Vec::new();
+        for &i in members.iter().filter(|&&i| refused[i].is_none()) {
+            let (key, request, count) = batch[i].charges();
+            owners.extend(std::iter::repeat_n(i, count));
+            rows.extend(std::iter::repeat_n((Some(key), Some(request)), count));
+        }
+        if rows.is_empty() {
+            continue;
+        }
         let all = BalanceChange { workspace_id, delta: -1, reason: Reason::Enrich, rows: &rows, now_ms };
-        let balances: Vec<Option<i64>> = match store.change_balance(&all, carried.take().unwrap_or_default())? {
+        let after: Vec<Option<i64>> = match store.change_balance(&all, carried.take().unwrap_or_default())? {
             Some(after) => (0..rows.len()).map(|n| Some(all.balance_after_row(n, after))).collect(),
             None => {
                 // Several statements now: they must commit together.
                 store.begin(false)?;
-                let mut balances = Vec::with_capacity(rows.len());
+                let mut after = Vec::with_capacity(rows.len());
                 for row in &rows {
                     let one = BalanceChange { rows: std::slice::from_ref(row), ..all };
-                    balances.push(store.change_balance(&one, &[])?);
+                    after.push(store.change_balance(&one, &[])?);
                 }
-                balances
+                after
             }
         };
-        for (&i, balance) in members.iter().zip(balances) {
-            match balance {
-                Some(balance_after) => paid.push((i, balance_after)),
-                None => outcomes[i] = Some(Err(SettleError::Insufficient)),
-            }
+        for (i, balance) in owners.into_iter().zip(after) {
+            balances[i].push(balance);
         }
     }
-    let mut own_rows = Vec::new();
-    for (i, balance_after) in paid {
-        let job = &mut jobs[i];
-        if let Some(completion) = &job.completion {
-            if !store.complete(&completion.claim, &completion.answer, balance_after)? {
-                return Err(StoreError::bug("a locked idempotency claim vanished inside the settling transaction"));
-            }
-        }
-        own_rows.extend(job.cache_row.take());
-        outcomes[i] = Some(Ok(Charged { balance_after }));
+    if let Some(rows) = carried.filter(|rows| !rows.is_empty()) {
+        store.put_cache(rows)?;
     }
-    store.commit()?;
-    Ok((outcomes.into_iter().map(|o| o.expect("every job has an outcome")).collect(), own_rows))
-}
 
-/// A bulk call in one transaction: its claim locked, one debit per charge in order (all
-/// at once when the balance covers them, else one by one, so exactly as many as there
-/// are credits succeed, the first ones), its answer rendered and stored, one commit.
-/// Returns the outcome and the cache rows to carry to the next transaction.
-fn settle_bulk(
-    store: &mut impl Store,
-    mut bulk: Bulk,
-    carried: &[CacheRow],
-) -> Result<(Result<BulkCharged, SettleError>, Vec<CacheRow>), StoreError> {
-    store.begin(false)?;
-    if let Some(BulkCompletion::Claim { claim, .. }) = &bulk.completion {
-        if !store.lock_claim(claim)? {
-            store.rollback();
-            return Ok((Err(SettleError::ClaimLost), carried.to_vec()));
+    let mut own_rows = Vec::new();
+    let mut settled = Vec::with_capacity(batch.len());
+    for ((settlement, refusal), balances) in batch.into_iter().zip(refused).zip(balances) {
+        if let Some(error) = refusal {
+            settled.push(settlement.refused(error));
+            continue;
         }
-    }
-    let n = bulk.charges.len();
-    let rows: Vec<(Option<&str>, Option<&str>)> = vec![(Some(bulk.api_key_id.as_str()), Some(bulk.request_id.as_str())); n];
-    let all = BalanceChange { workspace_id: &bulk.workspace_id, delta: -1, reason: Reason::Enrich, rows: &rows, now_ms: crate::now_ms() };
-    let balances: Vec<Option<i64>> = if n == 0 {
-        store.put_cache(carried)?;
-        Vec::new()
-    } else {
-        match store.change_balance(&all, carried)? {
-            Some(after) => (0..n).map(|i| Some(all.balance_after_row(i, after))).collect(),
-            None => {
-                let mut balances = Vec::with_capacity(n);
-                for row in &rows {
-                    let one = BalanceChange { rows: std::slice::from_ref(row), ..all };
-                    balances.push(store.change_balance(&one, &[])?);
+        settled.push(match settlement {
+            Settlement::One(job) => match balances.first().copied().flatten() {
+                None => Settled::One(Err(SettleError::Insufficient)),
+                Some(balance_after) => {
+                    if let Some(completion) = &job.completion {
+                        if !store.complete(&completion.claim, &completion.answer, balance_after)? {
+                            return Err(StoreError::bug("a locked idempotency claim vanished inside the settling transaction"));
+                        }
+                    }
+                    own_rows.extend(job.cache_row);
+                    Settled::One(Ok(Charged { balance_after }))
                 }
-                balances
+            },
+            Settlement::Bulk(bulk) => {
+                let Bulk { charges, balance_if_unpaid, completion, .. } = bulk;
+                let balance = balances.iter().rev().flatten().next().copied().unwrap_or(balance_if_unpaid);
+                let charged = BulkCharged { balances, balance };
+                let completed = match completion {
+                    None => true,
+                    Some(BulkCompletion::Claim { claim, render }) => store.complete(&claim, &render(&charged), balance)?,
+                    Some(BulkCompletion::JobItems { job_id, owner, render, .. }) => {
+                        store.finish_job_items(&job_id, &owner, &render(&charged))?
+                    }
+                };
+                if !completed {
+                    return Err(StoreError::bug("a locked claim or job items' lease vanished inside the settling transaction"));
+                }
+                own_rows.extend(charges.into_iter().zip(&charged.balances).filter(|(_, b)| b.is_some()).filter_map(|(row, _)| row));
+                Settled::Bulk(Ok(charged))
             }
-        }
-    };
-    let balance = balances.iter().rev().flatten().next().copied().unwrap_or(bulk.balance_if_unpaid);
-    let charged = BulkCharged { balances, balance };
-    let completed = match bulk.completion.take() {
-        None => true,
-        Some(BulkCompletion::Claim { claim, render }) => {
-            if !store.complete(&claim, &render(&charged), balance)? {
-                return Err(StoreError::bug("a locked idempotency claim vanished inside the settling transaction"));
-            }
-            true
-        }
-        Some(BulkCompletion::JobItems { job_id, owner, render }) => store.finish_job_items(&job_id, &owner, &render(&charged))?,
-    };
-    if !completed {
-        // The job items' lease ran out and another worker took them over: it settles them.
-        store.rollback();
-        return Ok((Err(SettleError::ClaimLost), carried.to_vec()));
+        });
     }
     store.commit()?;
-    let paid_rows = bulk.charges.into_iter().zip(&charged.balances).filter(|(_, b)| b.is_some()).filter_map(|(row, _)| row).collect();
-    Ok((Ok(charged), paid_rows))
+    Ok((settled, own_rows))
 }
 
 #[cfg(test)]
@@ -417,6 +446,10 @@ mod tests {
             }
         }
 
+        fn hold_job_items(&mut self, job_id: &str, owner: &str, _idxs: &[i32]) -> Result<bool, StoreError> {
+            Ok(self.state().jobs.get(job_id).is_some_and(|(held_by, _)| held_by == owner))
+        }
+
         fn finish_job_items(&mut self, job_id: &str, owner: &str, update: &JobItemsUpdate) -> Result<bool, StoreError> {
             match self.state().jobs.get_mut(job_id) {
                 Some((held_by, results)) if held_by == owner => {
@@ -461,6 +494,24 @@ mod tests {
         }
     }
 
+    /// Settles single calls' jobs in one batch.
+    fn settle_ones(w: &mut Writer<FakeStore>, jobs: Vec<Job>) -> Vec<Outcome> {
+        let settled = w.settle_batch(jobs.into_iter().map(Settlement::One).collect());
+        settled.into_iter().map(|s| if let Settled::One(outcome) = s { outcome } else { panic!("a single call's outcome") }).collect()
+    }
+
+    fn bulk_outcome(settled: Settled) -> Result<BulkCharged, SettleError> {
+        match settled {
+            Settled::Bulk(outcome) => outcome,
+            Settled::One(_) => panic!("a bulk call's outcome"),
+        }
+    }
+
+    /// Settles one bulk call in a batch of its own.
+    fn settle_bulk(w: &mut Writer<FakeStore>, bulk: Bulk) -> Result<BulkCharged, SettleError> {
+        bulk_outcome(w.settle_batch(vec![Settlement::Bulk(bulk)]).pop().unwrap())
+    }
+
     fn writer(balances: &[(&str, i64)]) -> Writer<FakeStore> {
         let mut store = FakeStore::default();
         for (ws, b) in balances {
@@ -480,7 +531,7 @@ mod tests {
     fn a_covered_batch_charges_each_job_once_in_order() {
         let mut w = writer(&[("a", 10), ("b", 10)]);
         let jobs = vec![job("a", 0), job("b", 1), job("a", 2)];
-        let out = w.settle_batch(jobs);
+        let out = settle_ones(&mut w, jobs);
         let balances: Vec<i64> = out.iter().map(|o| o.as_ref().unwrap().balance_after).collect();
         assert_eq!(balances, vec![9, 9, 8], "job n of a workspace sees the balance after its own debit");
         let state = &w.store.committed;
@@ -494,7 +545,7 @@ mod tests {
     #[test]
     fn a_workspace_that_cannot_cover_its_jobs_falls_back_to_one_debit_each() {
         let mut w = writer(&[("a", 2), ("b", 10)]);
-        let out = w.settle_batch((0..4).map(|n| job("a", n)).chain([job("b", 9)]).collect());
+        let out = settle_ones(&mut w, (0..4).map(|n| job("a", n)).chain([job("b", 9)]).collect());
         let ok: Vec<bool> = out.iter().map(Result::is_ok).collect();
         assert_eq!(ok, vec![true, true, false, false, true]);
         assert!(matches!(out[2], Err(SettleError::Insufficient)));
@@ -521,7 +572,7 @@ mod tests {
                 render: Box::new(|charged| format!("{:?}", charged.balances).into_bytes()),
             }),
         };
-        let charged = w.settle_bulk(bulk).unwrap();
+        let charged = settle_bulk(&mut w, bulk).unwrap();
         assert_eq!(charged.balances, vec![Some(2), Some(1), Some(0), None, None]);
         assert_eq!(charged.balance, 0);
         let state = &w.store.committed;
@@ -540,7 +591,7 @@ mod tests {
             balance_if_unpaid: 0,
             completion: None,
         };
-        assert_eq!(w.settle_bulk(empty).unwrap(), BulkCharged { balances: Vec::new(), balance: 0 });
+        assert_eq!(settle_bulk(&mut w, empty).unwrap(), BulkCharged { balances: Vec::new(), balance: 0 });
         assert!(w.store.committed.cache.contains_key("email:b0@x.com"), "the carried rows went with it");
     }
 
@@ -557,6 +608,7 @@ mod tests {
             completion: Some(BulkCompletion::JobItems {
                 job_id: "job_1".into(),
                 owner: owner.into(),
+                idxs: vec![0, 1],
                 render: Box::new(|charged| JobItemsUpdate {
                     results: vec![(0, format!("{:?}", charged.balances[0])), (1, format!("{:?}", charged.balances[1]))],
                     succeeded: 2,
@@ -569,20 +621,66 @@ mod tests {
             }),
         };
         // Worker a's lease was taken over by worker b: nothing of a's chunk commits.
-        assert!(matches!(w.settle_bulk(chunk("worker-a")), Err(SettleError::ClaimLost)));
+        assert!(matches!(settle_bulk(&mut w, chunk("worker-a")), Err(SettleError::ClaimLost)));
         assert_eq!((w.store.committed.balances["a"], w.store.committed.ledger.len()), (5, 0));
         assert!(w.carried.is_empty(), "and its cache row is not kept");
-        let charged = w.settle_bulk(chunk("worker-b")).unwrap();
+        let charged = settle_bulk(&mut w, chunk("worker-b")).unwrap();
         assert_eq!(charged.balances, vec![Some(4), Some(3)]);
         assert_eq!(w.store.committed.jobs["job_1"].1, vec![(0, "Some(4)".to_string()), (1, "Some(3)".to_string())]);
     }
 
     #[test]
+    fn single_calls_bulk_calls_and_job_chunks_share_one_transaction_in_arrival_order() {
+        let mut w = writer(&[("a", 4)]);
+        w.store.committed.claims.insert("bulk".into(), (true, None));
+        w.store.committed.jobs.insert("job_1".into(), ("worker-b".into(), Vec::new()));
+        let lost_chunk = Bulk {
+            workspace_id: "a".into(),
+            api_key_id: "k".into(),
+            request_id: "job_1".into(),
+            charges: vec![Some(row("email:j0@x.com"))],
+            balance_if_unpaid: 4,
+            completion: Some(BulkCompletion::JobItems {
+                job_id: "job_1".into(),
+                owner: "worker-a".into(),
+                idxs: vec![0],
+                render: Box::new(|_| unreachable!("a chunk whose lease was lost renders nothing")),
+            }),
+        };
+        let bulk = Bulk {
+            workspace_id: "a".into(),
+            api_key_id: "k".into(),
+            request_id: "r-bulk".into(),
+            charges: (0..3).map(|n| Some(row(&format!("email:b{n}@x.com")))).collect(),
+            balance_if_unpaid: 4,
+            completion: Some(BulkCompletion::Claim {
+                claim: ClaimToken::for_tests("a", "idem", "bulk"),
+                render: Box::new(|charged| format!("{:?}", charged.balances).into_bytes()),
+            }),
+        };
+        let batch = vec![Settlement::One(job("a", 0)), Settlement::Bulk(lost_chunk), Settlement::Bulk(bulk), Settlement::One(job("a", 1))];
+        let mut settled = w.settle_batch(batch).into_iter();
+        let Some(Settled::One(first)) = settled.next() else { panic!("a single call's outcome first") };
+        assert_eq!(first.unwrap().balance_after, 3);
+        assert!(matches!(bulk_outcome(settled.next().unwrap()), Err(SettleError::ClaimLost)), "the chunk lost its lease");
+        let charged = bulk_outcome(settled.next().unwrap()).unwrap();
+        assert_eq!(charged, BulkCharged { balances: vec![Some(2), Some(1), Some(0)], balance: 0 });
+        let Some(Settled::One(last)) = settled.next() else { panic!("a single call's outcome last") };
+        assert!(matches!(last, Err(SettleError::Insufficient)), "the balance ran out before the last call");
+
+        let state = &w.store.committed;
+        assert_eq!((state.balances["a"], state.ledger.len()), (0, 4), "four credits, four ledger rows");
+        assert!(state.jobs["job_1"].1.is_empty(), "nothing of the lost chunk was written");
+        assert_eq!(state.claims["bulk"].1.as_ref().map(|(_, b)| *b), Some(0), "the bulk claim completed with its balance");
+        assert_eq!(w.carried.len(), 4, "the paid rows: one single call's and the bulk call's three");
+    }
+
+    #[test]
     fn carried_rows_commit_with_the_next_batch() {
         let mut w = writer(&[("a", 10)]);
-        w.settle_batch(vec![job("a", 0)]);
+        settle_ones(&mut w, vec![job("a", 0)]);
         assert_eq!(w.carried.len(), 1);
-        w.settle_batch(vec![job("a", 1)]);
+        settle_ones(&mut w, vec![job("a", 1)]);
         assert!(w.store.committed.cache.contains_key("email:a0@x.com"));
         assert_eq!(w.carried.len(), 1);
         w.write_carried();
@@ -599,7 +697,7 @@ mod tests {
         mine.completion = Some(super::super::Completion { claim: claim_of("mine"), answer: b"answer".to_vec() });
         let mut lost = job("a", 1);
         lost.completion = Some(super::super::Completion { claim: claim_of("lost"), answer: b"other".to_vec() });
-        let out = w.settle_batch(vec![mine, lost]);
+        let out = settle_ones(&mut w, vec![mine, lost]);
         assert_eq!(out[0].as_ref().unwrap().balance_after, 9);
         assert!(matches!(out[1], Err(SettleError::ClaimLost)));
         let state = &w.store.committed;
@@ -611,16 +709,16 @@ mod tests {
 
     fn a_failing_batch_commits_nothing(panic: bool) {
         let mut w = writer(&[("a", 10), ("b", 10)]);
-        w.settle_batch(vec![job("a", 0)]);
+        settle_ones(&mut w, vec![job("a", 0)]);
         let before = w.store.committed.clone();
         // The second workspace's balance change fails: the first one's must not stand.
         w.store.fail_at = Some((w.store.calls + 2, panic));
-        let out = w.settle_batch(vec![job("a", 1), job("b", 2)]);
+        let out = settle_ones(&mut w, vec![job("a", 1), job("b", 2)]);
         assert!(out.iter().all(|o| matches!(o, Err(SettleError::Database(_)))), "every waiter is answered");
         assert_eq!(w.store.committed, before, "nothing of the batch was committed");
         assert_eq!(w.carried.len(), 1, "the rows carried in are kept for the next transaction");
         // The writer lives on.
-        let out = w.settle_batch(vec![job("b", 3)]);
+        let out = settle_ones(&mut w, vec![job("b", 3)]);
         assert_eq!(out[0].as_ref().unwrap().balance_after, 9);
         assert!(w.store.committed.cache.contains_key("email:a0@x.com"));
         ledger_sums_to_balances(&w.store.committed);

@@ -52,8 +52,9 @@ pub struct Completion {
     pub answer: Vec<u8>,
 }
 
-/// A bulk call's charges: one credit per entry, in item order, settled in one
-/// transaction of their own (as many as the balance covers, in order).
+/// A bulk call's charges (or a job chunk's): one credit per entry, in item order, as many
+/// as the balance covers, settled in one transaction (with whatever else the writer's
+/// batch holds).
 pub struct Bulk {
     pub workspace_id: String,
     pub api_key_id: String,
@@ -75,9 +76,10 @@ pub type RenderJobItems = Box<dyn FnOnce(&BulkCharged) -> JobItemsUpdate + Send>
 pub enum BulkCompletion {
     /// An idempotent bulk call's claim, completed with its whole answer.
     Claim { claim: ClaimToken, render: RenderBulk },
-    /// A chunk of a job's items: each item's result and the job's counters, written only
-    /// while `owner` still holds the items' lease (else nothing of the chunk commits).
-    JobItems { job_id: String, owner: String, render: RenderJobItems },
+    /// A chunk of a job's items `idxs`: each item's result and the job's counters,
+    /// written only while `owner` still holds the items' lease (else nothing of the
+    /// chunk commits).
+    JobItems { job_id: String, owner: String, idxs: Vec<i32>, render: RenderJobItems },
 }
 
 /// A job chunk's results and what they add to the job's counters.
@@ -166,7 +168,8 @@ impl Settler {
     }
 
     /// Pays for a bulk call's charges in one transaction (with its completed record, for
-    /// an idempotent call): returns once it committed.
+    /// an idempotent call; with the item results, for a job chunk), grouped with other
+    /// settlements waiting as single calls are: returns once it committed.
     pub async fn settle_bulk(&self, bulk: Bulk) -> Result<BulkCharged, SettleError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(writer::Msg::SettleBulk(Box::new(bulk), reply)).map_err(|_| SettleError::Stopped)?;

@@ -58,6 +58,13 @@ const CHANGE_BALANCE: &str = concat!(
 const LOCK_CLAIM: &str = "SELECT 1 FROM idempotency_records \
      WHERE workspace_id = $1 AND idempotency_key = $2 AND owner_token = $3 AND state = $4 FOR UPDATE";
 
+/// Locks the chunk's items that `owner` still holds, until the transaction ends (no
+/// takeover can slip in before their results are written); the count says whether it
+/// holds them all.
+const HOLD_JOB_ITEMS: &str = "SELECT count(*) FROM (SELECT 1 FROM enrichment_job_items \
+     WHERE job_id = $1 AND idx = ANY($3) AND lease_owner = $2 AND state IN ('pending', 'looked_up') \
+     ORDER BY idx FOR UPDATE) AS held";
+
 /// Every item of a chunk `done` with its result, only where `owner` holds its lease.
 const FINISH_JOB_ITEMS: &str = "UPDATE enrichment_job_items AS i \
      SET state = 'done', result = u.result, lease_owner = NULL, lease_until = NULL \
@@ -205,6 +212,12 @@ impl super::batch::Store for Store {
             .bind(answer)
             .bind(balance_after);
         Ok(self.execute(q)? == 1)
+    }
+
+    fn hold_job_items(&mut self, job_id: &str, owner: &str, idxs: &[i32]) -> Result<bool, StoreError> {
+        let q = sqlx::query(HOLD_JOB_ITEMS).bind(job_id).bind(owner).bind(idxs);
+        let held: i64 = self.fetch_optional(q)?.map(|row| row.get(0)).unwrap_or(0);
+        Ok(held == idxs.len() as i64)
     }
 
     fn finish_job_items(&mut self, job_id: &str, owner: &str, update: &super::JobItemsUpdate) -> Result<bool, StoreError> {

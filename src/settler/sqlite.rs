@@ -39,6 +39,11 @@ const CACHE_UPSERT: &str = "INSERT INTO enrichment_cache \
 const LOCK_CLAIM: &str = "SELECT 1 FROM idempotency_records \
      WHERE workspace_id = ?1 AND idempotency_key = ?2 AND owner_token = ?3 AND state = ?4";
 
+/// One item of a chunk, if `owner` holds its lease (inside `BEGIN IMMEDIATE` nobody can
+/// take it over until the transaction ends).
+const HOLD_JOB_ITEM: &str = "SELECT 1 FROM enrichment_job_items \
+     WHERE job_id = ?1 AND idx = ?2 AND lease_owner = ?3 AND state IN ('pending', 'looked_up')";
+
 /// One item of a chunk `done` with its result, only where `owner` holds its lease.
 const FINISH_JOB_ITEM: &str = "UPDATE enrichment_job_items \
      SET state = 'done', result = ?4, lease_owner = NULL, lease_until = NULL \
@@ -183,6 +188,16 @@ impl super::batch::Store for Store {
             })
             .map_err(err)?;
         Ok(n == 1)
+    }
+
+    fn hold_job_items(&mut self, job_id: &str, owner: &str, idxs: &[i32]) -> Result<bool, StoreError> {
+        let mut hold = self.conn.prepare_cached(HOLD_JOB_ITEM).map_err(err)?;
+        for idx in idxs {
+            if hold.query_row(params![job_id, idx, owner], |_| Ok(())).optional().map_err(err)?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn finish_job_items(&mut self, job_id: &str, owner: &str, update: &super::JobItemsUpdate) -> Result<bool, StoreError> {

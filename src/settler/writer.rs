@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::batch::{Outcome, Store, Writer};
+use super::batch::{Outcome, Settled, Settlement, Store, Writer};
 use super::{postgres, sqlite, Bulk, BulkCharged, CacheRow, Job, SettleError};
 use crate::config::DatabaseSettings;
 use crate::metrics::Metrics;
@@ -28,7 +28,7 @@ const MAX_BATCH: usize = 256;
 /// What the writer's thread is asked to do.
 pub enum Msg {
     Settle(Job, oneshot::Sender<Outcome>),
-    /// A bulk call's charges, in a transaction of their own.
+    /// A bulk call's (or job chunk's) charges, batched with the rest.
     SettleBulk(Box<Bulk>, oneshot::Sender<Result<BulkCharged, SettleError>>),
     /// A cache row nobody pays for, to write with the next transaction.
     Cache(CacheRow),
@@ -39,6 +39,12 @@ pub enum Msg {
     },
     /// Wakes the thread to write the rows an inline settlement carried.
     Flush,
+}
+
+/// Where a settlement's outcome goes.
+enum Reply {
+    One(oneshot::Sender<Outcome>),
+    Bulk(oneshot::Sender<Result<BulkCharged, SettleError>>),
 }
 
 type Shared<S> = Arc<Mutex<Writer<S>>>;
@@ -116,43 +122,47 @@ fn run<S: Store>(writer: &Mutex<Writer<S>>, mut rx: mpsc::UnboundedReceiver<Msg>
         // Under concurrency (this batch or the last had company), hold the commit until
         // `window` after the last one started, gathering what arrives meanwhile: fewer,
         // larger commits. Blocking is right here: this thread does nothing else.
-        concurrent |= batch.iter().filter(|m| matches!(m, Msg::Settle(..))).count() > 1;
+        concurrent |= batch.iter().filter(|m| matches!(m, Msg::Settle(..) | Msg::SettleBulk(..))).count() > 1;
         if concurrent && batch.len() < MAX_BATCH {
             if let Some(wait) = window.checked_sub(last_start.elapsed()) {
                 std::thread::sleep(wait);
                 take_waiting(&mut rx, &mut batch);
             }
         }
-        let mut jobs = Vec::with_capacity(batch.len());
+        let mut settlements = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let mut w = lock(writer);
         for msg in batch.drain(..) {
             match msg {
                 Msg::Settle(job, reply) => {
-                    jobs.push(job);
-                    replies.push(reply);
+                    settlements.push(Settlement::One(job));
+                    replies.push(Reply::One(reply));
+                }
+                Msg::SettleBulk(bulk, reply) => {
+                    settlements.push(Settlement::Bulk(*bulk));
+                    replies.push(Reply::Bulk(reply));
                 }
                 Msg::Cache(row) => w.carried.push(row),
                 Msg::Grant { workspace_id, amount, reply } => {
                     let _ = reply.send(w.grant(&workspace_id, amount));
                 }
-                Msg::SettleBulk(bulk, reply) => {
-                    // The caller may have gone: the charges stand, with the stored record.
-                    let _ = reply.send(w.settle_bulk(*bulk));
-                }
                 Msg::Flush => {}
             }
         }
-        concurrent = jobs.len() > 1;
-        if jobs.is_empty() {
+        concurrent = settlements.len() > 1;
+        if settlements.is_empty() {
             continue;
         }
         last_start = Instant::now();
-        let outcomes = w.settle_batch(jobs);
+        let settled = w.settle_batch(settlements);
         drop(w);
-        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-            // The request may have gone: the charge stands, with its stored record.
-            let _ = reply.send(outcome);
+        for (reply, settled) in replies.into_iter().zip(settled) {
+            // The caller may have gone: the charge stands, with its stored record.
+            match (reply, settled) {
+                (Reply::One(reply), Settled::One(outcome)) => drop(reply.send(outcome)),
+                (Reply::Bulk(reply), Settled::Bulk(outcome)) => drop(reply.send(outcome)),
+                _ => unreachable!("settle_batch answers each settlement in its own kind, in order"),
+            }
         }
     }
     lock(writer).write_carried();
@@ -208,7 +218,9 @@ impl Inline {
         if !w.store.try_begin() {
             return Err(Box::new(job));
         }
-        let outcome = w.settle_batch(vec![job]).pop().expect("one outcome per job");
+        let Some(Settled::One(outcome)) = w.settle_batch(vec![Settlement::One(job)]).pop() else {
+            unreachable!("settle_batch answers a single call's settlement with one outcome")
+        };
         let flush = !w.carried.is_empty();
         drop(w);
         if flush {

@@ -28,7 +28,7 @@ use crate::auth::{KeyMode, Principal};
 use crate::enrich::{Answer, EnrichError, EnrichService};
 use crate::hex::hex;
 use crate::idempotency::{self, Claim};
-use crate::lookup::input::{EnrichQuery, InputError, Section};
+use crate::lookup::input::{EnrichQuery, InputError, Quality, Section};
 use crate::lookup::record::{Matched, Source};
 use crate::lookup::{cache, LookupOutcome, Subject};
 use crate::settler::{Bulk, BulkCharged, BulkCompletion, CacheRow, JobItemsUpdate, SettleError};
@@ -62,7 +62,7 @@ pub struct Problem {
 }
 
 /// Why an item did not succeed: the error the same input would have had alone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ItemFailure {
     /// 400: malformed; what is wrong, field by field.
@@ -71,6 +71,8 @@ pub enum ItemFailure {
     InsufficientCredits,
     /// 404: nothing found (or none of the sections asked for).
     NoMatch,
+    /// 404: the best answer was less sure than the call's `min_confidence` (free).
+    BelowMinConfidence { confidence: f64, min: f64 },
     /// 503: every vendor failed for this input; retry it after `retry_after_secs`.
     UpstreamUnavailable { retry_after_secs: u64 },
 }
@@ -115,7 +117,7 @@ impl BulkAnswer {
         for item in &self.items {
             match &item.outcome {
                 ItemOutcome::Found { .. } => ok += 1,
-                ItemOutcome::Failed { failure: ItemFailure::NoMatch } => none += 1,
+                ItemOutcome::Failed { failure: ItemFailure::NoMatch | ItemFailure::BelowMinConfidence { .. } } => none += 1,
                 ItemOutcome::Failed { .. } => failed += 1,
             }
         }
@@ -135,7 +137,16 @@ fn problems(errors: Vec<InputError>) -> Vec<Problem> {
 }
 
 /// An item's query, or why it is invalid.
-fn parse_item(item: &ItemInput, default_include: Option<&[String]>) -> Result<EnrichQuery, Vec<Problem>> {
+/// What a call sets for all of its items: the sections of items that name none, and the
+/// quality controls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Defaults<'a> {
+    pub include: Option<&'a [String]>,
+    pub quality: Quality,
+}
+
+fn parse_item(item: &ItemInput, defaults: Defaults<'_>) -> Result<EnrichQuery, Vec<Problem>> {
+    let default_include = defaults.include;
     let mut bad = Vec::new();
     if item.reference.as_ref().is_some_and(|r| r.chars().count() > REFERENCE_MAX) {
         bad.push(Problem { field: "reference".into(), message: format!("must be at most {REFERENCE_MAX} characters") });
@@ -156,7 +167,7 @@ fn parse_item(item: &ItemInput, default_include: Option<&[String]>) -> Result<En
     };
     let query = EnrichQuery::parse(item.email.as_deref(), item.domain.as_deref(), include.as_deref());
     match query {
-        Ok(q) if bad.is_empty() => Ok(q),
+        Ok(q) if bad.is_empty() => Ok(q.with_quality(defaults.quality)),
         Ok(_) => Err(bad),
         Err(errors) => {
             bad.extend(problems(errors).into_iter().filter(|p| !(p.field == "include" && names.is_some_and(|n| !n.is_empty()))));
@@ -167,13 +178,13 @@ fn parse_item(item: &ItemInput, default_include: Option<&[String]>) -> Result<En
 
 /// What the request means, for idempotency: the normalised query of each valid item and
 /// the raw fields of each invalid one, with its reference.
-pub fn fingerprint(items: &[ItemInput], default_include: Option<&[String]>) -> String {
+pub fn fingerprint(items: &[ItemInput], defaults: Defaults<'_>) -> String {
     let mut hash = Sha256::new();
     hash.update(format!("{} {}\n", OPERATION.0, OPERATION.1).as_bytes());
     for item in items {
-        let line = match parse_item(item, default_include) {
+        let line = match parse_item(item, defaults) {
             Ok(q) => serde_json::json!([q.fingerprint(OPERATION.0, OPERATION.1), item.reference]),
-            Err(_) => serde_json::json!([item.email, item.domain, item.include, default_include, item.reference]),
+            Err(_) => serde_json::json!([item.email, item.domain, item.include, defaults.include, item.reference]),
         };
         hash.update(line.to_string().as_bytes());
         hash.update(b"\n");
@@ -206,9 +217,17 @@ impl Caller {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StoredLookup {
-    Found { matched: Box<Matched>, from_cache: bool },
+    Found {
+        matched: Box<Matched>,
+        from_cache: bool,
+        /// When the vendor gave it (ms; absent from lookups kept before it existed).
+        #[serde(default)]
+        fetched_at: Option<i64>,
+    },
     NoMatch,
-    Unavailable { retry_after_secs: u64 },
+    Unavailable {
+        retry_after_secs: u64,
+    },
 }
 
 /// One item, before settlement.
@@ -227,6 +246,8 @@ enum Looked {
     Found {
         matched: Arc<Matched>,
         from_cache: bool,
+        /// When the vendor gave it (ms).
+        fetched_at: i64,
     },
     NoMatch,
     Unavailable {
@@ -239,8 +260,8 @@ enum Looked {
 impl Looked {
     fn stored(&self) -> Option<StoredLookup> {
         match self {
-            Looked::Found { matched, from_cache } => {
-                Some(StoredLookup::Found { matched: Box::new((**matched).clone()), from_cache: *from_cache })
+            Looked::Found { matched, from_cache, fetched_at } => {
+                Some(StoredLookup::Found { matched: Box::new((**matched).clone()), from_cache: *from_cache, fetched_at: Some(*fetched_at) })
             }
             Looked::NoMatch => Some(StoredLookup::NoMatch),
             Looked::Unavailable { retry_after } => Some(StoredLookup::Unavailable { retry_after_secs: retry_after.as_secs().max(1) }),
@@ -250,9 +271,11 @@ impl Looked {
 
     fn of_stored(stored: &StoredLookup) -> Self {
         match stored {
-            StoredLookup::Found { matched, from_cache } => {
-                Looked::Found { matched: Arc::new((**matched).clone()), from_cache: *from_cache }
-            }
+            StoredLookup::Found { matched, from_cache, fetched_at } => Looked::Found {
+                matched: Arc::new((**matched).clone()),
+                from_cache: *from_cache,
+                fetched_at: fetched_at.unwrap_or_else(crate::now_ms),
+            },
             StoredLookup::NoMatch => Looked::NoMatch,
             StoredLookup::Unavailable { retry_after_secs } => Looked::Unavailable { retry_after: Duration::from_secs(*retry_after_secs) },
         }
@@ -328,7 +351,7 @@ impl EnrichService {
         principal: &Principal,
         request_id: &str,
         items: &[ItemInput],
-        default_include: Option<&[String]>,
+        defaults: Defaults<'_>,
         idempotency_key: Option<&str>,
     ) -> Result<BulkSuccess, EnrichError> {
         let now = crate::now_ms();
@@ -339,7 +362,7 @@ impl EnrichService {
         let token = match &key {
             None => None,
             Some(key) => {
-                let fingerprint = fingerprint(items, default_include);
+                let fingerprint = fingerprint(items, defaults);
                 match idempotency::claim(self.db(), &principal.workspace_id, key, &fingerprint, now, self.lease(), self.ttl()).await? {
                     Claim::Acquired(token) => Some(token),
                     Claim::Replay { answer, .. } => {
@@ -354,7 +377,7 @@ impl EnrichService {
         };
         let caller = Caller::of(principal, request_id);
         let result = async {
-            let resolved = Arc::new(self.resolve(&caller, items, default_include, &[]).await?);
+            let resolved = Arc::new(self.resolve(&caller, items, defaults, &[]).await?);
             let completion = token.clone().map_or(Completion::None, Completion::Claim);
             let charged = self.settle_resolved(&caller, resolved.clone(), completion).await?;
             Ok::<_, EnrichError>(resolved.answer(request_id, &charged))
@@ -375,7 +398,7 @@ impl EnrichService {
         &self,
         caller: &Caller,
         items: &[ItemInput],
-        default_include: Option<&[String]>,
+        defaults: Defaults<'_>,
         known: &[Option<StoredLookup>],
     ) -> Result<Resolved, EnrichError> {
         let ws = &caller.workspace_id;
@@ -387,7 +410,7 @@ impl EnrichService {
         let mut subjects: Vec<(String, BTreeSet<Section>, usize)> = Vec::new(); // (cache key, union of sections, first item)
         let mut index: HashMap<String, usize> = HashMap::new();
         for (n, item) in items.iter().enumerate() {
-            match parse_item(item, default_include) {
+            match parse_item(item, defaults) {
                 Err(problems) => pending.push(Pending::Failed(ItemFailure::Invalid { problems })),
                 Ok(query) if test && Trigger::of(&query.input) == Some(Trigger::InsufficientCredits) => {
                     pending.push(Pending::Failed(ItemFailure::InsufficientCredits))
@@ -428,7 +451,11 @@ impl EnrichService {
                     break;
                 }
                 match &found[*subject] {
-                    Some(Looked::Found { matched, .. }) if matched.record.project(&query.include).is_some() => used += 1,
+                    Some(Looked::Found { matched, .. })
+                        if matched.record.project(&query.include).is_some() && query.quality.accepts(matched.confidence) =>
+                    {
+                        used += 1
+                    }
                     Some(_) => {}
                     None => {
                         if !wave.contains(subject) {
@@ -450,7 +477,7 @@ impl EnrichService {
                     let (key, include) = (subjects[s].0.clone(), subjects[s].1.clone());
                     async move {
                         let subject = Subject { input: &first, cache_key: key };
-                        (s, lookup.find(self.db(), &subject, &include, crate::now_ms()).await)
+                        (s, lookup.find(self.db(), &subject, &include, defaults.quality.max_age_ms(), crate::now_ms()).await)
                     }
                 })
                 .buffer_unordered(CONCURRENCY)
@@ -458,7 +485,9 @@ impl EnrichService {
                 .await;
             for (s, outcome) in outcomes {
                 found[s] = Some(match outcome? {
-                    LookupOutcome::Found { matched, cached_at } => Looked::Found { matched, from_cache: cached_at.is_some() },
+                    LookupOutcome::Found { matched, cached_at } => {
+                        Looked::Found { matched, from_cache: cached_at.is_some(), fetched_at: cached_at.unwrap_or_else(crate::now_ms) }
+                    }
                     LookupOutcome::NoMatch => Looked::NoMatch,
                     LookupOutcome::Unavailable { retry_after } => Looked::Unavailable { retry_after },
                 });
@@ -491,8 +520,12 @@ impl EnrichService {
                 Looked::Unpaid => ItemFailure::InsufficientCredits,
                 Looked::NoMatch => ItemFailure::NoMatch,
                 Looked::Unavailable { retry_after } => ItemFailure::UpstreamUnavailable { retry_after_secs: retry_after.as_secs().max(1) },
-                Looked::Found { matched, from_cache } => match matched.record.project(&query.include) {
+                Looked::Found { matched, from_cache, fetched_at } => match matched.record.project(&query.include) {
                     None => ItemFailure::NoMatch,
+                    Some(_) if !query.quality.accepts(matched.confidence) => ItemFailure::BelowMinConfidence {
+                        confidence: matched.confidence,
+                        min: query.quality.min_confidence.unwrap_or_default(),
+                    },
                     Some(record) => {
                         // The first item of a subject answered now by a vendor says so; the
                         // later ones, like later calls, say `cached`.
@@ -501,9 +534,10 @@ impl EnrichService {
                         let source = if fresh { Source::Vendor(matched.vendor) } else { Source::Cached };
                         let row = fresh.then(|| {
                             let subject = Subject { input: &query.input, cache_key: subjects[subject].0.clone() };
-                            cache::match_row(&subject, matched, lookup.cache_policy(), crate::now_ms())
+                            cache::match_row(&subject, matched, lookup.cache_policy(), *fetched_at)
                         });
-                        answers.push(Some((Answer { record, source, confidence: matched.confidence }, charges.len())));
+                        let fetched_at = crate::time::from_ms(*fetched_at);
+                        answers.push(Some((Answer { record, source, confidence: matched.confidence, fetched_at }, charges.len())));
                         charges.push(row);
                         failures.push(None);
                         continue;
@@ -516,7 +550,7 @@ impl EnrichService {
         // A vendor answer no item could use is kept, unpaid (as a single call keeps it); a
         // test-mode call keeps every vendor answer so (in its test space: never paid).
         for (s, looked) in looked.iter().enumerate() {
-            if let (Looked::Found { matched, from_cache: false }, false) = (looked, charged_subject[s] && !test) {
+            if let (Looked::Found { matched, from_cache: false, .. }, false) = (looked, charged_subject[s] && !test) {
                 if let Pending::Found { query, .. } = &pending[subjects[s].2] {
                     lookup.keep_unpaid(&Subject { input: &query.input, cache_key: subjects[s].0.clone() }, matched, crate::now_ms());
                 }
@@ -637,30 +671,31 @@ mod tests {
 
     #[test]
     fn an_item_is_checked_as_a_single_call_would_be() {
-        assert!(parse_item(&item(Some("jane@acme.com"), None, None), None).is_ok());
-        let bad = parse_item(&item(Some("not an email"), None, Some(&["persons"])), None).unwrap_err();
+        assert!(parse_item(&item(Some("jane@acme.com"), None, None), Defaults::default()).is_ok());
+        let bad = parse_item(&item(Some("not an email"), None, Some(&["persons"])), Defaults::default()).unwrap_err();
         let fields: Vec<&str> = bad.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["include", "email"]);
-        assert_eq!(parse_item(&item(None, None, None), None).unwrap_err()[0].field, "email");
+        assert_eq!(parse_item(&item(None, None, None), Defaults::default()).unwrap_err()[0].field, "email");
         // The call's default applies when the item gives none; the item's own wins.
         let default = vec!["company".to_string()];
-        let q = parse_item(&item(None, Some("acme.com"), None), Some(&default)).unwrap();
+        let q = parse_item(&item(None, Some("acme.com"), None), Defaults { include: Some(&default), ..Default::default() }).unwrap();
         assert_eq!(q.include, BTreeSet::from([Section::Company]));
-        let q = parse_item(&item(None, Some("acme.com"), Some(&["social"])), Some(&default)).unwrap();
+        let q = parse_item(&item(None, Some("acme.com"), Some(&["social"])), Defaults { include: Some(&default), ..Default::default() })
+            .unwrap();
         assert_eq!(q.include, BTreeSet::from([Section::Social]));
         let mut long = item(Some("jane@acme.com"), None, None);
         long.reference = Some("r".repeat(REFERENCE_MAX + 1));
-        assert_eq!(parse_item(&long, None).unwrap_err()[0].field, "reference");
+        assert_eq!(parse_item(&long, Defaults::default()).unwrap_err()[0].field, "reference");
     }
 
     #[test]
     fn the_fingerprint_follows_normalised_inputs_and_references() {
         let a = [item(Some("Jane@ACME.com"), None, None)];
         let b = [item(Some("jane@acme.com"), None, None)];
-        assert_eq!(fingerprint(&a, None), fingerprint(&b, None));
+        assert_eq!(fingerprint(&a, Defaults::default()), fingerprint(&b, Defaults::default()));
         let mut c = b.clone();
         c[0].reference = Some("crm-1".into());
-        assert_ne!(fingerprint(&b, None), fingerprint(&c, None));
-        assert_ne!(fingerprint(&b, None), fingerprint(&[b[0].clone(), b[0].clone()], None));
+        assert_ne!(fingerprint(&b, Defaults::default()), fingerprint(&c, Defaults::default()));
+        assert_ne!(fingerprint(&b, Defaults::default()), fingerprint(&[b[0].clone(), b[0].clone()], Defaults::default()));
     }
 }

@@ -40,6 +40,10 @@ pub enum EnrichError {
     InsufficientCredits,
     #[error("no data found for the input")]
     NoMatch,
+    /// The best answer found is less sure than the caller's `min_confidence`: a no-match,
+    /// free, that says why.
+    #[error("the best answer's confidence ({confidence}) is below min_confidence ({min})")]
+    BelowMinConfidence { confidence: f64, min: f64 },
     #[error("a request with this Idempotency-Key is still in progress")]
     IdempotencyKeyInUse { retry_after: Duration },
     #[error("this Idempotency-Key was used with a different request")]
@@ -66,14 +70,19 @@ impl From<DbErr> for EnrichError {
     }
 }
 
-/// What an enrich call found: the sections asked for (never empty), where they came from
-/// and how sure the vendor was. Stored as JSON with a completed idempotency record.
+/// What an enrich call found: the sections asked for (never empty), where they came from,
+/// how sure the vendor was and when the data was obtained from it. Stored as JSON with a
+/// completed idempotency record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
     #[serde(flatten)]
     pub record: EnrichmentRecord,
     pub source: Source,
     pub confidence: f64,
+    /// When a vendor gave this data (for `cached`, the cache entry's). Absent only from
+    /// answers stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::rfc3339_opt")]
+    pub fetched_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A successful call.
@@ -297,9 +306,10 @@ impl EnrichService {
         let Found { matched, record, cached_at } = self.find(&self.lookup, &subject, query).await?;
         let from_cache = cached_at.is_some();
         let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
-        let answer = Arc::new(Answer { record, source, confidence: matched.confidence });
         let cache_row = (!from_cache).then(|| cache::match_row(&subject, &matched, self.lookup.cache_policy(), crate::now_ms()));
         let stamps = cache_row.as_ref().map(|r| (r.fetched_at, r.expires_at));
+        let fetched_at = cached_at.or(stamps.map(|s| s.0)).and_then(crate::time::from_ms);
+        let answer = Arc::new(Answer { record, source, confidence: matched.confidence, fetched_at });
         let completion = match claim {
             None => None,
             Some(token) => Some(Completion {
@@ -338,15 +348,17 @@ impl EnrichService {
         }
         let subject = test_mode::subject(&query.input, ws);
         let Found { matched, record, cached_at } = self.find(&self.test_lookup, &subject, query).await?;
-        let source = match cached_at {
-            Some(_) => Source::Cached,
+        let (source, fetched_at) = match cached_at {
+            Some(at) => (Source::Cached, at),
             None => {
                 // Nobody pays for it: cached at once, in the test space.
-                self.test_lookup.keep_unpaid(&subject, &matched, crate::now_ms());
-                Source::Vendor(matched.vendor)
+                let now = crate::now_ms();
+                self.test_lookup.keep_unpaid(&subject, &matched, now);
+                (Source::Vendor(matched.vendor), now)
             }
         };
-        let answer = Arc::new(Answer { record, source, confidence: matched.confidence });
+        let fetched_at = crate::time::from_ms(fetched_at);
+        let answer = Arc::new(Answer { record, source, confidence: matched.confidence, fetched_at });
         let balance = credits::balance(&self.db, ws).await?.unwrap_or(0);
         if let Some(token) = claim {
             let stored = serde_json::to_vec(&*answer).map_err(|e| anyhow::Error::new(e).context("storing the answer"))?;
@@ -358,11 +370,13 @@ impl EnrichService {
         Ok(Success { answer, credits_remaining: balance, replayed: false, rendering: None })
     }
 
-    /// Step 8: what `lookup` knows about `subject`, projected on the sections asked for;
-    /// `NoMatch` when it has none of them (a vendor answer without them is cached
-    /// unpaid), `UpstreamUnavailable` when every vendor failed.
+    /// Step 8: what `lookup` knows about `subject` (no cached data older than the caller
+    /// accepts), projected on the sections asked for; `NoMatch` when it has none of them
+    /// and `BelowMinConfidence` when it is less sure than the caller asks (a vendor answer
+    /// refused so is cached unpaid), `UpstreamUnavailable` when every vendor failed.
     async fn find(&self, lookup: &Lookup, subject: &Subject<'_>, query: &EnrichQuery) -> Result<Found, EnrichError> {
-        let (matched, cached_at) = match lookup.find(&self.db, subject, &query.include, crate::now_ms()).await? {
+        let max_age_ms = query.quality.max_age_ms();
+        let (matched, cached_at) = match lookup.find(&self.db, subject, &query.include, max_age_ms, crate::now_ms()).await? {
             LookupOutcome::Found { matched, cached_at } => (matched, cached_at),
             LookupOutcome::NoMatch => return Err(EnrichError::NoMatch),
             LookupOutcome::Unavailable { retry_after } => return Err(EnrichError::UpstreamUnavailable { retry_after }),
@@ -374,6 +388,13 @@ impl EnrichService {
             }
             return Err(EnrichError::NoMatch);
         };
+        if !query.quality.accepts(matched.confidence) {
+            if cached_at.is_none() {
+                lookup.keep_unpaid(subject, &matched, crate::now_ms());
+            }
+            let min = query.quality.min_confidence.unwrap_or_default();
+            return Err(EnrichError::BelowMinConfidence { confidence: matched.confidence, min });
+        }
         Ok(Found { matched, record, cached_at })
     }
 }
@@ -396,14 +417,16 @@ mod tests {
             },
             source: Source::Vendor(VendorName::VendorA),
             confidence: 0.9,
+            fetched_at: crate::time::from_ms(1_796_000_000_123),
         };
         let stored = serde_json::to_string(&answer).unwrap();
         assert_eq!(
             stored,
-            r#"{"person":{"full_name":"Jane Doe"},"company":{"name":"Acme Corp","founded_year":1998},"source":"vendor_a","confidence":0.9}"#
+            r#"{"person":{"full_name":"Jane Doe"},"company":{"name":"Acme Corp","founded_year":1998},"source":"vendor_a","confidence":0.9,"fetched_at":"2026-11-30T00:53:20.123+00:00"}"#
         );
         assert_eq!(serde_json::from_str::<Answer>(&stored).unwrap(), answer);
+        // Answers stored before `fetched_at` existed still read.
         let cached: Answer = serde_json::from_str(r#"{"company":{"name":"X"},"source":"cached","confidence":0.5}"#).unwrap();
-        assert_eq!(cached.source, Source::Cached);
+        assert_eq!((cached.source, cached.fetched_at), (Source::Cached, None));
     }
 }

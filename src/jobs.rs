@@ -37,11 +37,12 @@ use sha2::{Digest, Sha256};
 use entity::{enrichment_job as job, enrichment_job_item as item};
 
 use crate::auth::{KeyMode, Principal};
-use crate::bulk::{Caller, Completion, ItemInput, ItemResult, StoredLookup};
+use crate::bulk::{Caller, Completion, Defaults, ItemInput, ItemResult, StoredLookup};
 use crate::config::JobsSettings;
 use crate::enrich::{EnrichError, EnrichService};
 use crate::hex::hex;
 use crate::idempotency::{self, Claim, Idempotent};
+use crate::lookup::input::Quality;
 use crate::ratelimit::{Decision, Limiter, Limits, Plan};
 
 /// The most items one job takes.
@@ -185,10 +186,10 @@ fn include_of(stored: Option<&str>) -> Option<Vec<String>> {
 }
 
 /// What a submission means, for idempotency.
-pub fn fingerprint(items: &[ItemInput], include: Option<&[String]>) -> String {
+pub fn fingerprint(items: &[ItemInput], defaults: Defaults<'_>) -> String {
     let mut hash = Sha256::new();
     hash.update(b"POST /v1/enrich/jobs\n");
-    hash.update(crate::bulk::fingerprint(items, include).as_bytes());
+    hash.update(crate::bulk::fingerprint(items, defaults).as_bytes());
     hex(&hash.finalize())
 }
 
@@ -198,7 +199,7 @@ pub async fn submit(
     db: &DatabaseConnection,
     principal: &Principal,
     items: &[ItemInput],
-    include: Option<&[String]>,
+    defaults: Defaults<'_>,
     idem: Option<Idempotent<'_>>,
     now_ms: i64,
 ) -> Result<(JobView, bool), JobError> {
@@ -210,7 +211,7 @@ pub async fn submit(
                 KeyMode::Live => idem.key.to_string(),
                 KeyMode::Test => crate::test_mode::idempotency_key(idem.key),
             };
-            match idempotency::claim(db, ws, &key, &fingerprint(items, include), now_ms, idem.lease, idem.ttl).await? {
+            match idempotency::claim(db, ws, &key, &fingerprint(items, defaults), now_ms, idem.lease, idem.ttl).await? {
                 Claim::Acquired(token) => Some(token),
                 Claim::Replay { answer, .. } => {
                     let id = String::from_utf8(answer).map_err(|e| JobError::Corrupt(e.to_string()))?;
@@ -230,7 +231,10 @@ pub async fn submit(
             api_key_id: Set(principal.key_id.clone()),
             mode: Set(principal.mode.as_str().to_string()),
             status: Set(Status::Queued.as_str().to_string()),
-            include: Set(include_json(include)),
+            include: Set(include_json(defaults.include)),
+            quality: Set(
+                (defaults.quality != Quality::default()).then(|| serde_json::to_string(&defaults.quality).expect("quality serialises"))
+            ),
             total: Set(items.len() as i64),
             done: Set(0),
             succeeded: Set(0),
@@ -555,7 +559,14 @@ impl Worker {
         let inputs: Vec<ItemInput> = claimed.iter().map(|c| c.input.clone()).collect();
         let known: Vec<Option<StoredLookup>> = claimed.iter().map(|c| c.lookup.clone()).collect();
         let include = include_of(j.include.as_deref());
-        let resolved = self.enrich.resolve(&caller, &inputs, include.as_deref(), &known).await?;
+        let quality = j
+            .quality
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| anyhow::Error::new(e).context("reading a job's quality"))?;
+        let defaults = Defaults { include: include.as_deref(), quality: quality.unwrap_or_default() };
+        let resolved = self.enrich.resolve(&caller, &inputs, defaults, &known).await?;
         let fresh: Vec<(i32, &StoredLookup)> =
             claimed.iter().zip(&resolved.fresh_lookups).filter_map(|(c, l)| l.as_ref().map(|l| (c.idx, l))).collect();
         keep_lookups(&self.db, &j.id, &self.owner, &fresh).await?;

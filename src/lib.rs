@@ -61,6 +61,7 @@ pub mod settler;
 pub mod startup;
 pub mod telemetry;
 pub mod test_mode;
+pub mod time;
 pub mod vendor_name;
 
 /// The current instant as Unix epoch milliseconds, the unit of every stored timestamp.

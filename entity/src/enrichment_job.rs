@@ -30,6 +30,9 @@ pub struct Model {
     pub finished_at: Option<i64>,
     /// When its results are deleted (set when it finishes).
     pub purge_after: Option<i64>,
+    /// The quality controls of its items (JSON: `min_confidence`, `max_age_days`,
+    /// `refresh`), or none.
+    pub quality: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,7 @@ mod m20261202_000004_key_management;
 mod m20261202_000005_ledger_indexes;
 mod m20261203_000006_key_mode;
 mod m20261203_000007_enrichment_jobs;
+mod m20261203_000008_quality;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_ledger_indexes::Migration),
             Box::new(m20261203_000006_key_mode::Migration),
             Box::new(m20261203_000007_enrichment_jobs::Migration),
+            Box::new(m20261203_000008_quality::Migration),
         ]
     }
 }

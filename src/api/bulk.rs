@@ -18,7 +18,7 @@ use super::middleware::{current_request_id, record_caller};
 use super::responses::{failures, successes};
 use super::security::{ApiKeyAuth, CanEnrich};
 use super::{ApiTags, AppState};
-use crate::bulk::{BulkAnswer, ItemFailure, ItemInput, ItemOutcome, ItemResult, MAX_ITEMS};
+use crate::bulk::{BulkAnswer, Defaults, ItemFailure, ItemInput, ItemOutcome, ItemResult, MAX_ITEMS};
 use crate::ratelimit::Decision;
 
 /// One input. Its fields are checked item by item, with the rules of
@@ -50,6 +50,16 @@ pub struct BulkRequest {
     /// The sections for every item that gives no `include` of its own. Defaults to all.
     #[oai(validator(min_items = 1, max_items = 3))]
     pub include: MaybeUndefined<Vec<IncludeSection>>,
+    /// The weakest answer accepted for every item, from 0 to 1 (as on
+    /// `POST /v1/email/enrich`): a weaker one is the item's `404 no_match`, not charged.
+    #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
+    pub min_confidence: MaybeUndefined<f64>,
+    /// The oldest cached data accepted for every item, in days (as on
+    /// `POST /v1/email/enrich`); `0` never serves the cache.
+    #[oai(validator(minimum(value = "0"), maximum(value = "36500")))]
+    pub max_age_days: MaybeUndefined<i64>,
+    /// `true` skips the cache for every item (as on `POST /v1/email/enrich`).
+    pub refresh: MaybeUndefined<bool>,
 }
 
 impl Example for BulkRequest {
@@ -68,6 +78,9 @@ impl Example for BulkRequest {
                 item("not-an-email", None, "crm-1004"),
             ],
             include: MaybeUndefined::Undefined,
+            min_confidence: MaybeUndefined::Undefined,
+            max_age_days: MaybeUndefined::Undefined,
+            refresh: MaybeUndefined::Undefined,
         }
     }
 }
@@ -183,10 +196,7 @@ pub fn item_inputs(items: Vec<BulkItemRequest>) -> Result<Vec<ItemInput>, ApiErr
             MaybeUndefined::Value(v) => Some(v.0),
             MaybeUndefined::Undefined => None,
             MaybeUndefined::Null => {
-                nulls.push(FieldProblem {
-                    field: format!("items[{n}].{name}"),
-                    message: "must not be null; leave the field out instead".into(),
-                });
+                nulls.push(FieldProblem::new(format!("items[{n}].{name}"), "must not be null; leave the field out instead"));
                 None
             }
         };
@@ -195,10 +205,7 @@ pub fn item_inputs(items: Vec<BulkItemRequest>) -> Result<Vec<ItemInput>, ApiErr
             MaybeUndefined::Value(list) => Some(list.into_iter().map(|t| t.0).collect()),
             MaybeUndefined::Undefined => None,
             MaybeUndefined::Null => {
-                nulls.push(FieldProblem {
-                    field: format!("items[{n}].include"),
-                    message: "must not be null; leave the field out instead".into(),
-                });
+                nulls.push(FieldProblem::new(format!("items[{n}].include"), "must not be null; leave the field out instead"));
                 None
             }
         };
@@ -217,10 +224,11 @@ fn item_error(failure: &ItemFailure) -> ApiError {
     match failure {
         ItemFailure::Invalid { problems } => ApiError::Validation {
             message: problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect::<Vec<_>>().join("; "),
-            details: problems.iter().map(|p| FieldProblem { field: p.field.clone(), message: p.message.clone() }).collect(),
+            details: problems.iter().map(|p| FieldProblem::new(p.field.clone(), p.message.clone())).collect(),
         },
         ItemFailure::InsufficientCredits => ApiError::InsufficientCredits,
         ItemFailure::NoMatch => ApiError::NoMatch,
+        ItemFailure::BelowMinConfidence { confidence, min } => ApiError::BelowMinConfidence { confidence: *confidence, min: *min },
         ItemFailure::UpstreamUnavailable { retry_after_secs } => {
             ApiError::UpstreamUnavailable { retry_after: std::time::Duration::from_secs(*retry_after_secs) }
         }
@@ -413,6 +421,7 @@ impl BulkApi {
         let req = body.0;
         let default_include: Option<Vec<String>> = not_null("include", req.include)?
             .map(|l| l.into_iter().map(|s| crate::lookup::input::Section::from(s).as_str().to_string()).collect());
+        let quality = super::enrich::quality(req.min_confidence, req.max_age_days, req.refresh)?;
         let items = item_inputs(req.items)?;
         debug_assert!(items.len() <= MAX_ITEMS);
         // The request itself counted one unit when its key was checked; the other items now.
@@ -430,7 +439,7 @@ impl BulkApi {
         let request_id = current_request_id();
         let done = state
             .enrich
-            .enrich_bulk(&principal, &request_id, &items, default_include.as_deref(), key.as_deref())
+            .enrich_bulk(&principal, &request_id, &items, Defaults { include: default_include.as_deref(), quality }, key.as_deref())
             .await
             .map_err(ApiError::from)?;
         Ok(BulkOk::Ok(RenderedJson::new(BulkResponse::render(&done.answer)), done.replayed.then_some(true)))
@@ -459,6 +468,7 @@ mod tests {
             },
             source,
             confidence: 0.75,
+            fetched_at: crate::time::from_ms(1_796_000_000_000),
         };
         let items = vec![
             ItemResult {

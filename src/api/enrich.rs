@@ -20,7 +20,7 @@ use super::responses::{failures, successes};
 use super::security::{ApiKeyAuth, CanEnrich};
 use super::{ApiTags, AppState};
 use crate::enrich::Success;
-use crate::lookup::input::{EnrichQuery, Section};
+use crate::lookup::input::{EnrichQuery, Quality, Section};
 
 /// A section of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -68,6 +68,18 @@ pub struct EnrichFields {
     /// all. `person` is only ever found for an `email`.
     #[oai(validator(min_items = 1, max_items = 3))]
     pub include: MaybeUndefined<Vec<IncludeSection>>,
+    /// The weakest answer you accept, from 0 to 1 (see `confidence`): a weaker one is a
+    /// `404 no_match`, not charged, with `details` reason `below_min_confidence`.
+    #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
+    pub min_confidence: MaybeUndefined<f64>,
+    /// The oldest cached data you accept, in days: data obtained from a vendor that long
+    /// ago or longer is fetched again (a normal lookup, charged as such). `0` never serves
+    /// the cache.
+    #[oai(validator(minimum(value = "0"), maximum(value = "36500")))]
+    pub max_age_days: MaybeUndefined<i64>,
+    /// `true` skips the cache and asks the vendors (charged as any lookup). The fresh
+    /// answer replaces the cached one for everyone.
+    pub refresh: MaybeUndefined<bool>,
 }
 
 impl Example for EnrichFields {
@@ -76,6 +88,9 @@ impl Example for EnrichFields {
             email: MaybeUndefined::Value(EmailInput("jane@acme.com".into())),
             domain: MaybeUndefined::Undefined,
             include: MaybeUndefined::Undefined,
+            min_confidence: MaybeUndefined::Undefined,
+            max_age_days: MaybeUndefined::Undefined,
+            refresh: MaybeUndefined::Undefined,
         }
     }
 }
@@ -219,7 +234,8 @@ impl FastParse for EnrichRequest {
             ),
             _ => MaybeUndefined::Undefined,
         };
-        Some(Self(EnrichFields { email, domain, include }))
+        let (min_confidence, max_age_days, refresh) = (MaybeUndefined::Undefined, MaybeUndefined::Undefined, MaybeUndefined::Undefined);
+        Some(Self(EnrichFields { email, domain, include, min_confidence, max_age_days, refresh }))
     }
 }
 
@@ -308,6 +324,11 @@ pub struct EnrichData {
     /// person match; `cached`: the score of the answer when it was fetched.
     #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
     pub confidence: f64,
+    /// When this data was obtained from a vendor (for `cached`, when the cached answer
+    /// was): its age, whatever the `source`. Absent only from replays of calls made
+    /// before this field existed.
+    #[oai(skip_serializing_if_is_none)]
+    pub fetched_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Workspace credit balance after this call (test mode: the live balance, which a
     /// test-mode call never changes).
     #[oai(validator(minimum(value = "0")))]
@@ -361,6 +382,7 @@ impl Example for EnrichResponse {
                 social: None,
                 source: DataSource::VendorA,
                 confidence: 0.9,
+                fetched_at: crate::time::from_ms(1_796_000_000_000),
                 credits_remaining: 4872,
             },
         }
@@ -536,9 +558,11 @@ impl EnrichApi {
         let principal = auth.0;
         let EnrichRequest(req) = body.0;
         let (email, domain, include) = (not_null("email", req.email)?, not_null("domain", req.domain)?, not_null("include", req.include)?);
+        let quality = quality(req.min_confidence, req.max_age_days, req.refresh)?;
         let include: Option<Vec<Section>> = include.map(|l| l.into_iter().map(Section::from).collect());
         let (email, domain) = (email.map(|e| e.0), domain.map(|d| d.0));
         let query = EnrichQuery::parse(email.as_deref(), domain.as_deref(), include.as_deref()).map_err(ApiError::validation)?;
+        let query = query.with_quality(quality);
         let key = idempotency_key.0.map(|k| k.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned());
         let request_id = current_request_id();
         let success = state.enrich.enrich(&principal, &request_id, &query, key.as_deref()).await.map_err(ApiError::from)?;
@@ -549,6 +573,19 @@ impl EnrichApi {
         };
         Ok(EnrichOk::Ok(RenderedJson::new(body), success.replayed.then_some(true)))
     }
+}
+
+/// The quality controls a call sets (`min_confidence`, `max_age_days`, `refresh`; the
+/// same three fields on a single call, a bulk call and a job).
+pub fn quality(
+    min_confidence: MaybeUndefined<f64>,
+    max_age_days: MaybeUndefined<i64>,
+    refresh: MaybeUndefined<bool>,
+) -> Result<Quality, ApiError> {
+    let min_confidence = not_null("min_confidence", min_confidence)?;
+    let max_age_days = not_null("max_age_days", max_age_days)?;
+    let refresh = not_null("refresh", refresh)?;
+    Quality::new(min_confidence, max_age_days, refresh).map_err(ApiError::validation)
 }
 
 #[cfg(test)]
@@ -680,11 +717,13 @@ mod tests {
             },
             source: Source::Vendor(VendorName::VendorB),
             confidence: 0.6,
+            fetched_at: crate::time::from_ms(1_796_000_000_123),
         };
         let sparse = Answer {
             record: EnrichmentRecord { company: Some(Company { name: Some("X".into()), ..Default::default() }), ..Default::default() },
             source: Source::Cached,
             confidence: 1.0,
+            fetched_at: None,
         };
         for answer in [full, sparse] {
             let success = Success { answer: std::sync::Arc::new(answer), credits_remaining: 41, replayed: false, rendering: None };

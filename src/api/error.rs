@@ -152,6 +152,16 @@ pub struct FieldProblem {
     pub field: String,
     /// What is wrong with it.
     pub message: String,
+    /// A stable, machine-readable reason where there is one: `below_min_confidence` (a
+    /// `no_match` because the best answer was less sure than `min_confidence`).
+    #[oai(skip_serializing_if_is_none)]
+    pub reason: Option<String>,
+}
+
+impl FieldProblem {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into(), reason: None }
+    }
 }
 
 /// The error itself.
@@ -165,7 +175,8 @@ pub struct ErrorDetail {
     /// The request's id, as in the `X-Request-ID` response header: quote it to support.
     pub request_id: String,
     /// Field-level problems, for `validation_error` and `invalid_request`; for a bulk
-    /// call's `rate_limited`, how many items fit now (field `items`).
+    /// call's `rate_limited`, how many items fit now (field `items`); for a `no_match`
+    /// refused by `min_confidence`, that field with reason `below_min_confidence`.
     #[oai(skip_serializing_if_is_none)]
     pub details: Option<Vec<FieldProblem>>,
 }
@@ -192,6 +203,9 @@ pub enum ApiError {
     TestModeOnly,
     #[error("upstream providers returned no data for the input")]
     NoMatch,
+    /// A no-match because the best answer is less sure than the caller asked.
+    #[error("no data found with at least the confidence asked for")]
+    BelowMinConfidence { confidence: f64, min: f64 },
     #[error("no such path")]
     NotFound,
     /// No such resource in the caller's workspace (one of another workspace included).
@@ -250,7 +264,7 @@ impl ApiError {
             Self::InsufficientPermissions(_) | Self::TestModeOnly | Self::LastAdminKey | Self::TierNotAllowed { .. } => {
                 StatusCode::FORBIDDEN
             }
-            Self::NoMatch | Self::NotFound | Self::ResourceNotFound(_) => StatusCode::NOT_FOUND,
+            Self::NoMatch | Self::BelowMinConfidence { .. } | Self::NotFound | Self::ResourceNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::IdempotencyKeyInUse { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -268,7 +282,7 @@ impl ApiError {
             Self::InvalidKey => ErrorCode::InvalidKey,
             Self::InsufficientCredits => ErrorCode::InsufficientCredits,
             Self::InsufficientPermissions(_) | Self::TestModeOnly => ErrorCode::InsufficientPermissions,
-            Self::NoMatch => ErrorCode::NoMatch,
+            Self::NoMatch | Self::BelowMinConfidence { .. } => ErrorCode::NoMatch,
             Self::NotFound | Self::ResourceNotFound(_) => ErrorCode::NotFound,
             Self::LastAdminKey => ErrorCode::LastAdminKey,
             Self::TierNotAllowed { .. } => ErrorCode::TierNotAllowed,
@@ -315,8 +329,12 @@ impl ApiError {
             Self::Validation { details, .. } | Self::InvalidRequest { details, .. } if !details.is_empty() => Some(details.clone()),
             Self::TooManyItems { fits, .. } => {
                 let fits = if *fits > crate::bulk::MAX_ITEMS as u64 { crate::bulk::MAX_ITEMS as u64 } else { *fits };
-                Some(vec![FieldProblem { field: "items".into(), message: format!("{fits} items fit now") }])
+                Some(vec![FieldProblem::new("items", format!("{fits} items fit now"))])
             }
+            Self::BelowMinConfidence { confidence, min } => Some(vec![FieldProblem {
+                reason: Some("below_min_confidence".into()),
+                ..FieldProblem::new("min_confidence", format!("the best answer's confidence is {confidence}, below {min}"))
+            }]),
             _ => None,
         };
         ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string(), request_id, details } }
@@ -347,7 +365,7 @@ impl ApiError {
 /// The message (`field: problem; …`) and the `details` of some field problems.
 fn field_problems(problems: Vec<InputError>) -> (String, Vec<FieldProblem>) {
     let message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
-    (message, problems.into_iter().map(|p| FieldProblem { field: p.field.to_string(), message: p.message }).collect())
+    (message, problems.into_iter().map(|p| FieldProblem::new(p.field, p.message)).collect())
 }
 
 /// How long a client should wait when our own store is unreachable.
@@ -402,7 +420,7 @@ fn explain_parse_error(raw: &str) -> ApiError {
         return ApiError::Validation { message: format!("the request is not valid: {raw}"), details: Vec::new() };
     };
     let message = format!("{field}: {what}");
-    ApiError::Validation { message, details: vec![FieldProblem { field, message: what }] }
+    ApiError::Validation { message, details: vec![FieldProblem::new(field, what)] }
 }
 
 impl ResponseError for ApiError {
@@ -441,6 +459,7 @@ impl From<EnrichError> for ApiError {
         match err {
             EnrichError::InsufficientCredits => Self::InsufficientCredits,
             EnrichError::NoMatch => Self::NoMatch,
+            EnrichError::BelowMinConfidence { confidence, min } => Self::BelowMinConfidence { confidence, min },
             EnrichError::IdempotencyKeyInUse { retry_after } => Self::IdempotencyKeyInUse { retry_after },
             EnrichError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
             EnrichError::UpstreamUnavailable { retry_after } => Self::UpstreamUnavailable { retry_after },

@@ -21,6 +21,7 @@ use super::responses::{failures, successes};
 use super::security::{ApiKeyAuth, CanEnrich};
 use super::text::{CsvBody, CsvStream, NdjsonStream};
 use super::{ApiTags, AppState};
+use crate::bulk::Defaults;
 use crate::idempotency::Idempotent;
 use crate::jobs::{self, JobView, ResultRow};
 use crate::lookup::input::{InputError, Section};
@@ -36,12 +37,28 @@ pub struct JobRequest {
     /// The sections for every item that gives no `include` of its own. Defaults to all.
     #[oai(validator(min_items = 1, max_items = 3))]
     pub include: MaybeUndefined<Vec<IncludeSection>>,
+    /// The weakest answer accepted for every item, from 0 to 1 (as on
+    /// `POST /v1/email/enrich`): a weaker one is the item's `404 no_match`, not charged.
+    #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
+    pub min_confidence: MaybeUndefined<f64>,
+    /// The oldest cached data accepted for every item, in days (as on
+    /// `POST /v1/email/enrich`); `0` never serves the cache.
+    #[oai(validator(minimum(value = "0"), maximum(value = "36500")))]
+    pub max_age_days: MaybeUndefined<i64>,
+    /// `true` skips the cache for every item (as on `POST /v1/email/enrich`).
+    pub refresh: MaybeUndefined<bool>,
 }
 
 impl Example for JobRequest {
     fn example() -> Self {
         let bulk = <super::bulk::BulkRequest as Example>::example();
-        Self { items: bulk.items, include: MaybeUndefined::Undefined }
+        Self {
+            items: bulk.items,
+            include: MaybeUndefined::Undefined,
+            min_confidence: MaybeUndefined::Undefined,
+            max_age_days: MaybeUndefined::Undefined,
+            refresh: MaybeUndefined::Undefined,
+        }
     }
 }
 
@@ -369,21 +386,24 @@ impl JobsApi {
         body: JobSubmission,
     ) -> Result<SubmitJobOk, SubmitJobFailure> {
         let principal = auth.0;
-        let (items, include) = match body {
+        let (items, include, quality) = match body {
             JobSubmission::Json(Json(req)) => {
                 let include: Option<Vec<String>> =
                     not_null("include", req.include)?.map(|l| l.into_iter().map(|s| Section::from(s).as_str().to_string()).collect());
-                (super::bulk::item_inputs(req.items)?, include)
+                let quality = super::enrich::quality(req.min_confidence, req.max_age_days, req.refresh)?;
+                (super::bulk::item_inputs(req.items)?, include, quality)
             }
             JobSubmission::Csv(CsvBody(text)) => {
                 let items = jobs::parse_csv(&text).map_err(|p| ApiError::validation(vec![InputError::new("body", p.message)]))?;
-                (items, None)
+                (items, None, Default::default())
             }
         };
         let key = idempotency_key.0.map(|k| k.hyphenated().to_string());
         let idem = key.as_deref().map(|key| Idempotent { key, lease: state.idempotency_lease, ttl: state.idempotency_ttl });
         let (job, replayed) =
-            jobs::submit(&state.db, &principal, &items, include.as_deref(), idem, crate::now_ms()).await.map_err(ApiError::from)?;
+            jobs::submit(&state.db, &principal, &items, Defaults { include: include.as_deref(), quality }, idem, crate::now_ms())
+                .await
+                .map_err(ApiError::from)?;
         state.jobs_wake.notify_one();
         let location = format!("/v1/enrich/jobs/{}", job.id);
         Ok(SubmitJobOk::Accepted(Json(JobResponse { data: job.into() }), location, replayed.then_some(true)))

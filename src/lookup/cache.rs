@@ -60,8 +60,23 @@ pub enum Cached {
     /// The answer, and the `fetched_at` of its entry (entries change only by being
     /// replaced, so the cache key and `fetched_at` identify one).
     Match(Arc<Matched>, i64),
-    NoMatch,
+    /// A remembered no-match, and when the vendors said so.
+    NoMatch(i64),
     Miss,
+}
+
+impl Cached {
+    /// A miss when the entry is `max_age_ms` old or older (a caller's `max_age_days`).
+    pub fn younger_than(self, max_age_ms: Option<i64>, now_ms: i64) -> Self {
+        let fetched_at = match &self {
+            Cached::Match(_, at) | Cached::NoMatch(at) => *at,
+            Cached::Miss => return self,
+        };
+        match max_age_ms {
+            Some(max) if now_ms - fetched_at >= max => Cached::Miss,
+            _ => self,
+        }
+    }
 }
 
 fn present(record: &EnrichmentRecord) -> impl Iterator<Item = Section> + '_ {
@@ -136,7 +151,7 @@ impl Entry {
             return Cached::Miss;
         }
         if self.no_match {
-            return Cached::NoMatch;
+            return Cached::NoMatch(self.fetched_at);
         }
         let Some(matched) = &self.matched else { return Cached::Miss };
         let age = Duration::from_millis((now_ms - self.fetched_at).max(0) as u64);

@@ -293,12 +293,75 @@ impl LookupInput {
     }
 }
 
+/// What a caller accepts of an answer: a confidence floor, and how old cached data may
+/// be. The default accepts any answer the cache or the vendors have.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Quality {
+    /// An answer below this confidence (0–1) is a free no-match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_confidence: Option<f64>,
+    /// Cached data this many days old or older is fetched again (a normal paid lookup);
+    /// 0: never served from the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_days: Option<u32>,
+    /// Skip the cache: always ask the vendors.
+    #[serde(default)]
+    pub refresh: bool,
+}
+
+/// Days accepted in `max_age_days` (100 years).
+pub const MAX_AGE_DAYS: u32 = 36_500;
+
+impl Quality {
+    /// Checks the ranges; every problem is reported.
+    pub fn new(min_confidence: Option<f64>, max_age_days: Option<i64>, refresh: Option<bool>) -> Result<Self, Vec<InputError>> {
+        let mut problems = Vec::new();
+        if min_confidence.is_some_and(|c| !(0.0..=1.0).contains(&c)) {
+            problems.push(InputError::new("min_confidence", "must be between 0 and 1"));
+        }
+        let max_age_days = match max_age_days {
+            None => None,
+            Some(d) => match u32::try_from(d) {
+                Ok(d) if d <= MAX_AGE_DAYS => Some(d),
+                _ => {
+                    problems.push(InputError::new("max_age_days", format!("must be between 0 and {MAX_AGE_DAYS}")));
+                    None
+                }
+            },
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Self { min_confidence, max_age_days, refresh: refresh.unwrap_or(false) })
+    }
+
+    /// The age (ms) from which a cache entry is not served: `Some(0)` serves none.
+    pub fn max_age_ms(&self) -> Option<i64> {
+        if self.refresh {
+            return Some(0);
+        }
+        self.max_age_days.map(|d| i64::from(d) * 86_400_000)
+    }
+
+    /// Whether an answer of this confidence is good enough.
+    pub fn accepts(&self, confidence: f64) -> bool {
+        self.min_confidence.is_none_or(|min| confidence >= min)
+    }
+
+    /// This quality's part of a request's fingerprint: nothing for the default, so that
+    /// requests without quality controls keep the fingerprints they always had.
+    fn fingerprint_part(&self) -> Option<String> {
+        (*self != Self::default()).then(|| format!("\nquality:{:?}:{:?}:{}", self.min_confidence, self.max_age_days, self.refresh))
+    }
+}
+
 /// A whole, validated enrich request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EnrichQuery {
     pub input: LookupInput,
     /// Never empty; every section when the caller did not say.
     pub include: BTreeSet<Section>,
+    pub quality: Quality,
 }
 
 impl EnrichQuery {
@@ -318,7 +381,12 @@ impl EnrichQuery {
             return Err(problems);
         }
         let input = LookupInput::new(email, domain).map_err(|e| vec![e])?;
-        Ok(Self { input, include })
+        Ok(Self { input, include, quality: Quality::default() })
+    }
+
+    /// The same request with `quality`'s controls.
+    pub fn with_quality(self, quality: Quality) -> Self {
+        Self { quality, ..self }
     }
 
     /// Identifies "the same request" for idempotency: a hash of the method, the path and
@@ -335,6 +403,9 @@ impl EnrichQuery {
                 hash.update(b",");
             }
             hash.update(section.as_str().as_bytes());
+        }
+        if let Some(part) = self.quality.fingerprint_part() {
+            hash.update(part.as_bytes());
         }
         hex(&hash.finalize())
     }

@@ -135,21 +135,27 @@ impl Lookup {
         self.slots.iter().map(|s| s.vendor.name().as_str()).collect()
     }
 
-    /// What is known about `input`: from the cache when it has a fresh answer, else from
-    /// the vendors.
+    /// What is known about `input`: from the cache when it has a fresh answer (younger
+    /// than `max_age_ms` too, when given: `Some(0)` never reads the cache), else from the
+    /// vendors.
     pub async fn find(
         &self,
         db: &DatabaseConnection,
         subject: &Subject<'_>,
         include: &BTreeSet<Section>,
+        max_age_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<LookupOutcome, DbErr> {
-        match self.cached(db, subject, include, now_ms).await? {
+        let cached = match max_age_ms {
+            Some(0) => Cached::Miss,
+            _ => self.cached(db, subject, include, max_age_ms, now_ms).await?,
+        };
+        match cached {
             Cached::Match(matched, fetched_at) => {
                 self.metrics.cache("hit");
                 return Ok(LookupOutcome::Found { matched, cached_at: Some(fetched_at) });
             }
-            Cached::NoMatch => {
+            Cached::NoMatch(_) => {
                 self.metrics.cache("negative_hit");
                 return Ok(LookupOutcome::NoMatch);
             }
@@ -162,17 +168,18 @@ impl Lookup {
 
     /// The cache's answer, from the in-process memo of recent rows when it has a usable
     /// one (rows change only by being replaced, so a memo hit that is fresh is right),
-    /// otherwise from the database.
+    /// otherwise from the database; an entry `max_age_ms` old or older is a miss.
     async fn cached(
         &self,
         db: &DatabaseConnection,
         subject: &Subject<'_>,
         include: &BTreeSet<Section>,
+        max_age_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<Cached, DbErr> {
         let key = &subject.cache_key;
         if let Some(entry) = self.hot.cache_row(key) {
-            let cached = entry.interpret(include, &self.cache, now_ms);
+            let cached = entry.interpret(include, &self.cache, now_ms).younger_than(max_age_ms, now_ms);
             if !matches!(cached, Cached::Miss) {
                 return Ok(cached);
             }
@@ -188,7 +195,7 @@ impl Lookup {
         };
         let Some(row) = row else { return Ok(Cached::Miss) };
         let entry = cache::Entry::new(row);
-        let cached = entry.interpret(include, &self.cache, now_ms);
+        let cached = entry.interpret(include, &self.cache, now_ms).younger_than(max_age_ms, now_ms);
         self.remember(subject, entry, now_ms);
         Ok(cached)
     }

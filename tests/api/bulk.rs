@@ -118,8 +118,10 @@ async fn an_idempotency_key_covers_the_whole_call(backend: Backend) {
 
     // A call still running with the key: 409.
     let running = uuid::Uuid::new_v4().to_string();
-    let fingerprint =
-        leadlex::bulk::fingerprint(&[leadlex::bulk::ItemInput { email: Some("jane@acme.com".into()), ..Default::default() }], None);
+    let fingerprint = leadlex::bulk::fingerprint(
+        &[leadlex::bulk::ItemInput { email: Some("jane@acme.com".into()), ..Default::default() }],
+        Default::default(),
+    );
     app.hold_claim(&ws, &running, &fingerprint).await;
     let busy = app
         .request(
@@ -235,12 +237,15 @@ async fn the_documented_example_is_what_a_fresh_server_answers(backend: Backend)
     assert_eq!(r.status, 200);
     let mut body = r.json();
     let example = &op["responses"]["200"]["content"][media]["examples"]["crm_export"]["value"];
-    // What differs from call to call: the balances and the call's request id.
+    // What differs from call to call: the balances, when the data was fetched and the
+    // call's request id.
     let results = body["data"]["results"].as_array_mut().unwrap();
     for (n, item) in results.iter_mut().enumerate() {
         let documented = &example["data"]["results"][n];
         if item["data"].is_object() {
             item["data"]["credits_remaining"] = documented["data"]["credits_remaining"].clone();
+            assert!(item["data"]["fetched_at"].is_string(), "{item}");
+            item["data"]["fetched_at"] = documented["data"]["fetched_at"].clone();
         }
         if item["error"].is_object() {
             item["error"]["request_id"] = documented["error"]["request_id"].clone();

@@ -408,7 +408,7 @@ async fn every_job_operation_refuses_what_it_should(backend: Backend) {
     // A submission still being stored with the same key: 409.
     let running = uuid::Uuid::new_v4().to_string();
     let items = [leadlex::bulk::ItemInput { domain: Some("acme.com".into()), ..Default::default() }];
-    app.hold_claim(&ws, &running, &leadlex::jobs::fingerprint(&items, None)).await;
+    app.hold_claim(&ws, &running, &leadlex::jobs::fingerprint(&items, Default::default())).await;
     let busy = app
         .request(
             app.client
@@ -528,7 +528,46 @@ async fn finished_jobs_are_purged_after_their_retention(backend: Backend) {
     assert_eq!(app.charges(&ws).await, 1, "the ledger keeps its charge");
 }
 
+/// A job's quality controls hold for each of its items, as on a single call.
+async fn a_job_keeps_its_quality_controls(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(100).await;
+    let emails = known_emails(12);
+    let items: Vec<Value> = emails.iter().map(|e| json!({"email": e})).collect();
+    // Cached first, so that `refresh` has something to skip.
+    let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
+    let balance = app.balance(&ws).await;
+
+    let r = submit(&app, &key, json!({"items": items, "min_confidence": 1.0, "refresh": true})).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.bytes));
+    let id = r.json()["data"]["id"].as_str().unwrap().to_string();
+    let done = wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
+    let results = all_results(&app, &key, &id, 100).await;
+    let mut refused = 0;
+    for result in &results {
+        match result["status"].as_u64() {
+            Some(200) => {
+                assert_eq!(result["data"]["confidence"].as_f64(), Some(1.0), "only sure answers pass: {result}");
+                assert_eq!(result["data"]["source"], "vendor_a", "refreshed, not cached: {result}");
+                assert!(result["data"]["fetched_at"].is_string());
+            }
+            _ => {
+                assert_eq!(result["error"]["details"][0]["reason"], "below_min_confidence", "{result}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "some answers are below 1.0");
+    assert_eq!((done["no_match"].as_i64(), done["succeeded"].as_i64()), (Some(refused), Some(12 - refused)));
+    assert_eq!(app.assert_books_balance(&ws).await, balance - (12 - refused), "only the sure answers are charged");
+
+    let r = submit(&app, &key, json!({"items": items, "max_age_days": -1})).await;
+    assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"));
+}
+
 crate::on_both_backends!(
+    a_job_keeps_its_quality_controls,
     finished_jobs_are_purged_after_their_retention,
     a_csv_file_in_csv_and_ndjson_out,
     the_documented_examples_are_what_the_server_answers,

@@ -161,8 +161,9 @@ pub fn without_per_call_values(mut body: Value) -> Value {
 
 /// Values the server makes up for each call: ids, secrets, times, balances.
 fn blank_generated(value: &mut Value) {
-    const GENERATED: [&str; 13] = [
+    const GENERATED: [&str; 14] = [
         "credits_remaining",
+        "fetched_at",
         "started_at",
         "finished_at",
         "id",

@@ -71,17 +71,20 @@ pub enum Permission {
     ReadUsage,
     /// `admin:api_keys`: create, list and revoke the workspace's API keys.
     AdminApiKeys,
+    /// `admin:privacy`: manage the workspace's suppression (do-not-enrich) list.
+    AdminPrivacy,
 }
 
 impl Permission {
     /// The catalogue, in the order the docs list it.
-    pub const ALL: [Permission; 3] = [Permission::WriteEnrich, Permission::ReadUsage, Permission::AdminApiKeys];
+    pub const ALL: [Permission; 4] = [Permission::WriteEnrich, Permission::ReadUsage, Permission::AdminApiKeys, Permission::AdminPrivacy];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::WriteEnrich => "write:enrich",
             Permission::ReadUsage => "read:usage",
             Permission::AdminApiKeys => "admin:api_keys",
+            Permission::AdminPrivacy => "admin:privacy",
         }
     }
 

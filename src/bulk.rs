@@ -363,7 +363,10 @@ impl EnrichService {
             None => None,
             Some(key) => {
                 let fingerprint = fingerprint(items, defaults);
-                match idempotency::claim(self.db(), &principal.workspace_id, key, &fingerprint, now, self.lease(), self.ttl()).await? {
+                let inputs: Vec<Option<EnrichQuery>> = items.iter().map(|i| parse_item(i, defaults).ok()).collect();
+                let subjects = self.suppressions().subjects_of_items(inputs.iter().map(|q| q.as_ref().map(|q| &q.input)));
+                let ws = &principal.workspace_id;
+                match idempotency::claim(self.db(), ws, key, &fingerprint, Some(subjects), now, self.lease(), self.ttl()).await? {
                     Claim::Acquired(token) => Some(token),
                     Claim::Replay { answer, .. } => {
                         let answer: BulkAnswer =
@@ -372,6 +375,8 @@ impl EnrichService {
                     }
                     Claim::InUse { retry_after } => return Err(EnrichError::IdempotencyKeyInUse { retry_after }),
                     Claim::Reused => return Err(EnrichError::IdempotencyKeyReused),
+                    // A bulk call's record is redacted item by item, never erased whole.
+                    Claim::Erased => return Err(anyhow::anyhow!("a bulk call's record says erased").into()),
                 }
             }
         };
@@ -415,6 +420,8 @@ impl EnrichService {
                 Ok(query) if test && Trigger::of(&query.input) == Some(Trigger::InsufficientCredits) => {
                     pending.push(Pending::Failed(ItemFailure::InsufficientCredits))
                 }
+                // A suppressed input is a free no-match, never looked up.
+                Ok(query) if self.suppressions().is_suppressed(ws, &query.input) => pending.push(Pending::Failed(ItemFailure::NoMatch)),
                 Ok(query) => {
                     let key = if test { test_mode::subject(&query.input, ws).cache_key } else { Subject::live(&query.input).cache_key };
                     let at = *index.entry(key.clone()).or_insert_with(|| {

@@ -83,6 +83,23 @@ pub enum Command {
     /// Follow or fetch a job of a running server.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Privacy requests: erase a subject everywhere.
+    #[command(subcommand)]
+    Privacy(PrivacyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrivacyCommand {
+    /// Erase a person (`--email`) or a whole domain (`--domain`): every cached record of
+    /// it is deleted, its data leaves every server's memory within `[privacy]
+    /// refresh_ms`, and it goes on the global suppression list (as a keyed hash): it is
+    /// never looked up again. Reports what it removed. Safe to run again.
+    Erase {
+        #[arg(long, conflicts_with = "domain", required_unless_present = "domain")]
+        email: Option<String>,
+        #[arg(long)]
+        domain: Option<String>,
+    },
 }
 
 /// Which server to call, with which key.
@@ -385,6 +402,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     });
                 }
             }
+            Ok(())
+        }
+        Command::Privacy(PrivacyCommand::Erase { email, domain }) => {
+            let subject = crate::privacy::Subject::parse(email.as_deref(), domain.as_deref()).map_err(|problems| {
+                anyhow::anyhow!(problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect::<Vec<_>>().join("; "))
+            })?;
+            let db = db::connect(&settings.database).await?;
+            db::ensure_schema(&db).await?;
+            let sealer = Arc::new(startup::sealer(&settings)?);
+            let hot = Arc::new(crate::hot::HotCaches::new(&settings.hot_caches, &Metrics::new()));
+            let suppressions = crate::privacy::Suppressions::load(db, sealer, hot).await?;
+            // Rows a server was writing at the moment of the first pass are gone in the
+            // second: by then every server knows the subject and looks it up no more.
+            let settle = Duration::from_millis(settings.privacy.refresh_ms.saturating_mul(2)) + Duration::from_millis(500);
+            let report = suppressions.erase(&subject, crate::now_ms(), settle).await?;
+            emit(cli.json, serde_json::to_value(&report)?, || {
+                format!(
+                    "erased the {}: {} cached record(s) deleted; {} the global suppression list",
+                    report.kind,
+                    report.cache_rows_deleted,
+                    if report.already_suppressed { "already on" } else { "added to" }
+                )
+            });
             Ok(())
         }
         Command::Credits(cmd) => {

@@ -30,6 +30,23 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub secrets: SecretsSettings,
     pub jobs: JobsSettings,
+    pub privacy: PrivacySettings,
+}
+
+/// Suppression lists (see `docs/privacy.md`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacySettings {
+    /// How often each process checks whether a suppression list changed (and reloads it),
+    /// in milliseconds: a suppression or an erasure made anywhere is honoured everywhere
+    /// within this time, and an erased subject's data leaves every process's memory.
+    pub refresh_ms: u64,
+}
+
+impl Default for PrivacySettings {
+    fn default() -> Self {
+        Self { refresh_ms: 1_000 }
+    }
 }
 
 /// Enrichment jobs: the workers every `serve` process runs.
@@ -190,11 +207,21 @@ pub struct CacheSettings {
     /// How long "no vendor knows this input" is remembered, in seconds (0: never), so
     /// that repeated misses do not call the vendors again.
     pub negative_ttl_secs: u64,
+    /// How long any cached vendor answer is kept at all, in days, whatever the TTLs say:
+    /// the background purge deletes rows fetched longer ago (see `docs/privacy.md`).
+    pub retention_days: u64,
 }
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self { ttl_secs: 30 * 24 * 3600, person_ttl_secs: None, company_ttl_secs: None, social_ttl_secs: None, negative_ttl_secs: 600 }
+        Self {
+            ttl_secs: 30 * 24 * 3600,
+            person_ttl_secs: None,
+            company_ttl_secs: None,
+            social_ttl_secs: None,
+            negative_ttl_secs: 600,
+            retention_days: 90,
+        }
     }
 }
 

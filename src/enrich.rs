@@ -30,6 +30,7 @@ use crate::idempotency::{self, Claim, ClaimToken};
 use crate::lookup::input::EnrichQuery;
 use crate::lookup::record::{EnrichmentRecord, Matched, Source};
 use crate::lookup::{cache, Lookup, LookupOutcome, Subject};
+use crate::privacy::Suppressions;
 use crate::settler::{Completion, Job, SettleError, Settler};
 use crate::test_mode::{self, Trigger};
 
@@ -136,6 +137,8 @@ pub const OPERATION: (&str, &str) = ("POST", "/v1/email/enrich");
 /// What an [`EnrichService`] is built from.
 pub struct EnrichParts {
     pub db: DatabaseConnection,
+    /// The suppression lists: a suppressed input is a free no-match, never looked up.
+    pub suppressions: Arc<Suppressions>,
     pub hot: Arc<HotCaches>,
     pub settler: Settler,
     pub lookup: Lookup,
@@ -150,6 +153,7 @@ pub struct EnrichParts {
 
 pub struct EnrichService {
     db: DatabaseConnection,
+    suppressions: Arc<Suppressions>,
     hot: Arc<HotCaches>,
     settler: Settler,
     lookup: Lookup,
@@ -169,12 +173,16 @@ struct Found {
 
 impl EnrichService {
     pub fn new(parts: EnrichParts) -> Self {
-        let EnrichParts { db, hot, settler, lookup, test_lookup, idempotency_lease, idempotency_ttl, metrics } = parts;
-        Self { db, hot, settler, lookup, test_lookup, idempotency_lease, idempotency_ttl, metrics }
+        let EnrichParts { db, suppressions, hot, settler, lookup, test_lookup, idempotency_lease, idempotency_ttl, metrics } = parts;
+        Self { db, suppressions, hot, settler, lookup, test_lookup, idempotency_lease, idempotency_ttl, metrics }
     }
 
     pub(crate) fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    pub(crate) fn suppressions(&self) -> &Suppressions {
+        &self.suppressions
     }
 
     pub(crate) fn settler(&self) -> &Settler {
@@ -227,6 +235,7 @@ impl EnrichService {
                     &principal.workspace_id,
                     key,
                     &fingerprint,
+                    Some(self.suppressions.subjects_of_call(&query.input)),
                     now,
                     self.idempotency_lease,
                     self.idempotency_ttl,
@@ -251,6 +260,8 @@ impl EnrichService {
                     }
                     Claim::InUse { retry_after } => return Err(EnrichError::IdempotencyKeyInUse { retry_after }),
                     Claim::Reused => return Err(EnrichError::IdempotencyKeyReused),
+                    // Its subject was erased: as a call would answer now, free.
+                    Claim::Erased => return Err(EnrichError::NoMatch),
                 }
             }
         };
@@ -303,7 +314,7 @@ impl EnrichService {
         }
 
         let subject = Subject::live(&query.input);
-        let Found { matched, record, cached_at } = self.find(&self.lookup, &subject, query).await?;
+        let Found { matched, record, cached_at } = self.find(&self.lookup, &subject, query, ws).await?;
         let from_cache = cached_at.is_some();
         let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
         let cache_row = (!from_cache).then(|| cache::match_row(&subject, &matched, self.lookup.cache_policy(), crate::now_ms()));
@@ -347,7 +358,7 @@ impl EnrichService {
             return Err(EnrichError::InsufficientCredits);
         }
         let subject = test_mode::subject(&query.input, ws);
-        let Found { matched, record, cached_at } = self.find(&self.test_lookup, &subject, query).await?;
+        let Found { matched, record, cached_at } = self.find(&self.test_lookup, &subject, query, ws).await?;
         let (source, fetched_at) = match cached_at {
             Some(at) => (Source::Cached, at),
             None => {
@@ -370,11 +381,15 @@ impl EnrichService {
         Ok(Success { answer, credits_remaining: balance, replayed: false, rendering: None })
     }
 
-    /// Step 8: what `lookup` knows about `subject` (no cached data older than the caller
+    /// Step 8: `NoMatch` for a suppressed input (no vendor asked, nothing charged); else what
+    /// `lookup` knows about `subject` (no cached data older than the caller
     /// accepts), projected on the sections asked for; `NoMatch` when it has none of them
     /// and `BelowMinConfidence` when it is less sure than the caller asks (a vendor answer
     /// refused so is cached unpaid), `UpstreamUnavailable` when every vendor failed.
-    async fn find(&self, lookup: &Lookup, subject: &Subject<'_>, query: &EnrichQuery) -> Result<Found, EnrichError> {
+    async fn find(&self, lookup: &Lookup, subject: &Subject<'_>, query: &EnrichQuery, workspace_id: &str) -> Result<Found, EnrichError> {
+        if self.suppressions.is_suppressed(workspace_id, &query.input) {
+            return Err(EnrichError::NoMatch);
+        }
         let max_age_ms = query.quality.max_age_ms();
         let (matched, cached_at) = match lookup.find(&self.db, subject, &query.include, max_age_ms, crate::now_ms()).await? {
             LookupOutcome::Found { matched, cached_at } => (matched, cached_at),

@@ -102,6 +102,12 @@ impl<K: Eq + Hash + Clone, V: Clone> Bounded<K, V> {
         }
     }
 
+    fn clear(&self) {
+        if let Some(entries) = &self.entries {
+            entries.clear();
+        }
+    }
+
     /// Remembers `value` for the cache's TTL, or less when `at_most` is shorter.
     fn insert(&self, key: K, value: V, at_most: Option<Duration>) {
         let Some(entries) = &self.entries else { return };
@@ -182,6 +188,13 @@ impl HotCaches {
     pub fn remember_cache_row(&self, key: CacheKey, entry: Arc<Entry>, now_ms: i64) {
         let cap = until(entry.expires_at, now_ms);
         self.cache_rows.insert(key, entry, cap);
+    }
+
+    /// Forgets every remembered cache row and replayed answer (a subject was erased:
+    /// this process holds none of its data in memory any more; see `crate::privacy`).
+    pub fn forget_enrichment_data(&self) {
+        self.cache_rows.clear();
+        self.replays.clear();
     }
 }
 

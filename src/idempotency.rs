@@ -34,6 +34,9 @@ pub enum State {
     InProgress,
     /// The call succeeded; its answer is replayed until the record expires.
     Completed,
+    /// The call succeeded, then its subject was erased (`crate::privacy`): no answer is
+    /// kept, and a replay answers as a call would now (`no_match`, free).
+    Erased,
 }
 
 impl State {
@@ -41,6 +44,7 @@ impl State {
         match self {
             State::InProgress => "in_progress",
             State::Completed => "completed",
+            State::Erased => "erased",
         }
     }
 }
@@ -75,18 +79,23 @@ pub enum Claim {
     /// for a call that was charged, the balance its debit left; replayable until
     /// `expires_at`.
     Replay { answer: Vec<u8>, balance_after: Option<i64>, expires_at: i64 },
+    /// A completed call whose subject was erased since: nothing to replay.
+    Erased,
     /// The first call with this key is still running.
     InUse { retry_after: Duration },
     /// The key was used with a different request.
     Reused,
 }
 
-/// Tries to claim `key` for a request with `fingerprint`.
+/// Tries to claim `key` for a request with `fingerprint`, about `subjects` (see
+/// `idempotency_records.subjects`).
+#[allow(clippy::too_many_arguments)]
 pub async fn claim(
     db: &impl ConnectionTrait,
     workspace_id: &str,
     key: &str,
     fingerprint: &str,
+    subjects: Option<String>,
     now_ms: i64,
     lease: Duration,
     ttl: Duration,
@@ -110,6 +119,7 @@ pub async fn claim(
                 balance_after: Set(None),
                 created_at: Set(now_ms),
                 expires_at: Set(now_ms + ttl.as_millis() as i64),
+                subjects: Set(subjects.clone()),
             })
             .on_conflict(OnConflict::columns([rec::Column::WorkspaceId, rec::Column::IdempotencyKey]).do_nothing().to_owned())
             .exec_without_returning(db)
@@ -125,6 +135,9 @@ pub async fn claim(
         }
         if existing.fingerprint != fingerprint {
             return Ok(Claim::Reused);
+        }
+        if existing.state == State::Erased.as_str() {
+            return Ok(Claim::Erased);
         }
         if existing.state == State::Completed.as_str() {
             let Some(answer) = existing.response_body else {

@@ -211,7 +211,7 @@ pub async fn submit(
                 KeyMode::Live => idem.key.to_string(),
                 KeyMode::Test => crate::test_mode::idempotency_key(idem.key),
             };
-            match idempotency::claim(db, ws, &key, &fingerprint(items, defaults), now_ms, idem.lease, idem.ttl).await? {
+            match idempotency::claim(db, ws, &key, &fingerprint(items, defaults), None, now_ms, idem.lease, idem.ttl).await? {
                 Claim::Acquired(token) => Some(token),
                 Claim::Replay { answer, .. } => {
                     let id = String::from_utf8(answer).map_err(|e| JobError::Corrupt(e.to_string()))?;
@@ -219,6 +219,7 @@ pub async fn submit(
                 }
                 Claim::InUse { retry_after } => return Err(JobError::IdempotencyKeyInUse { retry_after }),
                 Claim::Reused => return Err(JobError::IdempotencyKeyReused),
+                Claim::Erased => return Err(JobError::Corrupt("a job submission's record says erased".into())),
             }
         }
     };

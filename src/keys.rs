@@ -314,7 +314,7 @@ pub async fn create_idempotent(
     now_ms: i64,
 ) -> Result<(CreatedKey, bool), KeyError> {
     let context = seal_context(workspace_id, idem.key);
-    let token = match idempotency::claim(db, workspace_id, idem.key, &fingerprint(spec), now_ms, idem.lease, idem.ttl).await? {
+    let token = match idempotency::claim(db, workspace_id, idem.key, &fingerprint(spec), None, now_ms, idem.lease, idem.ttl).await? {
         Claim::Acquired(token) => token,
         Claim::Replay { answer, .. } => {
             let sealed = String::from_utf8(answer).map_err(|e| KeyError::Corrupt(e.to_string()))?;
@@ -324,6 +324,7 @@ pub async fn create_idempotent(
         }
         Claim::InUse { retry_after } => return Err(KeyError::IdempotencyKeyInUse { retry_after }),
         Claim::Reused => return Err(KeyError::IdempotencyKeyReused),
+        Claim::Erased => return Err(KeyError::Corrupt("a key creation's record says erased".into())),
     };
     let result: Result<CreatedKey, KeyError> = async {
         // Checked before the transaction, so that its first statement is a write: a

@@ -8,6 +8,10 @@
 //! sealed value to the row it belongs to, so that it cannot be moved to another row. A
 //! sealed value is `v1:` followed by base64url(nonce ‖ ciphertext ‖ tag).
 //!
+//! The same key also keys the hashes of suppressed subjects ([`Sealer::keyed_hash`]:
+//! HMAC-SHA256 under a subkey derived from it), so that replicas agree on them and a
+//! database dump alone cannot be tested against guessed addresses.
+//!
 //! Invariants: the key never leaves this module (no `Debug`, no accessor); opening with
 //! a wrong key, a wrong row or a changed byte fails.
 
@@ -19,6 +23,8 @@ use chacha20poly1305::{
     aead::{Aead, AeadCore, KeyInit, OsRng, Payload},
     XChaCha20Poly1305, XNonce,
 };
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 const VERSION: &str = "v1:";
 const NONCE_LEN: usize = 24;
@@ -26,6 +32,9 @@ const NONCE_LEN: usize = 24;
 /// Seals and opens values with the server's key.
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    /// A key derived for keyed hashes (HMAC-SHA256 of the seal key and a label): it
+    /// tells nothing of the seal key.
+    hash_key: [u8; 32],
 }
 
 /// A sealed value could not be opened (wrong key, wrong row, or tampered with).
@@ -40,7 +49,21 @@ impl Sealer {
         if bytes.len() != 32 {
             bail!("the seal key must be 32 bytes (43 base64url characters), not {}", bytes.len());
         }
-        Ok(Self { cipher: XChaCha20Poly1305::new_from_slice(&bytes).expect("32-byte key") })
+        let hash_key = <Hmac<Sha256> as Mac>::new_from_slice(&bytes)
+            .expect("HMAC takes any key length")
+            .chain_update(b"leadlex keyed hash v1")
+            .finalize()
+            .into_bytes()
+            .into();
+        Ok(Self { cipher: XChaCha20Poly1305::new_from_slice(&bytes).expect("32-byte key"), hash_key })
+    }
+
+    /// The keyed hash of `text` (HMAC-SHA256 under a key derived from the seal key), hex:
+    /// the same on every replica that shares the seal key; without the key, a hash
+    /// cannot be tested against guesses.
+    pub fn keyed_hash(&self, text: &str) -> String {
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
+        crate::hex::hex(&mac.chain_update(text.as_bytes()).finalize().into_bytes())
     }
 
     /// A fresh random key, encoded as [`Sealer::from_encoded`] reads it.

@@ -34,6 +34,8 @@ pub struct Application {
     db: DatabaseConnection,
     sandbox: Sandbox,
     purger: tokio::task::JoinHandle<()>,
+    /// Reloads the suppression lists when they change.
+    refresher: tokio::task::JoinHandle<()>,
     settler: Settler,
     /// Tells the job worker to stop (after its chunk in flight).
     stop_worker: Arc<tokio::sync::Notify>,
@@ -102,8 +104,13 @@ impl Application {
             }
             None => Limiter::Local(RateLimiter::new()),
         };
+        let sealer = Arc::new(sealer(&settings)?);
+        let suppressions =
+            crate::privacy::Suppressions::load(db.clone(), sealer.clone(), hot.clone()).await.context("loading the suppression lists")?;
+        let refresher = tokio::spawn(suppressions.clone().run(Duration::from_millis(settings.privacy.refresh_ms.max(10))));
         let enrich = EnrichService::new(EnrichParts {
             db: db.clone(),
+            suppressions: suppressions.clone(),
             hot: hot.clone(),
             settler: settler.clone(),
             lookup,
@@ -112,7 +119,6 @@ impl Application {
             idempotency_ttl: Duration::from_secs(settings.idempotency.ttl_secs),
             metrics: metrics.clone(),
         });
-        let sealer = sealer(&settings)?;
         let activity = Arc::new(KeyActivity::default());
         let stop_flusher = Arc::new(tokio::sync::Notify::new());
         let flusher = tokio::spawn(crate::key_activity::flush_loop(
@@ -147,11 +153,14 @@ impl Application {
             job_retention_days: settings.jobs.retention_days,
             hot,
             sealer,
+            suppressions,
             idempotency_lease: deadline + Duration::from_millis(settings.idempotency.lease_margin_ms),
             idempotency_ttl: Duration::from_secs(settings.idempotency.ttl_secs),
         });
 
-        let purger = tokio::spawn(purge_loop(db.clone(), Duration::from_secs(settings.idempotency.purge_interval_secs.max(1))));
+        let cache_retention = Duration::from_secs(settings.cache.retention_days.saturating_mul(86_400));
+        let purger =
+            tokio::spawn(purge_loop(db.clone(), Duration::from_secs(settings.idempotency.purge_interval_secs.max(1)), cache_retention));
         let acceptor = TcpListener::bind(settings.server.bind.clone())
             .into_acceptor()
             .await
@@ -163,7 +172,7 @@ impl Application {
             job: settings.server.max_job_body_bytes,
         };
         let endpoint = api::app(state, limits).map_to_response().boxed();
-        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger, settler, stop_worker, worker, stop_flusher, flusher })
+        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger, refresher, settler, stop_worker, worker, stop_flusher, flusher })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -181,10 +190,11 @@ impl Application {
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish (up to 30 s).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { acceptor, endpoint, sandbox, purger, stop_worker, worker, stop_flusher, flusher, .. } = self;
+        let Self { acceptor, endpoint, sandbox, purger, refresher, stop_worker, worker, stop_flusher, flusher, .. } = self;
         let result =
             Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(30))).await;
         purger.abort();
+        refresher.abort();
         stop_worker.notify_one();
         if let Some(worker) = worker {
             // A chunk in flight settles (or its lease runs out and another worker redoes it).
@@ -201,7 +211,7 @@ impl Application {
 /// key generated once next to the database file (an in-memory database gets a key that
 /// lives as long as it does). PostgreSQL deployments must configure it: replicas share
 /// their sealed values.
-fn sealer(settings: &Settings) -> anyhow::Result<Sealer> {
+pub fn sealer(settings: &Settings) -> anyhow::Result<Sealer> {
     if let Some(key) = &settings.secrets.seal_key {
         return Sealer::from_encoded(key.expose()).context("[secrets] seal_key");
     }
@@ -225,8 +235,9 @@ fn sealer(settings: &Settings) -> anyhow::Result<Sealer> {
     }
 }
 
-/// Deletes expired idempotency records and cache entries, forever.
-async fn purge_loop(db: DatabaseConnection, every: Duration) {
+/// Deletes expired idempotency records, cache entries (expired, or past their retention)
+/// and finished jobs past theirs, forever.
+async fn purge_loop(db: DatabaseConnection, every: Duration, cache_retention: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
@@ -236,8 +247,10 @@ async fn purge_loop(db: DatabaseConnection, every: Duration) {
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "purging idempotency records failed"),
         }
-        if let Err(err) = cache::purge_expired(&db, now).await {
-            tracing::warn!(error = %err, "purging the cache failed");
+        match cache::purge_expired(&db, now, cache_retention).await {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "expired cache entries purged"),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "purging the cache failed"),
         }
         match crate::jobs::purge_expired(&db, now).await {
             Ok(n) if n > 0 => tracing::info!(purged = n, "finished jobs past their retention purged"),

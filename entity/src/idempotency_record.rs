@@ -1,7 +1,8 @@
 //! An `Idempotency-Key` claim of a workspace: `in_progress` while the first call runs
 //! (leased until `locked_until`), then `completed` with the call's answer (JSON written
 //! by the domain) and the balance its settlement left, which a replay renders again.
-//! Only successful (200) outcomes are ever stored as `completed`.
+//! Only successful (200) outcomes are ever stored as `completed`. A single call whose
+//! subject was erased becomes `erased` (no answer kept): its replay is a `no_match`.
 
 use sea_orm::entity::prelude::*;
 
@@ -26,6 +27,11 @@ pub struct Model {
     pub balance_after: Option<i64>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The keyed hashes of the subjects the call was about (`crate::privacy` in the
+    /// server), so that an erasure finds its replays: `one:h h…` for a single call,
+    /// `bulk:` and each item's hashes, items separated by `;`. None for calls about no
+    /// subject (key creation, job submission).
+    pub subjects: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,7 @@ pub mod credit_ledger;
 pub mod enrichment_job;
 pub mod enrichment_job_item;
 pub mod idempotency_record;
+pub mod suppression;
 pub mod workspace;
 
 pub mod prelude {
@@ -23,5 +24,6 @@ pub mod prelude {
     pub use super::enrichment_job::Entity as EnrichmentJob;
     pub use super::enrichment_job_item::Entity as EnrichmentJobItem;
     pub use super::idempotency_record::Entity as IdempotencyRecord;
+    pub use super::suppression::Entity as Suppression;
     pub use super::workspace::Entity as Workspace;
 }

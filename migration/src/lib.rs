@@ -14,6 +14,7 @@ mod m20261202_000005_ledger_indexes;
 mod m20261203_000006_key_mode;
 mod m20261203_000007_enrichment_jobs;
 mod m20261203_000008_quality;
+mod m20261203_000009_suppressions;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000006_key_mode::Migration),
             Box::new(m20261203_000007_enrichment_jobs::Migration),
             Box::new(m20261203_000008_quality::Migration),
+            Box::new(m20261203_000009_suppressions::Migration),
         ]
     }
 }

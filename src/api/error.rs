@@ -470,6 +470,17 @@ impl From<EnrichError> for ApiError {
     }
 }
 
+impl From<crate::privacy::PrivacyError> for ApiError {
+    fn from(err: crate::privacy::PrivacyError) -> Self {
+        use crate::privacy::PrivacyError;
+        match err {
+            PrivacyError::Invalid(problems) => Self::validation(problems),
+            PrivacyError::NotFound => Self::ResourceNotFound("suppression"),
+            PrivacyError::Db(e) => Self::from_db(e, "reading or changing a suppression list"),
+        }
+    }
+}
+
 impl From<crate::jobs::JobError> for ApiError {
     fn from(err: crate::jobs::JobError) -> Self {
         use crate::jobs::JobError;

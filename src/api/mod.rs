@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod json;
 pub mod keys;
 pub mod middleware;
+pub mod privacy;
 pub mod responses;
 pub mod security;
 pub mod spec;
@@ -39,7 +40,9 @@ pub struct AppState {
     pub job_retention_days: u64,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub hot: Arc<crate::hot::HotCaches>,
-    pub sealer: crate::seal::Sealer,
+    pub sealer: Arc<crate::seal::Sealer>,
+    /// The suppression lists (see `crate::privacy`).
+    pub suppressions: Arc<crate::privacy::Suppressions>,
     /// How long an `Idempotency-Key` claim is held, and its answer replayed.
     pub idempotency_lease: std::time::Duration,
     pub idempotency_ttl: std::time::Duration,
@@ -58,9 +61,12 @@ pub enum ApiTags {
     Usage,
     /// Enrichment jobs: up to 10,000 items enriched in the background.
     Jobs,
+    /// The workspace's do-not-enrich list.
+    Privacy,
 }
 
-pub type Apis = (enrich::EnrichApi, bulk::BulkApi, jobs::JobsApi, keys::KeysApi, account::AccountApi, health::HealthApi);
+pub type Apis =
+    (enrich::EnrichApi, bulk::BulkApi, jobs::JobsApi, keys::KeysApi, account::AccountApi, privacy::PrivacyApi, health::HealthApi);
 
 /// Where the text of the crate's license (`Cargo.toml`: MIT) is published.
 const LICENSE_URL: &str = "https://opensource.org/license/mit";
@@ -69,7 +75,7 @@ const LICENSE_URL: &str = "https://opensource.org/license/mit";
 /// license are the crate's (`Cargo.toml`).
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (enrich::EnrichApi, bulk::BulkApi, jobs::JobsApi, keys::KeysApi, account::AccountApi, health::HealthApi),
+        (enrich::EnrichApi, bulk::BulkApi, jobs::JobsApi, keys::KeysApi, account::AccountApi, privacy::PrivacyApi, health::HealthApi),
         "leadlex",
         env!("CARGO_PKG_VERSION"),
     )

@@ -65,6 +65,11 @@ impl Needs for ApiKeysPermission {
     const PERMISSION: Permission = Permission::AdminApiKeys;
 }
 
+pub struct PrivacyPermission;
+impl Needs for PrivacyPermission {
+    const PERMISSION: Permission = Permission::AdminPrivacy;
+}
+
 pub struct UsagePermission;
 impl Needs for UsagePermission {
     const PERMISSION: Permission = Permission::ReadUsage;
@@ -74,5 +79,7 @@ impl Needs for UsagePermission {
 pub type CanEnrich = Guard<EnrichPermission>;
 /// Guard: the key holds `admin:api_keys`.
 pub type CanManageKeys = Guard<ApiKeysPermission>;
+/// Guard: the key holds `admin:privacy`.
+pub type CanManagePrivacy = Guard<PrivacyPermission>;
 /// Guard: the key holds `read:usage`.
 pub type CanReadUsage = Guard<UsagePermission>;

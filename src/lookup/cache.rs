@@ -3,7 +3,8 @@
 //!
 //! A match is served while every section the caller asks for is younger than its TTL
 //! (configurable per section); a remembered no-match is served until its short TTL runs
-//! out. Expired entries are ignored and purged in the background. Rows are written by the
+//! out. Expired entries are ignored and purged in the background, as is every entry past
+//! `[cache] retention_days` (90) whatever its TTL. Rows are written by the
 //! settler only (see `docs/design.md`, cache writes); this module reads and interprets them.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
@@ -190,8 +191,13 @@ pub fn no_match_row(subject: &Subject<'_>, policy: &CachePolicy, now_ms: i64) ->
     })
 }
 
-/// Deletes expired entries; returns how many.
-pub async fn purge_expired(db: &impl ConnectionTrait, now_ms: i64) -> Result<u64, DbErr> {
-    let res = cache_entry::Entity::delete_many().filter(cache_entry::Column::ExpiresAt.lte(now_ms)).exec(db).await?;
+/// Deletes expired entries, and entries fetched `retention` ago or longer whatever their
+/// expiry; returns how many.
+pub async fn purge_expired(db: &impl ConnectionTrait, now_ms: i64, retention: Duration) -> Result<u64, DbErr> {
+    let kept_since = now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    let res = cache_entry::Entity::delete_many()
+        .filter(cache_entry::Column::ExpiresAt.lte(now_ms).or(cache_entry::Column::FetchedAt.lte(kept_since)))
+        .exec(db)
+        .await?;
     Ok(res.rows_affected)
 }

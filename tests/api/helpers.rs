@@ -80,6 +80,8 @@ pub async fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempD
 pub struct TestApp {
     pub base: String,
     pub db: DatabaseConnection,
+    /// What the server was built with (a replica is built with the same).
+    pub settings: Settings,
     /// The server's writer of balances, for grants.
     pub settler: leadlex::settler::Settler,
     pub client: reqwest::Client,
@@ -169,7 +171,13 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
         leadlex::db::migrate(&db).await.expect("migrations run");
         db.close().await.ok();
     }
-    let app = Application::build(settings).await.expect("application builds");
+    let pg_database = (backend == Backend::Postgres).then(|| database_url.rsplit('/').next().unwrap().to_string());
+    start(settings, pg_database, dir).await
+}
+
+/// Builds and starts a server on `settings`; drops `pg_database` when it ends.
+async fn start(settings: Settings, pg_database: Option<String>, dir: Option<tempfile::TempDir>) -> TestApp {
+    let app = Application::build(settings.clone()).await.expect("application builds");
     let base = format!("http://{}", app.addr());
     let db = app.db().clone();
     let settler = app.settler().clone();
@@ -180,11 +188,32 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     TestApp {
         base,
         db,
+        settings,
         settler,
         client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
         shutdown: Some(tx),
-        pg_database: (backend == Backend::Postgres).then(|| database_url.rsplit('/').next().unwrap().to_string()),
+        pg_database,
         _dir: dir,
+    }
+}
+
+impl TestApp {
+    /// A second server on this one's database and settings (a replica).
+    pub async fn replica(&self) -> TestApp {
+        start(self.settings.clone(), None, None).await
+    }
+
+    /// Runs the real binary against this server's database and seal key; its `--json`
+    /// answer.
+    pub fn cli(&self, args: &[&str]) -> Value {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_leadlex"));
+        command.args(["--database-url", &self.settings.database.url, "--json"]).args(args).env_remove("LEADLEX_CONFIG");
+        if let Some(key) = &self.settings.secrets.seal_key {
+            command.env("LEADLEX_SEAL_KEY", key.expose());
+        }
+        let out = command.output().expect("binary runs");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("one JSON object")
     }
 }
 
@@ -288,6 +317,7 @@ impl TestApp {
             workspace,
             idempotency_key,
             fingerprint,
+            None,
             leadlex::now_ms(),
             Duration::from_secs(30),
             Duration::from_secs(3600),

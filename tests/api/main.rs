@@ -17,6 +17,7 @@ mod key_management;
 mod keys;
 mod logs;
 mod normalisation;
+mod privacy;
 mod quality;
 mod query_plans;
 mod ratelimit;

@@ -177,7 +177,48 @@ async fn data_past_max_age_is_fetched_again(backend: Backend) {
     assert_eq!(r.json()["data"]["source"], "cached", "the fresh answer replaced the old row");
 }
 
+/// Cached answers are kept `[cache] retention_days` at most, whatever their TTL: the
+/// background purge removes the rows past it, and only those.
+async fn cache_rows_past_their_retention_are_purged(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app_with(backend, |s| {
+        s.cache.ttl_secs = 365 * 86_400;
+        s.cache.retention_days = 90;
+        s.idempotency.purge_interval_secs = 1;
+    })
+    .await;
+    let (_, key) = app.funded(10).await;
+    let day = 86_400_000i64;
+    let now = leadlex::now_ms();
+    let mut keys = Vec::new();
+    for (template, age_days) in [("kept.{i}@acme.com", 89), ("old.{i}@acme.com", 91)] {
+        let email = sandbox_input(template, |a, _| a);
+        assert_eq!(app.enrich(&key, json!({"email": email})).await.status, 200);
+        let age = format!("UPDATE enrichment_cache SET fetched_at = {} WHERE cache_key = 'email:{email}'", now - age_days * day);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while app.db.execute_unprepared(&age).await.unwrap().rows_affected() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the cache row was never written");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        keys.push(format!("email:{email}"));
+    }
+    let count = |key: String| {
+        let db = app.db.clone();
+        async move {
+            let sql = format!("SELECT 1 FROM enrichment_cache WHERE cache_key = '{key}' AND expires_at > {now}");
+            db.query_one(sea_orm::Statement::from_string(db.get_database_backend(), sql)).await.unwrap().is_some()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count(keys[1].clone()).await {
+        assert!(tokio::time::Instant::now() < deadline, "the 91-day-old row (not expired) was purged within the interval");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(count(keys[0].clone()).await, "the 89-day-old row stays");
+}
+
 crate::on_both_backends!(
+    cache_rows_past_their_retention_are_purged,
     min_confidence_refuses_weak_answers_free,
     max_age_days_and_refresh_buy_fresh_data_for_everyone,
     data_past_max_age_is_fetched_again,

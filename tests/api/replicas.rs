@@ -307,7 +307,13 @@ async fn database_outage_is_503_and_recovers_by_itself() {
     })
     .await;
     let (ws, key) = app.funded(10).await;
-    let admin = app.key(&ws, &[leadlex::auth::Permission::AdminApiKeys, leadlex::auth::Permission::ReadUsage], None).await;
+    let admin = app
+        .key(
+            &ws,
+            &[leadlex::auth::Permission::AdminApiKeys, leadlex::auth::Permission::ReadUsage, leadlex::auth::Permission::AdminPrivacy],
+            None,
+        )
+        .await;
     assert_eq!(app.enrich(&key, json!({"email": "jane@acme.com"})).await.status, 200);
     let ready = app.request(app.client.get(format!("{}/readyz", app.base))).await;
     assert_eq!(ready.status, 200);
@@ -334,6 +340,9 @@ async fn database_outage_is_503_and_recovers_by_itself() {
         app.client.get(format!("{}/v1/enrich/jobs/job_0", app.base)),
         app.client.post(format!("{}/v1/enrich/jobs/job_0/cancel", app.base)),
         app.client.get(format!("{}/v1/enrich/jobs/job_0/results", app.base)),
+        app.client.post(format!("{}/v1/suppressions", app.base)).json(&json!({"email": "a@b.co"})),
+        app.client.get(format!("{}/v1/suppressions", app.base)),
+        app.client.delete(format!("{}/v1/suppressions/sup_0", app.base)),
     ] {
         let r = app.request(req.bearer_auth(&admin.key)).await;
         assert_eq!((r.status, r.error_code().as_str()), (503, "service_unavailable"));

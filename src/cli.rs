@@ -79,6 +79,15 @@ pub enum Command {
         /// Where to write the results (default: FILE.results.csv).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Refuse answers less sure than this (0 to 1): those rows are a free `no_match`.
+        #[arg(long)]
+        min_confidence: Option<f64>,
+        /// Fetch again cached data this many days old or older.
+        #[arg(long)]
+        max_age_days: Option<i64>,
+        /// Skip the cache for every row.
+        #[arg(long)]
+        refresh: bool,
     },
     /// Follow or fetch a job of a running server.
     #[command(subcommand)]
@@ -281,10 +290,17 @@ fn emit(json_mode: bool, value: serde_json::Value, human: impl FnOnce() -> Strin
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut settings = settings(&cli)?;
     match &cli.command {
-        Command::Enrich { file, server, out } => {
+        Command::Enrich { file, server, out, min_confidence, max_age_days, refresh } => {
+            let quality = crate::lookup::input::Quality::new(*min_confidence, *max_age_days, Some(*refresh)).map_err(|problems| {
+                anyhow::anyhow!(problems
+                    .iter()
+                    .map(|p| format!("--{}: {}", p.field.replace('_', "-"), p.message))
+                    .collect::<Vec<_>>()
+                    .join("; "))
+            })?;
             let client = crate::client::Client::new(&server.server, &server.key)?;
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            let job = client.submit_csv(text).await?;
+            let job = client.submit_csv(text, &quality).await?;
             eprintln!("job {} stored: {} items", job.id, job.total);
             let out = out.clone().unwrap_or_else(|| crate::client::default_out(Some(file), &job.id));
             followed(cli.json, &job.id, client.follow(&job.id, &out).await?)

@@ -64,10 +64,18 @@ impl Client {
     }
 
     /// Submits a CSV file as a job (safe to retry: one `Idempotency-Key` per call).
-    pub async fn submit_csv(&self, text: String) -> anyhow::Result<Job> {
+    /// Submits a CSV file as a job, with `quality` for every row.
+    pub async fn submit_csv(&self, text: String, quality: &crate::lookup::input::Quality) -> anyhow::Result<Job> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        query.extend(quality.min_confidence.map(|c| ("min_confidence", c.to_string())));
+        query.extend(quality.max_age_days.map(|d| ("max_age_days", d.to_string())));
+        if quality.refresh {
+            query.push(("refresh", "true".into()));
+        }
         let resp = self
             .http
             .post(format!("{}/v1/enrich/jobs", self.server))
+            .query(&query)
             .bearer_auth(&self.key)
             .header("content-type", "text/csv")
             .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())

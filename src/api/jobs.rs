@@ -356,6 +356,14 @@ fn default_limit() -> u32 {
     25
 }
 
+/// A JSON body's own field, or else the query parameter's value.
+fn body_or_query<T>(field: MaybeUndefined<T>, query: Option<T>) -> MaybeUndefined<T> {
+    match field {
+        MaybeUndefined::Undefined => MaybeUndefined::from_opt_undefined(query),
+        given => given,
+    }
+}
+
 fn default_results_limit() -> u32 {
     100
 }
@@ -375,6 +383,8 @@ impl JobsApi {
     /// 20 unmetered, per server). Results are kept 30 days after the job finishes.
     /// Requires `write:enrich`.
     #[oai(path = "/v1/enrich/jobs", method = "post", operation_id = "submit_enrichment_job")]
+    // The parameters are the operation's contract, one argument each.
+    #[allow(clippy::too_many_arguments)]
     async fn submit(
         &self,
         auth: ApiKeyAuth,
@@ -383,6 +393,17 @@ impl JobsApi {
         /// Optional UUID that makes retries of the submission safe within 24 hours.
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<uuid::Uuid>>,
+        /// The weakest answer accepted for every item, from 0 to 1 (as `min_confidence`
+        /// of a JSON body, whose own field wins): the way to set it for a CSV file.
+        #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
+        min_confidence: Query<Option<f64>>,
+        /// The oldest cached data accepted for every item, in days (as `max_age_days` of
+        /// a JSON body, whose own field wins).
+        #[oai(validator(minimum(value = "0"), maximum(value = "36500")))]
+        max_age_days: Query<Option<i64>>,
+        /// `true` skips the cache for every item (as `refresh` of a JSON body, whose own
+        /// field wins).
+        refresh: Query<Option<bool>>,
         body: JobSubmission,
     ) -> Result<SubmitJobOk, SubmitJobFailure> {
         let principal = auth.0;
@@ -390,12 +411,21 @@ impl JobsApi {
             JobSubmission::Json(Json(req)) => {
                 let include: Option<Vec<String>> =
                     not_null("include", req.include)?.map(|l| l.into_iter().map(|s| Section::from(s).as_str().to_string()).collect());
-                let quality = super::enrich::quality(req.min_confidence, req.max_age_days, req.refresh)?;
+                let quality = super::enrich::quality(
+                    body_or_query(req.min_confidence, min_confidence.0),
+                    body_or_query(req.max_age_days, max_age_days.0),
+                    body_or_query(req.refresh, refresh.0),
+                )?;
                 (super::bulk::item_inputs(req.items)?, include, quality)
             }
             JobSubmission::Csv(CsvBody(text)) => {
                 let items = jobs::parse_csv(&text).map_err(|p| ApiError::validation(vec![InputError::new("body", p.message)]))?;
-                (items, None, Default::default())
+                let quality = super::enrich::quality(
+                    MaybeUndefined::from_opt_undefined(min_confidence.0),
+                    MaybeUndefined::from_opt_undefined(max_age_days.0),
+                    MaybeUndefined::from_opt_undefined(refresh.0),
+                )?;
+                (items, None, quality)
             }
         };
         let key = idempotency_key.0.map(|k| k.hyphenated().to_string());

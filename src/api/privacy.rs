@@ -9,33 +9,38 @@ use poem::web::Data;
 use poem_openapi::{
     param::{Path, Query},
     payload::Json,
-    types::{Example, MaybeUndefined},
-    Enum, Object, OpenApi,
+    Enum, Object, OpenApi, Union,
 };
 
 use super::error::ApiError;
-use super::fields::{not_null, Nullable};
+use super::fields::{DomainInput, EmailInput, Nullable};
 use super::responses::{failures, successes};
 use super::security::{ApiKeyAuth, CanManagePrivacy};
 use super::{ApiTags, AppState};
 use crate::privacy::{Subject, SuppressionView};
 
-/// What to suppress: exactly one of `email` and `domain`.
+/// An email address never to look up (normalised as on `POST /v1/email/enrich`).
 #[derive(Debug, Clone, Object)]
-#[oai(example)]
-pub struct SuppressionRequest {
-    /// An email address never to look up (normalised as on `POST /v1/email/enrich`).
+pub struct SuppressEmail {
+    /// The address (see `EnrichByEmail`).
     #[oai(validator(min_length = 1, max_length = 254))]
-    pub email: MaybeUndefined<String>,
-    /// A domain none of whose addresses, nor the company itself, is looked up.
-    #[oai(validator(min_length = 1, max_length = 2048))]
-    pub domain: MaybeUndefined<String>,
+    pub email: EmailInput,
 }
 
-impl Example for SuppressionRequest {
-    fn example() -> Self {
-        Self { email: MaybeUndefined::Value("jane@acme.com".into()), domain: MaybeUndefined::Undefined }
-    }
+/// A domain none of whose addresses, nor the company itself, is looked up.
+#[derive(Debug, Clone, Object)]
+pub struct SuppressDomain {
+    /// The domain (a URL is read as its domain; see `EnrichByDomain`).
+    #[oai(validator(min_length = 1, max_length = 2048))]
+    pub domain: DomainInput,
+}
+
+/// What to suppress: exactly one of `email` and `domain`.
+#[derive(Debug, Clone, Union)]
+#[oai(one_of)]
+pub enum SuppressionRequest {
+    Email(SuppressEmail),
+    Domain(SuppressDomain),
 }
 
 /// What an entry suppresses.
@@ -110,7 +115,7 @@ successes! {
 failures! {
     /// Every way adding to the list can fail. Nothing changes.
     pub enum AddSuppressionFailure {
-        /// `validation_error`: neither or both of `email` and `domain`, or a malformed one.
+        /// `validation_error`: not exactly one of `email` and `domain`, or a malformed one.
         400 => BadRequest,
         /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
@@ -207,8 +212,11 @@ impl PrivacyApi {
         state: Data<&Arc<AppState>>,
         body: Json<SuppressionRequest>,
     ) -> Result<AddSuppressionOk, AddSuppressionFailure> {
-        let (email, domain) = (not_null("email", body.0.email)?, not_null("domain", body.0.domain)?);
-        let subject = Subject::parse(email.as_deref(), domain.as_deref()).map_err(ApiError::validation)?;
+        let subject = match &body.0 {
+            SuppressionRequest::Email(e) => Subject::parse(Some(&e.email.0), None),
+            SuppressionRequest::Domain(d) => Subject::parse(None, Some(&d.domain.0)),
+        }
+        .map_err(ApiError::validation)?;
         let (entry, new) =
             state.suppressions.add_for_workspace(&auth.0.workspace_id, &subject, crate::now_ms()).await.map_err(ApiError::from)?;
         let body = Json(SuppressionResponse { data: entry.into() });

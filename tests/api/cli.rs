@@ -162,6 +162,29 @@ async fn enrich_a_csv_file_through_a_running_server(backend: Backend) {
         .unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid_key"), "says why");
+
+    // Quality controls for every row: `--refresh` asks the vendors again (and charges);
+    // a `--min-confidence` above Jane's answer (0.9) makes her row a free no_match.
+    let run = |args: &'static [&'static str], out: std::path::PathBuf| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadlex"));
+        command
+            .args(["--json", "enrich", file.to_str().unwrap(), "--server", &app.base, "--key", &key, "--out", out.to_str().unwrap()])
+            .args(args)
+            .env_remove("LEADLEX_CONFIG");
+        command
+    };
+    let fresh = dir.path().join("fresh.csv");
+    let out = run(&["--refresh"], fresh.clone()).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read_to_string(&fresh).unwrap().lines().nth(1).unwrap().contains("vendor_a"), "not cached");
+    assert_eq!(app.assert_books_balance(&ws).await, 98);
+    let strict = dir.path().join("strict.csv");
+    let out = run(&["--min-confidence", "0.95"], strict.clone()).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read_to_string(&strict).unwrap().lines().nth(1).unwrap().contains(",404,"), "refused, free");
+    assert_eq!(app.assert_books_balance(&ws).await, 98);
+    let bad = run(&["--min-confidence", "2"], dir.path().join("bad.csv")).output().await.unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--min-confidence"), "says which flag");
 }
 
 /// Ctrl-C while following: the command stops (130), the job goes on, and the command

@@ -564,6 +564,46 @@ async fn a_job_keeps_its_quality_controls(backend: Backend) {
 
     let r = submit(&app, &key, json!({"items": items, "max_age_days": -1})).await;
     assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"));
+
+    // A CSV file takes them as query parameters; a JSON body's own fields win over those.
+    let text = format!("email\n{}\n", emails.join("\n"));
+    let r = app
+        .request(
+            app.client
+                .post(format!("{}?min_confidence=1&max_age_days=0", jobs_url(&app)))
+                .bearer_auth(&key)
+                .header("content-type", "text/csv")
+                .body(text),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.bytes));
+    let id = r.json()["data"]["id"].as_str().unwrap().to_string();
+    let done = wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
+    assert_eq!(done["no_match"].as_i64(), Some(refused), "the same answers refused as with the JSON body");
+    for result in all_results(&app, &key, &id, 100).await.iter().filter(|r| r["status"] == 200) {
+        assert_eq!((result["data"]["confidence"].as_f64(), result["data"]["source"].as_str()), (Some(1.0), Some("vendor_a")), "{result}");
+    }
+    let r = app
+        .request(
+            app.client
+                .post(format!("{}?min_confidence=1", jobs_url(&app)))
+                .bearer_auth(&key)
+                .json(&json!({"items": items, "min_confidence": 0})),
+        )
+        .await;
+    let id = r.json()["data"]["id"].as_str().unwrap().to_string();
+    let done = wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
+    assert_eq!(done["succeeded"].as_i64(), Some(12), "the body's min_confidence (0) wins over the query's");
+    let r = app
+        .request(
+            app.client
+                .post(format!("{}?min_confidence=2", jobs_url(&app)))
+                .bearer_auth(&key)
+                .header("content-type", "text/csv")
+                .body("email\na@b.co\n"),
+        )
+        .await;
+    assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"));
 }
 
 crate::on_both_backends!(

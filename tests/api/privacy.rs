@@ -38,6 +38,12 @@ async fn app_with_vendor(backend: Backend, vendor: &MockServer) -> TestApp {
     .await
 }
 
+/// Every vendor call a server made so far (its `/metrics`).
+async fn vendor_calls(app: &TestApp) -> u64 {
+    let text = app.client.get(url(app, "/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines().filter(|l| l.starts_with("leadlex_vendor_calls_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+}
+
 async fn vendor_requests(vendor: &MockServer) -> usize {
     vendor.received_requests().await.unwrap_or_default().len()
 }
@@ -261,7 +267,9 @@ async fn an_erased_subject_is_gone_everywhere(backend: Backend) {
     assert_eq!(report["cache_rows_deleted"], 2, "the domain's own row and its people's: {report}");
     assert_eq!(rows("erased-co.com".into()).await, 0);
 
-    // The erasure waited out the servers' refresh bound: both answer no_match at once.
+    // The erasure waited out the servers' refresh bound: both answer no_match at once,
+    // and ask no vendor.
+    let asked = (vendor_calls(&app).await, vendor_calls(&replica).await);
     let balance = app.balance(&ws).await;
     for server in [&app, &replica] {
         for body in [json!({"email": email}), json!({"email": colleague}), json!({"domain": "erased-co.com"})] {
@@ -270,6 +278,7 @@ async fn an_erased_subject_is_gone_everywhere(backend: Backend) {
         }
     }
     assert_eq!(app.balance(&ws).await, balance, "never charged for an erased subject");
+    assert_eq!((vendor_calls(&app).await, vendor_calls(&replica).await), asked, "no vendor asked about an erased subject");
 
     // The stored answers hold the subject's data no more; their charges stay.
     let charges = app.charges(&ws).await;

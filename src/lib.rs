@@ -53,6 +53,7 @@ pub mod key_activity;
 pub mod keys;
 pub mod lookup;
 pub mod metrics;
+pub mod outbound;
 pub mod privacy;
 pub mod ratelimit;
 pub mod sandbox;

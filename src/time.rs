@@ -9,6 +9,12 @@ pub fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
 
+/// The instant `ms` milliseconds after the epoch, as the API shows stored instants (the
+/// epoch itself for one out of chrono's range, which no stored instant is).
+pub fn at(ms: i64) -> DateTime<Utc> {
+    from_ms(ms).unwrap_or_default()
+}
+
 /// Serde for an optional timestamp as poem-openapi writes one.
 pub mod rfc3339_opt {
     use chrono::{DateTime, Utc};

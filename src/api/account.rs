@@ -315,7 +315,7 @@ impl AccountApi {
                 reason: r.reason,
                 api_key_id: r.api_key_id.into(),
                 request_id: r.request_id.into(),
-                created_at: DateTime::from_timestamp_millis(r.created_at).unwrap_or_default(),
+                created_at: crate::time::at(r.created_at),
             })
             .collect();
         Ok(LedgerOk::Ok(Json(LedgerResponse {

@@ -96,10 +96,6 @@ pub struct Job {
     pub finished_at: Nullable<DateTime<Utc>>,
 }
 
-fn time(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
 impl From<JobView> for Job {
     fn from(j: JobView) -> Self {
         Self {
@@ -111,9 +107,9 @@ impl From<JobView> for Job {
             no_match: j.no_match,
             failed: j.failed,
             credits_charged: j.credits_charged,
-            created_at: time(j.created_at),
-            started_at: j.started_at.map(time).into(),
-            finished_at: j.finished_at.map(time).into(),
+            created_at: crate::time::at(j.created_at),
+            started_at: j.started_at.map(crate::time::at).into(),
+            finished_at: j.finished_at.map(crate::time::at).into(),
         }
     }
 }
@@ -128,7 +124,7 @@ pub struct JobResponse {
 /// The request example's job: just stored (`queued`), done (`completed`), or cancelled
 /// before it started (`cancelled`).
 pub fn example_job(status: &str) -> Job {
-    let created = time(1_796_000_000_000);
+    let created = crate::time::at(1_796_000_000_000);
     let done = status == "completed";
     Job {
         id: "job_019a2b3c4d5e7f808192a3b4c5d6e7f8".into(),
@@ -140,8 +136,8 @@ pub fn example_job(status: &str) -> Job {
         failed: if done { 1 } else { 0 },
         credits_charged: if done { 2 } else { 0 },
         created_at: created,
-        started_at: done.then(|| time(1_796_000_000_250)).into(),
-        finished_at: (status != "queued").then(|| time(1_796_000_001_000)).into(),
+        started_at: done.then(|| crate::time::at(1_796_000_000_250)).into(),
+        finished_at: (status != "queued").then(|| crate::time::at(1_796_000_001_000)).into(),
     }
 }
 

@@ -91,10 +91,6 @@ pub struct CreateApiKeyRequest {
     pub mode: MaybeUndefined<KeyModeName>,
 }
 
-fn time(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
 /// A key just created, with its secret.
 #[derive(Clone, Object)]
 pub struct ApiKeyCreated {
@@ -129,8 +125,8 @@ impl From<CreatedKey> for ApiKeyCreated {
             permissions: k.permissions,
             rate_limit_tier: k.rate_limit_tier,
             mode: k.mode,
-            expires_at: k.expires_at.map(time).into(),
-            created_at: time(k.created_at),
+            expires_at: k.expires_at.map(crate::time::at).into(),
+            created_at: crate::time::at(k.created_at),
             description: k.description.into(),
             id: k.id,
             key: k.key,
@@ -179,10 +175,10 @@ impl From<KeyView> for ApiKey {
             mode: k.mode,
             description: k.description.into(),
             created_by: k.created_by.into(),
-            created_at: time(k.created_at),
-            last_used_at: k.last_used_at.map(time).into(),
-            expires_at: k.expires_at.map(time).into(),
-            revoked_at: k.revoked_at.map(time).into(),
+            created_at: crate::time::at(k.created_at),
+            last_used_at: k.last_used_at.map(crate::time::at).into(),
+            expires_at: k.expires_at.map(crate::time::at).into(),
+            revoked_at: k.revoked_at.map(crate::time::at).into(),
             id: k.id,
             name: k.name,
             prefix: k.prefix,
@@ -214,7 +210,7 @@ pub struct ListApiKeysResponse {
 
 /// The key the documentation shows (its `id`, `key`, `prefix` and times are made up).
 fn example_key() -> (ApiKeyCreated, ApiKey) {
-    let created = time(1_796_000_000_000);
+    let created = crate::time::at(1_796_000_000_000);
     let expires = DateTime::parse_from_rfc3339(EXAMPLE_EXPIRY).expect("RFC 3339").with_timezone(&Utc);
     let perms = vec!["write:enrich".to_string()];
     let made = ApiKeyCreated {

@@ -72,7 +72,7 @@ impl From<SuppressionView> for Suppression {
             id: v.id,
             kind: if v.kind == "domain" { SuppressionType::Domain } else { SuppressionType::Email },
             hint: v.hint,
-            created_at: DateTime::from_timestamp_millis(v.created_at).unwrap_or_default(),
+            created_at: crate::time::at(v.created_at),
         }
     }
 }

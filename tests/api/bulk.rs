@@ -87,18 +87,12 @@ async fn the_balance_runs_out_in_item_order(backend: Backend) {
     assert_eq!(body["data"]["credits_remaining"], 0);
     assert_eq!(app.assert_books_balance(&ws).await, 0);
     // Empty now: every item is 402, and no vendor is asked (an input nobody has cached).
-    let asked = vendor_calls(&app).await;
+    let asked = app.vendor_calls().await;
     assert!(asked > 0, "the earlier items were asked of the vendors");
     let r = bulk(&app, &key, json!({"items": [{"email": "someone@new-company.com"}]})).await;
     assert_eq!(statuses(&r), [402]);
-    assert_eq!(vendor_calls(&app).await, asked, "no vendor asked for what the balance cannot pay");
+    assert_eq!(app.vendor_calls().await, asked, "no vendor asked for what the balance cannot pay");
     assert_eq!(app.charges(&ws).await, 2);
-}
-
-/// Every vendor call the server made so far (its `/metrics`).
-async fn vendor_calls(app: &TestApp) -> u64 {
-    let text = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
-    text.lines().filter(|l| l.starts_with("leadlex_vendor_calls_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
 }
 
 async fn an_idempotency_key_covers_the_whole_call(backend: Backend) {

@@ -327,6 +327,12 @@ impl TestApp {
         assert!(matches!(claimed, leadlex::idempotency::Claim::Acquired(_)));
     }
 
+    /// Every vendor call the server made so far (its `/metrics`).
+    pub async fn vendor_calls(&self) -> u64 {
+        let text = self.client.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        text.lines().filter(|l| l.starts_with("leadlex_vendor_calls_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+    }
+
     /// How many enrich debits the ledger holds.
     pub async fn charges(&self, workspace: &str) -> usize {
         credits::ledger(&self.db, workspace).await.unwrap().iter().filter(|r| r.reason == "enrich").count()
@@ -354,4 +360,30 @@ pub fn domain_known_by(a: bool, b: bool) -> String {
 pub fn dead_url() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     format!("http://127.0.0.1:{port}")
+}
+
+/// A mock vendor (People Data Labs format) that knows everyone as the same person,
+/// `full_name`; the test can count what it is asked.
+pub async fn person_vendor(full_name: &str) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    let person = serde_json::json!({"status": 200, "likelihood": 8, "data": {"full_name": full_name, "job_title": "CFO"}});
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(person))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A server whose one live vendor is `vendor`.
+pub async fn spawn_app_with_vendor(backend: Backend, vendor: &wiremock::MockServer) -> TestApp {
+    let base = vendor.uri();
+    spawn_app_with(backend, move |s| {
+        s.vendors = vec![leadlex::config::VendorSettings {
+            name: leadlex::lookup::vendors::VendorName::VendorA,
+            base_url: base,
+            api_key: leadlex::config::Secret::new("live-vendor-key"),
+            timeout_ms: 2_000,
+        }];
+    })
+    .await
 }

@@ -5,9 +5,9 @@
 
 use leadlex::{auth::Permission, ratelimit::Plan};
 use serde_json::{json, Value};
-use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
-use crate::helpers::{sandbox_input, spawn_app, spawn_app_with, Backend, Resp, TestApp};
+use crate::helpers::{person_vendor, sandbox_input, spawn_app, spawn_app_with, spawn_app_with_vendor, Backend, Resp, TestApp};
 
 fn url(app: &TestApp, path: &str) -> String {
     format!("{}{path}", app.base)
@@ -17,40 +17,13 @@ async fn suppress(app: &TestApp, key: &str, body: Value) -> Resp {
     app.request(app.client.post(url(app, "/v1/suppressions")).bearer_auth(key).json(&body)).await
 }
 
-/// A vendor that knows everyone: the test counts what it is asked.
-async fn counting_vendor() -> MockServer {
-    let server = MockServer::start().await;
-    let person = json!({"status": 200, "likelihood": 8, "data": {"full_name": "Known Person", "job_title": "CFO"}});
-    Mock::given(method("GET")).respond_with(ResponseTemplate::new(200).set_body_json(person)).mount(&server).await;
-    server
-}
-
-async fn app_with_vendor(backend: Backend, vendor: &MockServer) -> TestApp {
-    let base = vendor.uri();
-    spawn_app_with(backend, move |s| {
-        s.vendors = vec![leadlex::config::VendorSettings {
-            name: leadlex::lookup::vendors::VendorName::VendorA,
-            base_url: base,
-            api_key: leadlex::config::Secret::new("vendor-key"),
-            timeout_ms: 2_000,
-        }];
-    })
-    .await
-}
-
-/// Every vendor call a server made so far (its `/metrics`).
-async fn vendor_calls(app: &TestApp) -> u64 {
-    let text = app.client.get(url(app, "/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines().filter(|l| l.starts_with("leadlex_vendor_calls_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
-}
-
 async fn vendor_requests(vendor: &MockServer) -> usize {
     vendor.received_requests().await.unwrap_or_default().len()
 }
 
 async fn a_workspace_list_is_honoured_by_its_calls_bulk_items_and_jobs(backend: Backend) {
-    let vendor = counting_vendor().await;
-    let app = app_with_vendor(backend, &vendor).await;
+    let vendor = person_vendor("Known Person").await;
+    let app = spawn_app_with_vendor(backend, &vendor).await;
     let ws = app.workspace(Plan::Pro, 100).await;
     let key = app.key(&ws, &[Permission::WriteEnrich, Permission::AdminPrivacy], None).await.key;
     let (_, other_key) = app.funded(100).await;
@@ -269,7 +242,7 @@ async fn an_erased_subject_is_gone_everywhere(backend: Backend) {
 
     // The erasure waited out the servers' refresh bound: both answer no_match at once,
     // and ask no vendor.
-    let asked = (vendor_calls(&app).await, vendor_calls(&replica).await);
+    let asked = (app.vendor_calls().await, replica.vendor_calls().await);
     let balance = app.balance(&ws).await;
     for server in [&app, &replica] {
         for body in [json!({"email": email}), json!({"email": colleague}), json!({"domain": "erased-co.com"})] {
@@ -278,7 +251,7 @@ async fn an_erased_subject_is_gone_everywhere(backend: Backend) {
         }
     }
     assert_eq!(app.balance(&ws).await, balance, "never charged for an erased subject");
-    assert_eq!((vendor_calls(&app).await, vendor_calls(&replica).await), asked, "no vendor asked about an erased subject");
+    assert_eq!((app.vendor_calls().await, replica.vendor_calls().await), asked, "no vendor asked about an erased subject");
 
     // The stored answers hold the subject's data no more; their charges stay.
     let charges = app.charges(&ws).await;

@@ -7,12 +7,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{sandbox_input, spawn_app, spawn_app_with, Backend, TestApp};
 
-/// Every vendor call the server made so far (its `/metrics`).
-async fn vendor_calls(app: &TestApp) -> u64 {
-    let text = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
-    text.lines().filter(|l| l.starts_with("leadlex_vendor_calls_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
-}
-
 /// The instant an RFC 3339 `fetched_at` names.
 fn at(data: &Value) -> chrono::DateTime<chrono::FixedOffset> {
     let text = data["fetched_at"].as_str().unwrap_or_else(|| panic!("an answer says when its data was fetched: {data}"));
@@ -58,9 +52,9 @@ async fn min_confidence_refuses_weak_answers_free(backend: Backend) {
     let mut n = 0;
     let fresh = loop {
         let email = sandbox_input(&format!("floor-new{n}.{{i}}@acme.com"), |a, _| a);
-        let (balance, asked) = (app.balance(&ws).await, vendor_calls(&app).await);
+        let (balance, asked) = (app.balance(&ws).await, app.vendor_calls().await);
         let r = app.enrich(&key, json!({"email": email, "min_confidence": 1.0})).await;
-        assert!(vendor_calls(&app).await > asked, "a new input asks the vendors");
+        assert!(app.vendor_calls().await > asked, "a new input asks the vendors");
         if r.status == 404 {
             assert_eq!(r.error_code(), "no_match");
             assert_eq!(app.balance(&ws).await, balance, "refused: nothing charged");
@@ -69,10 +63,10 @@ async fn min_confidence_refuses_weak_answers_free(backend: Backend) {
         assert_eq!((r.status, r.json()["data"]["confidence"].as_f64()), (200, Some(1.0)), "only a sure answer passes 1.0");
         n += 1;
     };
-    let asked = vendor_calls(&app).await;
+    let asked = app.vendor_calls().await;
     let r = app.enrich(&key, json!({"email": fresh})).await;
     assert_eq!((r.status, r.json()["data"]["source"].as_str()), (200, Some("cached")));
-    assert_eq!(vendor_calls(&app).await, asked, "the refused answer was cached");
+    assert_eq!(app.vendor_calls().await, asked, "the refused answer was cached");
 
     // A bulk call: each weak item is its own free no-match.
     let r = app
@@ -112,23 +106,23 @@ async fn max_age_days_and_refresh_buy_fresh_data_for_everyone(backend: Backend) 
     let cached = app.enrich(&key, json!({"email": email})).await.json()["data"].clone();
     assert_eq!(cached["source"], "cached");
     assert_eq!(at(&cached), at(&first), "a cached answer shows when its data was fetched");
-    let asked = vendor_calls(&app).await;
+    let asked = app.vendor_calls().await;
     let r = app.enrich(&key, json!({"email": email, "max_age_days": 30})).await;
     assert_eq!(r.json()["data"]["source"], "cached", "young enough");
-    assert_eq!(vendor_calls(&app).await, asked);
+    assert_eq!(app.vendor_calls().await, asked);
 
     let mut last = at(&first);
     for (n, quality) in [json!({"max_age_days": 0}), json!({"refresh": true})].into_iter().enumerate() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         let balance = app.balance(&ws).await;
-        let asked = vendor_calls(&app).await;
+        let asked = app.vendor_calls().await;
         let mut body = quality.clone();
         body["email"] = json!(email);
         let r = app.enrich(&key, body).await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
         let data = r.json()["data"].clone();
         assert_eq!(data["source"], "vendor_a", "{quality}: the vendors were asked");
-        assert!(vendor_calls(&app).await > asked, "{quality}: a vendor call");
+        assert!(app.vendor_calls().await > asked, "{quality}: a vendor call");
         assert_eq!(app.balance(&ws).await, balance - 1, "{quality}: a normal paid lookup");
         let fetched = at(&data);
         assert!(fetched > last, "{quality}: fetched_at moves forward ({fetched} after {last})");

@@ -5,31 +5,8 @@
 
 use leadlex::{auth::Permission, ratelimit::Plan};
 use serde_json::{json, Value};
-use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{spawn_app_with, Backend, Resp, TestApp};
-
-/// A live vendor that answers every person lookup with the same person (a real vendor
-/// stands in; a test-mode call must never reach it).
-async fn live_vendor() -> MockServer {
-    let server = MockServer::start().await;
-    let person = json!({"status": 200, "likelihood": 8, "data": {"full_name": "Live Person", "job_title": "CFO"}});
-    Mock::given(method("GET")).respond_with(ResponseTemplate::new(200).set_body_json(person)).mount(&server).await;
-    server
-}
-
-async fn app_with_live_vendor(backend: Backend, vendor: &MockServer) -> TestApp {
-    let base = vendor.uri();
-    spawn_app_with(backend, move |s| {
-        s.vendors = vec![leadlex::config::VendorSettings {
-            name: leadlex::lookup::vendors::VendorName::VendorA,
-            base_url: base,
-            api_key: leadlex::config::Secret::new("live-vendor-key"),
-            timeout_ms: 2_000,
-        }];
-    })
-    .await
-}
+use crate::helpers::{person_vendor, spawn_app_with, spawn_app_with_vendor, Backend, Resp, TestApp};
 
 /// A workspace with `credits`, a live `write:enrich` key and a test key created over the
 /// API by a live admin key.
@@ -58,8 +35,8 @@ fn email(trigger: &str, tag: &str) -> Value {
 }
 
 async fn every_trigger_gives_its_outcome_for_free(backend: Backend) {
-    let vendor = live_vendor().await;
-    let app = app_with_live_vendor(backend, &vendor).await;
+    let vendor = person_vendor("Live Person").await;
+    let app = spawn_app_with_vendor(backend, &vendor).await;
     let (ws, _live, test) = workspace_with_keys(&app, 5).await;
     let tag = uuid::Uuid::new_v4().simple().to_string();
 
@@ -100,8 +77,8 @@ async fn every_trigger_gives_its_outcome_for_free(backend: Backend) {
 }
 
 async fn live_and_test_data_never_meet(backend: Backend) {
-    let vendor = live_vendor().await;
-    let app = app_with_live_vendor(backend, &vendor).await;
+    let vendor = person_vendor("Live Person").await;
+    let app = spawn_app_with_vendor(backend, &vendor).await;
     let (ws, live, test) = workspace_with_keys(&app, 5).await;
     let body = json!({"email": "jane@acme.com"});
 
@@ -130,8 +107,8 @@ async fn live_and_test_data_never_meet(backend: Backend) {
 }
 
 async fn idempotency_keys_are_apart_from_live_ones(backend: Backend) {
-    let vendor = live_vendor().await;
-    let app = app_with_live_vendor(backend, &vendor).await;
+    let vendor = person_vendor("Live Person").await;
+    let app = spawn_app_with_vendor(backend, &vendor).await;
     let (ws, live, test) = workspace_with_keys(&app, 5).await;
     let idem = uuid::Uuid::new_v4().to_string();
     let body = json!({"email": "jane@acme.com"});
@@ -153,8 +130,8 @@ async fn idempotency_keys_are_apart_from_live_ones(backend: Backend) {
 }
 
 async fn the_slow_trigger_shows_a_retry_in_flight(backend: Backend) {
-    let vendor = live_vendor().await;
-    let app = app_with_live_vendor(backend, &vendor).await;
+    let vendor = person_vendor("Live Person").await;
+    let app = spawn_app_with_vendor(backend, &vendor).await;
     let (_ws, _live, test) = workspace_with_keys(&app, 5).await;
     let idem = uuid::Uuid::new_v4().to_string();
     let body = email("slow", &uuid::Uuid::new_v4().simple().to_string());
@@ -170,8 +147,8 @@ async fn the_slow_trigger_shows_a_retry_in_flight(backend: Backend) {
 }
 
 async fn test_keys_have_small_limits_of_their_own(backend: Backend) {
-    let vendor = live_vendor().await;
-    let app = app_with_live_vendor(backend, &vendor).await;
+    let vendor = person_vendor("Live Person").await;
+    let app = spawn_app_with_vendor(backend, &vendor).await;
     let (_ws, live, test) = workspace_with_keys(&app, 100).await;
     let body = json!({"email": "jane@acme.com"});
     let live_before = app.enrich(&live, body.clone()).await;

@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Context};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+};
 use serde::Serialize;
 
 use entity::{api_key, workspace};
@@ -141,13 +143,19 @@ pub async fn create_key_with(db: &DatabaseConnection, workspace_id: &str, spec: 
     })
 }
 
-/// Revokes a key; it is refused from the next request on.
+/// Revokes a key (with its `api_key.revoked` event); it is refused from the next
+/// request on.
 pub async fn revoke_key(db: &DatabaseConnection, id: &str) -> anyhow::Result<()> {
     let key = api_key::Entity::find_by_id(id).one(db).await?.context("no such key")?;
     if key.revoked_at.is_none() {
+        let now = crate::now_ms();
+        let txn = db.begin().await?;
         let mut key: api_key::ActiveModel = key.into();
-        key.revoked_at = Set(Some(crate::now_ms()));
-        key.update(db).await?;
+        key.revoked_at = Set(Some(now));
+        let key = key.update(&txn).await?;
+        let data = crate::webhooks::outbox::key_data(&keys::KeyView::from(key.clone()));
+        crate::webhooks::outbox::record(&txn, &key.workspace_id, crate::webhooks::Event::ApiKeyRevoked, &data, now).await?;
+        txn.commit().await?;
     }
     Ok(())
 }

@@ -73,11 +73,14 @@ pub enum Permission {
     AdminApiKeys,
     /// `admin:privacy`: manage the workspace's suppression (do-not-enrich) list.
     AdminPrivacy,
+    /// `admin:webhooks`: manage the workspace's webhooks and see their deliveries.
+    AdminWebhooks,
 }
 
 impl Permission {
     /// The catalogue, in the order the docs list it.
-    pub const ALL: [Permission; 4] = [Permission::WriteEnrich, Permission::ReadUsage, Permission::AdminApiKeys, Permission::AdminPrivacy];
+    pub const ALL: [Permission; 5] =
+        [Permission::WriteEnrich, Permission::ReadUsage, Permission::AdminApiKeys, Permission::AdminPrivacy, Permission::AdminWebhooks];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -85,6 +88,7 @@ impl Permission {
             Permission::ReadUsage => "read:usage",
             Permission::AdminApiKeys => "admin:api_keys",
             Permission::AdminPrivacy => "admin:privacy",
+            Permission::AdminWebhooks => "admin:webhooks",
         }
     }
 

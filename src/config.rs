@@ -31,6 +31,60 @@ pub struct Settings {
     pub secrets: SecretsSettings,
     pub jobs: JobsSettings,
     pub privacy: PrivacySettings,
+    pub webhooks: WebhooksSettings,
+}
+
+/// Webhook deliveries (see `docs/webhooks.md`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksSettings {
+    /// Run a delivery worker in this process.
+    pub workers: bool,
+    /// Development and tests only: take `http://` URLs to loopback hosts and deliver to
+    /// loopback addresses. Private, link-local (cloud metadata) and other internal
+    /// addresses stay refused.
+    pub allow_loopback: bool,
+    /// The waits before each retry of a failed attempt, in milliseconds; once they are
+    /// spent, the delivery is `failed`.
+    pub retry_schedule_ms: Vec<u64>,
+    /// Each wait is changed by up to this share of it, at random (0 to 1), so that the
+    /// retries of many deliveries spread out.
+    pub jitter: f64,
+    /// How long an attempt may take, in milliseconds: a 2xx within it is success.
+    pub timeout_ms: u64,
+    /// How much of an endpoint's answer is read, in bytes.
+    pub max_response_bytes: usize,
+    /// A webhook whose attempts have all failed for this long (milliseconds) is turned
+    /// off, with the reason.
+    pub disable_after_ms: u64,
+    /// How often an idle worker looks for due deliveries, in milliseconds.
+    pub poll_ms: u64,
+    /// How long a worker holds a delivery it claimed, in milliseconds (longer than
+    /// `timeout_ms`): a worker that died mid-attempt leaves it to be attempted again after
+    /// this.
+    pub lease_ms: u64,
+    /// Deliveries a worker claims and attempts at once.
+    pub batch: usize,
+    /// How long finished deliveries are listed, in days.
+    pub retention_days: u64,
+}
+
+impl Default for WebhooksSettings {
+    fn default() -> Self {
+        Self {
+            workers: true,
+            allow_loopback: false,
+            retry_schedule_ms: vec![5_000, 30_000, 300_000, 3_600_000, 21_600_000],
+            jitter: 0.1,
+            timeout_ms: 10_000,
+            max_response_bytes: 64 * 1024,
+            disable_after_ms: 86_400_000,
+            poll_ms: 1_000,
+            lease_ms: 60_000,
+            batch: 16,
+            retention_days: 30,
+        }
+    }
 }
 
 /// Suppression lists (see `docs/privacy.md`).

@@ -316,22 +316,24 @@ pub async fn list(
     Ok((rows.into_iter().map(JobView::from).collect(), next))
 }
 
-/// Cancels the workspace's job `id`: its items not started are cancelled (never
-/// charged); a chunk in flight finishes. Cancelling a finished job changes nothing.
+/// Cancels the workspace's job `id` (with its `enrichment.job.cancelled` event): its
+/// items not started are cancelled (never charged); a chunk in flight finishes.
+/// Cancelling a finished job changes nothing.
 pub async fn cancel(db: &DatabaseConnection, workspace_id: &str, id: &str, retention: Duration, now_ms: i64) -> Result<JobView, JobError> {
     let current = get(db, workspace_id, id).await?;
     if current.status == Status::Completed.as_str() || current.status == Status::Cancelled.as_str() {
         return Ok(current);
     }
     let txn = db.begin().await?;
-    job::Entity::update_many()
+    let cancelled = job::Entity::update_many()
         .col_expr(job::Column::Status, Expr::value(Status::Cancelled.as_str()))
         .col_expr(job::Column::FinishedAt, Expr::value(now_ms))
         .col_expr(job::Column::PurgeAfter, Expr::value(now_ms + retention.as_millis() as i64))
         .filter(job::Column::Id.eq(id))
         .filter(job::Column::Status.is_in([Status::Queued.as_str(), Status::Running.as_str()]))
         .exec(&txn)
-        .await?;
+        .await?
+        .rows_affected;
     item::Entity::update_many()
         .col_expr(item::Column::State, Expr::value(CANCELLED))
         .filter(item::Column::JobId.eq(id))
@@ -339,6 +341,10 @@ pub async fn cancel(db: &DatabaseConnection, workspace_id: &str, id: &str, reten
         .filter(item::Column::LeaseUntil.is_null().or(item::Column::LeaseUntil.lt(now_ms)))
         .exec(&txn)
         .await?;
+    if cancelled > 0 {
+        let data = crate::webhooks::outbox::job_data(&get(&txn, workspace_id, id).await?);
+        crate::webhooks::outbox::record(&txn, workspace_id, crate::webhooks::Event::JobCancelled, &data, now_ms).await?;
+    }
     txn.commit().await?;
     get(db, workspace_id, id).await
 }

@@ -37,6 +37,7 @@ use crate::idempotency::{self, Claim, Idempotent};
 use crate::lookup::input::InputError;
 use crate::ratelimit::Plan;
 use crate::seal::Sealer;
+use crate::webhooks::{outbox, Event};
 
 /// What a new key should be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,16 +212,20 @@ fn check(spec: &NewKeySpec, creator: Option<Creator<'_>>, plan: Plan, now_ms: i6
     Ok(())
 }
 
-/// Creates a key in `workspace_id`, by the key `created_by` (`None`: an operator).
+/// Creates a key in `workspace_id`, by the key `created_by` (`None`: an operator), with
+/// its `api_key.created` event.
 pub async fn create(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     workspace_id: &str,
     created_by: Option<Creator<'_>>,
     spec: &NewKeySpec,
     now_ms: i64,
 ) -> Result<CreatedKey, KeyError> {
     check_workspace(db, workspace_id, created_by, spec, now_ms).await?;
-    insert(db, workspace_id, created_by.map(|c| c.key_id), spec, now_ms).await
+    let txn = db.begin().await?;
+    let created = insert(&txn, workspace_id, created_by.map(|c| c.key_id), spec, now_ms).await?;
+    txn.commit().await?;
+    Ok(created)
 }
 
 /// The workspace exists, its plan allows the key, the creator may create it (and the
@@ -236,7 +241,8 @@ async fn check_workspace(
     check(spec, created_by, plan_of(&ws), now_ms)
 }
 
-/// Stores a new key (its hash) and returns it with its plaintext.
+/// Stores a new key (its hash) with its `api_key.created` event (`db`: a transaction)
+/// and returns it with its plaintext.
 async fn insert(
     db: &impl ConnectionTrait,
     workspace_id: &str,
@@ -265,7 +271,7 @@ async fn insert(
     })
     .exec_without_returning(db)
     .await?;
-    Ok(CreatedKey {
+    let created = CreatedKey {
         id,
         key: new.plaintext,
         prefix: new.prefix,
@@ -276,7 +282,23 @@ async fn insert(
         expires_at: spec.expires_at,
         created_at: now_ms,
         mode: spec.mode.as_str().to_string(),
-    })
+    };
+    let view = KeyView {
+        id: created.id.clone(),
+        name: created.name.clone(),
+        description: created.description.clone(),
+        prefix: created.prefix.clone(),
+        permissions: created.permissions.clone(),
+        rate_limit_tier: created.rate_limit_tier.clone(),
+        mode: created.mode.clone(),
+        created_by: created_by.map(str::to_string),
+        created_at: now_ms,
+        last_used_at: None,
+        expires_at: spec.expires_at,
+        revoked_at: None,
+    };
+    outbox::record(db, workspace_id, Event::ApiKeyCreated, &outbox::key_data(&view), now_ms).await?;
+    Ok(created)
 }
 
 /// The fingerprint of a creation request: what a retry must repeat exactly.
@@ -454,6 +476,7 @@ pub async fn revoke(
             return Err(KeyError::LastAdminKey);
         }
     }
+    outbox::record(&txn, workspace_id, Event::ApiKeyRevoked, &outbox::key_data(&KeyView::from(key.clone())), now_ms).await?;
     txn.commit().await?;
     if let Some(digest) = decode_digest(&key.key_hash) {
         hot.forget_key(&digest);

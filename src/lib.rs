@@ -27,6 +27,9 @@
 //! - [`admin`]: operator actions behind the CLI (workspaces, keys, grants).
 //! - [`hot`]: the one owner of the hot in-process caches (keys, empty workspaces,
 //!   replays, cache rows), each bounded, with its staleness bound.
+//! - [`webhooks`]: signed webhooks: endpoints, the outbox of events (recorded in their
+//!   causes' transactions) and the delivery workers; [`outbound`]: the one guarded way
+//!   to send HTTP to a customer's URL.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`client`]: the command line's client of a running server (`leadlex enrich FILE.csv`,
 //!   `leadlex job …`), over the public API.
@@ -65,6 +68,7 @@ pub mod telemetry;
 pub mod test_mode;
 pub mod time;
 pub mod vendor_name;
+pub mod webhooks;
 
 /// The current instant as Unix epoch milliseconds, the unit of every stored timestamp.
 pub fn now_ms() -> i64 {

@@ -40,6 +40,9 @@ pub struct Application {
     /// Tells the job worker to stop (after its chunk in flight).
     stop_worker: Arc<tokio::sync::Notify>,
     worker: Option<tokio::task::JoinHandle<()>>,
+    /// Tells the webhook delivery worker to stop (after its attempts in flight).
+    stop_deliverer: Arc<tokio::sync::Notify>,
+    deliverer: Option<tokio::task::JoinHandle<()>>,
     /// Tells the keys' last-use writer to write once more and stop.
     stop_flusher: Arc<tokio::sync::Notify>,
     flusher: tokio::task::JoinHandle<()>,
@@ -143,6 +146,15 @@ impl Application {
             };
             tokio::spawn(worker.run(stop_worker.clone()))
         });
+        let webhooks = Arc::new(crate::webhooks::Webhooks::new(db.clone(), sealer.clone(), settings.webhooks.clone()));
+        let stop_deliverer = Arc::new(tokio::sync::Notify::new());
+        let deliverer = settings.webhooks.workers.then(|| {
+            let deliverer = crate::webhooks::delivery::Deliverer {
+                webhooks: webhooks.clone(),
+                owner: format!("deliverer_{}", uuid::Uuid::new_v4().simple()),
+            };
+            tokio::spawn(deliverer.run(stop_deliverer.clone()))
+        });
         let state = Arc::new(AppState {
             db: db.clone(),
             auth: Authenticator::new(db.clone(), hot.clone(), activity.clone()),
@@ -154,13 +166,18 @@ impl Application {
             hot,
             sealer,
             suppressions,
+            webhooks: webhooks.clone(),
             idempotency_lease: deadline + Duration::from_millis(settings.idempotency.lease_margin_ms),
             idempotency_ttl: Duration::from_secs(settings.idempotency.ttl_secs),
         });
 
         let cache_retention = Duration::from_secs(settings.cache.retention_days.saturating_mul(86_400));
-        let purger =
-            tokio::spawn(purge_loop(db.clone(), Duration::from_secs(settings.idempotency.purge_interval_secs.max(1)), cache_retention));
+        let purger = tokio::spawn(purge_loop(
+            db.clone(),
+            Duration::from_secs(settings.idempotency.purge_interval_secs.max(1)),
+            cache_retention,
+            webhooks,
+        ));
         let acceptor = TcpListener::bind(settings.server.bind.clone())
             .into_acceptor()
             .await
@@ -172,7 +189,22 @@ impl Application {
             job: settings.server.max_job_body_bytes,
         };
         let endpoint = api::app(state, limits).map_to_response().boxed();
-        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger, refresher, settler, stop_worker, worker, stop_flusher, flusher })
+        Ok(Self {
+            addr,
+            acceptor,
+            endpoint,
+            db,
+            sandbox,
+            purger,
+            refresher,
+            settler,
+            stop_worker,
+            worker,
+            stop_deliverer,
+            deliverer,
+            stop_flusher,
+            flusher,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -190,7 +222,20 @@ impl Application {
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish (up to 30 s).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { acceptor, endpoint, sandbox, purger, refresher, stop_worker, worker, stop_flusher, flusher, .. } = self;
+        let Self {
+            acceptor,
+            endpoint,
+            sandbox,
+            purger,
+            refresher,
+            stop_worker,
+            worker,
+            stop_deliverer,
+            deliverer,
+            stop_flusher,
+            flusher,
+            ..
+        } = self;
         let result =
             Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(30))).await;
         purger.abort();
@@ -199,6 +244,12 @@ impl Application {
         if let Some(worker) = worker {
             // A chunk in flight settles (or its lease runs out and another worker redoes it).
             let _ = tokio::time::timeout(Duration::from_secs(15), worker).await;
+        }
+        stop_deliverer.notify_one();
+        if let Some(deliverer) = deliverer {
+            // Attempts in flight end within their timeout (or are attempted again after
+            // their lease).
+            let _ = tokio::time::timeout(Duration::from_secs(15), deliverer).await;
         }
         stop_flusher.notify_one();
         let _ = flusher.await;
@@ -235,9 +286,9 @@ pub fn sealer(settings: &Settings) -> anyhow::Result<Sealer> {
     }
 }
 
-/// Deletes expired idempotency records, cache entries (expired, or past their retention)
-/// and finished jobs past theirs, forever.
-async fn purge_loop(db: DatabaseConnection, every: Duration, cache_retention: Duration) {
+/// Deletes expired idempotency records, cache entries (expired, or past their retention),
+/// finished jobs and webhook deliveries past theirs, forever.
+async fn purge_loop(db: DatabaseConnection, every: Duration, cache_retention: Duration, webhooks: Arc<crate::webhooks::Webhooks>) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
@@ -256,6 +307,11 @@ async fn purge_loop(db: DatabaseConnection, every: Duration, cache_retention: Du
             Ok(n) if n > 0 => tracing::info!(purged = n, "finished jobs past their retention purged"),
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "purging finished jobs failed"),
+        }
+        match webhooks.purge_finished(now).await {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "finished webhook deliveries past their retention purged"),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "purging webhook deliveries failed"),
         }
     }
 }

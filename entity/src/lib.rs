@@ -14,6 +14,8 @@ pub mod enrichment_job;
 pub mod enrichment_job_item;
 pub mod idempotency_record;
 pub mod suppression;
+pub mod webhook;
+pub mod webhook_delivery;
 pub mod workspace;
 
 pub mod prelude {
@@ -25,5 +27,7 @@ pub mod prelude {
     pub use super::enrichment_job_item::Entity as EnrichmentJobItem;
     pub use super::idempotency_record::Entity as IdempotencyRecord;
     pub use super::suppression::Entity as Suppression;
+    pub use super::webhook::Entity as Webhook;
+    pub use super::webhook_delivery::Entity as WebhookDelivery;
     pub use super::workspace::Entity as Workspace;
 }

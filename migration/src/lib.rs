@@ -15,6 +15,7 @@ mod m20261203_000006_key_mode;
 mod m20261203_000007_enrichment_jobs;
 mod m20261203_000008_quality;
 mod m20261203_000009_suppressions;
+mod m20261203_000010_webhooks;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000007_enrichment_jobs::Migration),
             Box::new(m20261203_000008_quality::Migration),
             Box::new(m20261203_000009_suppressions::Migration),
+            Box::new(m20261203_000010_webhooks::Migration),
         ]
     }
 }

@@ -118,7 +118,7 @@ pub struct LedgerEntries {
 #[derive(Debug, Clone, Object)]
 pub struct CursorMeta {
     pub limit: u32,
-    /// Pass as `starting_after` for the next (older) page; `null` on the last page.
+    /// Pass as `starting_after` for the next page; `null` on the last page.
     pub next_cursor: Nullable<String>,
 }
 

@@ -55,12 +55,12 @@ impl ErrorCode {
         (
             Self::InsufficientPermissions,
             "insufficient_permissions",
-            "403: the key lacks the permission the operation needs (`write:enrich`, `admin:api_keys`), or a test-mode key asked to create a live key.",
+            "403: the key lacks the permission the operation needs (`write:enrich`, `admin:api_keys`, …), or a test-mode key asked to create a live key.",
         ),
         (Self::LastAdminKey, "last_admin_key", "403: the workspace's last active key with `admin:api_keys` cannot be revoked."),
         (Self::TierNotAllowed, "tier_not_allowed", "403: the workspace's plan does not allow the asked `rate_limit_tier`."),
         (Self::NoMatch, "no_match", "404: upstream providers returned no data for the input."),
-        (Self::NotFound, "not_found", "404: no such path, or no such resource in the workspace (an API key or job id)."),
+        (Self::NotFound, "not_found", "404: no such path, or no such resource in the workspace (an API key, job, suppression, webhook or delivery id)."),
         (Self::MethodNotAllowed, "method_not_allowed", "405: the path exists, the method does not."),
         (Self::IdempotencyKeyInUse, "idempotency_key_in_use", "409: a request with the same `Idempotency-Key` is still in progress."),
         (Self::PayloadTooLarge, "payload_too_large", "413: the request body is too large."),
@@ -477,6 +477,19 @@ impl From<crate::privacy::PrivacyError> for ApiError {
             PrivacyError::Invalid(problems) => Self::validation(problems),
             PrivacyError::NotFound => Self::ResourceNotFound("suppression"),
             PrivacyError::Db(e) => Self::from_db(e, "reading or changing a suppression list"),
+        }
+    }
+}
+
+impl From<crate::webhooks::WebhookError> for ApiError {
+    fn from(err: crate::webhooks::WebhookError) -> Self {
+        use crate::webhooks::WebhookError;
+        match err {
+            WebhookError::Invalid(problems) => Self::validation(problems),
+            WebhookError::NotFound => Self::ResourceNotFound("webhook"),
+            WebhookError::DeliveryNotFound => Self::ResourceNotFound("delivery"),
+            WebhookError::Corrupt(why) => Self::Internal(anyhow::anyhow!("a stored webhook secret: {why}")),
+            WebhookError::Db(e) => Self::from_db(e, "reading or changing webhooks"),
         }
     }
 }

@@ -22,6 +22,7 @@ use super::error::ApiError;
 use crate::auth::Permission;
 use crate::lookup::input::InputError;
 use crate::lookup::input::{DOMAIN_PATTERN, EMAIL_PATTERN};
+use crate::webhooks::URL_PATTERN;
 
 macro_rules! pattern_string {
     ($(#[$doc:meta])* $name:ident, $pattern:expr, $type_name:literal) => {
@@ -103,6 +104,14 @@ pattern_string!(
     Some(NO_NUL),
     "string(text)",
     |s: &str| !s.contains('\0')
+);
+
+pattern_string!(
+    /// A webhook URL as sent: `https://` (see [`URL_PATTERN`]), checked by
+    /// `webhooks::parse_url` (which a development server lets take `http://` to loopback).
+    WebhookUrl,
+    Some(URL_PATTERN),
+    "string(webhook-url)"
 );
 
 /// The `pattern` of text without NUL characters (the same text in ECMA-262, Python and
@@ -190,7 +199,8 @@ impl Type for PermissionName {
         registry.create_schema::<Self, _>(Self::name().into_owned(), |_| MetaSchema {
             description: Some(
                 "A key permission: `write:enrich` (look up emails and domains, spending credits), \
-                 `read:usage` (read usage and the credit ledger), `admin:api_keys` (create, list and revoke keys).",
+                 `read:usage` (read usage and the credit ledger), `admin:api_keys` (create, list and revoke keys), \
+                 `admin:privacy` (manage the do-not-enrich list), `admin:webhooks` (manage webhooks, see their deliveries).",
             ),
             enum_items: Permission::ALL.iter().map(|p| Value::String(p.as_str().into())).collect(),
             ..MetaSchema::new("string")

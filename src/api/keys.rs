@@ -77,7 +77,7 @@ pub struct CreateApiKeyRequest {
     #[oai(validator(min_length = 1, max_length = 120))]
     pub name: Text,
     /// What the key may do: at least one permission, each at most once.
-    #[oai(validator(min_items = 1, max_items = 3, unique_items))]
+    #[oai(validator(min_items = 1, max_items = 5, unique_items))]
     pub permissions: Vec<PermissionName>,
     /// What the key is for.
     #[oai(validator(max_length = 500))]

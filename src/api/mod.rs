@@ -18,6 +18,7 @@ pub mod responses;
 pub mod security;
 pub mod spec;
 pub mod text;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub sealer: Arc<crate::seal::Sealer>,
     /// The suppression lists (see `crate::privacy`).
     pub suppressions: Arc<crate::privacy::Suppressions>,
+    /// The workspace's webhooks and their deliveries.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// How long an `Idempotency-Key` claim is held, and its answer replayed.
     pub idempotency_lease: std::time::Duration,
     pub idempotency_ttl: std::time::Duration,
@@ -63,10 +66,21 @@ pub enum ApiTags {
     Jobs,
     /// The workspace's do-not-enrich list.
     Privacy,
+    /// Signed webhooks: events POSTed to the workspace's endpoints (payload schemas:
+    /// `JobEvent`, `ApiKeyEvent`, `CreditsLowEvent`, `PingEvent`).
+    Webhooks,
 }
 
-pub type Apis =
-    (enrich::EnrichApi, bulk::BulkApi, jobs::JobsApi, keys::KeysApi, account::AccountApi, privacy::PrivacyApi, health::HealthApi);
+pub type Apis = (
+    enrich::EnrichApi,
+    bulk::BulkApi,
+    jobs::JobsApi,
+    keys::KeysApi,
+    account::AccountApi,
+    privacy::PrivacyApi,
+    webhooks::WebhooksApi,
+    health::HealthApi,
+);
 
 /// Where the text of the crate's license (`Cargo.toml`: MIT) is published.
 const LICENSE_URL: &str = "https://opensource.org/license/mit";
@@ -75,7 +89,16 @@ const LICENSE_URL: &str = "https://opensource.org/license/mit";
 /// license are the crate's (`Cargo.toml`).
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (enrich::EnrichApi, bulk::BulkApi, jobs::JobsApi, keys::KeysApi, account::AccountApi, privacy::PrivacyApi, health::HealthApi),
+        (
+            enrich::EnrichApi,
+            bulk::BulkApi,
+            jobs::JobsApi,
+            keys::KeysApi,
+            account::AccountApi,
+            privacy::PrivacyApi,
+            webhooks::WebhooksApi,
+            health::HealthApi,
+        ),
         "leadlex",
         env!("CARGO_PKG_VERSION"),
     )

@@ -70,6 +70,11 @@ impl Needs for PrivacyPermission {
     const PERMISSION: Permission = Permission::AdminPrivacy;
 }
 
+pub struct WebhooksPermission;
+impl Needs for WebhooksPermission {
+    const PERMISSION: Permission = Permission::AdminWebhooks;
+}
+
 pub struct UsagePermission;
 impl Needs for UsagePermission {
     const PERMISSION: Permission = Permission::ReadUsage;
@@ -81,5 +86,7 @@ pub type CanEnrich = Guard<EnrichPermission>;
 pub type CanManageKeys = Guard<ApiKeysPermission>;
 /// Guard: the key holds `admin:privacy`.
 pub type CanManagePrivacy = Guard<PrivacyPermission>;
+/// Guard: the key holds `admin:webhooks`.
+pub type CanManageWebhooks = Guard<WebhooksPermission>;
 /// Guard: the key holds `read:usage`.
 pub type CanReadUsage = Guard<UsagePermission>;

@@ -120,6 +120,10 @@ fn request_examples(method: &str, path: &str) -> Value {
             let value = <super::jobs::JobRequest as Example>::example().to_json();
             json!({"crm_export": {"summary": "The bulk example's four rows, as a job", "value": value}})
         }
+        ("post", "/v1/webhooks") => {
+            let value = <super::webhooks::CreateWebhookRequest as Example>::example().to_json();
+            json!({"crm_sync": {"summary": "Job completions and a low balance, to a CRM sync", "value": value}})
+        }
         ("post", "/v1/api-keys") => json!({
             "ci_key": {"summary": "A key for a CI pipeline that only enriches", "value": {
                 "name": keys::EXAMPLE_NAME,
@@ -313,6 +317,10 @@ fn response_example(method: &str, path: &str, status: &str) -> Option<Value> {
             let value = <super::jobs::JobResultsResponse as Example>::example().to_json();
             return Some(json!({"crm_export": {"summary": "The request example's results", "value": value}}));
         }
+        ("post", "/v1/webhooks", 201) => {
+            let value = <super::webhooks::WebhookSecretResponse as Example>::example().to_json();
+            return Some(json!({"crm_sync": {"summary": "The webhook created by the request example", "value": value}}));
+        }
         ("post", "/v1/api-keys", 201) => {
             let value = <keys::ApiKeyCreatedResponse as Example>::example().to_json();
             return Some(json!({"ci_key": {"summary": "The key created by the request example", "value": value}}));
@@ -345,9 +353,24 @@ fn response_example(method: &str, path: &str, status: &str) -> Option<Value> {
 
 const EXAMPLE_REQUEST_ID: &str = "req_8f14e45fceea167a5a36dedd4bea2543";
 
+/// The payloads webhooks send, as components (no operation answers with them, so the
+/// derive does not list them; OpenAPI 3.0 has no `webhooks` section).
+fn add_webhook_payloads(spec: &mut Value) {
+    let mut registry = poem_openapi::registry::Registry::new();
+    super::webhooks::payload_schemas(&mut registry);
+    let Some(schemas) = spec.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else { return };
+    for (name, schema) in registry.schemas {
+        if !schemas.contains_key(&name) {
+            schemas.insert(name, serde_json::to_value(&schema).expect("a schema serialises"));
+        }
+    }
+    schemas.sort_keys();
+}
+
 /// The spec as a JSON value.
 pub fn openapi_value() -> Value {
     let mut spec: Value = serde_json::from_str(&super::openapi_service().spec()).expect("spec is JSON");
+    add_webhook_payloads(&mut spec);
     fix_header_names(&mut spec);
     add_examples(&mut spec);
     declare_public_operations(&mut spec);

@@ -20,6 +20,9 @@ use super::batch::{BalanceChange, StoreError};
 use super::CacheRow;
 use crate::config::DatabaseSettings;
 use crate::idempotency::{ClaimToken, State};
+use crate::jobs::JobView;
+use crate::webhooks::outbox::{self, delivery_columns};
+use crate::webhooks::Event;
 
 /// Upserts the cache rows bound as seven arrays in `$1`–`$7` (see [`bind_cache`]); never
 /// replaces a newer answer by an older one (replicas race).
@@ -36,20 +39,41 @@ macro_rules! cache_upsert {
 
 const PUT_CACHE: &str = cache_upsert!();
 
-/// `$8` workspace, `$9` delta per ledger row, `$10` number of rows, `$11`/`$12` their api
-/// key and request ids, `$13` reason, `$14` time. Row n (1-based) carries the balance
-/// after its own change.
-const CHANGE_BALANCE: &str = concat!(
-    "WITH cache AS (",
-    cache_upsert!(),
-    "), \
-     change AS ( \
-       UPDATE workspaces SET credit_balance = credit_balance + $9 * $10 \
-       WHERE id = $8 AND credit_balance + $9 * $10 >= 0 RETURNING credit_balance), \
-     ledger AS ( \
-       INSERT INTO credit_ledger (workspace_id, api_key_id, request_id, delta, balance_after, reason, created_at) \
-       SELECT $8, k.key, k.request, $9, change.credit_balance - $9 * ($10 - k.n), $13, $14 \
-       FROM change, unnest($11::text[], $12::text[]) WITH ORDINALITY AS k(key, request, n) ORDER BY k.n) \
+/// The balance change's common part: `$8` workspace, `$9` delta per ledger row, `$10`
+/// number of rows, `$11`/`$12` their api key and request ids, `$13` reason, `$14` time.
+/// Row n (1-based) carries the balance after its own change.
+macro_rules! balance_change {
+    () => {
+        concat!(
+            "WITH cache AS (",
+            cache_upsert!(),
+            "), \
+             change AS ( \
+               UPDATE workspaces SET credit_balance = credit_balance + $9 * $10 \
+               WHERE id = $8 AND credit_balance + $9 * $10 >= 0 RETURNING credit_balance), \
+             ledger AS ( \
+               INSERT INTO credit_ledger (workspace_id, api_key_id, request_id, delta, balance_after, reason, created_at) \
+               SELECT $8, k.key, k.request, $9, change.credit_balance - $9 * ($10 - k.n), $13, $14 \
+               FROM change, unnest($11::text[], $12::text[]) WITH ORDINALITY AS k(key, request, n) ORDER BY k.n)"
+        )
+    };
+}
+
+/// A balance change that adds credits (a grant).
+const CREDIT_BALANCE: &str = concat!(balance_change!(), " SELECT credit_balance FROM change");
+
+/// A balance change that takes credits; `$15` an event id. A `credits.low` delivery is
+/// queued for each active webhook of the workspace that takes it and whose threshold the
+/// change crossed (from at least it to below it), in the same statement.
+const DEBIT_BALANCE: &str = concat!(
+    balance_change!(),
+    ", low AS (",
+    delivery_columns!(),
+    "SELECT gen_random_uuid()::text, w.id, w.workspace_id, $15, 'credits.low', \
+       json_build_object('credits_remaining', change.credit_balance, 'low_balance_threshold', w.low_balance_threshold)::text, \
+       $14, 'pending', 0, 0, $14 FROM change, webhooks w \
+       WHERE w.workspace_id = $8 AND w.active AND change.credit_balance < w.low_balance_threshold \
+       AND change.credit_balance - $9 * $10 >= w.low_balance_threshold AND (' ' || w.events || ' ') LIKE '% credits.low %') \
      SELECT credit_balance FROM change"
 );
 
@@ -79,7 +103,8 @@ const COUNT_JOB_ITEMS: &str = "UPDATE enrichment_jobs SET \
      status = CASE WHEN status = 'running' AND done + $2 >= total THEN 'completed' ELSE status END, \
      finished_at = CASE WHEN status = 'running' AND done + $2 >= total THEN $7 ELSE finished_at END, \
      purge_after = CASE WHEN status = 'running' AND done + $2 >= total THEN $8 ELSE purge_after END \
-     WHERE id = $1";
+     WHERE id = $1 \
+     RETURNING workspace_id, status, total, done, succeeded, no_match, failed, credits_charged, created_at, started_at, finished_at";
 
 const COMPLETE_CLAIM: &str = "UPDATE idempotency_records \
      SET state = $5, response_status = 200, response_body = $6, balance_after = $7 \
@@ -181,7 +206,8 @@ impl super::batch::Store for Store {
         }
         let keys: Vec<Option<&str>> = change.rows.iter().map(|r| r.0).collect();
         let requests: Vec<Option<&str>> = change.rows.iter().map(|r| r.1).collect();
-        let q = bind_cache(sqlx::query(CHANGE_BALANCE), cache)
+        let sql = if change.delta < 0 { DEBIT_BALANCE } else { CREDIT_BALANCE };
+        let mut q = bind_cache(sqlx::query(sql), cache)
             .bind(change.workspace_id)
             .bind(change.delta)
             .bind(change.rows.len() as i64)
@@ -189,6 +215,9 @@ impl super::batch::Store for Store {
             .bind(requests)
             .bind(change.reason.as_str())
             .bind(change.now_ms);
+        if change.delta < 0 {
+            q = q.bind(outbox::new_event_id());
+        }
         let row = self.fetch_optional(q)?;
         row.map(|r| r.try_get::<i64, _>(0)).transpose().map_err(err)
     }
@@ -235,7 +264,35 @@ impl super::batch::Store for Store {
             .bind(update.credits_charged)
             .bind(update.now_ms)
             .bind(update.purge_after_ms);
-        Ok(self.execute(q)? == 1)
+        let Some(row) = self.fetch_optional(q)? else { return Ok(false) };
+        let get = |n: usize| row.try_get::<i64, _>(n).map_err(err);
+        let job = JobView {
+            id: job_id.to_string(),
+            status: row.try_get(1).map_err(err)?,
+            total: get(2)?,
+            done: get(3)?,
+            succeeded: get(4)?,
+            no_match: get(5)?,
+            failed: get(6)?,
+            credits_charged: get(7)?,
+            created_at: get(8)?,
+            started_at: row.try_get(9).map_err(err)?,
+            finished_at: row.try_get(10).map_err(err)?,
+        };
+        // This chunk completed the job: its event commits with it.
+        if job.status == crate::jobs::Status::Completed.as_str() && job.done == job.total {
+            let workspace_id: String = row.try_get(0).map_err(err)?;
+            let event = Event::JobCompleted;
+            let q = sqlx::query(outbox::FAN_OUT_PG)
+                .bind(workspace_id)
+                .bind(outbox::new_event_id())
+                .bind(event.as_str())
+                .bind(outbox::job_data(&job))
+                .bind(update.now_ms)
+                .bind(outbox::event_pattern(event));
+            self.execute(q)?;
+        }
+        Ok(true)
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {

@@ -16,6 +16,9 @@ use super::batch::{BalanceChange, StoreError};
 use super::CacheRow;
 use crate::config::{DatabaseSettings, SqliteSynchronous};
 use crate::idempotency::{ClaimToken, State};
+use crate::jobs::JobView;
+use crate::webhooks::outbox::{self, delivery_columns, uuid_sqlite};
+use crate::webhooks::Event;
 
 /// How long the writer's thread waits for the database's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,7 +60,21 @@ const COUNT_JOB_ITEMS: &str = "UPDATE enrichment_jobs SET \
      status = CASE WHEN status = 'running' AND done + ?2 >= total THEN 'completed' ELSE status END, \
      finished_at = CASE WHEN status = 'running' AND done + ?2 >= total THEN ?7 ELSE finished_at END, \
      purge_after = CASE WHEN status = 'running' AND done + ?2 >= total THEN ?8 ELSE purge_after END \
-     WHERE id = ?1";
+     WHERE id = ?1 \
+     RETURNING workspace_id, status, total, done, succeeded, no_match, failed, credits_charged, created_at, started_at, finished_at";
+
+/// A `credits.low` delivery for each active webhook of workspace `?4` that takes it and
+/// whose threshold the balance crossed (from `?5` before to `?2` after); `?1` event id,
+/// `?3` time.
+const LOW_BALANCE: &str = concat!(
+    delivery_columns!(),
+    "SELECT ",
+    uuid_sqlite!(),
+    ", w.id, w.workspace_id, ?1, 'credits.low', \
+     json_object('credits_remaining', ?2, 'low_balance_threshold', w.low_balance_threshold), ?3, 'pending', 0, 0, ?3 \
+     FROM webhooks w WHERE w.workspace_id = ?4 AND w.active AND ?2 < w.low_balance_threshold \
+     AND ?5 >= w.low_balance_threshold AND (' ' || w.events || ' ') LIKE '% credits.low %'"
+);
 
 const COMPLETE_CLAIM: &str = "UPDATE idempotency_records \
      SET state = ?5, response_status = 200, response_body = ?6, balance_after = ?7 \
@@ -164,6 +181,14 @@ impl super::batch::Store for Store {
                 ])
                 .map_err(err)?;
         }
+        drop(insert);
+        if change.delta < 0 {
+            let before = after - total;
+            self.conn
+                .prepare_cached(LOW_BALANCE)
+                .and_then(|mut s| s.execute(params![outbox::new_event_id(), after, change.now_ms, change.workspace_id, before]))
+                .map_err(err)?;
+        }
         Ok(Some(after))
     }
 
@@ -208,23 +233,62 @@ impl super::batch::Store for Store {
             }
         }
         drop(finish);
-        let n = self
+        let counted = self
             .conn
             .prepare_cached(COUNT_JOB_ITEMS)
             .and_then(|mut s| {
-                s.execute(params![
-                    job_id,
-                    update.results.len() as i64,
-                    update.succeeded,
-                    update.no_match,
-                    update.failed,
-                    update.credits_charged,
-                    update.now_ms,
-                    update.purge_after_ms
-                ])
+                s.query_row(
+                    params![
+                        job_id,
+                        update.results.len() as i64,
+                        update.succeeded,
+                        update.no_match,
+                        update.failed,
+                        update.credits_charged,
+                        update.now_ms,
+                        update.purge_after_ms
+                    ],
+                    |r| {
+                        let workspace_id: String = r.get(0)?;
+                        let view = JobView {
+                            id: job_id.to_string(),
+                            status: r.get(1)?,
+                            total: r.get(2)?,
+                            done: r.get(3)?,
+                            succeeded: r.get(4)?,
+                            no_match: r.get(5)?,
+                            failed: r.get(6)?,
+                            credits_charged: r.get(7)?,
+                            created_at: r.get(8)?,
+                            started_at: r.get(9)?,
+                            finished_at: r.get(10)?,
+                        };
+                        Ok((workspace_id, view))
+                    },
+                )
+                .optional()
             })
             .map_err(err)?;
-        Ok(n == 1)
+        let Some((workspace_id, job)) = counted else { return Ok(false) };
+        // This chunk completed the job: its event commits with it.
+        if job.status == crate::jobs::Status::Completed.as_str() && job.done == job.total {
+            let data = outbox::job_data(&job);
+            let event = Event::JobCompleted;
+            self.conn
+                .prepare_cached(outbox::fan_out_sqlite())
+                .and_then(|mut s| {
+                    s.execute(params![
+                        workspace_id,
+                        outbox::new_event_id(),
+                        event.as_str(),
+                        data,
+                        update.now_ms,
+                        outbox::event_pattern(event)
+                    ])
+                })
+                .map_err(err)?;
+        }
+        Ok(true)
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {

@@ -25,3 +25,4 @@ mod replicas;
 mod test_mode;
 mod usage;
 mod vendors;
+mod webhooks;

@@ -310,7 +310,12 @@ async fn database_outage_is_503_and_recovers_by_itself() {
     let admin = app
         .key(
             &ws,
-            &[leadlex::auth::Permission::AdminApiKeys, leadlex::auth::Permission::ReadUsage, leadlex::auth::Permission::AdminPrivacy],
+            &[
+                leadlex::auth::Permission::AdminApiKeys,
+                leadlex::auth::Permission::ReadUsage,
+                leadlex::auth::Permission::AdminPrivacy,
+                leadlex::auth::Permission::AdminWebhooks,
+            ],
             None,
         )
         .await;
@@ -343,6 +348,15 @@ async fn database_outage_is_503_and_recovers_by_itself() {
         app.client.post(format!("{}/v1/suppressions", app.base)).json(&json!({"email": "a@b.co"})),
         app.client.get(format!("{}/v1/suppressions", app.base)),
         app.client.delete(format!("{}/v1/suppressions/sup_0", app.base)),
+        app.client.post(format!("{}/v1/webhooks", app.base)).json(&json!({"url": "https://x.com", "events": ["credits.low"]})),
+        app.client.get(format!("{}/v1/webhooks", app.base)),
+        app.client.get(format!("{}/v1/webhooks/wh_0", app.base)),
+        app.client.patch(format!("{}/v1/webhooks/wh_0", app.base)).json(&json!({"active": true})),
+        app.client.delete(format!("{}/v1/webhooks/wh_0", app.base)),
+        app.client.post(format!("{}/v1/webhooks/wh_0/rotate-secret", app.base)),
+        app.client.post(format!("{}/v1/webhooks/wh_0/test", app.base)),
+        app.client.get(format!("{}/v1/webhooks/wh_0/deliveries", app.base)),
+        app.client.post(format!("{}/v1/webhooks/wh_0/deliveries/d/redeliver", app.base)),
     ] {
         let r = app.request(req.bearer_auth(&admin.key)).await;
         assert_eq!((r.status, r.error_code().as_str()), (503, "service_unavailable"));

@@ -74,6 +74,13 @@ fn schema_validator(schema: &Value) -> jsonschema::Validator {
     jsonschema::options().with_draft(jsonschema::Draft::Draft4).build(&doc).unwrap_or_else(|e| panic!("schema {schema} compiles: {e}"))
 }
 
+/// Why `value` is not an instance of the spec's component schema `name` (empty: it is).
+pub fn component_errors(name: &str, value: &Value) -> Vec<String> {
+    assert!(SPEC["components"]["schemas"].get(name).is_some(), "the spec has a component {name}");
+    let validator = schema_validator(&json!({"$ref": format!("#/components/schemas/{name}")}));
+    validator.iter_errors(value).map(|e| format!("{} at {}", e, e.instance_path)).collect()
+}
+
 /// Whether `body` is valid for the JSON request body of `method path` in the committed spec.
 pub fn request_is_valid(method: &str, path: &str, body: &Value) -> bool {
     let op = operation(method, path).unwrap_or_else(|| panic!("{method} {path} is an operation"));
@@ -161,7 +168,9 @@ pub fn without_per_call_values(mut body: Value) -> Value {
 
 /// Values the server makes up for each call: ids, secrets, times, balances.
 fn blank_generated(value: &mut Value) {
-    const GENERATED: [&str; 14] = [
+    const GENERATED: [&str; 16] = [
+        "secret",
+        "updated_at",
         "credits_remaining",
         "fetched_at",
         "started_at",

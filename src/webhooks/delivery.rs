@@ -1,0 +1,371 @@
+//! Delivering webhook events: the workers every `serve` process runs ([`Deliverer`]),
+//! and the one attempt path they and a ping share ([`Webhooks::attempt`]).
+//!
+//! Invariants:
+//! - a delivery is attempted only by whoever holds its lease (PostgreSQL: claimed with
+//!   `FOR UPDATE SKIP LOCKED`; SQLite: one writer), and an attempt's outcome is recorded
+//!   only while the lease is held: on several replicas each attempt is made once; a
+//!   worker that died mid-attempt leaves the delivery to be attempted again after the
+//!   lease (`[webhooks] lease_ms`, longer than an attempt's `timeout_ms`): at least once;
+//! - the body is rendered from the stored event the same way on every attempt, signed
+//!   with the webhook's secret at the time of the attempt (`X-LeadLex-Signature:
+//!   sha256=<hex HMAC-SHA256 of the body>`); the delivery id is the row's, the same on
+//!   every attempt;
+//! - a 2xx answer within `timeout_ms` is success; anything else (another status, a
+//!   refused address, a timeout) is retried after the next step of `retry_schedule_ms`
+//!   (± `jitter`), and once the schedule is spent the delivery is `failed`;
+//! - a webhook whose attempts have all failed for `disable_after_ms` (a day) is turned
+//!   off, with the reason; pending deliveries of an inactive webhook wait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use sea_orm::{
+    sea_query::{Expr, Func},
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, TransactionTrait,
+};
+use sha2::Sha256;
+
+use entity::{webhook, webhook_delivery as delivery_row};
+
+use super::{DeliveryView, Event, WebhookError, Webhooks};
+use crate::hex::hex;
+use crate::outbound::{self, Policy};
+
+pub const PENDING: &str = "pending";
+pub const SUCCEEDED: &str = "succeeded";
+pub const FAILED: &str = "failed";
+
+/// The `User-Agent` of every delivery.
+pub const USER_AGENT: &str = "LeadLex-Webhook/1.0";
+
+/// `sha256=<hex HMAC-SHA256 of body under secret>`: the `X-LeadLex-Signature` value. The
+/// key is the whole secret string (`whsec_` included), as UTF-8 bytes.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex(&mac.finalize().into_bytes()))
+}
+
+/// The body of a delivery: `{"id", "event", "created_at", "workspace_id", "data"}`, the
+/// same bytes on every attempt.
+pub fn body(d: &delivery_row::Model) -> Vec<u8> {
+    let data: serde_json::Value = serde_json::from_str(&d.data).unwrap_or(serde_json::Value::Null);
+    let payload = serde_json::json!({
+        "id": d.event_id,
+        "event": d.event,
+        "created_at": crate::time::at(d.created_at).to_rfc3339(),
+        "workspace_id": d.workspace_id,
+        "data": data,
+    });
+    serde_json::to_vec(&payload).expect("a payload serialises")
+}
+
+/// How one attempt went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outcome {
+    status_code: Option<i32>,
+    latency_ms: i64,
+    error: Option<String>,
+}
+
+impl Outcome {
+    fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+impl Webhooks {
+    fn policy(&self) -> Policy {
+        Policy { allow_loopback: self.settings.allow_loopback }
+    }
+
+    /// Sends a `ping` to the webhook now (whether or not it is active) and answers with
+    /// the delivery after the attempt; a failed ping is retried like any delivery.
+    pub async fn ping(&self, workspace_id: &str, id: &str, now_ms: i64) -> Result<DeliveryView, WebhookError> {
+        let w = self.row(workspace_id, id).await?;
+        let owner = format!("ping_{}", uuid::Uuid::new_v4().simple());
+        let row = delivery_row::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            webhook_id: Set(w.id.clone()),
+            workspace_id: Set(workspace_id.to_string()),
+            event_id: Set(super::outbox::new_event_id()),
+            event: Set(Event::Ping.as_str().to_string()),
+            data: Set(super::outbox::ping_data(&w.id)),
+            created_at: Set(now_ms),
+            state: Set(PENDING.to_string()),
+            attempts: Set(0),
+            round_attempts: Set(0),
+            next_attempt_at: Set(Some(now_ms)),
+            lease_owner: Set(Some(owner.clone())),
+            lease_until: Set(Some(now_ms + self.settings.lease_ms as i64)),
+            status_code: Set(None),
+            latency_ms: Set(None),
+            error: Set(None),
+            last_attempt_at: Set(None),
+        };
+        let id = row.id.clone().unwrap();
+        delivery_row::Entity::insert(row).exec_without_returning(&self.db).await?;
+        let d = delivery_row::Entity::find_by_id(&id).one(&self.db).await?.ok_or(WebhookError::DeliveryNotFound)?;
+        self.attempt(&w, d, &owner).await?;
+        let d = delivery_row::Entity::find_by_id(&id).one(&self.db).await?.ok_or(WebhookError::DeliveryNotFound)?;
+        Ok(d.into())
+    }
+
+    /// Makes one attempt of `d` (leased by `owner`) to `w`, and records how it went.
+    async fn attempt(&self, w: &webhook::Model, d: delivery_row::Model, owner: &str) -> Result<(), WebhookError> {
+        let outcome = match self.secret_of(w) {
+            Ok(secret) => self.send(w, &d, &secret.0).await,
+            Err(err) => {
+                tracing::error!(webhook = %w.id, error = %err, "a webhook secret could not be opened");
+                Outcome { status_code: None, latency_ms: 0, error: Some("the signing secret could not be read; rotate it".into()) }
+            }
+        };
+        self.record(w, &d, owner, &outcome).await
+    }
+
+    async fn send(&self, w: &webhook::Model, d: &delivery_row::Model, secret: &str) -> Outcome {
+        let started = std::time::Instant::now();
+        let url = match super::parse_url(&w.url, self.settings.allow_loopback) {
+            Ok(url) => url,
+            Err(e) => return Outcome { status_code: None, latency_ms: 0, error: Some(format!("the URL is refused: {}", e.message)) },
+        };
+        let body = body(d);
+        let headers = [
+            ("Content-Type", "application/json".to_string()),
+            ("User-Agent", USER_AGENT.to_string()),
+            ("X-LeadLex-Signature", signature(secret, &body)),
+            ("X-LeadLex-Timestamp", (crate::now_ms() / 1000).to_string()),
+            ("X-LeadLex-Delivery-ID", d.id.clone()),
+        ];
+        let deadline = Duration::from_millis(self.settings.timeout_ms);
+        let sent = outbound::post(&url, &headers, body, self.policy(), deadline, self.settings.max_response_bytes).await;
+        let latency_ms = started.elapsed().as_millis() as i64;
+        match sent {
+            Ok(answer) if (200..300).contains(&answer.status) => {
+                Outcome { status_code: Some(i32::from(answer.status)), latency_ms, error: None }
+            }
+            Ok(answer) => Outcome {
+                status_code: Some(i32::from(answer.status)),
+                latency_ms,
+                error: Some(format!("the endpoint answered {} (a 2xx is success)", answer.status)),
+            },
+            Err(err) => Outcome { status_code: None, latency_ms, error: Some(err.to_string()) },
+        }
+    }
+
+    /// When the next attempt after `round_attempts` failed ones is due, or `None` when
+    /// the schedule is spent.
+    fn next_attempt(&self, round_attempts: i32, now_ms: i64) -> Option<i64> {
+        let step = *self.settings.retry_schedule_ms.get(usize::try_from(round_attempts - 1).ok()?)?;
+        let jitter = self.settings.jitter.clamp(0.0, 1.0);
+        let factor = if jitter > 0.0 { 1.0 + rand::thread_rng().gen_range(-jitter..=jitter) } else { 1.0 };
+        Some(now_ms + (step as f64 * factor).round() as i64)
+    }
+
+    /// Records an attempt's outcome on the delivery (only while `owner` holds its lease)
+    /// and on its webhook, in one transaction; turns off a webhook failing for too long.
+    async fn record(&self, w: &webhook::Model, d: &delivery_row::Model, owner: &str, outcome: &Outcome) -> Result<(), WebhookError> {
+        let now = crate::now_ms();
+        let round = d.round_attempts + 1;
+        let (state, next) = match outcome.succeeded() {
+            true => (SUCCEEDED, None),
+            false => match self.next_attempt(round, now) {
+                Some(at) => (PENDING, Some(at)),
+                None => (FAILED, None),
+            },
+        };
+        let txn = self.db.begin().await?;
+        let recorded = delivery_row::Entity::update_many()
+            .col_expr(delivery_row::Column::State, Expr::value(state))
+            .col_expr(delivery_row::Column::Attempts, Expr::col(delivery_row::Column::Attempts).add(1))
+            .col_expr(delivery_row::Column::RoundAttempts, Expr::value(round))
+            .col_expr(delivery_row::Column::NextAttemptAt, Expr::value(next))
+            .col_expr(delivery_row::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(delivery_row::Column::LeaseUntil, Expr::value(Option::<i64>::None))
+            .col_expr(delivery_row::Column::StatusCode, Expr::value(outcome.status_code))
+            .col_expr(delivery_row::Column::LatencyMs, Expr::value(outcome.latency_ms))
+            .col_expr(delivery_row::Column::Error, Expr::value(outcome.error.clone()))
+            .col_expr(delivery_row::Column::LastAttemptAt, Expr::value(now))
+            .filter(delivery_row::Column::Id.eq(d.id.as_str()))
+            .filter(delivery_row::Column::LeaseOwner.eq(owner))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if recorded == 0 {
+            // The lease ran out and another worker took the delivery over: its outcome counts.
+            txn.rollback().await?;
+            return Ok(());
+        }
+        let mut health = webhook::Entity::update_many()
+            .col_expr(webhook::Column::LastDeliveryStatus, Expr::value(if outcome.succeeded() { SUCCEEDED } else { FAILED }))
+            .col_expr(webhook::Column::LastDeliveryAt, Expr::value(now));
+        health = match outcome.succeeded() {
+            true => health.col_expr(webhook::Column::FailingSince, Expr::value(Option::<i64>::None)),
+            false => health.col_expr(
+                webhook::Column::FailingSince,
+                Func::coalesce([Expr::col(webhook::Column::FailingSince).into(), Expr::val(now).into()]).into(),
+            ),
+        };
+        health.filter(webhook::Column::Id.eq(w.id.as_str())).exec(&txn).await?;
+        if !outcome.succeeded() {
+            let cutoff = now - self.settings.disable_after_ms as i64;
+            let reason = format!(
+                "turned off at {}: every delivery attempt failed for {} hours; last error: {}",
+                crate::time::at(now).to_rfc3339(),
+                self.settings.disable_after_ms / 3_600_000,
+                outcome.error.as_deref().unwrap_or("unknown"),
+            );
+            let disabled = webhook::Entity::update_many()
+                .col_expr(webhook::Column::Active, Expr::value(false))
+                .col_expr(webhook::Column::DisabledReason, Expr::value(reason))
+                .filter(webhook::Column::Id.eq(w.id.as_str()))
+                .filter(webhook::Column::Active.eq(true))
+                .filter(webhook::Column::FailingSince.lte(cutoff))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+            if disabled > 0 {
+                tracing::warn!(webhook = %w.id, "a webhook failing for too long was turned off");
+            }
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Claims up to `n` due deliveries of active webhooks for `owner`; returns them with
+    /// their webhooks.
+    async fn claim(&self, owner: &str, n: usize, now_ms: i64) -> Result<Vec<(webhook::Model, delivery_row::Model)>, WebhookError> {
+        let backend = self.db.get_database_backend();
+        let lease_until = now_ms + self.settings.lease_ms as i64;
+        let sql = match backend {
+            DbBackend::Postgres => {
+                "UPDATE webhook_deliveries SET lease_owner = $1, lease_until = $2 \
+                 WHERE id IN (SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+                   WHERE d.state = 'pending' AND d.next_attempt_at <= $3 AND (d.lease_until IS NULL OR d.lease_until < $3) \
+                   AND w.active ORDER BY d.next_attempt_at LIMIT $4 FOR UPDATE OF d SKIP LOCKED) \
+                 RETURNING id"
+            }
+            _ => {
+                "UPDATE webhook_deliveries SET lease_owner = ?1, lease_until = ?2 \
+                 WHERE id IN (SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+                   WHERE d.state = 'pending' AND d.next_attempt_at <= ?3 AND (d.lease_until IS NULL OR d.lease_until < ?3) \
+                   AND w.active ORDER BY d.next_attempt_at LIMIT ?4) \
+                 RETURNING id"
+            }
+        };
+        let values: Vec<sea_orm::Value> = vec![owner.into(), lease_until.into(), now_ms.into(), (n as i64).into()];
+        let rows = self.db.query_all(Statement::from_sql_and_values(backend, sql, values)).await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.try_get::<String>("", "id")).collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deliveries = delivery_row::Entity::find().filter(delivery_row::Column::Id.is_in(ids)).all(&self.db).await?;
+        let hook_ids: Vec<String> = deliveries.iter().map(|d| d.webhook_id.clone()).collect();
+        let hooks = webhook::Entity::find().filter(webhook::Column::Id.is_in(hook_ids)).all(&self.db).await?;
+        Ok(deliveries.into_iter().filter_map(|d| hooks.iter().find(|w| w.id == d.webhook_id).cloned().map(|w| (w, d))).collect())
+    }
+
+    /// Deletes finished deliveries older than `[webhooks] retention_days`.
+    pub async fn purge_finished(&self, now_ms: i64) -> Result<u64, WebhookError> {
+        let cutoff = now_ms - (self.settings.retention_days.saturating_mul(86_400_000)) as i64;
+        Ok(delivery_row::Entity::delete_many()
+            .filter(delivery_row::Column::State.is_in([SUCCEEDED, FAILED]))
+            .filter(delivery_row::Column::CreatedAt.lt(cutoff))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
+    }
+}
+
+/// The delivery worker of one serving process.
+pub struct Deliverer {
+    pub webhooks: Arc<Webhooks>,
+    /// This process's lease owner name.
+    pub owner: String,
+}
+
+impl Deliverer {
+    /// Delivers until `stop` is notified: due deliveries, `[webhooks] batch` at a time
+    /// (attempted concurrently), again at once while there were some, else after
+    /// `poll_ms`.
+    pub async fn run(self, stop: Arc<tokio::sync::Notify>) {
+        let poll = Duration::from_millis(self.webhooks.settings.poll_ms.max(10));
+        loop {
+            let worked = match self.round().await {
+                Ok(n) => n > 0,
+                Err(err) => {
+                    tracing::warn!(error = %err, "a webhook delivery round failed");
+                    false
+                }
+            };
+            if worked {
+                continue;
+            }
+            tokio::select! {
+                _ = stop.notified() => return,
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    async fn round(&self) -> Result<usize, WebhookError> {
+        let claimed = self.webhooks.claim(&self.owner, self.webhooks.settings.batch.max(1), crate::now_ms()).await?;
+        let n = claimed.len();
+        let attempts = claimed.into_iter().map(|(w, d)| async move {
+            let id = d.id.clone();
+            if let Err(err) = self.webhooks.attempt(&w, d, &self.owner).await {
+                tracing::warn!(delivery = %id, error = %err, "recording a webhook delivery failed; it will be attempted again");
+            }
+        });
+        futures_util::future::join_all(attempts).await;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_the_hex_hmac_of_the_body() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn the_body_is_the_same_on_every_attempt_and_has_the_documented_fields() {
+        let d = delivery_row::Model {
+            id: "d".into(),
+            webhook_id: "wh_1".into(),
+            workspace_id: "ws_1".into(),
+            event_id: "evt_1".into(),
+            event: "credits.low".into(),
+            data: r#"{"credits_remaining":9,"low_balance_threshold":10}"#.into(),
+            created_at: 1_796_000_000_000,
+            state: PENDING.into(),
+            attempts: 0,
+            round_attempts: 0,
+            next_attempt_at: None,
+            lease_owner: None,
+            lease_until: None,
+            status_code: None,
+            latency_ms: None,
+            error: None,
+            last_attempt_at: None,
+        };
+        assert_eq!(body(&d), body(&d));
+        let v: serde_json::Value = serde_json::from_slice(&body(&d)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"id": "evt_1", "event": "credits.low", "created_at": "2026-11-30T00:53:20+00:00",
+                "workspace_id": "ws_1", "data": {"credits_remaining": 9, "low_balance_threshold": 10}})
+        );
+    }
+}

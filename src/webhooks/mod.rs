@@ -1,0 +1,556 @@
+//! Signed webhooks: a workspace's endpoints, the events they take, and their
+//! deliveries. Knows nothing of incoming HTTP; outgoing requests go through
+//! [`crate::outbound`] only.
+//!
+//! - this file: [`Webhooks`], the one owner of webhook rows (create, list, change,
+//!   delete, rotate the secret; deliveries listed, redelivered, a ping sent now);
+//! - [`outbox`]: recording an event in its cause's transaction;
+//! - [`delivery`]: attempting deliveries (the workers every `serve` process runs, and a
+//!   ping's immediate attempt), signing, retrying, disabling a failing webhook.
+//!
+//! Invariants:
+//! - a webhook's secret (`whsec_…`) exists in the clear only in the answer to its
+//!   creation or rotation, and in memory while a delivery is signed; the database holds
+//!   it sealed ([`crate::seal`], bound to the webhook's id);
+//! - a webhook or delivery of another workspace behaves exactly as one that does not
+//!   exist;
+//! - a URL is `https://` (`http://` to a loopback host only where `[webhooks]
+//!   allow_loopback` is set); where it points is checked when each delivery is made.
+
+pub mod delivery;
+pub mod outbox;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use base64::Engine;
+use rand::RngCore;
+use sea_orm::{
+    sea_query::Expr, ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+
+use entity::{webhook, webhook_delivery as delivery_row};
+
+use crate::config::WebhooksSettings;
+use crate::lookup::input::InputError;
+use crate::seal::Sealer;
+
+/// The most webhooks a workspace lists on one page.
+pub const MAX_PAGE: u64 = 100;
+pub const DESCRIPTION_MAX: usize = 200;
+pub const URL_MAX: usize = 2048;
+/// `credits.low`'s threshold when none is given.
+pub const DEFAULT_LOW_BALANCE_THRESHOLD: i64 = 100;
+
+/// What a webhook URL must look like, published as the `pattern` of its schema and
+/// enforced by [`parse_url`] with the same text: `https://`, a host name (whose last
+/// label starts with a letter) or an IPv4 address, an optional port, then anything
+/// printable; white space around it is ignored (as every input's: Python's `$` matches
+/// before a final line break, so a client's generator may add one). (A development
+/// server allowing loopback also takes `http://`.)
+pub const URL_PATTERN: &str = concat!(
+    r"^[ \t\r\n]*https://(?:",
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}",
+    r"|(?:[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\.)*[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*",
+    r")(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(?:[/?#][!-~]*)?[ \t\r\n]*$"
+);
+
+static URL_SHAPE: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(&URL_PATTERN.replacen("https://", "https?://", 1)).expect("URL_PATTERN compiles"));
+
+/// What a webhook can be told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Event {
+    JobCompleted,
+    JobCancelled,
+    ApiKeyCreated,
+    ApiKeyRevoked,
+    CreditsLow,
+    /// Sent on request only (`POST /v1/webhooks/{id}/test`); not subscribable.
+    Ping,
+}
+
+impl Event {
+    /// The events a webhook can subscribe to.
+    pub const SUBSCRIBABLE: [Event; 5] =
+        [Event::JobCompleted, Event::JobCancelled, Event::ApiKeyCreated, Event::ApiKeyRevoked, Event::CreditsLow];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::JobCompleted => "enrichment.job.completed",
+            Event::JobCancelled => "enrichment.job.cancelled",
+            Event::ApiKeyCreated => "api_key.created",
+            Event::ApiKeyRevoked => "api_key.revoked",
+            Event::CreditsLow => "credits.low",
+            Event::Ping => "ping",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::SUBSCRIBABLE.into_iter().chain([Event::Ping]).find(|e| e.as_str() == s)
+    }
+}
+
+/// Why a webhook operation failed; mapped to HTTP in `api::error` only.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("invalid webhook")]
+    Invalid(Vec<InputError>),
+    #[error("no such webhook")]
+    NotFound,
+    #[error("no such delivery")]
+    DeliveryNotFound,
+    #[error("a stored secret could not be read: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// A new webhook, as asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWebhook {
+    pub url: String,
+    pub events: BTreeSet<Event>,
+    pub description: Option<String>,
+    pub active: bool,
+    pub low_balance_threshold: i64,
+}
+
+/// A change to a webhook: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookPatch {
+    pub url: Option<String>,
+    pub events: Option<BTreeSet<Event>>,
+    /// `Some("")` removes the description.
+    pub description: Option<String>,
+    pub active: Option<bool>,
+    pub low_balance_threshold: Option<i64>,
+}
+
+/// A webhook as its workspace sees it: never its secret. Times are epoch milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookView {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    pub active: bool,
+    pub low_balance_threshold: i64,
+    pub disabled_reason: Option<String>,
+    pub last_delivery_status: Option<String>,
+    pub last_delivery_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<webhook::Model> for WebhookView {
+    fn from(w: webhook::Model) -> Self {
+        Self {
+            events: w.events.split_whitespace().map(str::to_string).collect(),
+            id: w.id,
+            url: w.url,
+            description: w.description,
+            active: w.active,
+            low_balance_threshold: w.low_balance_threshold,
+            disabled_reason: w.disabled_reason,
+            last_delivery_status: w.last_delivery_status,
+            last_delivery_at: w.last_delivery_at,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+        }
+    }
+}
+
+/// A delivery as its workspace sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryView {
+    pub id: String,
+    pub event_id: String,
+    pub event: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    pub attempts: i32,
+    pub status_code: Option<i32>,
+    pub latency_ms: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub last_attempt_at: Option<i64>,
+    pub next_retry_at: Option<i64>,
+}
+
+impl From<delivery_row::Model> for DeliveryView {
+    fn from(d: delivery_row::Model) -> Self {
+        Self {
+            next_retry_at: if d.state == delivery::PENDING { d.next_attempt_at } else { None },
+            id: d.id,
+            event_id: d.event_id,
+            event: d.event,
+            status: d.state,
+            attempts: d.attempts,
+            status_code: d.status_code,
+            latency_ms: d.latency_ms,
+            error: d.error,
+            created_at: d.created_at,
+            last_attempt_at: d.last_attempt_at,
+        }
+    }
+}
+
+/// A signing secret, shown once. Its `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningSecret(pub String);
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningSecret(…)")
+    }
+}
+
+impl SigningSecret {
+    fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Self(format!("whsec_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    }
+}
+
+/// Checks a webhook URL: its shape ([`URL_PATTERN`]), and `http://` only to a loopback
+/// host where `allow_loopback`. Where the host points is checked at each delivery.
+/// The URL is `text` without the white space around it.
+pub fn parse_url(text: &str, allow_loopback: bool) -> Result<url::Url, InputError> {
+    let bad = |message: &str| InputError::new("url", message);
+    if text.chars().count() > URL_MAX || !URL_SHAPE.is_match(text) {
+        return Err(bad("must be an https:// URL with a host name or IPv4 address"));
+    }
+    let url = url::Url::parse(text.trim()).map_err(|e| bad(&format!("is not a URL: {e}")))?;
+    if url.scheme() == "http" {
+        let loopback = url
+            .host_str()
+            .is_some_and(|h| h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback()));
+        if !(allow_loopback && loopback) {
+            return Err(bad("must be https:// (http:// is taken only for a loopback host, by a server configured for development)"));
+        }
+    }
+    Ok(url)
+}
+
+fn check_events(events: &BTreeSet<Event>) -> Result<(), InputError> {
+    if events.is_empty() {
+        return Err(InputError::new("events", "must name at least one event"));
+    }
+    if events.contains(&Event::Ping) {
+        return Err(InputError::new("events", "`ping` is sent on request only"));
+    }
+    Ok(())
+}
+
+fn check_description(d: &str) -> Result<(), InputError> {
+    if d.chars().count() > DESCRIPTION_MAX {
+        return Err(InputError::new("description", format!("must be at most {DESCRIPTION_MAX} characters")));
+    }
+    Ok(())
+}
+
+fn check_threshold(t: i64) -> Result<(), InputError> {
+    if t < 1 {
+        return Err(InputError::new("low_balance_threshold", "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn events_text(events: &BTreeSet<Event>) -> String {
+    events.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+fn new_id() -> String {
+    format!("wh_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// What binds a sealed secret to its webhook.
+fn seal_context(webhook_id: &str) -> Vec<u8> {
+    format!("webhook-secret\n{webhook_id}").into_bytes()
+}
+
+/// The one owner of webhook rows, and what delivering needs.
+pub struct Webhooks {
+    pub(crate) db: DatabaseConnection,
+    pub(crate) sealer: Arc<Sealer>,
+    pub(crate) settings: WebhooksSettings,
+}
+
+impl Webhooks {
+    pub fn new(db: DatabaseConnection, sealer: Arc<Sealer>, settings: WebhooksSettings) -> Self {
+        Self { db, sealer, settings }
+    }
+
+    fn check_new(&self, spec: &NewWebhook) -> Result<(), WebhookError> {
+        let problems: Vec<InputError> = [
+            parse_url(&spec.url, self.settings.allow_loopback).err(),
+            check_events(&spec.events).err(),
+            spec.description.as_deref().and_then(|d| check_description(d).err()),
+            check_threshold(spec.low_balance_threshold).err(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(WebhookError::Invalid(problems))
+        }
+    }
+
+    /// Creates a webhook; its secret is in the answer, and nowhere else in the clear.
+    pub async fn create(&self, workspace_id: &str, spec: &NewWebhook, now_ms: i64) -> Result<(WebhookView, SigningSecret), WebhookError> {
+        self.check_new(spec)?;
+        let id = new_id();
+        let secret = SigningSecret::generate();
+        let row = webhook::ActiveModel {
+            id: Set(id.clone()),
+            workspace_id: Set(workspace_id.to_string()),
+            url: Set(spec.url.trim().to_string()),
+            events: Set(events_text(&spec.events)),
+            description: Set(spec.description.clone().filter(|d| !d.is_empty())),
+            active: Set(spec.active),
+            low_balance_threshold: Set(spec.low_balance_threshold),
+            secret_sealed: Set(self.sealer.seal(secret.0.as_bytes(), &seal_context(&id))),
+            created_at: Set(now_ms),
+            updated_at: Set(now_ms),
+            disabled_reason: Set(None),
+            failing_since: Set(None),
+            last_delivery_status: Set(None),
+            last_delivery_at: Set(None),
+        };
+        webhook::Entity::insert(row).exec_without_returning(&self.db).await?;
+        Ok((self.get(workspace_id, &id).await?, secret))
+    }
+
+    async fn row(&self, workspace_id: &str, id: &str) -> Result<webhook::Model, WebhookError> {
+        webhook::Entity::find_by_id(id)
+            .filter(webhook::Column::WorkspaceId.eq(workspace_id))
+            .one(&self.db)
+            .await?
+            .ok_or(WebhookError::NotFound)
+    }
+
+    /// The workspace's webhook `id`.
+    pub async fn get(&self, workspace_id: &str, id: &str) -> Result<WebhookView, WebhookError> {
+        Ok(self.row(workspace_id, id).await?.into())
+    }
+
+    /// A page of the workspace's webhooks, oldest first, after `starting_after`; the
+    /// cursor of the next page when there is one.
+    pub async fn list(
+        &self,
+        workspace_id: &str,
+        starting_after: Option<&str>,
+        limit: u64,
+    ) -> Result<(Vec<WebhookView>, Option<String>), WebhookError> {
+        let mut q = webhook::Entity::find().filter(webhook::Column::WorkspaceId.eq(workspace_id));
+        if let Some(after) = starting_after {
+            q = q.filter(webhook::Column::Id.gt(after));
+        }
+        let mut rows = q.order_by_asc(webhook::Column::Id).limit(limit.min(MAX_PAGE) + 1).all(&self.db).await?;
+        let next = (rows.len() as u64 > limit.min(MAX_PAGE)).then(|| {
+            rows.truncate(limit.min(MAX_PAGE) as usize);
+            rows.last().map(|w| w.id.clone()).unwrap_or_default()
+        });
+        Ok((rows.into_iter().map(WebhookView::from).collect(), next))
+    }
+
+    /// Changes what `patch` names. Turning a webhook on clears why it was turned off.
+    pub async fn update(&self, workspace_id: &str, id: &str, patch: &WebhookPatch, now_ms: i64) -> Result<WebhookView, WebhookError> {
+        let problems: Vec<InputError> = [
+            patch.url.as_deref().and_then(|u| parse_url(u, self.settings.allow_loopback).err()),
+            patch.events.as_ref().and_then(|e| check_events(e).err()),
+            patch.description.as_deref().and_then(|d| check_description(d).err()),
+            patch.low_balance_threshold.and_then(|t| check_threshold(t).err()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !problems.is_empty() {
+            return Err(WebhookError::Invalid(problems));
+        }
+        let mut row = self.row(workspace_id, id).await?.into_active_model();
+        if let Some(url) = &patch.url {
+            row.url = Set(url.trim().to_string());
+        }
+        if let Some(events) = &patch.events {
+            row.events = Set(events_text(events));
+        }
+        if let Some(description) = &patch.description {
+            row.description = Set(Some(description.clone()).filter(|d| !d.is_empty()));
+        }
+        if let Some(threshold) = patch.low_balance_threshold {
+            row.low_balance_threshold = Set(threshold);
+        }
+        if let Some(active) = patch.active {
+            row.active = Set(active);
+            if active {
+                row.disabled_reason = Set(None);
+                row.failing_since = Set(None);
+            }
+        }
+        row.updated_at = Set(now_ms);
+        Ok(row.update(&self.db).await?.into())
+    }
+
+    /// Deletes the webhook and its deliveries (pending ones are not sent).
+    pub async fn delete(&self, workspace_id: &str, id: &str) -> Result<(), WebhookError> {
+        let txn = self.db.begin().await?;
+        let deleted = webhook::Entity::delete_many()
+            .filter(webhook::Column::Id.eq(id))
+            .filter(webhook::Column::WorkspaceId.eq(workspace_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if deleted == 0 {
+            txn.rollback().await?;
+            return Err(WebhookError::NotFound);
+        }
+        delivery_row::Entity::delete_many().filter(delivery_row::Column::WebhookId.eq(id)).exec(&txn).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces the signing secret: every delivery attempted from now on (retries of
+    /// earlier events included) is signed with the new one.
+    pub async fn rotate_secret(&self, workspace_id: &str, id: &str, now_ms: i64) -> Result<(WebhookView, SigningSecret), WebhookError> {
+        let secret = SigningSecret::generate();
+        let updated = webhook::Entity::update_many()
+            .col_expr(webhook::Column::SecretSealed, Expr::value(self.sealer.seal(secret.0.as_bytes(), &seal_context(id))))
+            .col_expr(webhook::Column::UpdatedAt, Expr::value(now_ms))
+            .filter(webhook::Column::Id.eq(id))
+            .filter(webhook::Column::WorkspaceId.eq(workspace_id))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        if updated == 0 {
+            return Err(WebhookError::NotFound);
+        }
+        Ok((self.get(workspace_id, id).await?, secret))
+    }
+
+    /// The webhook's secret, opened.
+    pub(crate) fn secret_of(&self, w: &webhook::Model) -> Result<SigningSecret, WebhookError> {
+        let plain = self.sealer.open(&w.secret_sealed, &seal_context(&w.id)).map_err(|e| WebhookError::Corrupt(e.to_string()))?;
+        String::from_utf8(plain).map(SigningSecret).map_err(|e| WebhookError::Corrupt(e.to_string()))
+    }
+
+    /// A page of the webhook's deliveries, newest first, after the delivery
+    /// `starting_after`; the cursor of the next page when there is one.
+    pub async fn deliveries(
+        &self,
+        workspace_id: &str,
+        id: &str,
+        starting_after: Option<&str>,
+        limit: u64,
+    ) -> Result<(Vec<DeliveryView>, Option<String>), WebhookError> {
+        self.row(workspace_id, id).await?;
+        let limit = limit.min(MAX_PAGE);
+        let mut q = delivery_row::Entity::find().filter(delivery_row::Column::WebhookId.eq(id));
+        if let Some(after) = starting_after {
+            let cursor = delivery_row::Entity::find_by_id(after)
+                .filter(delivery_row::Column::WebhookId.eq(id))
+                .one(&self.db)
+                .await?
+                .ok_or(WebhookError::DeliveryNotFound)?;
+            q =
+                q.filter(Condition::any().add(delivery_row::Column::CreatedAt.lt(cursor.created_at)).add(
+                    Condition::all().add(delivery_row::Column::CreatedAt.eq(cursor.created_at)).add(delivery_row::Column::Id.lt(after)),
+                ));
+        }
+        let mut rows =
+            q.order_by_desc(delivery_row::Column::CreatedAt).order_by_desc(delivery_row::Column::Id).limit(limit + 1).all(&self.db).await?;
+        let next = (rows.len() as u64 > limit).then(|| {
+            rows.truncate(limit as usize);
+            rows.last().map(|d| d.id.clone()).unwrap_or_default()
+        });
+        Ok((rows.into_iter().map(DeliveryView::from).collect(), next))
+    }
+
+    /// Queues the delivery again, due now, with a fresh round of retries (same delivery
+    /// id, same payload). A delivery in flight right now is not interrupted.
+    pub async fn redeliver(&self, workspace_id: &str, id: &str, delivery_id: &str, now_ms: i64) -> Result<DeliveryView, WebhookError> {
+        self.row(workspace_id, id).await?;
+        let updated = delivery_row::Entity::update_many()
+            .col_expr(delivery_row::Column::State, Expr::value(delivery::PENDING))
+            .col_expr(delivery_row::Column::RoundAttempts, Expr::value(0))
+            .col_expr(delivery_row::Column::NextAttemptAt, Expr::value(now_ms))
+            .filter(delivery_row::Column::Id.eq(delivery_id))
+            .filter(delivery_row::Column::WebhookId.eq(id))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        if updated == 0 {
+            return Err(WebhookError::DeliveryNotFound);
+        }
+        let row = delivery_row::Entity::find_by_id(delivery_id).one(&self.db).await?.ok_or(WebhookError::DeliveryNotFound)?;
+        Ok(row.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_https_with_a_host_and_http_only_to_loopback_where_allowed() {
+        for ok in [
+            "https://hooks.example.com/leadlex",
+            "https://example.com:8443/a?b=c#d",
+            "https://203.0.113.5/x",
+            "https://localhost",
+            " https://example.com/x\n",
+        ] {
+            assert!(parse_url(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://example.com/x",
+            "ftp://example.com/",
+            "https://",
+            "https://user:pw@example.com/",
+            "https://999.1.1.1/",
+            "https://example.com:99999/",
+            "https://xn--a.com/",
+            "https://example.com /x",
+        ] {
+            assert!(parse_url(bad, false).is_err(), "{bad}");
+            assert!(parse_url(bad, true).is_err(), "{bad}");
+        }
+        assert!(parse_url("http://127.0.0.1:8080/hook", false).is_err());
+        assert!(parse_url("http://127.0.0.1:8080/hook", true).is_ok());
+        assert!(parse_url("http://localhost:8080/hook", true).is_ok());
+        assert!(parse_url("http://example.com/hook", true).is_err());
+    }
+
+    #[test]
+    fn every_string_the_pattern_generates_is_a_url_with_a_host() {
+        use rand::{Rng, SeedableRng};
+        let body = URL_PATTERN.strip_prefix('^').and_then(|p| p.strip_suffix('$')).unwrap();
+        let generator = rand_regex::Regex::compile(body, 12).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(20261203);
+        for _ in 0..2_000 {
+            let s: String = rng.sample(&generator);
+            let url = parse_url(&s, false).unwrap_or_else(|e| panic!("{s:?}: {e:?}"));
+            assert!(url.host_str().is_some(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_secret_never_prints_and_is_whsec_then_43_characters() {
+        let s = SigningSecret::generate();
+        assert!(s.0.starts_with("whsec_") && s.0.len() == 6 + 43, "{}", s.0.len());
+        assert!(!format!("{s:?}").contains(&s.0));
+    }
+
+    #[test]
+    fn event_names_round_trip() {
+        for e in Event::SUBSCRIBABLE.into_iter().chain([Event::Ping]) {
+            assert_eq!(Event::parse(e.as_str()), Some(e));
+        }
+        assert_eq!(Event::parse("credits"), None);
+    }
+}

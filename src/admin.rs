@@ -146,17 +146,22 @@ pub async fn create_key_with(db: &DatabaseConnection, workspace_id: &str, spec: 
 /// Revokes a key (with its `api_key.revoked` event); it is refused from the next
 /// request on.
 pub async fn revoke_key(db: &DatabaseConnection, id: &str) -> anyhow::Result<()> {
-    let key = api_key::Entity::find_by_id(id).one(db).await?.context("no such key")?;
-    if key.revoked_at.is_none() {
-        let now = crate::now_ms();
-        let txn = db.begin().await?;
-        let mut key: api_key::ActiveModel = key.into();
-        key.revoked_at = Set(Some(now));
-        let key = key.update(&txn).await?;
+    let now = crate::now_ms();
+    let txn = db.begin().await?;
+    // Only a key not revoked yet changes (and says so once), whoever revokes it at once.
+    let revoked = api_key::Entity::update_many()
+        .col_expr(api_key::Column::RevokedAt, sea_orm::sea_query::Expr::value(now))
+        .filter(api_key::Column::Id.eq(id))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let key = api_key::Entity::find_by_id(id).one(&txn).await?.context("no such key")?;
+    if revoked > 0 {
         let data = crate::webhooks::outbox::key_data(&keys::KeyView::from(key.clone()));
         crate::webhooks::outbox::record(&txn, &key.workspace_id, crate::webhooks::Event::ApiKeyRevoked, &data, now).await?;
-        txn.commit().await?;
     }
+    txn.commit().await?;
     Ok(())
 }
 

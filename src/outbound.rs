@@ -152,7 +152,13 @@ pub async fn post(
     max_body: usize,
 ) -> Result<Answer, OutboundError> {
     let started = Instant::now();
-    let addr = resolve(url, policy).await?;
+    // The deadline covers the resolution too: a slow resolver cannot stretch an attempt.
+    let addr = match tokio::time::timeout(deadline, resolve(url, policy)).await {
+        Ok(addr) => addr?,
+        Err(_) => return Err(OutboundError::Timeout(deadline)),
+    };
+    let total = deadline;
+    let deadline = deadline.saturating_sub(started.elapsed());
     let host = url.host_str().ok_or(OutboundError::NoHost)?;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -167,8 +173,7 @@ pub async fn post(
         request = request.header(*name, value);
     }
     let exchange = async {
-        let failed =
-            |e: reqwest::Error| if e.is_timeout() { OutboundError::Timeout(deadline) } else { OutboundError::Connect(e.to_string()) };
+        let failed = |e: reqwest::Error| if e.is_timeout() { OutboundError::Timeout(total) } else { OutboundError::Connect(e.to_string()) };
         let mut response = request.send().await.map_err(failed)?;
         let status = response.status().as_u16();
         let mut read = Vec::new();
@@ -182,7 +187,7 @@ pub async fn post(
     };
     match tokio::time::timeout(deadline, exchange).await {
         Ok(answer) => answer,
-        Err(_) => Err(OutboundError::Timeout(deadline)),
+        Err(_) => Err(OutboundError::Timeout(total)),
     }
 }
 

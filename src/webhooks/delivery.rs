@@ -269,15 +269,26 @@ impl Webhooks {
         Ok(deliveries.into_iter().filter_map(|d| hooks.iter().find(|w| w.id == d.webhook_id).cloned().map(|w| (w, d))).collect())
     }
 
-    /// Deletes finished deliveries older than `[webhooks] retention_days`.
+    /// Deletes finished deliveries older than `[webhooks] retention_days`, and any
+    /// delivery whose webhook is gone (an event recorded while its webhook was deleted).
     pub async fn purge_finished(&self, now_ms: i64) -> Result<u64, WebhookError> {
-        let cutoff = now_ms - (self.settings.retention_days.saturating_mul(86_400_000)) as i64;
-        Ok(delivery_row::Entity::delete_many()
+        let retention = i64::try_from(self.settings.retention_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+        let cutoff = now_ms.saturating_sub(retention);
+        let finished = delivery_row::Entity::delete_many()
             .filter(delivery_row::Column::State.is_in([SUCCEEDED, FAILED]))
             .filter(delivery_row::Column::CreatedAt.lt(cutoff))
             .exec(&self.db)
             .await?
-            .rows_affected)
+            .rows_affected;
+        let orphaned = delivery_row::Entity::delete_many()
+            .filter(
+                delivery_row::Column::WebhookId
+                    .not_in_subquery(sea_orm::sea_query::Query::select().column(webhook::Column::Id).from(webhook::Entity).to_owned()),
+            )
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(finished + orphaned)
     }
 }
 
@@ -289,12 +300,18 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    /// Delivers until `stop` is notified: due deliveries, `[webhooks] batch` at a time
-    /// (attempted concurrently), again at once while there were some, else after
-    /// `poll_ms`.
+    /// Delivers until `stop` is notified (after the attempts in flight, claiming nothing
+    /// more): due deliveries, `[webhooks] batch` at a time (attempted concurrently), again
+    /// at once while there were some, else after `poll_ms`.
     pub async fn run(self, stop: Arc<tokio::sync::Notify>) {
         let poll = Duration::from_millis(self.webhooks.settings.poll_ms.max(10));
+        let stopped = stop.notified();
+        tokio::pin!(stopped);
         loop {
+            // Never claim a batch on the way out (it would sit leased until the lease ends).
+            if futures_util::FutureExt::now_or_never(stopped.as_mut()).is_some() {
+                return;
+            }
             let worked = match self.round().await {
                 Ok(n) => n > 0,
                 Err(err) => {
@@ -302,12 +319,11 @@ impl Deliverer {
                     false
                 }
             };
-            if worked {
-                continue;
-            }
-            tokio::select! {
-                _ = stop.notified() => return,
-                _ = tokio::time::sleep(poll) => {}
+            if !worked {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tokio::time::sleep(poll) => {}
+                }
             }
         }
     }

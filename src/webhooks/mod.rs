@@ -472,13 +472,16 @@ impl Webhooks {
     }
 
     /// Queues the delivery again, due now, with a fresh round of retries (same delivery
-    /// id, same payload). A delivery in flight right now is not interrupted.
+    /// id, same payload). An attempt in flight right now is not interrupted, but loses
+    /// its lease: its outcome is not recorded, and the redelivery stands.
     pub async fn redeliver(&self, workspace_id: &str, id: &str, delivery_id: &str, now_ms: i64) -> Result<DeliveryView, WebhookError> {
         self.row(workspace_id, id).await?;
         let updated = delivery_row::Entity::update_many()
             .col_expr(delivery_row::Column::State, Expr::value(delivery::PENDING))
             .col_expr(delivery_row::Column::RoundAttempts, Expr::value(0))
             .col_expr(delivery_row::Column::NextAttemptAt, Expr::value(now_ms))
+            .col_expr(delivery_row::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(delivery_row::Column::LeaseUntil, Expr::value(Option::<i64>::None))
             .filter(delivery_row::Column::Id.eq(delivery_id))
             .filter(delivery_row::Column::WebhookId.eq(id))
             .exec(&self.db)

@@ -47,6 +47,12 @@ pub struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `succeeded` or `failed`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HotCacheLabels {
     /// `known_keys`, `unknown_keys`, `empty_workspaces`, `replays` or `cache_rows`.
     pub cache: &'static str,
@@ -73,6 +79,10 @@ pub struct Metrics {
     /// Lookups in the hot in-process caches (`crate::hot`), by cache and outcome.
     pub hot_cache_lookups: Family<HotCacheLabels, Counter>,
     pub credits_charged: Counter,
+    /// Webhook delivery attempts made by this process, by outcome.
+    pub webhook_attempts: Family<WebhookLabels, Counter>,
+    /// Duration of webhook delivery attempts.
+    pub webhook_attempt_seconds: Histogram,
     /// Settlements per group-commit transaction.
     pub settle_batch_size: Histogram,
     /// Duration of one group-commit transaction.
@@ -113,6 +123,10 @@ impl Metrics {
         registry.register("hot_cache", "Lookups in the in-process hot caches by cache and outcome", hot_cache_lookups.clone());
         let credits_charged = Counter::default();
         registry.register("credits_charged", "Credits charged for successful lookups", credits_charged.clone());
+        let webhook_attempts = Family::<WebhookLabels, Counter>::default();
+        registry.register("webhook_attempts", "Webhook delivery attempts by outcome", webhook_attempts.clone());
+        let webhook_attempt_seconds = latency_histogram();
+        registry.register("webhook_attempt_duration_seconds", "Duration of webhook delivery attempts", webhook_attempt_seconds.clone());
         let settle_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
         registry.register("settle_batch_size", "Settlements per group-commit transaction", settle_batch_size.clone());
         let settle_batch_seconds = latency_histogram();
@@ -130,6 +144,8 @@ impl Metrics {
             coalesced_lookups,
             hot_cache_lookups,
             credits_charged,
+            webhook_attempts,
+            webhook_attempt_seconds,
             requests_taken: Default::default(),
         }
     }

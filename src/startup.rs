@@ -146,7 +146,7 @@ impl Application {
             };
             tokio::spawn(worker.run(stop_worker.clone()))
         });
-        let webhooks = Arc::new(crate::webhooks::Webhooks::new(db.clone(), sealer.clone(), settings.webhooks.clone()));
+        let webhooks = Arc::new(crate::webhooks::Webhooks::new(db.clone(), sealer.clone(), settings.webhooks.clone(), metrics.clone()));
         let stop_deliverer = Arc::new(tokio::sync::Notify::new());
         let deliverer = settings.webhooks.workers.then(|| {
             let deliverer = crate::webhooks::delivery::Deliverer {

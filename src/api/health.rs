@@ -90,7 +90,8 @@ impl poem::IntoResponse for OpenMetricsText {
 pub enum MetricsResponse {
     /// Every metric: requests by operation and status, latency histograms, vendor calls
     /// by outcome and latency, circuit-breaker states, cache hits and misses, coalesced
-    /// lookups, credits charged, group-commit batch sizes and durations.
+    /// lookups, credits charged, group-commit batch sizes and durations, webhook delivery
+    /// attempts by outcome and their duration.
     #[oai(status = 200)]
     Ok(OpenMetricsText),
 }

@@ -124,6 +124,9 @@ impl Webhooks {
                 Outcome { status_code: None, latency_ms: 0, error: Some("the signing secret could not be read; rotate it".into()) }
             }
         };
+        let label = crate::metrics::WebhookLabels { outcome: if outcome.succeeded() { SUCCEEDED } else { FAILED } };
+        self.metrics.webhook_attempts.get_or_create(&label).inc();
+        self.metrics.webhook_attempt_seconds.observe(outcome.latency_ms as f64 / 1000.0);
         self.record(w, &d, owner, &outcome).await
     }
 

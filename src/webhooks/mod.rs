@@ -277,11 +277,13 @@ pub struct Webhooks {
     pub(crate) db: DatabaseConnection,
     pub(crate) sealer: Arc<Sealer>,
     pub(crate) settings: WebhooksSettings,
+    /// This process's metrics: attempts by outcome, their duration.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Webhooks {
-    pub fn new(db: DatabaseConnection, sealer: Arc<Sealer>, settings: WebhooksSettings) -> Self {
-        Self { db, sealer, settings }
+    pub fn new(db: DatabaseConnection, sealer: Arc<Sealer>, settings: WebhooksSettings, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self { db, sealer, settings, metrics }
     }
 
     fn check_new(&self, spec: &NewWebhook) -> Result<(), WebhookError> {

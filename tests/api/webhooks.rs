@@ -271,6 +271,15 @@ async fn a_failed_attempt_is_retried_with_the_same_delivery_id(backend: Backend)
     };
     assert_eq!((listed["attempt"].as_i64(), listed["status_code"].as_i64()), (Some(2), Some(200)));
     assert!(listed["error"].is_null() && listed["next_retry_at"].is_null());
+    // Operators see the attempts in the metrics.
+    let metrics = app.client.get(url(&app, "/metrics")).send().await.unwrap().text().await.unwrap();
+    let attempts = |outcome: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("leadlex_webhook_attempts_total{{outcome=\"{outcome}\"}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    assert_eq!((attempts("failed"), attempts("succeeded")), (Some(1), Some(1)), "{metrics}");
 
     // Rotate, then redeliver: the third attempt, same id, signed with the new secret.
     let rotated = app.request(app.client.post(url(&app, &format!("/v1/webhooks/{id}/rotate-secret"))).bearer_auth(&key)).await;

@@ -93,10 +93,9 @@ pub async fn ledger_page(
     workspace_id: &str,
     q: &LedgerQuery,
 ) -> Result<(Vec<credit_ledger::Model>, bool), DbErr> {
-    let mut rows = ledger_page_query(workspace_id, q, db.get_database_backend()).all(db).await?;
-    let more = rows.len() as u64 > q.limit;
-    rows.truncate(q.limit as usize);
-    Ok((rows, more))
+    let rows = ledger_page_query(workspace_id, q, db.get_database_backend()).all(db).await?;
+    let (rows, more) = crate::page::split(rows, q.limit, |_| ());
+    Ok((rows, more.is_some()))
 }
 
 /// The query of [`ledger_page`] (one row more than the page, to tell whether more

@@ -308,11 +308,8 @@ pub async fn list(
     if let Some(after) = starting_after {
         q = q.filter(job::Column::Id.lt(after));
     }
-    let mut rows = q.order_by_desc(job::Column::Id).limit(limit + 1).all(db).await?;
-    let next = (rows.len() as u64 > limit).then(|| {
-        rows.truncate(limit as usize);
-        rows.last().map(|j| j.id.clone()).unwrap_or_default()
-    });
+    let rows = q.order_by_desc(job::Column::Id).limit(limit + 1).all(db).await?;
+    let (rows, next) = crate::page::split(rows, limit, |j| j.id.clone());
     Ok((rows.into_iter().map(JobView::from).collect(), next))
 }
 
@@ -681,9 +678,5 @@ pub async fn result_rows(
             serde_json::from_str(row.result.as_deref().unwrap_or("null")).map_err(|e| JobError::Corrupt(e.to_string()))?;
         out.push(ResultRow { idx: row.idx, email: row.email, domain: row.domain, result });
     }
-    let next = (out.len() as u64 > limit).then(|| {
-        out.truncate(limit as usize);
-        out.last().map(|r| r.idx).unwrap_or_default()
-    });
-    Ok((out, next))
+    Ok(crate::page::split(out, limit, |r| r.idx))
 }

@@ -34,7 +34,7 @@
 //! - [`client`]: the command line's client of a running server (`leadlex enrich FILE.csv`,
 //!   `leadlex job …`), over the public API.
 //! - [`config`], [`db`], [`startup`], [`cli`], [`telemetry`]: plumbing; [`secret`],
-//!   [`vendor_name`], [`hex`]: leaves that import nothing of the crate.
+//!   [`vendor_name`], [`hex`], [`page`]: leaves that import nothing of the crate.
 //!
 //! Persistence lives in the `entity` and `migration` crates of the workspace.
 
@@ -57,6 +57,7 @@ pub mod keys;
 pub mod lookup;
 pub mod metrics;
 pub mod outbound;
+pub mod page;
 pub mod privacy;
 pub mod ratelimit;
 pub mod sandbox;

@@ -327,11 +327,8 @@ impl Suppressions {
         if let Some(after) = after {
             query = query.filter(suppression::Column::Id.gt(after));
         }
-        // One more than asked tells whether there is a next page.
-        let mut rows = query.order_by_asc(suppression::Column::Id).limit(limit + 1).all(&self.db).await?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        let next = if more { rows.last().map(|r| r.id.clone()) } else { None };
+        let rows = query.order_by_asc(suppression::Column::Id).limit(limit + 1).all(&self.db).await?;
+        let (rows, next) = crate::page::split(rows, limit, |r| r.id.clone());
         Ok((rows.into_iter().map(Into::into).collect(), next))
     }
 

@@ -37,15 +37,12 @@ pub struct Application {
     /// Reloads the suppression lists when they change.
     refresher: tokio::task::JoinHandle<()>,
     settler: Settler,
-    /// Tells the job worker to stop (after its chunk in flight).
-    stop_worker: Arc<tokio::sync::Notify>,
-    worker: Option<tokio::task::JoinHandle<()>>,
-    /// Tells the webhook delivery worker to stop (after its attempts in flight).
-    stop_deliverer: Arc<tokio::sync::Notify>,
-    deliverer: Option<tokio::task::JoinHandle<()>>,
-    /// Tells the keys' last-use writer to write once more and stop.
-    stop_flusher: Arc<tokio::sync::Notify>,
-    flusher: tokio::task::JoinHandle<()>,
+    /// The job worker (stops after its chunk in flight), if this process runs one.
+    worker: Option<Background>,
+    /// The webhook delivery worker (stops after its attempts in flight), if any.
+    deliverer: Option<Background>,
+    /// The keys' last-use writer (writes once more and stops).
+    flusher: Background,
 }
 
 impl Application {
@@ -123,17 +120,17 @@ impl Application {
             metrics: metrics.clone(),
         });
         let activity = Arc::new(KeyActivity::default());
-        let stop_flusher = Arc::new(tokio::sync::Notify::new());
-        let flusher = tokio::spawn(crate::key_activity::flush_loop(
-            activity.clone(),
-            db.clone(),
-            Duration::from_millis(settings.server.last_used_flush_ms.max(1)),
-            stop_flusher.clone(),
-        ));
+        let flusher = Background::spawn(|stop| {
+            crate::key_activity::flush_loop(
+                activity.clone(),
+                db.clone(),
+                Duration::from_millis(settings.server.last_used_flush_ms.max(1)),
+                stop,
+            )
+        });
         let enrich = Arc::new(enrich);
         let limiter = Arc::new(limiter);
         let jobs_wake = Arc::new(tokio::sync::Notify::new());
-        let stop_worker = Arc::new(tokio::sync::Notify::new());
         let worker = settings.jobs.workers.then(|| {
             let worker = crate::jobs::Worker {
                 db: db.clone(),
@@ -144,16 +141,15 @@ impl Application {
                 wake: jobs_wake.clone(),
                 metrics: metrics.clone(),
             };
-            tokio::spawn(worker.run(stop_worker.clone()))
+            Background::spawn(|stop| worker.run(stop))
         });
         let webhooks = Arc::new(crate::webhooks::Webhooks::new(db.clone(), sealer.clone(), settings.webhooks.clone(), metrics.clone()));
-        let stop_deliverer = Arc::new(tokio::sync::Notify::new());
         let deliverer = settings.webhooks.workers.then(|| {
             let deliverer = crate::webhooks::delivery::Deliverer {
                 webhooks: webhooks.clone(),
                 owner: format!("deliverer_{}", uuid::Uuid::new_v4().simple()),
             };
-            tokio::spawn(deliverer.run(stop_deliverer.clone()))
+            Background::spawn(|stop| deliverer.run(stop))
         });
         let state = Arc::new(AppState {
             db: db.clone(),
@@ -189,22 +185,7 @@ impl Application {
             job: settings.server.max_job_body_bytes,
         };
         let endpoint = api::app(state, limits).map_to_response().boxed();
-        Ok(Self {
-            addr,
-            acceptor,
-            endpoint,
-            db,
-            sandbox,
-            purger,
-            refresher,
-            settler,
-            stop_worker,
-            worker,
-            stop_deliverer,
-            deliverer,
-            stop_flusher,
-            flusher,
-        })
+        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger, refresher, settler, worker, deliverer, flusher })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -222,39 +203,38 @@ impl Application {
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish (up to 30 s).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self {
-            acceptor,
-            endpoint,
-            sandbox,
-            purger,
-            refresher,
-            stop_worker,
-            worker,
-            stop_deliverer,
-            deliverer,
-            stop_flusher,
-            flusher,
-            ..
-        } = self;
+        let Self { acceptor, endpoint, sandbox, purger, refresher, worker, deliverer, flusher, .. } = self;
         let result =
             Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(30))).await;
         purger.abort();
         refresher.abort();
-        stop_worker.notify_one();
-        if let Some(worker) = worker {
-            // A chunk in flight settles (or its lease runs out and another worker redoes it).
-            let _ = tokio::time::timeout(Duration::from_secs(15), worker).await;
+        // A chunk or an attempt in flight ends (or its lease runs out and another process
+        // redoes it); then the keys' last use is written.
+        for background in worker.into_iter().chain(deliverer) {
+            background.stop(Duration::from_secs(15)).await;
         }
-        stop_deliverer.notify_one();
-        if let Some(deliverer) = deliverer {
-            // Attempts in flight end within their timeout (or are attempted again after
-            // their lease).
-            let _ = tokio::time::timeout(Duration::from_secs(15), deliverer).await;
-        }
-        stop_flusher.notify_one();
-        let _ = flusher.await;
+        flusher.stop(Duration::from_secs(30)).await;
         drop(sandbox);
         result
+    }
+}
+
+/// A background task that stops when told (`stop` is notified once).
+struct Background {
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(run: impl FnOnce(Arc<tokio::sync::Notify>) -> F) -> Self {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        Self { task: tokio::spawn(run(stop.clone())), stop }
+    }
+
+    /// Tells the task to stop and waits for it, at most `within`.
+    async fn stop(self, within: Duration) {
+        self.stop.notify_one();
+        let _ = tokio::time::timeout(within, self.task).await;
     }
 }
 

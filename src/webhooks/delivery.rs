@@ -24,8 +24,7 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use sea_orm::{
     sea_query::{Expr, Func},
-    ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, Statement, TransactionTrait,
 };
 use sha2::Sha256;
 
@@ -88,29 +87,28 @@ impl Webhooks {
     pub async fn ping(&self, workspace_id: &str, id: &str, now_ms: i64) -> Result<DeliveryView, WebhookError> {
         let w = self.row(workspace_id, id).await?;
         let owner = format!("ping_{}", uuid::Uuid::new_v4().simple());
-        let row = delivery_row::ActiveModel {
-            id: Set(uuid::Uuid::new_v4().to_string()),
-            webhook_id: Set(w.id.clone()),
-            workspace_id: Set(workspace_id.to_string()),
-            event_id: Set(super::outbox::new_event_id()),
-            event: Set(Event::Ping.as_str().to_string()),
-            data: Set(super::outbox::ping_data(&w.id)),
-            created_at: Set(now_ms),
-            state: Set(PENDING.to_string()),
-            attempts: Set(0),
-            round_attempts: Set(0),
-            next_attempt_at: Set(Some(now_ms)),
-            lease_owner: Set(Some(owner.clone())),
-            lease_until: Set(Some(now_ms + self.settings.lease_ms as i64)),
-            status_code: Set(None),
-            latency_ms: Set(None),
-            error: Set(None),
-            last_attempt_at: Set(None),
+        let row = delivery_row::Model {
+            id: uuid::Uuid::new_v4().to_string(),
+            webhook_id: w.id.clone(),
+            workspace_id: workspace_id.to_string(),
+            event_id: super::outbox::new_event_id(),
+            event: Event::Ping.as_str().to_string(),
+            data: super::outbox::ping_data(&w.id),
+            created_at: now_ms,
+            state: PENDING.to_string(),
+            attempts: 0,
+            round_attempts: 0,
+            next_attempt_at: Some(now_ms),
+            lease_owner: Some(owner.clone()),
+            lease_until: Some(now_ms + self.settings.lease_ms as i64),
+            status_code: None,
+            latency_ms: None,
+            error: None,
+            last_attempt_at: None,
         };
-        let id = row.id.clone().unwrap();
-        delivery_row::Entity::insert(row).exec_without_returning(&self.db).await?;
-        let d = delivery_row::Entity::find_by_id(&id).one(&self.db).await?.ok_or(WebhookError::DeliveryNotFound)?;
-        self.attempt(&w, d, &owner).await?;
+        let id = row.id.clone();
+        delivery_row::Entity::insert(row.clone().into_active_model()).exec_without_returning(&self.db).await?;
+        self.attempt(&w, row, &owner).await?;
         let d = delivery_row::Entity::find_by_id(&id).one(&self.db).await?.ok_or(WebhookError::DeliveryNotFound)?;
         Ok(d.into())
     }

@@ -308,24 +308,24 @@ impl Webhooks {
         self.check_new(spec)?;
         let id = new_id();
         let secret = SigningSecret::generate();
-        let row = webhook::ActiveModel {
-            id: Set(id.clone()),
-            workspace_id: Set(workspace_id.to_string()),
-            url: Set(spec.url.trim().to_string()),
-            events: Set(events_text(&spec.events)),
-            description: Set(spec.description.clone().filter(|d| !d.is_empty())),
-            active: Set(spec.active),
-            low_balance_threshold: Set(spec.low_balance_threshold),
-            secret_sealed: Set(self.sealer.seal(secret.0.as_bytes(), &seal_context(&id))),
-            created_at: Set(now_ms),
-            updated_at: Set(now_ms),
-            disabled_reason: Set(None),
-            failing_since: Set(None),
-            last_delivery_status: Set(None),
-            last_delivery_at: Set(None),
+        let row = webhook::Model {
+            id: id.clone(),
+            workspace_id: workspace_id.to_string(),
+            url: spec.url.trim().to_string(),
+            events: events_text(&spec.events),
+            description: spec.description.clone().filter(|d| !d.is_empty()),
+            active: spec.active,
+            low_balance_threshold: spec.low_balance_threshold,
+            secret_sealed: self.sealer.seal(secret.0.as_bytes(), &seal_context(&id)),
+            created_at: now_ms,
+            updated_at: now_ms,
+            disabled_reason: None,
+            failing_since: None,
+            last_delivery_status: None,
+            last_delivery_at: None,
         };
-        webhook::Entity::insert(row).exec_without_returning(&self.db).await?;
-        Ok((self.get(workspace_id, &id).await?, secret))
+        webhook::Entity::insert(row.clone().into_active_model()).exec_without_returning(&self.db).await?;
+        Ok((row.into(), secret))
     }
 
     async fn row(&self, workspace_id: &str, id: &str) -> Result<webhook::Model, WebhookError> {
@@ -349,15 +349,13 @@ impl Webhooks {
         starting_after: Option<&str>,
         limit: u64,
     ) -> Result<(Vec<WebhookView>, Option<String>), WebhookError> {
+        let limit = limit.clamp(1, MAX_PAGE);
         let mut q = webhook::Entity::find().filter(webhook::Column::WorkspaceId.eq(workspace_id));
         if let Some(after) = starting_after {
             q = q.filter(webhook::Column::Id.gt(after));
         }
-        let mut rows = q.order_by_asc(webhook::Column::Id).limit(limit.min(MAX_PAGE) + 1).all(&self.db).await?;
-        let next = (rows.len() as u64 > limit.min(MAX_PAGE)).then(|| {
-            rows.truncate(limit.min(MAX_PAGE) as usize);
-            rows.last().map(|w| w.id.clone()).unwrap_or_default()
-        });
+        let rows = q.order_by_asc(webhook::Column::Id).limit(limit + 1).all(&self.db).await?;
+        let (rows, next) = crate::page::split(rows, limit, |w| w.id.clone());
         Ok((rows.into_iter().map(WebhookView::from).collect(), next))
     }
 
@@ -451,7 +449,7 @@ impl Webhooks {
         limit: u64,
     ) -> Result<(Vec<DeliveryView>, Option<String>), WebhookError> {
         self.row(workspace_id, id).await?;
-        let limit = limit.min(MAX_PAGE);
+        let limit = limit.clamp(1, MAX_PAGE);
         let mut q = delivery_row::Entity::find().filter(delivery_row::Column::WebhookId.eq(id));
         if let Some(after) = starting_after {
             let cursor = delivery_row::Entity::find_by_id(after)
@@ -464,12 +462,9 @@ impl Webhooks {
                     Condition::all().add(delivery_row::Column::CreatedAt.eq(cursor.created_at)).add(delivery_row::Column::Id.lt(after)),
                 ));
         }
-        let mut rows =
+        let rows =
             q.order_by_desc(delivery_row::Column::CreatedAt).order_by_desc(delivery_row::Column::Id).limit(limit + 1).all(&self.db).await?;
-        let next = (rows.len() as u64 > limit).then(|| {
-            rows.truncate(limit as usize);
-            rows.last().map(|d| d.id.clone()).unwrap_or_default()
-        });
+        let (rows, next) = crate::page::split(rows, limit, |d| d.id.clone());
         Ok((rows.into_iter().map(DeliveryView::from).collect(), next))
     }
 

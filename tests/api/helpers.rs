@@ -77,6 +77,53 @@ pub async fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempD
     }
 }
 
+/// A migrated database for tests that run the real binary (`replicas::Replica`), with a
+/// connection and a settler for the test's own setup, and a folder for configuration
+/// files; a PostgreSQL database is dropped when it goes.
+pub struct ProcessStore {
+    pub url: String,
+    pub db: DatabaseConnection,
+    pub settler: leadlex::settler::Settler,
+    pub dir: tempfile::TempDir,
+    pg_database: Option<String>,
+    _keep: Option<tempfile::TempDir>,
+}
+
+impl ProcessStore {
+    pub async fn new(backend: Backend) -> Self {
+        let (url, keep) = fresh_database(backend).await;
+        let mut settings = Settings::default();
+        settings.database.url = url.clone();
+        let db = leadlex::db::connect(&settings.database).await.unwrap();
+        leadlex::db::migrate(&db).await.unwrap();
+        let settler = leadlex::settler::Settler::spawn(&settings.database, Default::default()).await.unwrap();
+        let pg_database = (backend == Backend::Postgres).then(|| url.rsplit('/').next().unwrap().to_string());
+        Self { url, db, settler, dir: tempfile::tempdir().unwrap(), pg_database, _keep: keep }
+    }
+
+    /// A workspace on `plan` with `credits`, and a key of it with `permissions`.
+    pub async fn funded(&self, plan: Plan, credits: i64, permissions: &[Permission]) -> (String, String) {
+        let ws = leadlex::admin::create_workspace(&self.db, &self.settler, "t", plan, credits, None, None).await.unwrap().id;
+        let key = leadlex::admin::create_key(&self.db, &ws, "t", &permissions.iter().copied().collect(), None).await.unwrap().key;
+        (ws, key)
+    }
+
+    /// Writes a configuration file; its path.
+    pub fn config(&self, toml: &str) -> std::path::PathBuf {
+        let path = self.dir.path().join("leadlex.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+}
+
+impl Drop for ProcessStore {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_database.take() {
+            drop_database_blocking(name);
+        }
+    }
+}
+
 pub struct TestApp {
     pub base: String,
     pub db: DatabaseConnection,
@@ -281,6 +328,35 @@ impl TestApp {
     /// Sends a request and checks the response against the committed spec.
     pub async fn request(&self, builder: reqwest::RequestBuilder) -> Resp {
         send(&self.client, builder).await.expect("request sent")
+    }
+
+    /// Sends each request, with `key` as its bearer (none: no `Authorization`), and
+    /// asserts that each is answered `status` with the error `code`.
+    pub async fn assert_each(
+        &self,
+        requests: impl IntoIterator<Item = reqwest::RequestBuilder>,
+        key: Option<&str>,
+        (status, code): (u16, &str),
+    ) {
+        for req in requests {
+            let req = match key {
+                Some(key) => req.bearer_auth(key),
+                None => req,
+            };
+            let what =
+                req.try_clone().and_then(|r| r.build().ok()).map(|r| format!("{} {}", r.method(), r.url().path())).unwrap_or_default();
+            let r = self.request(req).await;
+            assert_eq!((r.status, r.error_code().as_str()), (status, code), "{what}");
+        }
+    }
+
+    /// A key with `permissions` of a fresh starter workspace that has spent its minute
+    /// (asking `GET probe`): every call it makes now is `429`.
+    pub async fn throttled_key(&self, permissions: &[Permission], probe: &str) -> String {
+        let starter = self.workspace(Plan::Starter, 10).await;
+        let key = self.key(&starter, permissions, None).await.key;
+        while self.request(self.client.get(format!("{}{probe}", self.base)).bearer_auth(&key)).await.status != 429 {}
+        key
     }
 
     pub fn post_enrich(&self, key: &str) -> reqwest::RequestBuilder {

@@ -243,29 +243,14 @@ async fn counting_vendor(delay: Duration) -> wiremock::MockServer {
 async fn a_job_survives_a_killed_worker(backend: Backend) {
     use crate::replicas::Replica;
     let vendor = counting_vendor(Duration::from_millis(100)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (database_url, _keep) = crate::helpers::fresh_database(backend).await;
-    let database_url = match backend {
-        Backend::Sqlite => format!("sqlite://{}/jobs.db", dir.path().display()),
-        Backend::Postgres => database_url,
-    };
-    let mut settings = leadlex::config::Settings::default();
-    settings.database.url = database_url.clone();
-    let db = leadlex::db::connect(&settings.database).await.unwrap();
-    leadlex::db::migrate(&db).await.unwrap();
-    let settler = leadlex::settler::Settler::spawn(&settings.database, Default::default()).await.unwrap();
-    let ws = leadlex::admin::create_workspace(&db, &settler, "jobs", Plan::Unmetered, 1_000, None, None).await.unwrap().id;
-    let key = leadlex::admin::create_key(&db, &ws, "t", &[Permission::WriteEnrich].into_iter().collect(), None).await.unwrap().key;
-    let config = dir.path().join("leadlex.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nrequest_deadline_ms = 3000\n[jobs]\nlease_ms = 1500\npoll_ms = 50\n\
-             [[vendors]]\nname = \"vendor_a\"\nbase_url = \"{}\"\napi_key = \"k\"\ntimeout_ms = 2000\n",
-            vendor.uri()
-        ),
-    )
-    .unwrap();
+    let store = crate::helpers::ProcessStore::new(backend).await;
+    let (db, database_url) = (store.db.clone(), store.url.clone());
+    let (ws, key) = store.funded(Plan::Unmetered, 1_000, &[Permission::WriteEnrich]).await;
+    let config = store.config(&format!(
+        "[server]\nrequest_deadline_ms = 3000\n[jobs]\nlease_ms = 1500\npoll_ms = 50\n\
+         [[vendors]]\nname = \"vendor_a\"\nbase_url = \"{}\"\napi_key = \"k\"\ntimeout_ms = 2000\n",
+        vendor.uri()
+    ));
     let replicas = if backend == Backend::Postgres { 2 } else { 1 };
     let mut running: Vec<Replica> = futures::future::join_all((0..replicas).map(|_| Replica::start(&database_url, &config))).await;
 
@@ -316,9 +301,6 @@ async fn a_job_survives_a_killed_worker(backend: Backend) {
     // A chunk is at most 20 items (unmetered) and one was in flight on the killed worker.
     assert!(again.len() <= 20, "only the lookups in flight at the kill were repeated: {}", again.len());
     drop(running);
-    if backend == Backend::Postgres {
-        crate::helpers::drop_database_blocking(database_url.rsplit('/').next().unwrap().to_string());
-    }
 }
 
 fn example(spec: &Value, method: &str, path: &str, status: &str, name: &str) -> Value {
@@ -421,9 +403,7 @@ async fn every_job_operation_refuses_what_it_should(backend: Backend) {
     assert_eq!((busy.status, busy.error_code().as_str()), (409, "idempotency_key_in_use"));
 
     // A starter key spent for the minute: every operation says 429.
-    let starter = app.workspace(Plan::Starter, 10).await;
-    let slow = app.key(&starter, &[Permission::WriteEnrich], None).await.key;
-    while get(&app, &slow, "/v1/enrich/jobs").await.status != 429 {}
+    let slow = app.throttled_key(&[Permission::WriteEnrich], "/v1/enrich/jobs").await;
     for (method, path) in &paths {
         let r = app.request(call(method.clone(), path, Some(&slow))).await;
         assert_eq!((r.status, r.error_code().as_str()), (429, "rate_limited"), "{method} {path}");

@@ -137,40 +137,22 @@ async fn every_suppression_operation_refuses_what_it_should(backend: Backend) {
     let stranger_delete = app.request(app.client.delete(url(&app, &format!("/v1/suppressions/{id}"))).bearer_auth(&stranger)).await;
     assert_eq!((stranger_delete.status, stranger_delete.error_code().as_str()), (404, "not_found"), "another workspace's entry");
 
-    let calls = |key: Option<&str>| {
-        let reqs = [
+    let calls = || {
+        [
             app.client.post(url(&app, "/v1/suppressions")).json(&json!({"email": "c@d.co"})),
             app.client.get(url(&app, "/v1/suppressions")),
             app.client.delete(url(&app, &format!("/v1/suppressions/{id}"))),
-        ];
-        reqs.map(|r| match key {
-            Some(k) => r.bearer_auth(k),
-            None => r,
-        })
+        ]
     };
-    for req in calls(None) {
-        let r = app.request(req).await;
-        assert_eq!((r.status, r.error_code().as_str()), (401, "invalid_key"));
-    }
-    for req in calls(Some(&enrich_only)) {
-        let r = app.request(req).await;
-        assert_eq!((r.status, r.error_code().as_str()), (403, "insufficient_permissions"));
-    }
+    app.assert_each(calls(), None, (401, "invalid_key")).await;
+    app.assert_each(calls(), Some(&enrich_only), (403, "insufficient_permissions")).await;
     // A starter key spent for the minute: every operation says 429.
-    let starter = app.workspace(Plan::Starter, 10).await;
-    let slow = app.key(&starter, &[Permission::AdminPrivacy], None).await.key;
-    while app.request(app.client.get(url(&app, "/v1/suppressions")).bearer_auth(&slow)).await.status != 429 {}
-    for req in calls(Some(&slow)) {
-        let r = app.request(req).await;
-        assert_eq!((r.status, r.error_code().as_str()), (429, "rate_limited"));
-    }
+    let slow = app.throttled_key(&[Permission::AdminPrivacy], "/v1/suppressions").await;
+    app.assert_each(calls(), Some(&slow), (429, "rate_limited")).await;
     // The store breaks: 500.
     use sea_orm::ConnectionTrait;
     app.db.execute_unprepared("DROP TABLE suppressions").await.unwrap();
-    for req in calls(Some(&key)) {
-        let r = app.request(req).await;
-        assert_eq!((r.status, r.error_code().as_str()), (500, "internal_error"));
-    }
+    app.assert_each(calls(), Some(&key), (500, "internal_error")).await;
 }
 
 /// `leadlex privacy erase`: the cached records go, on both backends; the next call is a

@@ -195,6 +195,13 @@ async fn every_event_reaches_a_receiver_signed(backend: Backend) {
     assert!(deliveries.iter().all(|d| d["status"] == "succeeded" && d["attempt"] == 1 && d["status_code"] == 204));
     let ids: std::collections::BTreeSet<&str> = got_all.iter().map(|r| header(r, "x-leadlex-delivery-id")).collect();
     assert!(deliveries.iter().all(|d| ids.contains(d["id"].as_str().unwrap())), "the list's ids are the headers'");
+
+    // A top-up above the threshold re-arms it: the next crossing is an event again.
+    app.settler.grant(&ws, 2).await.unwrap();
+    let domain = crate::helpers::sandbox_input("hooli{i}.com", |a, b| a || b);
+    assert_eq!(app.enrich(&admin, json!({"domain": domain})).await.status, 200);
+    let again = received(&hooks, 5).await;
+    assert_eq!(payload(&again[4])["data"], json!({"credits_remaining": 1, "low_balance_threshold": 2}));
 }
 
 /// `enrichment.job.cancelled` carries the job as cancelling it answered.
@@ -390,29 +397,78 @@ async fn a_webhook_failing_for_too_long_is_turned_off(backend: Backend) {
     received(&hooks, attempts + 1).await;
 }
 
+/// The background purge deletes finished deliveries past `[webhooks] retention_days` and
+/// any delivery whose webhook is gone; a pending one stays.
+async fn finished_deliveries_are_purged_after_their_retention(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.webhooks.allow_loopback = true;
+        s.webhooks.retry_schedule_ms = vec![3_600_000];
+        s.webhooks.retention_days = 0;
+        s.idempotency.purge_interval_secs = 1;
+    })
+    .await;
+    let ws = app.workspace(Plan::Pro, 0).await;
+    let key = app.key(&ws, &[Permission::AdminWebhooks], None).await.key;
+    let (ok, failing) = (receiver(200).await, receiver(500).await);
+    let (done_hook, _) = hook(&app, &key, &ok, &["credits.low"], None).await;
+    let (waiting_hook, _) = hook(&app, &key, &failing, &["credits.low"], None).await;
+    for id in [&done_hook, &waiting_hook] {
+        assert_eq!(app.request(app.client.post(url(&app, &format!("/v1/webhooks/{id}/test"))).bearer_auth(&key)).await.status, 200);
+    }
+    use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+    let orphan = entity::webhook_delivery::ActiveModel {
+        id: Set(uuid::Uuid::new_v4().to_string()),
+        webhook_id: Set("wh_gone".into()),
+        workspace_id: Set(ws.clone()),
+        event_id: Set("evt_gone".into()),
+        event: Set("credits.low".into()),
+        data: Set("{}".into()),
+        created_at: Set(leadlex::now_ms()),
+        state: Set("pending".into()),
+        attempts: Set(0),
+        round_attempts: Set(0),
+        next_attempt_at: Set(Some(leadlex::now_ms())),
+        lease_owner: Set(None),
+        lease_until: Set(None),
+        status_code: Set(None),
+        latency_ms: Set(None),
+        error: Set(None),
+        last_attempt_at: Set(None),
+    };
+    entity::webhook_delivery::Entity::insert(orphan).exec_without_returning(&app.db).await.unwrap();
+    let listed = |id: String| {
+        let app = &app;
+        let key = key.clone();
+        async move {
+            let page = app.request(app.client.get(url(app, &format!("/v1/webhooks/{id}/deliveries"))).bearer_auth(&key)).await.json();
+            page["data"]["deliveries"].as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(done_hook.clone()).await, ["succeeded"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !listed(done_hook.clone()).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the finished delivery is purged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed(waiting_hook.clone()).await, ["pending"], "a pending delivery stays");
+    let orphans = entity::webhook_delivery::Entity::find()
+        .filter(entity::webhook_delivery::Column::WebhookId.eq("wh_gone"))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert!(orphans.is_empty(), "a delivery of a deleted webhook is purged");
+}
+
 /// SIGKILL the server while a delivery waits for its retry, start it again: the retry is
 /// made, once, with the same delivery id.
 async fn a_retry_survives_a_killed_server(backend: Backend) {
     use crate::replicas::Replica;
-    let dir = tempfile::tempdir().unwrap();
-    let (database_url, _keep) = crate::helpers::fresh_database(backend).await;
-    let database_url = match backend {
-        Backend::Sqlite => format!("sqlite://{}/hooks.db", dir.path().display()),
-        Backend::Postgres => database_url,
-    };
-    let mut settings = leadlex::config::Settings::default();
-    settings.database.url = database_url.clone();
-    let db = leadlex::db::connect(&settings.database).await.unwrap();
-    leadlex::db::migrate(&db).await.unwrap();
-    let settler = leadlex::settler::Settler::spawn(&settings.database, Default::default()).await.unwrap();
-    let ws = leadlex::admin::create_workspace(&db, &settler, "hooks", Plan::Pro, 0, None, None).await.unwrap().id;
-    let key = leadlex::admin::create_key(&db, &ws, "t", &[Permission::AdminWebhooks].into_iter().collect(), None).await.unwrap().key;
-    let config = dir.path().join("leadlex.toml");
-    std::fs::write(
-        &config,
+    let store = crate::helpers::ProcessStore::new(backend).await;
+    let (db, database_url) = (store.db.clone(), store.url.clone());
+    let (_, key) = store.funded(Plan::Pro, 0, &[Permission::AdminWebhooks]).await;
+    let config = store.config(
         "[webhooks]\nallow_loopback = true\npoll_ms = 50\nretry_schedule_ms = [2000]\njitter = 0.0\ntimeout_ms = 2000\nlease_ms = 3000\n",
-    )
-    .unwrap();
+    );
     let hooks = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).up_to_n_times(1).with_priority(1).mount(&hooks).await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).with_priority(2).mount(&hooks).await;
@@ -490,9 +546,6 @@ async fn a_retry_survives_a_killed_server(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(_server);
-    if backend == Backend::Postgres {
-        crate::helpers::drop_database_blocking(database_url.rsplit('/').next().unwrap().to_string());
-    }
 }
 
 /// Two replicas deliver from one database: every delivery reaches the receiver once, and
@@ -615,8 +668,8 @@ async fn every_webhook_operation_refuses_what_it_should(backend: Backend) {
         assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
     }
 
-    let calls = |key: Option<&str>| {
-        let reqs = [
+    let calls = || {
+        [
             app.client.post(url(&app, "/v1/webhooks")).json(&json!({"url": "https://x.com", "events": ["credits.low"]})),
             app.client.get(url(&app, "/v1/webhooks")),
             app.client.get(url(&app, &format!("/v1/webhooks/{id}"))),
@@ -626,27 +679,12 @@ async fn every_webhook_operation_refuses_what_it_should(backend: Backend) {
             app.client.get(url(&app, &format!("/v1/webhooks/{id}/deliveries"))),
             app.client.post(url(&app, &format!("/v1/webhooks/{id}/deliveries/{nowhere}/redeliver"))),
             app.client.delete(url(&app, &format!("/v1/webhooks/{id}"))),
-        ];
-        reqs.map(|r| match key {
-            Some(k) => r.bearer_auth(k),
-            None => r,
-        })
+        ]
     };
-    for req in calls(None) {
-        let r = app.request(req).await;
-        assert_eq!((r.status, r.error_code().as_str()), (401, "invalid_key"));
-    }
-    for req in calls(Some(&enrich_only)) {
-        let r = app.request(req).await;
-        assert_eq!((r.status, r.error_code().as_str()), (403, "insufficient_permissions"));
-    }
-    let starter = app.workspace(Plan::Starter, 0).await;
-    let slow = app.key(&starter, &[Permission::AdminWebhooks], None).await.key;
-    while app.request(app.client.get(url(&app, "/v1/webhooks")).bearer_auth(&slow)).await.status != 429 {}
-    for req in calls(Some(&slow)) {
-        let r = app.request(req).await;
-        assert_eq!((r.status, r.error_code().as_str()), (429, "rate_limited"));
-    }
+    app.assert_each(calls(), None, (401, "invalid_key")).await;
+    app.assert_each(calls(), Some(&enrich_only), (403, "insufficient_permissions")).await;
+    let slow = app.throttled_key(&[Permission::AdminWebhooks], "/v1/webhooks").await;
+    app.assert_each(calls(), Some(&slow), (429, "rate_limited")).await;
     // DELETE: 204, then 404; its deliveries go with it.
     assert_eq!(app.request(app.client.post(url(&app, &format!("/v1/webhooks/{id}/test"))).bearer_auth(&key)).await.status, 200);
     assert_eq!(app.request(app.client.delete(url(&app, &format!("/v1/webhooks/{id}"))).bearer_auth(&key)).await.status, 204);
@@ -662,14 +700,9 @@ async fn every_webhook_operation_refuses_what_it_should(backend: Backend) {
 
     // The store breaks: 500.
     use sea_orm::ConnectionTrait;
-    let (id, _) = hook(&app, &key, &hooks, &["credits.low"], None).await;
     app.db.execute_unprepared("DROP TABLE webhook_deliveries").await.unwrap();
     app.db.execute_unprepared("DROP TABLE webhooks").await.unwrap();
-    let _ = id;
-    for req in calls(Some(&key)) {
-        let r = app.request(req).await;
-        assert_eq!((r.status, r.error_code().as_str()), (500, "internal_error"));
-    }
+    app.assert_each(calls(), Some(&key), (500, "internal_error")).await;
 }
 
 crate::on_both_backends!(
@@ -678,6 +711,7 @@ crate::on_both_backends!(
     a_failed_attempt_is_retried_with_the_same_delivery_id,
     internal_addresses_are_refused,
     a_webhook_failing_for_too_long_is_turned_off,
+    finished_deliveries_are_purged_after_their_retention,
     a_retry_survives_a_killed_server,
     two_replicas_never_both_make_one_attempt,
     every_webhook_operation_refuses_what_it_should,

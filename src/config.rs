@@ -118,16 +118,26 @@ pub struct JobsSettings {
     pub poll_ms: u64,
     /// How long a finished job and its results are kept, in days.
     pub retention_days: u64,
-    /// The share of its time a worker may spend working while its process takes
-    /// requests (0 to 1): after each round it rests as long as keeps it to this share,
-    /// so that jobs never crowd out interactive calls. With no request coming in, it
-    /// works on at once. 1: never rests.
-    pub busy_share: f64,
+    /// While its process answers at least this many requests at once, it is busy and
+    /// its worker leaves the CPU to them: it starts a round (one chunk per workspace with
+    /// work) only in a lull, when fewer are in flight, or once `busy_interval_ms` passed
+    /// since its last round. Unset: the number of CPUs the process may use.
+    pub busy_requests: Option<usize>,
+    /// While its process stays busy, how long a worker waits for a lull at most before
+    /// its next round, in milliseconds: what a job still gets from a saturated process.
+    pub busy_interval_ms: u64,
 }
 
 impl Default for JobsSettings {
     fn default() -> Self {
-        Self { workers: true, lease_ms: 60_000, poll_ms: 500, retention_days: 30, busy_share: 0.25 }
+        Self { workers: true, lease_ms: 60_000, poll_ms: 500, retention_days: 30, busy_requests: None, busy_interval_ms: 1_000 }
+    }
+}
+
+impl JobsSettings {
+    /// How many requests in flight make a process busy.
+    pub fn busy_requests(&self) -> usize {
+        self.busy_requests.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
     }
 }
 

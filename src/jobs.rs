@@ -17,8 +17,9 @@
 //! - a workspace has at most one chunk in flight per serving process, of its plan's
 //!   [`chunk_size`] (its concurrency); job items count against the daily quota of the key
 //!   that submitted the job, never against the per-minute limit of interactive calls;
-//!   while its process takes requests, a worker works at most `[jobs] busy_share` of its
-//!   time (it rests after each round), so that jobs never crowd out interactive calls;
+//!   interactive calls come first: while its process answers `[jobs] busy_requests`
+//!   requests at once, a worker starts a round only in a lull, or `[jobs]
+//!   busy_interval_ms` after its last one (a job's floor on a saturated process);
 //! - cancelling stops the items not started (never charged); the chunk in flight
 //!   finishes;
 //! - a finished job and its items are deleted `[jobs] retention_days` after it finished.
@@ -49,8 +50,39 @@ use crate::ratelimit::{Decision, Limiter, Limits, Plan};
 pub const MAX_ITEMS: usize = 10_000;
 /// Rows per insert statement when a job is stored.
 const INSERT_CHUNK: usize = 500;
+/// How often a worker waiting for a lull in a busy process looks again.
+const LULL_CHECK: Duration = Duration::from_millis(5);
+/// Over how long a worker averages its process's load.
+const LOAD_WINDOW: Duration = Duration::from_millis(200);
 
 /// A job's state.
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    /// Requests of `concurrency` at once for `ms` milliseconds, seen every 5 ms.
+    fn run(load: &mut Load, concurrency: f64, ms: u64) -> f64 {
+        let mut mean = load.mean;
+        for _ in 0..ms / 5 {
+            let at = load.at + Duration::from_millis(5);
+            mean = load.observe(at, load.micros + (5_000.0 * concurrency) as u64);
+        }
+        mean
+    }
+
+    #[test]
+    fn the_mean_follows_the_load_within_its_window() {
+        let mut load = Load { at: std::time::Instant::now(), micros: 0, mean: 0.0 };
+        assert!((run(&mut load, 8.0, 2_000) - 8.0).abs() < 0.01, "a steady load is its own mean");
+        let after_lull = run(&mut load, 0.0, 100);
+        assert!(after_lull > 2.0 && after_lull < 8.0, "half a window of quiet halves it roughly: {after_lull}");
+        assert!(run(&mut load, 0.0, 1_000) < 0.05, "a quiet second forgets it");
+        // One sample over a long round weighs its whole span.
+        let at = load.at + Duration::from_secs(1);
+        assert!((load.observe(at, load.micros + 3_000_000) - 3.0).abs() < 0.05);
+    }
+}
+
 #[cfg(test)]
 mod csv_tests {
     use super::*;
@@ -322,6 +354,17 @@ pub async fn cancel(db: &DatabaseConnection, workspace_id: &str, id: &str, reten
         return Ok(current);
     }
     let txn = db.begin().await?;
+    // The items first (thousands of rows, no lock anyone else waits for: leased items are
+    // left alone), the job's row last: the settler updates that row with every chunk it
+    // settles, and must not wait for this transaction longer than its last statements.
+    // Unleased pending items left means the job cannot complete meanwhile.
+    item::Entity::update_many()
+        .col_expr(item::Column::State, Expr::value(CANCELLED))
+        .filter(item::Column::JobId.eq(id))
+        .filter(item::Column::State.eq(PENDING))
+        .filter(item::Column::LeaseUntil.is_null().or(item::Column::LeaseUntil.lt(now_ms)))
+        .exec(&txn)
+        .await?;
     let cancelled = job::Entity::update_many()
         .col_expr(job::Column::Status, Expr::value(Status::Cancelled.as_str()))
         .col_expr(job::Column::FinishedAt, Expr::value(now_ms))
@@ -331,13 +374,6 @@ pub async fn cancel(db: &DatabaseConnection, workspace_id: &str, id: &str, reten
         .exec(&txn)
         .await?
         .rows_affected;
-    item::Entity::update_many()
-        .col_expr(item::Column::State, Expr::value(CANCELLED))
-        .filter(item::Column::JobId.eq(id))
-        .filter(item::Column::State.eq(PENDING))
-        .filter(item::Column::LeaseUntil.is_null().or(item::Column::LeaseUntil.lt(now_ms)))
-        .exec(&txn)
-        .await?;
     if cancelled > 0 {
         let data = crate::webhooks::outbox::job_data(&get(&txn, workspace_id, id).await?);
         crate::webhooks::outbox::record(&txn, workspace_id, crate::webhooks::Event::JobCancelled, &data, now_ms).await?;
@@ -465,14 +501,20 @@ pub struct Worker {
 
 impl Worker {
     /// Works until `stop` is notified: a chunk per workspace with work at a time, then
-    /// again at once while there was work, else after `poll_ms` (or a wake-up).
+    /// again at once while there was work, else after `poll_ms` (or a wake-up). While
+    /// its process is busy with requests, each round waits for a lull first (see
+    /// [`Worker::lull`]).
     pub async fn run(self, stop: Arc<tokio::sync::Notify>) {
         let poll = Duration::from_millis(self.settings.poll_ms.max(10));
         let mut paused: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-        let share = self.settings.busy_share.clamp(0.01, 1.0);
+        let mut last_round = tokio::time::Instant::now();
+        let mut load = Load::new(&self.metrics);
         loop {
-            let started = std::time::Instant::now();
-            let requests_before = self.metrics.requests_taken.load(std::sync::atomic::Ordering::Relaxed);
+            tokio::select! {
+                _ = stop.notified() => return,
+                _ = self.lull(&mut load, last_round) => {}
+            }
+            last_round = tokio::time::Instant::now();
             let worked = match self.round(&mut paused).await {
                 Ok(worked) => worked,
                 Err(err) => {
@@ -480,21 +522,33 @@ impl Worker {
                     false
                 }
             };
-            let interactive = self.metrics.requests_taken.load(std::sync::atomic::Ordering::Relaxed) > requests_before;
             if worked {
-                // Jobs yield to interactive calls: while requests arrive, rest so that work
-                // is at most `share` of the worker's time; alone, work on at once.
-                let rest = if interactive { started.elapsed().mul_f64((1.0 - share) / share) } else { Duration::ZERO };
-                tokio::select! {
-                    _ = stop.notified() => return,
-                    _ = tokio::time::sleep(rest) => continue,
-                }
+                continue;
             }
             tokio::select! {
                 _ = stop.notified() => return,
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(poll) => {}
             }
+        }
+    }
+
+    /// Interactive calls first: returns at once unless this process is busy, that is
+    /// answering at least `[jobs] busy_requests` requests right now, or as many at once on
+    /// average lately ([`Load`]); while it is, as soon as a lull comes (looked for every
+    /// [`LULL_CHECK`]), at the latest `[jobs] busy_interval_ms` after the last round
+    /// began. A job thus takes the capacity requests leave, and still moves on a
+    /// saturated process.
+    async fn lull(&self, load: &mut Load, last_round: tokio::time::Instant) {
+        let busy = self.settings.busy_requests() as i64;
+        let latest = last_round + Duration::from_millis(self.settings.busy_interval_ms);
+        loop {
+            let mean = load.sample(&self.metrics);
+            let now = tokio::time::Instant::now();
+            if (self.metrics.requests_in_flight.get() < busy && mean < busy as f64) || now >= latest {
+                return;
+            }
+            tokio::time::sleep(LULL_CHECK.min(latest.saturating_duration_since(now))).await;
         }
     }
 
@@ -582,6 +636,39 @@ impl Worker {
             Err(EnrichError::LeaseLost) => Ok(Chunk::Worked),
             Err(err) => Err(err),
         }
+    }
+}
+
+/// The mean number of requests its process answered at once lately: by Little's law, the
+/// request time that ended between two samples over the time between them, smoothed
+/// exponentially over [`LOAD_WINDOW`]. (A moment's count can be low while a process is
+/// saturated: when the clients themselves wait for the CPU.)
+struct Load {
+    at: std::time::Instant,
+    micros: u64,
+    mean: f64,
+}
+
+impl Load {
+    fn new(metrics: &crate::metrics::Metrics) -> Self {
+        Self { at: std::time::Instant::now(), micros: metrics.request_micros.load(std::sync::atomic::Ordering::Relaxed), mean: 0.0 }
+    }
+
+    fn sample(&mut self, metrics: &crate::metrics::Metrics) -> f64 {
+        self.observe(std::time::Instant::now(), metrics.request_micros.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The mean after request time reached `micros` at `now`.
+    fn observe(&mut self, now: std::time::Instant, micros: u64) -> f64 {
+        let elapsed = now.duration_since(self.at);
+        if elapsed.is_zero() {
+            return self.mean;
+        }
+        let recent = micros.saturating_sub(self.micros) as f64 / elapsed.as_micros().max(1) as f64;
+        let weight = 1.0 - (-elapsed.as_secs_f64() / LOAD_WINDOW.as_secs_f64()).exp();
+        self.mean += weight * (recent - self.mean);
+        (self.at, self.micros) = (now, micros);
+        self.mean
     }
 }
 

@@ -87,9 +87,11 @@ pub struct Metrics {
     pub settle_batch_size: Histogram,
     /// Duration of one group-commit transaction.
     pub settle_batch_seconds: Histogram,
-    /// Requests this process has taken (not exported): what tells the job worker that
-    /// interactive calls are waiting for the CPU (`crate::jobs::Worker`).
-    pub requests_taken: std::sync::atomic::AtomicU64,
+    /// Requests this process is answering right now, and (not exported) the time all its
+    /// requests have taken, summed, in microseconds: together what tells the job worker
+    /// that interactive calls are waiting (`crate::jobs::Worker`).
+    pub requests_in_flight: Gauge,
+    pub request_micros: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Metrics {
@@ -131,6 +133,8 @@ impl Metrics {
         registry.register("settle_batch_size", "Settlements per group-commit transaction", settle_batch_size.clone());
         let settle_batch_seconds = latency_histogram();
         registry.register("settle_batch_duration_seconds", "Duration of one group-commit transaction", settle_batch_seconds.clone());
+        let requests_in_flight = Gauge::default();
+        registry.register("http_requests_in_flight", "Requests this process is answering", requests_in_flight.clone());
         Self {
             registry,
             settle_batch_size,
@@ -146,7 +150,8 @@ impl Metrics {
             credits_charged,
             webhook_attempts,
             webhook_attempt_seconds,
-            requests_taken: Default::default(),
+            requests_in_flight,
+            request_micros: Default::default(),
         }
     }
 

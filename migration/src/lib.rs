@@ -16,6 +16,7 @@ mod m20261203_000007_enrichment_jobs;
 mod m20261203_000008_quality;
 mod m20261203_000009_suppressions;
 mod m20261203_000010_webhooks;
+mod m20261203_000011_claimable_items;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000008_quality::Migration),
             Box::new(m20261203_000009_suppressions::Migration),
             Box::new(m20261203_000010_webhooks::Migration),
+            Box::new(m20261203_000011_claimable_items::Migration),
         ]
     }
 }

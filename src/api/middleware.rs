@@ -111,6 +111,28 @@ impl BodyLimits {
     }
 }
 
+/// One request in `http_requests_in_flight` while this lives; its time is added to
+/// `request_micros` when it ends.
+struct InFlight<'a> {
+    metrics: &'a crate::metrics::Metrics,
+    started: Instant,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(metrics: &'a crate::metrics::Metrics) -> Self {
+        metrics.requests_in_flight.inc();
+        Self { metrics, started: Instant::now() }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.metrics.requests_in_flight.dec();
+        let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.metrics.request_micros.fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The middleware itself, for `EndpointExt::around`: `limits` bound every body.
 pub async fn request_scope<E: Endpoint>(
     next: Arc<E>,
@@ -130,7 +152,8 @@ pub async fn request_scope<E: Endpoint>(
     let uri = req.uri().clone(); // shares the request's bytes
     let path = uri.path();
     let started = Instant::now();
-    metrics.requests_taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Counted until the answer leaves this function, or the request is dropped.
+    let _in_flight = InFlight::enter(&metrics);
     let span = tracing::info_span!("request", request_id = %request_id, key = tracing::field::Empty);
 
     let mut resp = SCOPE

@@ -586,7 +586,69 @@ async fn a_job_keeps_its_quality_controls(backend: Backend) {
     assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"));
 }
 
+/// A request held open: its headers sent, its body not (the server is answering it until
+/// the connection closes).
+async fn hold_a_request(app: &TestApp) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
+    stream
+        .write_all(b"POST /v1/email/enrich HTTP/1.1\r\nhost: leadlex\r\ncontent-type: application/json\r\ncontent-length: 64\r\n\r\n{")
+        .await
+        .unwrap();
+    stream
+}
+
+/// The requests the server says it is answering (its `/metrics`), this one included.
+async fn in_flight(app: &TestApp) -> i64 {
+    let text = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with("leadlex_http_requests_in_flight ")).expect("the gauge is exported");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Interactive calls come first: while the process answers `[jobs] busy_requests`
+/// requests, a job waits for a lull, at most `[jobs] busy_interval_ms` between rounds.
+async fn a_busy_process_answers_requests_before_working_jobs(backend: Backend) {
+    // Busy at one request in flight; no floor to speak of: the job waits for the lull.
+    let app = spawn_app_with(backend, |s| {
+        s.jobs.busy_requests = Some(1);
+        s.jobs.busy_interval_ms = 600_000;
+    })
+    .await;
+    let (_, key) = app.funded_on(Plan::Starter, 100).await;
+    let items: Vec<Value> = known_emails(6).into_iter().map(|e| json!({"email": e})).collect();
+    assert_eq!(in_flight(&app).await, 1, "only the metrics request itself");
+    let held = hold_a_request(&app).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while in_flight(&app).await != 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the held request is counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let id = submit(&app, &key, json!({"items": items.clone()})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let waiting = get(&app, &key, &format!("/v1/enrich/jobs/{id}")).await.json()["data"].clone();
+    assert_eq!((waiting["status"].as_str(), waiting["done"].as_i64()), (Some("queued"), Some(0)), "{waiting}");
+    drop(held);
+    let done = wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
+    assert_eq!(done["succeeded"], 6);
+
+    // With a floor of 100 ms, a job moves on while the process stays busy: 3 rounds of a
+    // starter plan's 2 items.
+    let app = spawn_app_with(backend, |s| {
+        s.jobs.busy_requests = Some(1);
+        s.jobs.busy_interval_ms = 100;
+    })
+    .await;
+    let (_, key) = app.funded_on(Plan::Starter, 100).await;
+    let held = hold_a_request(&app).await;
+    let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let done = wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
+    assert_eq!(done["succeeded"], 6);
+    assert_eq!(in_flight(&app).await, 2, "the held request was answering throughout");
+    drop(held);
+}
+
 crate::on_both_backends!(
+    a_busy_process_answers_requests_before_working_jobs,
     a_job_keeps_its_quality_controls,
     finished_jobs_are_purged_after_their_retention,
     a_csv_file_in_csv_and_ndjson_out,

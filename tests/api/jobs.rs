@@ -614,8 +614,8 @@ async fn a_busy_process_answers_requests_before_working_jobs(backend: Backend) {
         s.jobs.busy_interval_ms = 600_000;
     })
     .await;
-    let (_, key) = app.funded_on(Plan::Starter, 100).await;
-    let items: Vec<Value> = known_emails(6).into_iter().map(|e| json!({"email": e})).collect();
+    let (_, key) = app.funded_on(Plan::Pro, 100).await;
+    let items: Vec<Value> = known_emails(15).into_iter().map(|e| json!({"email": e})).collect();
     assert_eq!(in_flight(&app).await, 1, "only the metrics request itself");
     let held = hold_a_request(&app).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -629,20 +629,20 @@ async fn a_busy_process_answers_requests_before_working_jobs(backend: Backend) {
     assert_eq!((waiting["status"].as_str(), waiting["done"].as_i64()), (Some("queued"), Some(0)), "{waiting}");
     drop(held);
     let done = wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
-    assert_eq!(done["succeeded"], 6);
+    assert_eq!(done["succeeded"], 15);
 
     // With a floor of 100 ms, a job moves on while the process stays busy: 3 rounds of a
-    // starter plan's 2 items.
+    // pro plan's 5 items.
     let app = spawn_app_with(backend, |s| {
         s.jobs.busy_requests = Some(1);
         s.jobs.busy_interval_ms = 100;
     })
     .await;
-    let (_, key) = app.funded_on(Plan::Starter, 100).await;
+    let (_, key) = app.funded_on(Plan::Pro, 100).await;
     let held = hold_a_request(&app).await;
     let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
     let done = wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
-    assert_eq!(done["succeeded"], 6);
+    assert_eq!(done["succeeded"], 15);
     assert_eq!(in_flight(&app).await, 2, "the held request was answering throughout");
     drop(held);
 }

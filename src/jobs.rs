@@ -55,7 +55,6 @@ const LULL_CHECK: Duration = Duration::from_millis(5);
 /// Over how long a worker averages its process's load.
 const LOAD_WINDOW: Duration = Duration::from_millis(200);
 
-/// A job's state.
 #[cfg(test)]
 mod load_tests {
     use super::*;
@@ -120,6 +119,7 @@ mod csv_tests {
     }
 }
 
+/// A job's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Queued,

@@ -10,7 +10,8 @@
 //!   and the connection cannot redirect it); loopback, private, shared (CGNAT),
 //!   link-local (cloud metadata included), multicast, broadcast, unspecified and
 //!   reserved addresses are refused, IPv4 and IPv6 alike, IPv4-mapped, -compatible and
-//!   NAT64 forms by the IPv4 address they carry;
+//!   NAT64 forms by the IPv4 address they carry; the tunnelling prefixes (6to4, Teredo
+//!   and the rest of the IETF's 2001::/23) are refused whole;
 //! - no redirect is followed; the whole exchange has a deadline; at most `max_body`
 //!   bytes of the answer are read;
 //! - nothing of ours is sent but what the caller puts in the request (no credentials,
@@ -81,6 +82,8 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (first & 0xffc0) == 0xfe80 // link-local
         || (first & 0xffc0) == 0xfec0 // site-local (deprecated)
         || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
+        || first == 0x2001 && ip.segments()[1] < 0x0200 // IETF protocol assignments (2001::/23), Teredo (2001::/32) among them
+        || first == 0x2002 // 6to4: relayed to the IPv4 address it carries, whatever that is
         || first == 0x0100 && ip.segments()[1..4] == [0, 0, 0]) // discard-only
 }
 
@@ -222,10 +225,15 @@ mod tests {
             "::127.0.0.1",
             "64:ff9b::a9fe:a9fe",
             "2001:db8::1",
+            "2002:a00:1::1",                        // 6to4 of 10.0.0.1
+            "2002:a9fe:a9fe::1",                    // 6to4 of 169.254.169.254
+            "2001:0:4136:e378:8000:63bf:f5ff:fffe", // Teredo, client 10.0.0.1 (inverted)
+            "2001:1::1",
         ] {
             assert!(!is_public(refused.parse().unwrap()), "{refused} must be refused");
         }
-        for allowed in ["93.184.216.34", "8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+        for allowed in ["93.184.216.34", "8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2001:200::1"]
+        {
             assert!(is_public(allowed.parse().unwrap()), "{allowed} is public");
         }
     }

@@ -509,10 +509,12 @@ impl Worker {
         let mut paused: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
         let mut last_round = tokio::time::Instant::now();
         let mut load = Load::new(&self.metrics);
+        // Read once: the number of CPUs comes from the cgroup's files on Linux.
+        let busy = self.settings.busy_requests() as i64;
         loop {
             tokio::select! {
                 _ = stop.notified() => return,
-                _ = self.lull(&mut load, last_round) => {}
+                _ = self.lull(&mut load, busy, last_round) => {}
             }
             last_round = tokio::time::Instant::now();
             let worked = match self.round(&mut paused).await {
@@ -534,13 +536,12 @@ impl Worker {
     }
 
     /// Interactive calls first: returns at once unless this process is busy, that is
-    /// answering at least `[jobs] busy_requests` requests right now, or as many at once on
-    /// average lately ([`Load`]); while it is, as soon as a lull comes (looked for every
-    /// [`LULL_CHECK`]), at the latest `[jobs] busy_interval_ms` after the last round
-    /// began. A job thus takes the capacity requests leave, and still moves on a
+    /// answering at least `busy` (`[jobs] busy_requests`) requests right now, or as many
+    /// at once on average lately ([`Load`]); while it is, as soon as a lull comes (looked
+    /// for every [`LULL_CHECK`]), at the latest `[jobs] busy_interval_ms` after the last
+    /// round began. A job thus takes the capacity requests leave, and still moves on a
     /// saturated process.
-    async fn lull(&self, load: &mut Load, last_round: tokio::time::Instant) {
-        let busy = self.settings.busy_requests() as i64;
+    async fn lull(&self, load: &mut Load, busy: i64, last_round: tokio::time::Instant) {
         let latest = last_round + Duration::from_millis(self.settings.busy_interval_ms);
         loop {
             let mean = load.sample(&self.metrics);

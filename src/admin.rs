@@ -4,9 +4,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Context};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use serde::Serialize;
 
 use entity::{api_key, workspace};
@@ -126,10 +124,11 @@ pub async fn create_key(
 
 /// Creates a key as an operator (no creating key): the rules of `POST /v1/api-keys`.
 pub async fn create_key_with(db: &DatabaseConnection, workspace_id: &str, spec: &NewKeySpec) -> anyhow::Result<KeyCreated> {
-    let created = keys::create(db, workspace_id, None, spec, crate::now_ms()).await.map_err(|err| match err {
-        keys::KeyError::NoSuchWorkspace => anyhow::anyhow!("no such workspace: {workspace_id}"),
-        other => anyhow::Error::new(other).context("creating the key"),
-    })?;
+    let created =
+        keys::create(db, &crate::scope::Scope::live(workspace_id), None, spec, crate::now_ms()).await.map_err(|err| match err {
+            keys::KeyError::NoSuchWorkspace => anyhow::anyhow!("no such workspace: {workspace_id}"),
+            other => anyhow::Error::new(other).context("creating the key"),
+        })?;
     Ok(KeyCreated {
         expires_at: created.expires_at.and_then(rfc3339),
         id: created.id,
@@ -143,26 +142,16 @@ pub async fn create_key_with(db: &DatabaseConnection, workspace_id: &str, spec: 
     })
 }
 
-/// Revokes a key (with its `api_key.revoked` event); it is refused from the next
-/// request on.
-pub async fn revoke_key(db: &DatabaseConnection, id: &str) -> anyhow::Result<()> {
-    let now = crate::now_ms();
-    let txn = db.begin().await?;
-    // Only a key not revoked yet changes (and says so once), whoever revokes it at once.
-    let revoked = api_key::Entity::update_many()
-        .col_expr(api_key::Column::RevokedAt, sea_orm::sea_query::Expr::value(now))
-        .filter(api_key::Column::Id.eq(id))
-        .filter(api_key::Column::RevokedAt.is_null())
-        .exec(&txn)
-        .await?
-        .rows_affected;
-    let key = api_key::Entity::find_by_id(id).one(&txn).await?.context("no such key")?;
-    if revoked > 0 {
-        let data = crate::webhooks::outbox::key_data(&keys::KeyView::from(key.clone()));
-        crate::webhooks::outbox::record(&txn, &key.workspace_id, crate::webhooks::Event::ApiKeyRevoked, &data, now).await?;
-    }
-    txn.commit().await?;
-    Ok(())
+/// Revokes a key as an operator, by the rules of `DELETE /v1/api-keys/{id}`
+/// ([`keys::revoke`]: its `api_key.revoked` event, its jobs cancelled and their results
+/// kept for `job_retention`, the workspace's last live admin key kept); it is refused
+/// from the next request on.
+pub async fn revoke_key(db: &DatabaseConnection, id: &str, job_retention: std::time::Duration) -> anyhow::Result<()> {
+    let key = api_key::Entity::find_by_id(id).one(db).await?.context("no such key")?;
+    // An operator acts on the workspace's live scope, which sees keys of both modes.
+    let scope = crate::scope::Scope::live(key.workspace_id);
+    let hot = crate::hot::HotCaches::new(&Default::default(), &crate::metrics::Metrics::new());
+    keys::revoke(db, &hot, &scope, id, job_retention, crate::now_ms()).await.context("revoking the key")
 }
 
 /// Every key of a workspace, revoked ones included, oldest first (times in RFC 3339 when

@@ -30,37 +30,8 @@ const KEY_RANDOM_LEN: usize = 43;
 /// How many random characters the display prefix shows after `wbk_` or `wbk_test_`.
 const DISPLAY_RANDOM_LEN: usize = 8;
 
-/// Whether a key spends real credits with real vendors (`live`) or is answered by the
-/// sandbox for free (`test`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum KeyMode {
-    #[default]
-    Live,
-    Test,
-}
-
-impl KeyMode {
-    pub const ALL: [KeyMode; 2] = [KeyMode::Live, KeyMode::Test];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyMode::Live => "live",
-            KeyMode::Test => "test",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-
-    /// What a key of this mode starts with.
-    pub fn key_prefix(self) -> &'static str {
-        match self {
-            KeyMode::Live => KEY_PREFIX,
-            KeyMode::Test => TEST_KEY_PREFIX,
-        }
-    }
-}
+pub use crate::scope::KeyMode;
+use crate::scope::Scope;
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -188,10 +159,10 @@ pub struct Principal {
     pub key_id: String,
     /// Display prefix of the key (safe to log).
     pub key_prefix: String,
-    pub workspace_id: String,
+    /// Its workspace and mode (live or test: a test-mode key is answered by the sandbox
+    /// and never charged): what every query it makes is limited to.
+    pub scope: Scope,
     pub permissions: BTreeSet<Permission>,
-    /// Live or test: a test-mode key is answered by the sandbox and never charged.
-    pub mode: KeyMode,
     pub limits: Limits,
     /// The workspace's plan.
     pub plan: Plan,
@@ -206,11 +177,36 @@ pub struct Principal {
 
 impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Principal").field("key", &self.key_prefix).field("workspace_id", &self.workspace_id).finish()
+        f.debug_struct("Principal").field("key", &self.key_prefix).field("scope", &self.scope).finish()
     }
 }
 
 impl Principal {
+    pub fn workspace_id(&self) -> &str {
+        self.scope.workspace_id()
+    }
+
+    pub fn mode(&self) -> KeyMode {
+        self.scope.mode()
+    }
+
+    /// What a request counts against, and its limits: the key's [`Principal::limits`]
+    /// under its `limit_scope`, except a test-mode key's requests that are not
+    /// enrichment calls (`enrichment` false), which count apart against
+    /// [`crate::test_mode::OTHER_LIMITS`].
+    pub fn limits_for(&self, enrichment: bool) -> (std::borrow::Cow<'_, str>, Limits) {
+        if self.mode() == KeyMode::Test && !enrichment {
+            return (format!("{}/other", self.limit_scope).into(), crate::test_mode::OTHER_LIMITS);
+        }
+        (self.limit_scope.as_str().into(), self.limits)
+    }
+
+    /// Whether this key may still act: not expired at `now_ms`. (A revoked key is not
+    /// found at all.)
+    pub fn is_current(&self, now_ms: i64) -> bool {
+        self.expires_at.is_none_or(|at| at > now_ms)
+    }
+
     pub fn require(&self, permission: Permission) -> Result<(), AuthError> {
         if self.permissions.contains(&permission) {
             Ok(())
@@ -266,7 +262,7 @@ impl Authenticator {
             }
         };
         match known {
-            KnownKey::Valid(p) if p.expires_at.is_none_or(|at| at > now_ms) => {
+            KnownKey::Valid(p) if p.is_current(now_ms) => {
                 self.activity.touch(&p.key_id, now_ms);
                 Ok(p)
             }
@@ -289,13 +285,31 @@ impl Authenticator {
     }
 }
 
-/// The principal of a key by its id, revoked or not: what a job's items are counted and
-/// charged against (a job goes on once accepted). `None` when there is no such key.
-pub async fn principal_by_key_id(db: &DatabaseConnection, key_id: &str) -> Result<Option<Principal>, DbErr> {
+/// Whether a key can still act, for work it started earlier (a job's items are counted
+/// and charged against the key that submitted the job).
+#[derive(Debug)]
+pub enum KeyStanding {
+    Active(Principal),
+    Revoked,
+    Expired,
+    /// No such key (or no such workspace).
+    Unknown,
+}
+
+/// The standing of the key `key_id` at `now_ms`, read from the database.
+pub async fn key_standing(db: &DatabaseConnection, key_id: &str, now_ms: i64) -> Result<KeyStanding, DbErr> {
     let found = api_key::Entity::find_by_id(key_id).find_also_related(workspace::Entity).one(db).await?;
     Ok(match found {
-        Some((key, Some(ws))) => Some(principal_of(key, ws)),
-        _ => None,
+        Some((key, _)) if key.revoked_at.is_some() => KeyStanding::Revoked,
+        Some((key, Some(ws))) => {
+            let principal = principal_of(key, ws);
+            if principal.is_current(now_ms) {
+                KeyStanding::Active(principal)
+            } else {
+                KeyStanding::Expired
+            }
+        }
+        _ => KeyStanding::Unknown,
     })
 }
 
@@ -319,11 +333,10 @@ fn principal_of(key: api_key::Model, ws: workspace::Model) -> Principal {
     Principal {
         limits,
         limit_scope,
-        mode,
         plan,
         key_id: key.id,
         key_prefix: key.prefix,
-        workspace_id: ws.id,
+        scope: Scope::new(ws.id, mode),
         permissions: parse_permissions(&key.permissions),
         balance_hint: ws.credit_balance,
         expires_at: key.expires_at,

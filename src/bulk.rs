@@ -27,10 +27,11 @@ use sha2::{Digest, Sha256};
 use crate::auth::{KeyMode, Principal};
 use crate::enrich::{Answer, EnrichError, EnrichService};
 use crate::hex::hex;
-use crate::idempotency::{self, Claim};
+use crate::idempotency::{self, Begun, IdempotencyError, Idempotent};
 use crate::lookup::input::{EnrichQuery, InputError, Quality, Section};
 use crate::lookup::record::{Matched, Source};
 use crate::lookup::{cache, LookupOutcome, Subject};
+use crate::scope::Scope;
 use crate::settler::{Bulk, BulkCharged, BulkCompletion, CacheRow, JobItemsUpdate, SettleError};
 use crate::test_mode::{self, Trigger};
 
@@ -195,21 +196,16 @@ pub fn fingerprint(items: &[ItemInput], defaults: Defaults<'_>) -> String {
 /// Who a call's items are for, and what its ledger rows name.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub workspace_id: String,
+    /// The workspace and mode the items are for.
+    pub scope: Scope,
     pub api_key_id: String,
-    pub mode: KeyMode,
     /// The bulk call's request id, or the job's id for a job's items.
     pub request_id: String,
 }
 
 impl Caller {
     pub fn of(principal: &Principal, request_id: &str) -> Self {
-        Self {
-            workspace_id: principal.workspace_id.clone(),
-            api_key_id: principal.key_id.clone(),
-            mode: principal.mode,
-            request_id: request_id.to_string(),
-        }
+        Self { scope: principal.scope.clone(), api_key_id: principal.key_id.clone(), request_id: request_id.to_string() }
     }
 }
 
@@ -355,28 +351,22 @@ impl EnrichService {
         idempotency_key: Option<&str>,
     ) -> Result<BulkSuccess, EnrichError> {
         let now = crate::now_ms();
-        let key = idempotency_key.map(|k| match principal.mode {
-            KeyMode::Live => k.to_string(),
-            KeyMode::Test => test_mode::idempotency_key(k),
-        });
-        let token = match &key {
+        let token = match idempotency_key {
             None => None,
             Some(key) => {
                 let fingerprint = fingerprint(items, defaults);
                 let inputs: Vec<Option<EnrichQuery>> = items.iter().map(|i| parse_item(i, defaults).ok()).collect();
                 let subjects = self.suppressions().subjects_of_items(inputs.iter().map(|q| q.as_ref().map(|q| &q.input)));
-                let ws = &principal.workspace_id;
-                match idempotency::claim(self.db(), ws, key, &fingerprint, Some(subjects), now, self.lease(), self.ttl()).await? {
-                    Claim::Acquired(token) => Some(token),
-                    Claim::Replay { answer, .. } => {
+                let idem = Idempotent { key, lease: self.lease(), ttl: self.ttl() };
+                match idempotency::begin(self.db(), &principal.scope, idem, &fingerprint, Some(subjects), now).await? {
+                    Begun::Fresh(token) => Some(token),
+                    Begun::Replay { answer, .. } => {
                         let answer: BulkAnswer =
                             serde_json::from_slice(&answer).map_err(|e| anyhow::Error::new(e).context("reading a stored bulk answer"))?;
                         return Ok(BulkSuccess { answer: Arc::new(answer), replayed: true });
                     }
-                    Claim::InUse { retry_after } => return Err(EnrichError::IdempotencyKeyInUse { retry_after }),
-                    Claim::Reused => return Err(EnrichError::IdempotencyKeyReused),
                     // A bulk call's record is redacted item by item, never erased whole.
-                    Claim::Erased => return Err(anyhow::anyhow!("a bulk call's record says erased").into()),
+                    Begun::Erased => return Err(anyhow::anyhow!("a bulk call's record says erased").into()),
                 }
             }
         };
@@ -389,9 +379,7 @@ impl EnrichService {
         }
         .await;
         if let (Err(_), Some(token)) = (&result, &token) {
-            if let Err(err) = idempotency::release(self.db(), token).await {
-                tracing::error!(error = %err, "releasing an idempotency claim failed");
-            }
+            idempotency::release_quietly(self.db(), token).await;
         }
         result.map(|answer| BulkSuccess { answer: Arc::new(answer), replayed: false })
     }
@@ -406,8 +394,8 @@ impl EnrichService {
         defaults: Defaults<'_>,
         known: &[Option<StoredLookup>],
     ) -> Result<Resolved, EnrichError> {
-        let ws = &caller.workspace_id;
-        let test = caller.mode == KeyMode::Test;
+        let ws = caller.scope.workspace_id();
+        let test = caller.scope.is_test();
         let lookup = if test { self.test_lookup() } else { self.live_lookup() };
 
         // Validate each item; group the valid ones by what they look up.
@@ -421,7 +409,9 @@ impl EnrichService {
                     pending.push(Pending::Failed(ItemFailure::InsufficientCredits))
                 }
                 // A suppressed input is a free no-match, never looked up.
-                Ok(query) if self.suppressions().is_suppressed(ws, &query.input) => pending.push(Pending::Failed(ItemFailure::NoMatch)),
+                Ok(query) if self.suppressions().is_suppressed(&caller.scope, &query.input) => {
+                    pending.push(Pending::Failed(ItemFailure::NoMatch))
+                }
                 Ok(query) => {
                     let key = if test { test_mode::subject(&query.input, ws).cache_key } else { Subject::live(&query.input).cache_key };
                     let at = *index.entry(key.clone()).or_insert_with(|| {
@@ -564,7 +554,7 @@ impl EnrichService {
             }
         }
         let references = items.iter().map(|i| i.reference.clone()).collect();
-        Ok(Resolved { answers, failures, references, charges, balance, fresh_lookups, mode: caller.mode })
+        Ok(Resolved { answers, failures, references, charges, balance, fresh_lookups, mode: caller.scope.mode() })
     }
 
     /// Pays for a resolved call in one transaction (a test-mode call: nothing), with its
@@ -575,7 +565,7 @@ impl EnrichService {
         resolved: Arc<Resolved>,
         completion: Completion,
     ) -> Result<BulkCharged, EnrichError> {
-        let test = caller.mode == KeyMode::Test;
+        let test = caller.scope.is_test();
         let lookup = if test { self.test_lookup() } else { self.live_lookup() };
         let request_id = caller.request_id.clone();
         let job = matches!(completion, Completion::JobItems { .. });
@@ -586,7 +576,7 @@ impl EnrichService {
                 let stored = serde_json::to_vec(&resolved.answer(&request_id, &charged))
                     .map_err(|e| anyhow::Error::new(e).context("storing the answer"))?;
                 if !idempotency::complete(self.db(), &claim, 200, stored, Some(resolved.balance)).await? {
-                    return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) });
+                    return Err(IdempotencyError::lost().into());
                 }
                 return Ok(charged);
             }
@@ -614,7 +604,7 @@ impl EnrichService {
         };
         let charges = if test { Vec::new() } else { resolved.charges.clone() };
         let bulk = Bulk {
-            workspace_id: caller.workspace_id.clone(),
+            workspace_id: caller.scope.workspace_id().to_string(),
             api_key_id: caller.api_key_id.clone(),
             request_id: caller.request_id.clone(),
             charges,
@@ -627,7 +617,7 @@ impl EnrichService {
         let charged = match self.settler().settle_bulk(bulk).await {
             Ok(charged) => charged,
             Err(SettleError::ClaimLost) if job => return Err(EnrichError::LeaseLost),
-            Err(SettleError::ClaimLost) => return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) }),
+            Err(SettleError::ClaimLost) => return Err(IdempotencyError::lost().into()),
             Err(SettleError::Database(err)) if err.unavailable => return Err(EnrichError::StoreUnavailable(Arc::new(err))),
             Err(err) => return Err(anyhow::Error::new(err).into()),
         };

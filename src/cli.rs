@@ -397,7 +397,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     });
                 }
                 KeyCommand::Revoke { id } => {
-                    admin::revoke_key(&db, id).await?;
+                    admin::revoke_key(&db, id, std::time::Duration::from_secs(settings.jobs.retention_days * 86_400)).await?;
                     emit(cli.json, json!({"id": id, "revoked": true}), || format!("key {id} revoked"));
                 }
                 KeyCommand::List { workspace } => {

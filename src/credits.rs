@@ -11,6 +11,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Que
 
 use entity::{credit_ledger, workspace};
 
+use crate::scope::Scope;
 use crate::settler::{SettleError, Settler};
 
 #[derive(Debug, thiserror::Error)]
@@ -85,15 +86,15 @@ pub struct LedgerQuery {
     pub to_ms: Option<i64>,
 }
 
-/// A page of the workspace's ledger, newest first, and whether older entries follow.
-/// Reads `idx_credit_ledger_workspace_id (workspace_id, id)`: a page deep in the ledger
-/// costs what the first one does (a seek, not an offset).
-pub async fn ledger_page(
-    db: &impl ConnectionTrait,
-    workspace_id: &str,
-    q: &LedgerQuery,
-) -> Result<(Vec<credit_ledger::Model>, bool), DbErr> {
-    let rows = ledger_page_query(workspace_id, q, db.get_database_backend()).all(db).await?;
+/// A page of the ledger of `scope`, newest first, and whether older entries follow: the
+/// workspace's in live mode; nothing in test mode, which is never charged (and sees no
+/// live data). Reads `idx_credit_ledger_workspace_id (workspace_id, id)`: a page deep in
+/// the ledger costs what the first one does (a seek, not an offset).
+pub async fn ledger_page(db: &impl ConnectionTrait, scope: &Scope, q: &LedgerQuery) -> Result<(Vec<credit_ledger::Model>, bool), DbErr> {
+    if scope.is_test() {
+        return Ok((Vec::new(), false));
+    }
+    let rows = ledger_page_query(scope.workspace_id(), q, db.get_database_backend()).all(db).await?;
     let (rows, more) = crate::page::split(rows, q.limit, |_| ());
     Ok((rows, more.is_some()))
 }
@@ -156,10 +157,16 @@ pub fn day_and_month_start(now_ms: i64) -> (i64, i64) {
     (day.timestamp_millis(), month.timestamp_millis())
 }
 
-/// The credit usage of a workspace at `now_ms` (`None`: no such workspace). Reads
-/// `idx_credit_ledger_workspace_reason (workspace_id, reason, created_at)`.
-pub async fn usage(db: &impl ConnectionTrait, workspace_id: &str, now_ms: i64) -> Result<Option<CreditUsage>, DbErr> {
+/// The credit usage of `scope` at `now_ms` (`None`: no such workspace): in test mode the
+/// workspace's balance (as a test call's `credits_remaining` shows it) and nothing
+/// charged or granted. Reads `idx_credit_ledger_workspace_reason (workspace_id, reason,
+/// created_at)`.
+pub async fn usage(db: &impl ConnectionTrait, scope: &Scope, now_ms: i64) -> Result<Option<CreditUsage>, DbErr> {
+    let workspace_id = scope.workspace_id();
     let Some(balance) = balance(db, workspace_id).await? else { return Ok(None) };
+    if scope.is_test() {
+        return Ok(Some(CreditUsage { balance, charged_today: 0, charged_this_month: 0, granted_this_month: 0 }));
+    }
     let (day, month) = day_and_month_start(now_ms);
     let sum = |reason: Reason, since: i64| async move {
         let total: Option<i64> = sum_query(workspace_id, reason, since).into_tuple().one(db).await?;

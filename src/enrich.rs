@@ -26,11 +26,12 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{KeyMode, Principal};
 use crate::credits;
 use crate::hot::{HotCaches, ReplayKey};
-use crate::idempotency::{self, Claim, ClaimToken};
+use crate::idempotency::{self, Begun, ClaimToken, IdempotencyError, Idempotent};
 use crate::lookup::input::EnrichQuery;
 use crate::lookup::record::{EnrichmentRecord, Matched, Source};
 use crate::lookup::{cache, Lookup, LookupOutcome, Subject};
 use crate::privacy::Suppressions;
+use crate::scope::Scope;
 use crate::settler::{Completion, Job, SettleError, Settler};
 use crate::test_mode::{self, Trigger};
 
@@ -45,10 +46,8 @@ pub enum EnrichError {
     /// free, that says why.
     #[error("the best answer's confidence ({confidence}) is below min_confidence ({min})")]
     BelowMinConfidence { confidence: f64, min: f64 },
-    #[error("a request with this Idempotency-Key is still in progress")]
-    IdempotencyKeyInUse { retry_after: Duration },
-    #[error("this Idempotency-Key was used with a different request")]
-    IdempotencyKeyReused,
+    #[error(transparent)]
+    Idempotency(IdempotencyError),
     /// A job chunk's items were taken over by another worker (its lease ran out): that
     /// worker settles them. Never an HTTP answer.
     #[error("the job items' lease was lost")]
@@ -59,6 +58,15 @@ pub enum EnrichError {
     StoreUnavailable(#[source] Arc<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<IdempotencyError> for EnrichError {
+    fn from(err: IdempotencyError) -> Self {
+        match err {
+            IdempotencyError::Db(db) => db.into(),
+            other => Self::Idempotency(other),
+        }
+    }
 }
 
 impl From<DbErr> for EnrichError {
@@ -116,7 +124,7 @@ impl Completed {
     /// The replay of this call for a request with `fingerprint`.
     fn replay(&self, fingerprint: &str) -> Result<Success, EnrichError> {
         if self.fingerprint != fingerprint {
-            return Err(EnrichError::IdempotencyKeyReused);
+            return Err(IdempotencyError::Reused.into());
         }
         Ok(self.success())
     }
@@ -217,33 +225,20 @@ impl EnrichService {
         idempotency_key: Option<&str>,
     ) -> Result<Success, EnrichError> {
         let now = crate::now_ms();
-        // A test-mode call's key is recorded apart from the live call with the same key.
-        let idempotency_key = match principal.mode {
-            KeyMode::Live => idempotency_key.map(std::borrow::Cow::Borrowed),
-            KeyMode::Test => idempotency_key.map(|k| std::borrow::Cow::Owned(test_mode::idempotency_key(k))),
-        };
-        let claim = match idempotency_key.as_deref() {
+        let claim = match idempotency_key {
             None => None,
             Some(key) => {
+                let scope = &principal.scope;
                 let fingerprint = query.fingerprint(OPERATION.0, OPERATION.1);
-                let replay_key = ReplayKey { workspace_id: principal.workspace_id.clone(), idempotency_key: key.to_string() };
+                let replay_key = ReplayKey { workspace_id: scope.workspace_id().to_string(), idempotency_key: scope.idempotency_key(key) };
                 if let Some(done) = self.hot.replay(&replay_key, now) {
                     return done.replay(&fingerprint);
                 }
-                let claimed = idempotency::claim(
-                    &self.db,
-                    &principal.workspace_id,
-                    key,
-                    &fingerprint,
-                    Some(self.suppressions.subjects_of_call(&query.input)),
-                    now,
-                    self.idempotency_lease,
-                    self.idempotency_ttl,
-                )
-                .await?;
-                match claimed {
-                    Claim::Acquired(token) => Some((token, fingerprint, replay_key)),
-                    Claim::Replay { answer, balance_after, expires_at } => {
+                let idem = Idempotent { key, lease: self.idempotency_lease, ttl: self.idempotency_ttl };
+                let subjects = Some(self.suppressions.subjects_of_call(&query.input));
+                match idempotency::begin(&self.db, scope, idem, &fingerprint, subjects, now).await? {
+                    Begun::Fresh(token) => Some((token, fingerprint, replay_key)),
+                    Begun::Replay { answer, balance_after, expires_at } => {
                         let balance_after = balance_after.ok_or_else(|| anyhow::anyhow!("a stored idempotent answer has no balance"))?;
                         let answer: Answer = serde_json::from_slice(&answer)
                             .map_err(|e| anyhow::Error::new(e).context("reading a stored idempotent answer"))?;
@@ -258,25 +253,18 @@ impl EnrichService {
                         // The record was claimed for this fingerprint: the same request.
                         return Ok(done.success());
                     }
-                    Claim::InUse { retry_after } => return Err(EnrichError::IdempotencyKeyInUse { retry_after }),
-                    Claim::Reused => return Err(EnrichError::IdempotencyKeyReused),
                     // Its subject was erased: as a call would answer now, free.
-                    Claim::Erased => return Err(EnrichError::NoMatch),
+                    Begun::Erased => return Err(EnrichError::NoMatch),
                 }
             }
         };
         let token = claim.as_ref().map(|c| &c.0);
-        let result = match principal.mode {
+        let result = match principal.mode() {
             KeyMode::Live => self.run(principal, request_id, query, token).await,
             KeyMode::Test => self.run_test(principal, query, token).await,
         };
         match (&result, claim) {
-            (Err(_), Some((token, ..))) => {
-                if let Err(err) = idempotency::release(&self.db, &token).await {
-                    // The lease runs out by itself; a retry then takes the claim over.
-                    tracing::error!(error = %err, "releasing an idempotency claim failed");
-                }
-            }
+            (Err(_), Some((token, ..))) => idempotency::release_quietly(&self.db, &token).await,
             (Ok(success), Some((_, fingerprint, replay_key))) => {
                 let expires_at = now + self.idempotency_ttl.as_millis() as i64;
                 let done = Completed {
@@ -300,7 +288,7 @@ impl EnrichService {
         query: &EnrichQuery,
         claim: Option<&ClaimToken>,
     ) -> Result<Success, EnrichError> {
-        let ws = &principal.workspace_id;
+        let ws = principal.workspace_id();
         // A cheap pre-check on the balance seen at authentication; when it says empty,
         // read again before refusing, so that a fresh top-up is honoured at once.
         if principal.balance_hint <= 0 {
@@ -314,7 +302,7 @@ impl EnrichService {
         }
 
         let subject = Subject::live(&query.input);
-        let Found { matched, record, cached_at } = self.find(&self.lookup, &subject, query, ws).await?;
+        let Found { matched, record, cached_at } = self.find(&self.lookup, &subject, query, &principal.scope).await?;
         let from_cache = cached_at.is_some();
         let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
         let cache_row = (!from_cache).then(|| cache::match_row(&subject, &matched, self.lookup.cache_policy(), crate::now_ms()));
@@ -329,7 +317,7 @@ impl EnrichService {
             }),
         };
         let job = Job {
-            workspace_id: ws.clone(),
+            workspace_id: ws.to_string(),
             api_key_id: principal.key_id.clone(),
             request_id: request_id.to_string(),
             cache_row,
@@ -338,7 +326,7 @@ impl EnrichService {
         let charged = match self.settler.settle(job).await {
             Ok(charged) => charged,
             Err(SettleError::Insufficient) => return Err(EnrichError::InsufficientCredits),
-            Err(SettleError::ClaimLost) => return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) }),
+            Err(SettleError::ClaimLost) => return Err(IdempotencyError::lost().into()),
             Err(SettleError::Database(err)) if err.unavailable => return Err(EnrichError::StoreUnavailable(Arc::new(err))),
             Err(err) => return Err(anyhow::Error::new(err).into()),
         };
@@ -353,12 +341,12 @@ impl EnrichService {
     /// space of the cache; never charged, whatever the balance. `credits_remaining` is
     /// the live balance, read now.
     async fn run_test(&self, principal: &Principal, query: &EnrichQuery, claim: Option<&ClaimToken>) -> Result<Success, EnrichError> {
-        let ws = &principal.workspace_id;
+        let ws = principal.workspace_id();
         if Trigger::of(&query.input) == Some(Trigger::InsufficientCredits) {
             return Err(EnrichError::InsufficientCredits);
         }
         let subject = test_mode::subject(&query.input, ws);
-        let Found { matched, record, cached_at } = self.find(&self.test_lookup, &subject, query, ws).await?;
+        let Found { matched, record, cached_at } = self.find(&self.test_lookup, &subject, query, &principal.scope).await?;
         let (source, fetched_at) = match cached_at {
             Some(at) => (Source::Cached, at),
             None => {
@@ -375,7 +363,7 @@ impl EnrichService {
             let stored = serde_json::to_vec(&*answer).map_err(|e| anyhow::Error::new(e).context("storing the answer"))?;
             if !idempotency::complete(&self.db, token, 200, stored, Some(balance)).await? {
                 // Our lease ran out and a retry took the claim over.
-                return Err(EnrichError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) });
+                return Err(IdempotencyError::lost().into());
             }
         }
         Ok(Success { answer, credits_remaining: balance, replayed: false, rendering: None })
@@ -386,8 +374,8 @@ impl EnrichService {
     /// accepts), projected on the sections asked for; `NoMatch` when it has none of them
     /// and `BelowMinConfidence` when it is less sure than the caller asks (a vendor answer
     /// refused so is cached unpaid), `UpstreamUnavailable` when every vendor failed.
-    async fn find(&self, lookup: &Lookup, subject: &Subject<'_>, query: &EnrichQuery, workspace_id: &str) -> Result<Found, EnrichError> {
-        if self.suppressions.is_suppressed(workspace_id, &query.input) {
+    async fn find(&self, lookup: &Lookup, subject: &Subject<'_>, query: &EnrichQuery, scope: &Scope) -> Result<Found, EnrichError> {
+        if self.suppressions.is_suppressed(scope, &query.input) {
             return Err(EnrichError::NoMatch);
         }
         let max_age_ms = query.quality.max_age_ms();

@@ -1,4 +1,12 @@
-//! `Idempotency-Key` claims, scoped to a workspace.
+//! `Idempotency-Key` claims, scoped to a workspace and a mode: the one protocol every
+//! operation that takes the header goes through.
+//!
+//! [`begin`] → [`Begun::Fresh`] (the caller holds the claim, runs, then [`complete`]s it
+//! in the transaction that stores its outcome, or [`release`]s it) or [`Begun::Replay`]
+//! (the stored answer); a key still running or used with another request is an
+//! [`IdempotencyError`], which every domain error wraps. The caller checks everything
+//! that decides whether it may make the request *now* (permissions, mode) before
+//! [`begin`], so that a replay is never answered to a caller who could not make it.
 //!
 //! A record is `in_progress` while its first call runs (leased until `locked_until`, a
 //! little longer than the request deadline), then `completed` with the call's answer and
@@ -17,6 +25,68 @@ use sea_orm::{
 };
 
 use entity::idempotency_record as rec;
+
+use crate::scope::Scope;
+
+/// Why an idempotent operation cannot run now; mapped to HTTP (409, 422) in `api::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum IdempotencyError {
+    #[error("a request with this Idempotency-Key is still in progress")]
+    InUse { retry_after: Duration },
+    #[error("this Idempotency-Key was used with a different request")]
+    Reused,
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+impl IdempotencyError {
+    /// The claim was lost while the call ran (its lease ran out and a retry took it
+    /// over): the retry does the work; this caller must roll back.
+    pub fn lost() -> Self {
+        IdempotencyError::InUse { retry_after: Duration::from_secs(1) }
+    }
+}
+
+/// What [`begin`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begun {
+    /// The caller holds the claim now and must [`complete`] or [`release`] it.
+    Fresh(ClaimToken),
+    /// A completed call with the same request: its answer (as the domain stored it) and,
+    /// for a call that was charged, the balance its debit left; replayable until
+    /// `expires_at`.
+    Replay { answer: Vec<u8>, balance_after: Option<i64>, expires_at: i64 },
+    /// A completed call whose subject was erased since: nothing to replay.
+    Erased,
+}
+
+/// Begins an idempotent operation in `scope` with the caller's `Idempotency-Key`, for
+/// a request with `fingerprint`, about `subjects` (see `idempotency_records.subjects`).
+pub async fn begin(
+    db: &impl ConnectionTrait,
+    scope: &Scope,
+    idem: Idempotent<'_>,
+    fingerprint: &str,
+    subjects: Option<String>,
+    now_ms: i64,
+) -> Result<Begun, IdempotencyError> {
+    let key = scope.idempotency_key(idem.key);
+    match claim(db, scope.workspace_id(), &key, fingerprint, subjects, now_ms, idem.lease, idem.ttl).await? {
+        Claim::Acquired(token) => Ok(Begun::Fresh(token)),
+        Claim::Replay { answer, balance_after, expires_at } => Ok(Begun::Replay { answer, balance_after, expires_at }),
+        Claim::Erased => Ok(Begun::Erased),
+        Claim::InUse { retry_after } => Err(IdempotencyError::InUse { retry_after }),
+        Claim::Reused => Err(IdempotencyError::Reused),
+    }
+}
+
+/// Releases `claim` (see [`release`]) after a call that failed; a failed release is
+/// logged (the lease runs out by itself, and a retry then takes the claim over).
+pub async fn release_quietly(db: &impl ConnectionTrait, claim: &ClaimToken) {
+    if let Err(err) = release(db, claim).await {
+        tracing::error!(error = %err, "releasing an idempotency claim failed");
+    }
+}
 
 /// An idempotent call's parameters: its `Idempotency-Key`, how long a claim is held and
 /// how long the answer is replayed.
@@ -72,7 +142,7 @@ impl ClaimToken {
 
 /// What a claim attempt found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
+enum Claim {
     /// The caller owns the key now and must complete or release it.
     Acquired(ClaimToken),
     /// A completed call with the same request: its answer (as the domain stored it) and,
@@ -87,10 +157,9 @@ pub enum Claim {
     Reused,
 }
 
-/// Tries to claim `key` for a request with `fingerprint`, about `subjects` (see
-/// `idempotency_records.subjects`).
+/// Tries to claim the stored `key` for a request with `fingerprint`, about `subjects`.
 #[allow(clippy::too_many_arguments)]
-pub async fn claim(
+async fn claim(
     db: &impl ConnectionTrait,
     workspace_id: &str,
     key: &str,

@@ -20,11 +20,18 @@
 //!   interactive calls come first: while its process answers `[jobs] busy_requests`
 //!   requests at once, a worker starts a round only in a lull, or `[jobs]
 //!   busy_interval_ms` after its last one (a job's floor on a saturated process);
+//! - every read and change of a job takes the caller's [`Scope`]: a job of another
+//!   workspace or of the other mode (live, test) is `NotFound`;
 //! - cancelling stops the items not started (never charged); the chunk in flight
-//!   finishes;
+//!   finishes. When the submitting key is revoked or expires, its jobs are cancelled
+//!   (`api_key_revoked`, `api_key_expired`) with their items in flight too: nothing is
+//!   charged in its name after that (a revocation cancels them in its own transaction;
+//!   a worker finding the key expired cancels them before claiming or settling);
+//! - workers take one chunk per workspace and mode with runnable jobs per round, at most
+//!   [`WORKSPACES_PER_ROUND`] of them, going round the workspaces: no tenant's backlog
+//!   (nor its spent quota) holds up another's;
 //! - a finished job and its items are deleted `[jobs] retention_days` after it finished.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,19 +44,23 @@ use sha2::{Digest, Sha256};
 
 use entity::{enrichment_job as job, enrichment_job_item as item};
 
-use crate::auth::{KeyMode, Principal};
+use crate::auth::{KeyMode, KeyStanding, Principal};
 use crate::bulk::{Caller, Completion, Defaults, ItemInput, ItemResult, StoredLookup};
 use crate::config::JobsSettings;
 use crate::enrich::{EnrichError, EnrichService};
 use crate::hex::hex;
-use crate::idempotency::{self, Claim, Idempotent};
+use crate::idempotency::{self, Begun, IdempotencyError, Idempotent};
 use crate::lookup::input::Quality;
 use crate::ratelimit::{Decision, Limiter, Limits, Plan};
+use crate::scope::Scope;
 
 /// The most items one job takes.
 pub const MAX_ITEMS: usize = 10_000;
 /// Rows per insert statement when a job is stored.
 const INSERT_CHUNK: usize = 500;
+/// How many workspaces a worker serves in one round (the next round starts after the
+/// last one served).
+pub const WORKSPACES_PER_ROUND: usize = 32;
 /// How often a worker waiting for a lull in a busy process looks again.
 const LULL_CHECK: Duration = Duration::from_millis(5);
 /// Over how long a worker averages its process's load.
@@ -157,11 +168,36 @@ pub fn chunk_size(plan: Plan, mode: KeyMode) -> usize {
     }
 }
 
+/// Why a job was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// Its owner asked (`DELETE /v1/enrich/jobs/{id}`).
+    Requested,
+    /// The key that submitted it was revoked.
+    ApiKeyRevoked,
+    /// The key that submitted it expired.
+    ApiKeyExpired,
+}
+
+impl CancelReason {
+    pub const ALL: [CancelReason; 3] = [CancelReason::Requested, CancelReason::ApiKeyRevoked, CancelReason::ApiKeyExpired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::Requested => "requested",
+            CancelReason::ApiKeyRevoked => "api_key_revoked",
+            CancelReason::ApiKeyExpired => "api_key_expired",
+        }
+    }
+}
+
 /// A job as its owner sees it. Times are epoch milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobView {
     pub id: String,
     pub status: String,
+    /// Why it was cancelled (see [`CancelReason`]), when it was.
+    pub cancel_reason: Option<String>,
     pub total: i64,
     pub done: i64,
     pub succeeded: i64,
@@ -178,6 +214,7 @@ impl From<job::Model> for JobView {
         Self {
             id: j.id,
             status: j.status,
+            cancel_reason: j.cancel_reason,
             total: j.total,
             done: j.done,
             succeeded: j.succeeded,
@@ -195,14 +232,21 @@ impl From<job::Model> for JobView {
 pub enum JobError {
     #[error("no such job")]
     NotFound,
-    #[error("a request with this Idempotency-Key is still in progress")]
-    IdempotencyKeyInUse { retry_after: Duration },
-    #[error("this Idempotency-Key was used with a different request")]
-    IdempotencyKeyReused,
+    #[error(transparent)]
+    Idempotency(IdempotencyError),
     #[error("a stored answer could not be read: {0}")]
     Corrupt(String),
     #[error(transparent)]
     Db(#[from] DbErr),
+}
+
+impl From<IdempotencyError> for JobError {
+    fn from(err: IdempotencyError) -> Self {
+        match err {
+            IdempotencyError::Db(db) => Self::Db(db),
+            other => Self::Idempotency(other),
+        }
+    }
 }
 
 fn new_id() -> String {
@@ -235,34 +279,28 @@ pub async fn submit(
     idem: Option<Idempotent<'_>>,
     now_ms: i64,
 ) -> Result<(JobView, bool), JobError> {
-    let ws = &principal.workspace_id;
-    let token = match &idem {
+    let scope = &principal.scope;
+    let ws = scope.workspace_id();
+    let token = match idem {
         None => None,
-        Some(idem) => {
-            let key = match principal.mode {
-                KeyMode::Live => idem.key.to_string(),
-                KeyMode::Test => crate::test_mode::idempotency_key(idem.key),
-            };
-            match idempotency::claim(db, ws, &key, &fingerprint(items, defaults), None, now_ms, idem.lease, idem.ttl).await? {
-                Claim::Acquired(token) => Some(token),
-                Claim::Replay { answer, .. } => {
-                    let id = String::from_utf8(answer).map_err(|e| JobError::Corrupt(e.to_string()))?;
-                    return Ok((get(db, ws, &id).await?, true));
-                }
-                Claim::InUse { retry_after } => return Err(JobError::IdempotencyKeyInUse { retry_after }),
-                Claim::Reused => return Err(JobError::IdempotencyKeyReused),
-                Claim::Erased => return Err(JobError::Corrupt("a job submission's record says erased".into())),
+        Some(idem) => match idempotency::begin(db, scope, idem, &fingerprint(items, defaults), None, now_ms).await? {
+            Begun::Fresh(token) => Some(token),
+            Begun::Replay { answer, .. } => {
+                let id = String::from_utf8(answer).map_err(|e| JobError::Corrupt(e.to_string()))?;
+                return Ok((get(db, scope, &id).await?, true));
             }
-        }
+            Begun::Erased => return Err(JobError::Corrupt("a job submission's record says erased".into())),
+        },
     };
     let id = new_id();
     let stored = async {
         let txn = db.begin().await?;
         job::Entity::insert(job::ActiveModel {
             id: Set(id.clone()),
-            workspace_id: Set(ws.clone()),
+            workspace_id: Set(ws.to_string()),
             api_key_id: Set(principal.key_id.clone()),
-            mode: Set(principal.mode.as_str().to_string()),
+            mode: Set(scope.mode().as_str().to_string()),
+            cancel_reason: Set(None),
             status: Set(Status::Queued.as_str().to_string()),
             include: Set(include_json(defaults.include)),
             quality: Set(
@@ -300,7 +338,7 @@ pub async fn submit(
         if let Some(token) = &token {
             if !idempotency::complete(&txn, token, 202, id.clone().into_bytes(), None).await? {
                 txn.rollback().await?;
-                return Err(JobError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) });
+                return Err(IdempotencyError::lost().into());
             }
         }
         txn.commit().await?;
@@ -309,34 +347,32 @@ pub async fn submit(
     .await;
     if let Err(err) = stored {
         if let Some(token) = &token {
-            if let Err(release) = idempotency::release(db, token).await {
-                tracing::error!(error = %release, "releasing an idempotency claim failed");
-            }
+            idempotency::release_quietly(db, token).await;
         }
         return Err(err);
     }
-    Ok((get(db, ws, &id).await?, false))
+    Ok((get(db, scope, &id).await?, false))
 }
 
-/// The workspace's job `id` (one of another workspace is `NotFound`).
-pub async fn get(db: &impl ConnectionTrait, workspace_id: &str, id: &str) -> Result<JobView, JobError> {
-    job::Entity::find_by_id(id)
-        .filter(job::Column::WorkspaceId.eq(workspace_id))
-        .one(db)
-        .await?
-        .map(JobView::from)
-        .ok_or(JobError::NotFound)
+/// The jobs of `scope`: its workspace's, of its mode.
+fn in_scope(scope: &Scope) -> sea_orm::Condition {
+    sea_orm::Condition::all().add(job::Column::WorkspaceId.eq(scope.workspace_id())).add(job::Column::Mode.eq(scope.mode().as_str()))
 }
 
-/// A page of the workspace's jobs, newest first, after the job `starting_after`; the
+/// The job `id` of `scope` (one of another workspace or mode is `NotFound`).
+pub async fn get(db: &impl ConnectionTrait, scope: &Scope, id: &str) -> Result<JobView, JobError> {
+    job::Entity::find_by_id(id).filter(in_scope(scope)).one(db).await?.map(JobView::from).ok_or(JobError::NotFound)
+}
+
+/// A page of the jobs of `scope`, newest first, after the job `starting_after`; the
 /// cursor of the next page when there is one.
 pub async fn list(
     db: &DatabaseConnection,
-    workspace_id: &str,
+    scope: &Scope,
     limit: u64,
     starting_after: Option<&str>,
 ) -> Result<(Vec<JobView>, Option<String>), JobError> {
-    let mut q = job::Entity::find().filter(job::Column::WorkspaceId.eq(workspace_id));
+    let mut q = job::Entity::find().filter(in_scope(scope));
     if let Some(after) = starting_after {
         q = q.filter(job::Column::Id.lt(after));
     }
@@ -345,11 +381,11 @@ pub async fn list(
     Ok((rows.into_iter().map(JobView::from).collect(), next))
 }
 
-/// Cancels the workspace's job `id` (with its `enrichment.job.cancelled` event): its
+/// Cancels the job `id` of `scope` (with its `enrichment.job.cancelled` event): its
 /// items not started are cancelled (never charged); a chunk in flight finishes.
 /// Cancelling a finished job changes nothing.
-pub async fn cancel(db: &DatabaseConnection, workspace_id: &str, id: &str, retention: Duration, now_ms: i64) -> Result<JobView, JobError> {
-    let current = get(db, workspace_id, id).await?;
+pub async fn cancel(db: &DatabaseConnection, scope: &Scope, id: &str, retention: Duration, now_ms: i64) -> Result<JobView, JobError> {
+    let current = get(db, scope, id).await?;
     if current.status == Status::Completed.as_str() || current.status == Status::Cancelled.as_str() {
         return Ok(current);
     }
@@ -365,21 +401,75 @@ pub async fn cancel(db: &DatabaseConnection, workspace_id: &str, id: &str, reten
         .filter(item::Column::LeaseUntil.is_null().or(item::Column::LeaseUntil.lt(now_ms)))
         .exec(&txn)
         .await?;
+    mark_cancelled(&txn, scope, id, CancelReason::Requested, now_ms + retention.as_millis() as i64, now_ms).await?;
+    txn.commit().await?;
+    get(db, scope, id).await
+}
+
+/// Marks the unfinished job `id` cancelled for `reason` and records its event, in the
+/// caller's transaction `txn`; whether it was unfinished.
+async fn mark_cancelled(
+    txn: &impl ConnectionTrait,
+    scope: &Scope,
+    id: &str,
+    reason: CancelReason,
+    purge_after_ms: i64,
+    now_ms: i64,
+) -> Result<bool, JobError> {
     let cancelled = job::Entity::update_many()
         .col_expr(job::Column::Status, Expr::value(Status::Cancelled.as_str()))
+        .col_expr(job::Column::CancelReason, Expr::value(reason.as_str()))
         .col_expr(job::Column::FinishedAt, Expr::value(now_ms))
-        .col_expr(job::Column::PurgeAfter, Expr::value(now_ms + retention.as_millis() as i64))
+        .col_expr(job::Column::PurgeAfter, Expr::value(purge_after_ms))
         .filter(job::Column::Id.eq(id))
+        .filter(in_scope(scope))
         .filter(job::Column::Status.is_in([Status::Queued.as_str(), Status::Running.as_str()]))
-        .exec(&txn)
+        .exec(txn)
         .await?
         .rows_affected;
     if cancelled > 0 {
-        let data = crate::webhooks::outbox::job_data(&get(&txn, workspace_id, id).await?);
-        crate::webhooks::outbox::record(&txn, workspace_id, crate::webhooks::Event::JobCancelled, &data, now_ms).await?;
+        let data = crate::webhooks::outbox::job_data(&get(txn, scope, id).await?);
+        crate::webhooks::outbox::record(txn, scope.workspace_id(), scope.mode(), crate::webhooks::Event::JobCancelled, &data, now_ms)
+            .await?;
     }
-    txn.commit().await?;
-    get(db, workspace_id, id).await
+    Ok(cancelled > 0)
+}
+
+/// Cancels every unfinished job the key `key_id` submitted (its mode's `scope`), items in
+/// flight included (a worker's settlement of them then writes and charges nothing), in
+/// the caller's transaction `txn`, each with its `enrichment.job.cancelled` event. How
+/// many were cancelled. Their results are kept for `retention`.
+pub async fn cancel_for_key(
+    txn: &impl ConnectionTrait,
+    scope: &Scope,
+    key_id: &str,
+    reason: CancelReason,
+    retention: Duration,
+    now_ms: i64,
+) -> Result<u64, JobError> {
+    let ids: Vec<String> = job::Entity::find()
+        .select_only()
+        .column(job::Column::Id)
+        .filter(in_scope(scope))
+        .filter(job::Column::ApiKeyId.eq(key_id))
+        .filter(job::Column::Status.is_in([Status::Queued.as_str(), Status::Running.as_str()]))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    let mut cancelled = 0;
+    for id in &ids {
+        item::Entity::update_many()
+            .col_expr(item::Column::State, Expr::value(CANCELLED))
+            .col_expr(item::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(item::Column::LeaseUntil, Expr::value(Option::<i64>::None))
+            .filter(item::Column::JobId.eq(id.as_str()))
+            .filter(item::Column::State.is_in([PENDING, LOOKED_UP]))
+            .exec(txn)
+            .await?;
+        let purge_after = now_ms + retention.as_millis() as i64;
+        cancelled += u64::from(mark_cancelled(txn, scope, id, reason, purge_after, now_ms).await?);
+    }
+    Ok(cancelled)
 }
 
 /// Deletes the jobs (and their items) whose retention ran out; returns how many.
@@ -506,7 +596,8 @@ impl Worker {
     /// [`Worker::lull`]).
     pub async fn run(self, stop: Arc<tokio::sync::Notify>) {
         let poll = Duration::from_millis(self.settings.poll_ms.max(10));
-        let mut paused: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        let mut paused = std::collections::HashMap::new();
+        let mut cursor = None;
         let mut last_round = tokio::time::Instant::now();
         let mut load = Load::new(&self.metrics);
         // Read once: the number of CPUs comes from the cgroup's files on Linux.
@@ -517,7 +608,7 @@ impl Worker {
                 _ = self.lull(&mut load, busy, last_round) => {}
             }
             last_round = tokio::time::Instant::now();
-            let worked = match self.round(&mut paused).await {
+            let worked = match self.round(&mut paused, &mut cursor).await {
                 Ok(worked) => worked,
                 Err(err) => {
                     tracing::warn!(error = %err, "a job worker round failed");
@@ -553,20 +644,42 @@ impl Worker {
         }
     }
 
-    /// One chunk for each workspace with runnable jobs (its oldest one); whether any
-    /// work was done.
-    async fn round(&self, paused: &mut std::collections::HashMap<String, i64>) -> Result<bool, EnrichError> {
+    /// One chunk for each workspace and mode with runnable jobs (its oldest one), for
+    /// up to [`WORKSPACES_PER_ROUND`] of them, starting after the last one served
+    /// (`cursor`); whether any work was done.
+    async fn round(
+        &self,
+        paused: &mut std::collections::HashMap<(String, String), i64>,
+        cursor: &mut Option<(String, String)>,
+    ) -> Result<bool, EnrichError> {
         let now = crate::now_ms();
         paused.retain(|_, until| *until > now);
-        let runnable = job::Entity::find()
+        // The oldest runnable job of each workspace and mode: one row per tenant, however
+        // many jobs each has waiting.
+        let oldest: Vec<(String, String, String)> = job::Entity::find()
+            .select_only()
+            .column(job::Column::WorkspaceId)
+            .column(job::Column::Mode)
+            .column_as(job::Column::Id.min(), "id")
             .filter(job::Column::Status.is_in([Status::Queued.as_str(), Status::Running.as_str()]))
-            .order_by_asc(job::Column::Id)
-            .limit(200)
+            .group_by(job::Column::WorkspaceId)
+            .group_by(job::Column::Mode)
+            .into_tuple()
             .all(&self.db)
             .await?;
-        let mut seen = BTreeSet::new();
-        let firsts: Vec<job::Model> =
-            runnable.into_iter().filter(|j| !paused.contains_key(&j.workspace_id) && seen.insert(j.workspace_id.clone())).collect();
+        let mut tenants: Vec<((String, String), String)> =
+            oldest.into_iter().map(|(ws, mode, id)| ((ws, mode), id)).filter(|(t, _)| !paused.contains_key(t)).collect();
+        tenants.sort();
+        // Round-robin: start after the last tenant served.
+        let start = cursor.as_ref().map_or(0, |c| tenants.partition_point(|(t, _)| t <= c));
+        let start = start.min(tenants.len());
+        tenants.rotate_left(start);
+        tenants.truncate(WORKSPACES_PER_ROUND);
+        if let Some((last, _)) = tenants.last() {
+            *cursor = Some(last.clone());
+        }
+        let ids: Vec<String> = tenants.iter().map(|(_, id)| id.clone()).collect();
+        let firsts = job::Entity::find().filter(job::Column::Id.is_in(ids)).all(&self.db).await?;
         let outcomes = futures_util::future::join_all(firsts.iter().map(|j| self.chunk(j))).await;
         let mut worked = false;
         for (j, outcome) in firsts.iter().zip(outcomes) {
@@ -574,7 +687,7 @@ impl Worker {
                 Ok(Chunk::Worked) => worked = true,
                 Ok(Chunk::Idle) => {}
                 Ok(Chunk::Paused { until }) => {
-                    paused.insert(j.workspace_id.clone(), until);
+                    paused.insert((j.workspace_id.clone(), j.mode.clone()), until);
                 }
                 Err(err) => tracing::warn!(job = %j.id, error = %err, "a job chunk failed; its items will be claimed again"),
             }
@@ -582,13 +695,33 @@ impl Worker {
         Ok(worked)
     }
 
+    /// The principal of `j`'s key while it can act; else `j` and the key's other jobs
+    /// are cancelled (`None`).
+    async fn active_principal(&self, j: &job::Model) -> Result<Option<Principal>, EnrichError> {
+        let now = crate::now_ms();
+        let reason = match crate::auth::key_standing(&self.db, &j.api_key_id, now).await? {
+            KeyStanding::Active(principal) => return Ok(Some(principal)),
+            KeyStanding::Revoked | KeyStanding::Unknown => CancelReason::ApiKeyRevoked,
+            KeyStanding::Expired => CancelReason::ApiKeyExpired,
+        };
+        let scope = Scope::new(j.workspace_id.clone(), KeyMode::parse(&j.mode).unwrap_or(KeyMode::Test));
+        let retention = Duration::from_secs(self.settings.retention_days * 86_400);
+        let txn = self.db.begin().await?;
+        cancel_for_key(&txn, &scope, &j.api_key_id, reason, retention, now).await.map_err(|e| match e {
+            JobError::Db(db) => EnrichError::from(db),
+            other => anyhow::Error::new(other).into(),
+        })?;
+        txn.commit().await?;
+        Ok(None)
+    }
+
     /// Claims, looks up and settles one chunk of `j`.
     async fn chunk(&self, j: &job::Model) -> Result<Chunk, EnrichError> {
-        let Some(principal) = crate::auth::principal_by_key_id(&self.db, &j.api_key_id).await? else {
+        let Some(principal) = self.active_principal(j).await? else {
             return Ok(Chunk::Idle);
         };
         let now = crate::now_ms();
-        let size = chunk_size(principal.plan, principal.mode);
+        let size = chunk_size(principal.plan, principal.mode());
         let claimed = claim_items(&self.db, &j.id, &self.owner, size, now, now + self.settings.lease_ms as i64).await?;
         if claimed.is_empty() {
             return Ok(Chunk::Idle);
@@ -609,12 +742,7 @@ impl Worker {
                 .exec(&self.db)
                 .await?;
         }
-        let caller = Caller {
-            workspace_id: j.workspace_id.clone(),
-            api_key_id: j.api_key_id.clone(),
-            mode: principal.mode,
-            request_id: j.id.clone(),
-        };
+        let caller = Caller { scope: principal.scope.clone(), api_key_id: j.api_key_id.clone(), request_id: j.id.clone() };
         let inputs: Vec<ItemInput> = claimed.iter().map(|c| c.input.clone()).collect();
         let known: Vec<Option<StoredLookup>> = claimed.iter().map(|c| c.lookup.clone()).collect();
         let include = include_of(j.include.as_deref());
@@ -631,6 +759,12 @@ impl Worker {
         keep_lookups(&self.db, &j.id, &self.owner, &fresh).await?;
         let purge_after_ms = crate::now_ms() + Duration::from_secs(self.settings.retention_days * 86_400).as_millis() as i64;
         let completion = Completion::JobItems { job_id: j.id.clone(), owner: self.owner.clone(), idxs, purge_after_ms };
+        // The key may have expired while the chunk was looked up: nothing is charged in
+        // its name after that.
+        if !principal.is_current(crate::now_ms()) {
+            self.active_principal(j).await?;
+            return Ok(Chunk::Idle);
+        }
         match self.enrich.settle_resolved(&caller, Arc::new(resolved), completion).await {
             Ok(_) => Ok(Chunk::Worked),
             // Our lease ran out and another worker took the items: it settles them.
@@ -745,16 +879,16 @@ pub struct ResultRow {
     pub result: ItemResult,
 }
 
-/// Up to `limit` done items of the workspace's job `id` after item `starting_after`, in
+/// Up to `limit` done items of the job `id` of `scope` after item `starting_after`, in
 /// item order; the cursor of the next page when there is one.
 pub async fn result_rows(
     db: &DatabaseConnection,
-    workspace_id: &str,
+    scope: &Scope,
     id: &str,
     limit: u64,
     starting_after: Option<i32>,
 ) -> Result<(Vec<ResultRow>, Option<i32>), JobError> {
-    get(db, workspace_id, id).await?;
+    get(db, scope, id).await?;
     let mut q = item::Entity::find().filter(item::Column::JobId.eq(id)).filter(item::Column::State.eq(DONE));
     if let Some(after) = starting_after {
         q = q.filter(item::Column::Idx.gt(after));

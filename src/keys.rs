@@ -10,14 +10,21 @@
 //! - a workspace never loses its last active live key holding `admin:api_keys` through
 //!   the API (revocations are serialised per workspace, so two concurrent
 //!   revocations cannot both pass the check);
-//! - a test-mode key manages test-mode keys only: it cannot create a live key, and live
-//!   keys are invisible to it (listing skips them, revoking one is `NotFound`);
+//! - every function takes the caller's [`Scope`]: a live scope (a live key, an operator)
+//!   manages the workspace's keys of both modes; a test scope manages test-mode keys
+//!   only: it cannot create a live key, and live keys are invisible to it (listing skips
+//!   them, revoking one is `NotFound`);
+//! - a key created by a key holds a subset of its creator's permissions (no escalation);
+//! - every rule of a creation is checked before its `Idempotency-Key` is looked at, so a
+//!   stored answer (a secret) is replayed only to a caller who may make the request now;
+//! - revoking a key stops its work: its queued and running jobs are cancelled
+//!   (`api_key_revoked`) in the revocation's transaction, so nothing is charged in its
+//!   name once the revocation commits;
 //! - a revoked key is refused within the known-key cache's TTL on every replica
 //!   ([`crate::hot`], 1 s; the revoking replica drops it from its cache at once, but a
 //!   lookup that read the row just before the revocation may cache it again).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use sea_orm::{
     sea_query::{Expr, Func},
@@ -33,9 +40,11 @@ use entity::{api_key, workspace};
 use crate::auth::{self, KeyMode, Permission, RateLimitTier};
 use crate::hex::hex;
 use crate::hot::{HotCaches, KeyDigest};
-use crate::idempotency::{self, Claim, Idempotent};
+use crate::idempotency::{self, Begun, IdempotencyError, Idempotent};
+use crate::jobs::CancelReason;
 use crate::lookup::input::InputError;
 use crate::ratelimit::Plan;
+use crate::scope::Scope;
 use crate::seal::Sealer;
 use crate::webhooks::{outbox, Event};
 
@@ -51,11 +60,11 @@ pub struct NewKeySpec {
     pub mode: KeyMode,
 }
 
-/// Who creates a key over the API.
+/// Who creates a key over the API: the key's id and what it may give.
 #[derive(Debug, Clone, Copy)]
 pub struct Creator<'a> {
     pub key_id: &'a str,
-    pub mode: KeyMode,
+    pub permissions: &'a BTreeSet<Permission>,
 }
 
 pub const NAME_MAX: usize = 120;
@@ -163,19 +172,28 @@ pub enum KeyError {
     LastAdminKey,
     #[error("a test-mode key can create test-mode keys only")]
     LiveKeyFromTestKey,
+    #[error("a key can give a new key only permissions it holds itself; it lacks `{0}`")]
+    PermissionsExceedCreator(Permission),
     #[error("the workspace's {plan} plan does not allow `{tier}` keys")]
     TierNotAllowed { tier: &'static str, plan: &'static str },
     /// Well-formed but impossible as asked (an expiry in the past).
     #[error("{}", .0.message)]
     Unprocessable(InputError),
-    #[error("a request with this Idempotency-Key is still in progress")]
-    IdempotencyKeyInUse { retry_after: Duration },
-    #[error("this Idempotency-Key was used with a different request")]
-    IdempotencyKeyReused,
+    #[error(transparent)]
+    Idempotency(IdempotencyError),
     #[error("a stored answer could not be read: {0}")]
     Corrupt(String),
     #[error(transparent)]
     Db(#[from] DbErr),
+}
+
+impl From<IdempotencyError> for KeyError {
+    fn from(err: IdempotencyError) -> Self {
+        match err {
+            IdempotencyError::Db(db) => Self::Db(db),
+            other => Self::Idempotency(other),
+        }
+    }
 }
 
 fn new_id() -> String {
@@ -189,9 +207,12 @@ fn plan_of(ws: &workspace::Model) -> Plan {
 /// Checks every rule of a new key. Over the API the schema has refused a bad name,
 /// description or permission list already (400); the CLI has no schema. What no schema
 /// can say: the expiry is in the future and the plan allows the tier.
-fn check(spec: &NewKeySpec, creator: Option<Creator<'_>>, plan: Plan, now_ms: i64) -> Result<(), KeyError> {
-    if creator.is_some_and(|c| c.mode == KeyMode::Test) && spec.mode == KeyMode::Live {
+fn check(scope: &Scope, spec: &NewKeySpec, creator: Option<Creator<'_>>, plan: Plan, now_ms: i64) -> Result<(), KeyError> {
+    if scope.is_test() && spec.mode == KeyMode::Live {
         return Err(KeyError::LiveKeyFromTestKey);
+    }
+    if let Some(lacking) = creator.and_then(|c| spec.permissions.iter().find(|p| !c.permissions.contains(p))) {
+        return Err(KeyError::PermissionsExceedCreator(*lacking));
     }
     let problem = |field, message: String| Err(KeyError::Unprocessable(InputError::new(field, message)));
     if spec.name.is_empty() || spec.name.chars().count() > NAME_MAX {
@@ -212,18 +233,18 @@ fn check(spec: &NewKeySpec, creator: Option<Creator<'_>>, plan: Plan, now_ms: i6
     Ok(())
 }
 
-/// Creates a key in `workspace_id`, by the key `created_by` (`None`: an operator), with
-/// its `api_key.created` event.
+/// Creates a key in `scope`'s workspace, by the key `created_by` (`None`: an operator),
+/// with its `api_key.created` event.
 pub async fn create(
     db: &DatabaseConnection,
-    workspace_id: &str,
+    scope: &Scope,
     created_by: Option<Creator<'_>>,
     spec: &NewKeySpec,
     now_ms: i64,
 ) -> Result<CreatedKey, KeyError> {
-    check_workspace(db, workspace_id, created_by, spec, now_ms).await?;
+    check_workspace(db, scope, created_by, spec, now_ms).await?;
     let txn = db.begin().await?;
-    let created = insert(&txn, workspace_id, created_by.map(|c| c.key_id), spec, now_ms).await?;
+    let created = insert(&txn, scope.workspace_id(), created_by.map(|c| c.key_id), spec, now_ms).await?;
     txn.commit().await?;
     Ok(created)
 }
@@ -232,13 +253,13 @@ pub async fn create(
 /// expiry is in the future).
 async fn check_workspace(
     db: &impl ConnectionTrait,
-    workspace_id: &str,
+    scope: &Scope,
     created_by: Option<Creator<'_>>,
     spec: &NewKeySpec,
     now_ms: i64,
 ) -> Result<(), KeyError> {
-    let ws = workspace::Entity::find_by_id(workspace_id).one(db).await?.ok_or(KeyError::NoSuchWorkspace)?;
-    check(spec, created_by, plan_of(&ws), now_ms)
+    let ws = workspace::Entity::find_by_id(scope.workspace_id()).one(db).await?.ok_or(KeyError::NoSuchWorkspace)?;
+    check(scope, spec, created_by, plan_of(&ws), now_ms)
 }
 
 /// Stores a new key (its hash) with its `api_key.created` event (`db`: a transaction)
@@ -297,7 +318,7 @@ async fn insert(
         expires_at: spec.expires_at,
         revoked_at: None,
     };
-    outbox::record(db, workspace_id, Event::ApiKeyCreated, &outbox::key_data(&view), now_ms).await?;
+    outbox::record(db, workspace_id, spec.mode, Event::ApiKeyCreated, &outbox::key_data(&view), now_ms).await?;
     Ok(created)
 }
 
@@ -325,76 +346,81 @@ fn seal_context(workspace_id: &str, idempotency_key: &str) -> Vec<u8> {
 
 /// Creates a key once per `Idempotency-Key`: the first call creates it and stores its
 /// answer, sealed, in the same transaction; a retry with the same request gets that
-/// answer back (`true`: replayed), secret included.
+/// answer back (`true`: replayed), secret included, once the retry's caller passed every
+/// check a creation passes now.
 pub async fn create_idempotent(
     db: &DatabaseConnection,
     sealer: &Sealer,
-    workspace_id: &str,
+    scope: &Scope,
     created_by: Option<Creator<'_>>,
     spec: &NewKeySpec,
     idem: Idempotent<'_>,
     now_ms: i64,
 ) -> Result<(CreatedKey, bool), KeyError> {
-    let context = seal_context(workspace_id, idem.key);
-    let token = match idempotency::claim(db, workspace_id, idem.key, &fingerprint(spec), None, now_ms, idem.lease, idem.ttl).await? {
-        Claim::Acquired(token) => token,
-        Claim::Replay { answer, .. } => {
+    // Before the record is read: a replay carries a secret. (Checked outside the
+    // transaction, so that its first statement is a write: a SQLite transaction that
+    // read first cannot wait for the writer's lock.)
+    check_workspace(db, scope, created_by, spec, now_ms).await?;
+    let stored_key = scope.idempotency_key(idem.key);
+    let context = seal_context(scope.workspace_id(), &stored_key);
+    let token = match idempotency::begin(db, scope, idem, &fingerprint(spec), None, now_ms).await? {
+        Begun::Fresh(token) => token,
+        Begun::Replay { answer, .. } => {
             let sealed = String::from_utf8(answer).map_err(|e| KeyError::Corrupt(e.to_string()))?;
             let plain = sealer.open(&sealed, &context).map_err(|e| KeyError::Corrupt(e.to_string()))?;
             let created = serde_json::from_slice(&plain).map_err(|e| KeyError::Corrupt(e.to_string()))?;
             return Ok((created, true));
         }
-        Claim::InUse { retry_after } => return Err(KeyError::IdempotencyKeyInUse { retry_after }),
-        Claim::Reused => return Err(KeyError::IdempotencyKeyReused),
-        Claim::Erased => return Err(KeyError::Corrupt("a key creation's record says erased".into())),
+        Begun::Erased => return Err(KeyError::Corrupt("a key creation's record says erased".into())),
     };
     let result: Result<CreatedKey, KeyError> = async {
-        // Checked before the transaction, so that its first statement is a write: a
-        // SQLite transaction that read first cannot wait for the writer's lock.
-        check_workspace(db, workspace_id, created_by, spec, now_ms).await?;
         let txn = db.begin().await?;
-        let created = insert(&txn, workspace_id, created_by.map(|c| c.key_id), spec, now_ms).await?;
+        let created = insert(&txn, scope.workspace_id(), created_by.map(|c| c.key_id), spec, now_ms).await?;
         let sealed = sealer.seal(&serde_json::to_vec(&created).expect("serialises"), &context);
         if !idempotency::complete(&txn, &token, 201, sealed.into_bytes(), None).await? {
             // Our lease ran out and a retry took the claim over: it creates the key.
             txn.rollback().await?;
-            return Err(KeyError::IdempotencyKeyInUse { retry_after: Duration::from_secs(1) });
+            return Err(IdempotencyError::lost().into());
         }
         txn.commit().await?;
         Ok(created)
     }
     .await;
-    match result {
-        Ok(created) => Ok((created, false)),
-        Err(err) => {
-            if let Err(release) = idempotency::release(db, &token).await {
-                tracing::error!(error = %release, "releasing an idempotency claim failed");
-            }
-            Err(err)
-        }
+    if result.is_err() {
+        idempotency::release_quietly(db, &token).await;
+    }
+    result.map(|created| (created, false))
+}
+
+/// The modes of key a scope sees: every mode from a live scope, test keys only from a
+/// test scope.
+fn visible(scope: &Scope) -> Condition {
+    match scope.mode() {
+        KeyMode::Live => Condition::all(),
+        KeyMode::Test => Condition::all().add(api_key::Column::Mode.eq(KeyMode::Test.as_str())),
     }
 }
 
-/// A page of the workspace's keys, newest first, and how many match in all.
-pub async fn list(db: &DatabaseConnection, workspace_id: &str, q: &ListQuery) -> Result<(Vec<KeyView>, u64), KeyError> {
-    let filter = list_filter(workspace_id, q);
+/// A page of the keys `scope` sees, newest first, and how many match in all.
+pub async fn list(db: &DatabaseConnection, scope: &Scope, q: &ListQuery) -> Result<(Vec<KeyView>, u64), KeyError> {
+    let filter = list_filter(scope, q);
     let total = api_key::Entity::find().filter(filter.clone()).count(db).await?;
-    let keys = list_query(workspace_id, q).all(db).await?;
+    let keys = list_query(scope, q).all(db).await?;
     Ok((keys.into_iter().map(KeyView::from).collect(), total))
 }
 
 /// The page query of [`list`]; public so that a test can ask each backend for its plan.
-pub fn list_query(workspace_id: &str, q: &ListQuery) -> sea_orm::Select<api_key::Entity> {
+pub fn list_query(scope: &Scope, q: &ListQuery) -> sea_orm::Select<api_key::Entity> {
     api_key::Entity::find()
-        .filter(list_filter(workspace_id, q))
+        .filter(list_filter(scope, q))
         .order_by_desc(api_key::Column::CreatedAt)
         .order_by_desc(api_key::Column::Id)
         .offset(q.page.saturating_sub(1).saturating_mul(q.per_page))
         .limit(q.per_page)
 }
 
-fn list_filter(workspace_id: &str, q: &ListQuery) -> Condition {
-    let mut filter = Condition::all().add(api_key::Column::WorkspaceId.eq(workspace_id));
+fn list_filter(scope: &Scope, q: &ListQuery) -> Condition {
+    let mut filter = Condition::all().add(api_key::Column::WorkspaceId.eq(scope.workspace_id())).add(visible(scope));
     if !q.include_revoked {
         filter = filter.add(api_key::Column::RevokedAt.is_null());
     }
@@ -418,21 +444,18 @@ fn holds_admin(permissions: &str) -> bool {
     permissions.split_whitespace().any(|p| p == Permission::AdminApiKeys.as_str())
 }
 
-/// Revokes the workspace's key `id` (again: no change), when it is of a mode the caller
-/// sees (`visible`: `None` for every mode). Refuses to revoke the last active live key
-/// that can manage keys (a test-mode one cannot manage live keys).
+/// Revokes the key `id` that `scope` sees (again: no change), and cancels its queued and
+/// running jobs (their results kept for `job_retention`). Refuses to revoke the last
+/// active live key that can manage keys (a test-mode one cannot manage live keys).
 pub async fn revoke(
     db: &DatabaseConnection,
     hot: &HotCaches,
-    workspace_id: &str,
+    scope: &Scope,
     id: &str,
-    visible: Option<KeyMode>,
+    job_retention: std::time::Duration,
     now_ms: i64,
 ) -> Result<(), KeyError> {
-    let in_view = |mode: Option<KeyMode>| match mode {
-        Some(mode) => Condition::all().add(api_key::Column::Mode.eq(mode.as_str())),
-        None => Condition::all(),
-    };
+    let workspace_id = scope.workspace_id();
     let txn = db.begin().await?;
     // Serialise revocations per workspace: PostgreSQL locks the workspace row; SQLite has
     // one writer, taken by the update below before the count.
@@ -446,13 +469,13 @@ pub async fn revoke(
         .filter(api_key::Column::Id.eq(id))
         .filter(api_key::Column::WorkspaceId.eq(workspace_id))
         .filter(api_key::Column::RevokedAt.is_null())
-        .filter(in_view(visible))
+        .filter(visible(scope))
         .exec(&txn)
         .await?
         .rows_affected;
     let key = api_key::Entity::find_by_id(id)
         .filter(api_key::Column::WorkspaceId.eq(workspace_id))
-        .filter(in_view(visible))
+        .filter(visible(scope))
         .one(&txn)
         .await?
         .ok_or(KeyError::NotFound)?;
@@ -476,7 +499,13 @@ pub async fn revoke(
             return Err(KeyError::LastAdminKey);
         }
     }
-    outbox::record(&txn, workspace_id, Event::ApiKeyRevoked, &outbox::key_data(&KeyView::from(key.clone())), now_ms).await?;
+    let key_mode = KeyMode::parse(&key.mode).unwrap_or(KeyMode::Test);
+    outbox::record(&txn, workspace_id, key_mode, Event::ApiKeyRevoked, &outbox::key_data(&KeyView::from(key.clone())), now_ms).await?;
+    let key_scope = Scope::new(workspace_id, key_mode);
+    crate::jobs::cancel_for_key(&txn, &key_scope, id, CancelReason::ApiKeyRevoked, job_retention, now_ms).await.map_err(|e| match e {
+        crate::jobs::JobError::Db(db) => KeyError::Db(db),
+        other => KeyError::Corrupt(other.to_string()),
+    })?;
     txn.commit().await?;
     if let Some(digest) = decode_digest(&key.key_hash) {
         hot.forget_key(&digest);
@@ -530,15 +559,25 @@ mod tests {
     fn what_the_schema_cannot_say_is_checked() {
         let mut s = spec();
         s.expires_at = Some(1_000);
-        assert!(matches!(check(&s, None, Plan::Pro, 2_000), Err(KeyError::Unprocessable(_))));
+        let (live, test) = (Scope::live("ws"), Scope::test("ws"));
+        assert!(matches!(check(&live, &s, None, Plan::Pro, 2_000), Err(KeyError::Unprocessable(_))));
         s.expires_at = Some(3_000);
-        assert!(check(&s, None, Plan::Pro, 2_000).is_ok());
-        let tester = Creator { key_id: "key_t", mode: KeyMode::Test };
-        assert!(matches!(check(&s, Some(tester), Plan::Pro, 2_000), Err(KeyError::LiveKeyFromTestKey)));
+        assert!(check(&live, &s, None, Plan::Pro, 2_000).is_ok());
+        let all = BTreeSet::from(Permission::ALL);
+        let tester = Creator { key_id: "key_t", permissions: &all };
+        assert!(matches!(check(&test, &s, Some(tester), Plan::Pro, 2_000), Err(KeyError::LiveKeyFromTestKey)));
         s.mode = KeyMode::Test;
-        assert!(check(&s, Some(tester), Plan::Pro, 2_000).is_ok());
+        assert!(check(&test, &s, Some(tester), Plan::Pro, 2_000).is_ok());
+        let keys_only = BTreeSet::from([Permission::AdminApiKeys]);
+        let admin = Creator { key_id: "key_a", permissions: &keys_only };
+        assert!(matches!(
+            check(&live, &s, Some(admin), Plan::Pro, 2_000),
+            Err(KeyError::PermissionsExceedCreator(Permission::WriteEnrich))
+        ));
+        s.permissions = keys_only.clone();
+        assert!(check(&live, &s, Some(admin), Plan::Pro, 2_000).is_ok());
         s.tier = RateLimitTier::Unmetered;
-        assert!(matches!(check(&s, None, Plan::Pro, 2_000), Err(KeyError::TierNotAllowed { .. })));
+        assert!(matches!(check(&live, &s, None, Plan::Pro, 2_000), Err(KeyError::TierNotAllowed { .. })));
     }
 
     #[test]

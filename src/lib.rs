@@ -8,6 +8,8 @@
 //!   in the order `docs/design.md` fixes; [`bulk`]: up to 100 of them in one call,
 //!   settled in one transaction; [`jobs`]: up to 10,000 of them, stored and worked
 //!   through in the background by every serving process.
+//! - [`scope`]: who a request acts for (a workspace in one mode), which every query of a
+//!   workspace's data takes.
 //! - [`auth`]: API keys (generation, hashing, lookup) and permissions.
 //! - [`credits`]: balances and the append-only ledger.
 //! - [`settler`]: the one writer of balances, the ledger, completed idempotency records
@@ -61,6 +63,7 @@ pub mod page;
 pub mod privacy;
 pub mod ratelimit;
 pub mod sandbox;
+pub mod scope;
 pub mod seal;
 pub mod secret;
 pub mod settler;

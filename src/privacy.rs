@@ -7,8 +7,9 @@
 //!
 //! - the global list (`scope` `*`): subjects an operator erased (`leadlex privacy erase`);
 //!   nobody's calls look them up again;
-//! - a workspace's own do-not-enrich list (`scope` = its id): its calls, bulk items and
-//!   job items do not look them up.
+//! - a workspace's own do-not-enrich lists, one per mode ([`Scope::suppression_list`]:
+//!   `scope` = its id for live calls, `{id}/test` for test-mode calls): the calls, bulk
+//!   items and job items of that mode do not look them up.
 //!
 //! An input is suppressed when any subject it involves is on the global list or its
 //! workspace's: its email, the email's domain, its company domain. A suppressed input
@@ -37,6 +38,7 @@ use entity::suppression;
 
 use crate::hot::HotCaches;
 use crate::lookup::input::{Domain, EmailAddress, InputError, LookupInput};
+use crate::scope::Scope;
 use crate::seal::Sealer;
 
 /// The global list's scope.
@@ -198,14 +200,14 @@ impl Suppressions {
         Ok(this)
     }
 
-    /// Whether `input` is suppressed for `workspace_id` (global list included). Free
-    /// while no list holds anything.
-    pub fn is_suppressed(&self, workspace_id: &str, input: &LookupInput) -> bool {
+    /// Whether `input` is suppressed in `scope` (its own list, and the global list).
+    /// Free while no list holds anything.
+    pub fn is_suppressed(&self, scope: &Scope, input: &LookupInput) -> bool {
         let lists = self.lists.read().expect("not poisoned");
         if lists.is_empty() {
             return false;
         }
-        let own = lists.workspaces.get(workspace_id);
+        let own = lists.workspaces.get(&scope.suppression_list());
         subjects_of(input)
             .iter()
             .map(|s| self.sealer.keyed_hash(s))
@@ -303,14 +305,10 @@ impl Suppressions {
         Ok((row, inserted == 1))
     }
 
-    /// Puts `subject` on a workspace's own list; the entry, and whether it was new.
-    pub async fn add_for_workspace(
-        &self,
-        workspace_id: &str,
-        subject: &Subject,
-        now_ms: i64,
-    ) -> Result<(SuppressionView, bool), PrivacyError> {
-        let (row, new) = self.add(workspace_id, subject, Some(subject.hint()), now_ms).await?;
+    /// Puts `subject` on the list of `scope` (a workspace's live or test list); the
+    /// entry, and whether it was new.
+    pub async fn add_for_workspace(&self, scope: &Scope, subject: &Subject, now_ms: i64) -> Result<(SuppressionView, bool), PrivacyError> {
+        let (row, new) = self.add(&scope.suppression_list(), subject, Some(subject.hint()), now_ms).await?;
         Ok((row.into(), new))
     }
 
@@ -318,12 +316,12 @@ impl Suppressions {
     /// the cursor of the next page when there is one.
     pub async fn list(
         &self,
-        workspace_id: &str,
+        scope: &Scope,
         after: Option<&str>,
         limit: u64,
     ) -> Result<(Vec<SuppressionView>, Option<String>), PrivacyError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let mut query = suppression::Entity::find().filter(suppression::Column::Scope.eq(workspace_id));
+        let mut query = suppression::Entity::find().filter(suppression::Column::Scope.eq(scope.suppression_list()));
         if let Some(after) = after {
             query = query.filter(suppression::Column::Id.gt(after));
         }
@@ -332,12 +330,13 @@ impl Suppressions {
         Ok((rows.into_iter().map(Into::into).collect(), next))
     }
 
-    /// Takes an entry off a workspace's list (one of another workspace is `NotFound`).
-    pub async fn remove(&self, workspace_id: &str, id: &str) -> Result<(), PrivacyError> {
+    /// Takes an entry off the list of `scope` (one of another workspace or mode is
+    /// `NotFound`).
+    pub async fn remove(&self, scope: &Scope, id: &str) -> Result<(), PrivacyError> {
         let txn = self.db.begin().await?;
         let deleted = suppression::Entity::delete_many()
             .filter(suppression::Column::Id.eq(id))
-            .filter(suppression::Column::Scope.eq(workspace_id))
+            .filter(suppression::Column::Scope.eq(scope.suppression_list()))
             .exec(&txn)
             .await?
             .rows_affected;

@@ -7,8 +7,12 @@
 //!   charged, and its `credits_remaining` is the live balance, unchanged;
 //! - its answers live in the workspace's own test space of the cache
 //!   ([`subject`]: `test:{workspace}:…`), apart from live data and from other workspaces;
-//!   its `Idempotency-Key`s are apart from live ones ([`idempotency_key`]);
-//! - its rate limits are [`LIMITS`], counted per test key, whatever its tier;
+//!   its `Idempotency-Key`s are apart from live ones ([`crate::scope::Scope`]);
+//! - its rate limits are [`LIMITS`] for enrichment calls (single, bulk, job
+//!   submissions), counted per test key, whatever its tier, and [`OTHER_LIMITS`], counted
+//!   apart, for everything else it does (following a job, reading results, managing
+//!   test keys, webhooks and suppressions), so that a CI run can follow a test job to its
+//!   end;
 //! - the trigger inputs ([`Trigger`]) give the same outcome every time: the test lookup
 //!   has no retries and no circuit breaker, so one trigger's failures never change
 //!   another call's answer.
@@ -18,8 +22,13 @@ use crate::lookup::input::LookupInput;
 use crate::lookup::Subject;
 use crate::ratelimit::Limits;
 
-/// A test-mode key's limits: small, so that a client's CI can reach `429` on purpose.
+/// A test-mode key's limits on enrichment calls: small, so that a client's CI can reach
+/// `429` on purpose.
 pub const LIMITS: Limits = Limits { per_minute: Some(10), per_day: Some(1_000) };
+
+/// A test-mode key's limits on every other operation, counted apart from [`LIMITS`]:
+/// enough to poll a job twice a second and page through its results.
+pub const OTHER_LIMITS: Limits = Limits { per_minute: Some(120), per_day: Some(10_000) };
 
 /// The domain of the trigger inputs (`.test` is reserved by RFC 2606: no real person has
 /// an address there).
@@ -82,12 +91,6 @@ pub fn subject<'a>(input: &'a LookupInput, workspace_id: &str) -> Subject<'a> {
     Subject::in_space(input, &format!("test:{workspace_id}"))
 }
 
-/// The idempotency key a test-mode call is recorded under: apart from the live call with
-/// the same `Idempotency-Key`.
-pub fn idempotency_key(key: &str) -> String {
-    format!("test:{key}")
-}
-
 /// The test lookup's waterfall: the configured one without retries or circuit breaker,
 /// so that an outcome depends on the input only.
 pub fn waterfall(live: &WaterfallSettings) -> WaterfallSettings {
@@ -120,6 +123,5 @@ mod tests {
         assert_eq!(live, "domain:acme.com");
         assert_eq!(a, "test:ws_a:domain:acme.com");
         assert!(a != b && a != live);
-        assert_ne!(idempotency_key("k"), "k");
     }
 }

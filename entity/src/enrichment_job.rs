@@ -33,6 +33,9 @@ pub struct Model {
     /// The quality controls of its items (JSON: `min_confidence`, `max_age_days`,
     /// `refresh`), or none.
     pub quality: Option<String>,
+    /// Why it was cancelled: `requested`, `api_key_revoked` or `api_key_expired`; none
+    /// when it was not (or was before reasons were kept).
+    pub cancel_reason: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,9 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
     pub workspace_id: String,
+    /// `live` or `test`: the mode of the key that created it; a test webhook gets the
+    /// events of test mode only.
+    pub mode: String,
     pub url: String,
     /// Space-separated event names, e.g. `enrichment.job.completed credits.low`.
     pub events: String,

@@ -17,6 +17,7 @@ mod m20261203_000008_quality;
 mod m20261203_000009_suppressions;
 mod m20261203_000010_webhooks;
 mod m20261203_000011_claimable_items;
+mod m20261207_000012_scopes;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000009_suppressions::Migration),
             Box::new(m20261203_000010_webhooks::Migration),
             Box::new(m20261203_000011_claimable_items::Migration),
+            Box::new(m20261207_000012_scopes::Migration),
         ]
     }
 }

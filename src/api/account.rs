@@ -233,7 +233,7 @@ impl AccountApi {
     async fn usage(&self, auth: ApiKeyAuth, _can: CanReadUsage, state: Data<&Arc<AppState>>) -> Result<UsageOk, UsageFailure> {
         let principal = auth.0;
         let now = crate::now_ms();
-        let credits = credits::usage(&state.db, &principal.workspace_id, now)
+        let credits = credits::usage(&state.db, &principal.scope, now)
             .await
             .map_err(|e| ApiError::from_db(e, "reading usage"))?
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the caller's workspace is gone")))?;
@@ -304,7 +304,7 @@ impl AccountApi {
             to_ms,
         };
         let (rows, more) =
-            credits::ledger_page(&state.db, &auth.0.workspace_id, &q).await.map_err(|e| ApiError::from_db(e, "reading the ledger"))?;
+            credits::ledger_page(&state.db, &auth.0.scope, &q).await.map_err(|e| ApiError::from_db(e, "reading the ledger"))?;
         let next_cursor = more.then(|| rows.last().map(|r| format!("{ENTRY_PREFIX}{}", r.id))).flatten();
         let entries = rows
             .into_iter()

@@ -17,6 +17,7 @@ use poem_openapi::{
 use super::middleware::current_request_id;
 use crate::auth::AuthError;
 use crate::enrich::EnrichError;
+use crate::idempotency::IdempotencyError;
 use crate::keys::KeyError;
 use crate::lookup::input::InputError;
 
@@ -55,7 +56,7 @@ impl ErrorCode {
         (
             Self::InsufficientPermissions,
             "insufficient_permissions",
-            "403: the key lacks the permission the operation needs (`write:enrich`, `admin:api_keys`, …), or a test-mode key asked to create a live key.",
+            "403: the key lacks the permission the operation needs (`write:enrich`, `admin:api_keys`, …), asked to give a new key a permission it does not hold itself, or is a test-mode key that asked to create a live key.",
         ),
         (Self::LastAdminKey, "last_admin_key", "403: the workspace's last active key with `admin:api_keys` cannot be revoked."),
         (Self::TierNotAllowed, "tier_not_allowed", "403: the workspace's plan does not allow the asked `rate_limit_tier`."),
@@ -201,6 +202,9 @@ pub enum ApiError {
     /// A test-mode key asked for something only a live key may do.
     #[error("a test-mode key can create test-mode keys only")]
     TestModeOnly,
+    /// A key asked to give a new key a permission it does not hold itself.
+    #[error("a key can give a new key only permissions it holds itself; it lacks `{0}`")]
+    PermissionNotHeld(&'static str),
     #[error("upstream providers returned no data for the input")]
     NoMatch,
     /// A no-match because the best answer is less sure than the caller asked.
@@ -261,9 +265,11 @@ impl ApiError {
             Self::Validation { .. } => StatusCode::BAD_REQUEST,
             Self::InvalidKey => StatusCode::UNAUTHORIZED,
             Self::InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
-            Self::InsufficientPermissions(_) | Self::TestModeOnly | Self::LastAdminKey | Self::TierNotAllowed { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            Self::InsufficientPermissions(_)
+            | Self::TestModeOnly
+            | Self::PermissionNotHeld(_)
+            | Self::LastAdminKey
+            | Self::TierNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::NoMatch | Self::BelowMinConfidence { .. } | Self::NotFound | Self::ResourceNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::IdempotencyKeyInUse { .. } => StatusCode::CONFLICT,
@@ -281,7 +287,7 @@ impl ApiError {
             Self::Validation { .. } => ErrorCode::ValidationError,
             Self::InvalidKey => ErrorCode::InvalidKey,
             Self::InsufficientCredits => ErrorCode::InsufficientCredits,
-            Self::InsufficientPermissions(_) | Self::TestModeOnly => ErrorCode::InsufficientPermissions,
+            Self::InsufficientPermissions(_) | Self::TestModeOnly | Self::PermissionNotHeld(_) => ErrorCode::InsufficientPermissions,
             Self::NoMatch | Self::BelowMinConfidence { .. } => ErrorCode::NoMatch,
             Self::NotFound | Self::ResourceNotFound(_) => ErrorCode::NotFound,
             Self::LastAdminKey => ErrorCode::LastAdminKey,
@@ -454,14 +460,23 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<IdempotencyError> for ApiError {
+    fn from(err: IdempotencyError) -> Self {
+        match err {
+            IdempotencyError::InUse { retry_after } => Self::IdempotencyKeyInUse { retry_after },
+            IdempotencyError::Reused => Self::IdempotencyKeyReused,
+            IdempotencyError::Db(e) => Self::from_db(e, "reading or writing an idempotency record"),
+        }
+    }
+}
+
 impl From<EnrichError> for ApiError {
     fn from(err: EnrichError) -> Self {
         match err {
             EnrichError::InsufficientCredits => Self::InsufficientCredits,
             EnrichError::NoMatch => Self::NoMatch,
             EnrichError::BelowMinConfidence { confidence, min } => Self::BelowMinConfidence { confidence, min },
-            EnrichError::IdempotencyKeyInUse { retry_after } => Self::IdempotencyKeyInUse { retry_after },
-            EnrichError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            EnrichError::Idempotency(e) => e.into(),
             EnrichError::UpstreamUnavailable { retry_after } => Self::UpstreamUnavailable { retry_after },
             EnrichError::StoreUnavailable(e) => Self::store_unavailable(&e, "enriching"),
             EnrichError::Internal(e) => Self::Internal(e),
@@ -488,10 +503,15 @@ impl From<crate::webhooks::WebhookError> for ApiError {
             WebhookError::Invalid(problems) => Self::validation(problems),
             WebhookError::NotFound => Self::ResourceNotFound("webhook"),
             WebhookError::DeliveryNotFound => Self::ResourceNotFound("delivery"),
+            WebhookError::TooMany => Self::InvalidRequest { message: err_text_too_many(), details: Vec::new() },
             WebhookError::Corrupt(why) => Self::Internal(anyhow::anyhow!("a stored webhook secret: {why}")),
             WebhookError::Db(e) => Self::from_db(e, "reading or changing webhooks"),
         }
     }
+}
+
+fn err_text_too_many() -> String {
+    crate::webhooks::WebhookError::TooMany.to_string()
 }
 
 impl From<crate::jobs::JobError> for ApiError {
@@ -499,8 +519,7 @@ impl From<crate::jobs::JobError> for ApiError {
         use crate::jobs::JobError;
         match err {
             JobError::NotFound => Self::ResourceNotFound("job"),
-            JobError::IdempotencyKeyInUse { retry_after } => Self::IdempotencyKeyInUse { retry_after },
-            JobError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            JobError::Idempotency(e) => e.into(),
             JobError::Corrupt(why) => Self::Internal(anyhow::anyhow!("a stored job answer: {why}")),
             JobError::Db(e) => Self::from_db(e, "reading or storing a job"),
         }
@@ -515,8 +534,8 @@ impl From<KeyError> for ApiError {
             KeyError::LiveKeyFromTestKey => Self::TestModeOnly,
             KeyError::TierNotAllowed { tier, plan } => Self::TierNotAllowed { tier, plan },
             KeyError::Unprocessable(problem) => Self::invalid_request(problem),
-            KeyError::IdempotencyKeyInUse { retry_after } => Self::IdempotencyKeyInUse { retry_after },
-            KeyError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            KeyError::Idempotency(e) => e.into(),
+            KeyError::PermissionsExceedCreator(p) => Self::PermissionNotHeld(p.as_str()),
             KeyError::Corrupt(why) => Self::Internal(anyhow::anyhow!("a stored key-creation answer: {why}")),
             KeyError::Db(e) => Self::from_db(e, "managing API keys"),
         }

@@ -80,6 +80,11 @@ pub struct Job {
     pub id: String,
     /// `queued`, `running`, `completed` or `cancelled` (more may be added).
     pub status: String,
+    /// Why it was cancelled: `requested` (`DELETE /v1/enrich/jobs/{id}`),
+    /// `api_key_revoked` or `api_key_expired` (the key that submitted it can no longer
+    /// act; nothing more is charged in its name); more may be added. `null` unless
+    /// cancelled.
+    pub cancel_reason: Nullable<String>,
     /// Items submitted.
     pub total: i64,
     /// Items answered so far: `succeeded + no_match + failed`.
@@ -101,6 +106,7 @@ impl From<JobView> for Job {
         Self {
             id: j.id,
             status: j.status,
+            cancel_reason: j.cancel_reason.into(),
             total: j.total,
             done: j.done,
             succeeded: j.succeeded,
@@ -129,6 +135,7 @@ pub fn example_job(status: &str) -> Job {
     Job {
         id: "job_019a2b3c4d5e7f808192a3b4c5d6e7f8".into(),
         status: status.into(),
+        cancel_reason: (status == "cancelled").then(|| "requested".to_string()).into(),
         total: 4,
         done: if done { 4 } else { 0 },
         succeeded: if done { 2 } else { 0 },
@@ -453,7 +460,7 @@ impl JobsApi {
         starting_after: Query<Option<String>>,
     ) -> Result<JobListOk, JobListFailure> {
         let (found, next) =
-            jobs::list(&state.db, &auth.0.workspace_id, u64::from(limit.0), starting_after.0.as_deref()).await.map_err(ApiError::from)?;
+            jobs::list(&state.db, &auth.0.scope, u64::from(limit.0), starting_after.0.as_deref()).await.map_err(ApiError::from)?;
         Ok(JobListOk::Ok(Json(JobListResponse {
             data: JobList { jobs: found.into_iter().map(Job::from).collect() },
             meta: JobsMeta { limit: limit.0, next_cursor: next.into() },
@@ -473,7 +480,7 @@ impl JobsApi {
         /// The job's `id` (`job_…`).
         id: Path<String>,
     ) -> Result<JobOk, JobFailure> {
-        let job = jobs::get(&state.db, &auth.0.workspace_id, &id.0).await.map_err(ApiError::from)?;
+        let job = jobs::get(&state.db, &auth.0.scope, &id.0).await.map_err(ApiError::from)?;
         Ok(JobOk::Ok(Json(JobResponse { data: job.into() })))
     }
 
@@ -493,7 +500,7 @@ impl JobsApi {
         id: Path<String>,
     ) -> Result<JobOk, JobFailure> {
         let retention = std::time::Duration::from_secs(state.job_retention_days * 86_400);
-        let job = jobs::cancel(&state.db, &auth.0.workspace_id, &id.0, retention, crate::now_ms()).await.map_err(ApiError::from)?;
+        let job = jobs::cancel(&state.db, &auth.0.scope, &id.0, retention, crate::now_ms()).await.map_err(ApiError::from)?;
         Ok(JobOk::Ok(Json(JobResponse { data: job.into() })))
     }
 
@@ -526,7 +533,7 @@ impl JobsApi {
                 Some(s.parse::<i32>().map_err(|_| ApiError::validation(vec![InputError::new("starting_after", "is not an item index")]))?)
             }
         };
-        let ws = auth.0.workspace_id.clone();
+        let ws = auth.0.scope.clone();
         let accept = req.headers().get(poem::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
         let wants = |media: &str| accept.split(',').any(|m| m.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(media)));
         if wants("text/csv") || wants("application/x-ndjson") {
@@ -552,7 +559,7 @@ const STREAM_PAGE: u64 = 500;
 type Render = fn(&[ResultRow], &str, bool) -> Vec<u8>;
 
 /// Every result of a job from `after` on, read a page at a time as the client takes them.
-fn stream_results(db: sea_orm::DatabaseConnection, ws: String, id: String, after: Option<i32>, render: Render) -> poem::Body {
+fn stream_results(db: sea_orm::DatabaseConnection, ws: crate::scope::Scope, id: String, after: Option<i32>, render: Render) -> poem::Body {
     struct At {
         after: Option<i32>,
         first: bool,

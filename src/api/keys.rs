@@ -408,23 +408,23 @@ impl KeysApi {
     ) -> Result<CreateKeyOk, CreateKeyFailure> {
         let principal = auth.0;
         let req = body.0;
-        let creator = Creator { key_id: &principal.key_id, mode: principal.mode };
+        let creator = Creator { key_id: &principal.key_id, permissions: &principal.permissions };
         let spec = NewKeySpec {
             name: req.name.0,
             description: not_null("description", req.description)?.map(|t| t.0),
             permissions: req.permissions.into_iter().map(|p| p.0).collect(),
             tier: not_null("rate_limit_tier", req.rate_limit_tier)?.map(RateLimitTier::from).unwrap_or_default(),
             expires_at: not_null("expires_at", req.expires_at)?.map(|t| t.timestamp_millis()),
-            mode: not_null("mode", req.mode)?.map(KeyMode::from).unwrap_or(principal.mode),
+            mode: not_null("mode", req.mode)?.map(KeyMode::from).unwrap_or(principal.mode()),
         };
         let now = crate::now_ms();
         let (created, replayed) = match idempotency_key.0 {
             Some(key) => {
                 let key = key.hyphenated().to_string();
                 let idem = Idempotent { key: &key, lease: state.idempotency_lease, ttl: state.idempotency_ttl };
-                keys::create_idempotent(&state.db, &state.sealer, &principal.workspace_id, Some(creator), &spec, idem, now).await
+                keys::create_idempotent(&state.db, &state.sealer, &principal.scope, Some(creator), &spec, idem, now).await
             }
-            None => keys::create(&state.db, &principal.workspace_id, Some(creator), &spec, now).await.map(|k| (k, false)),
+            None => keys::create(&state.db, &principal.scope, Some(creator), &spec, now).await.map(|k| (k, false)),
         }
         .map_err(ApiError::from)?;
         Ok(CreateKeyOk::Created(Json(ApiKeyCreatedResponse { data: created.into() }), replayed.then_some(true)))
@@ -460,9 +460,9 @@ impl KeysApi {
             per_page: u64::from(per_page.0),
             include_revoked: include_revoked.0,
             search: search.0,
-            mode: visible_to(&auth.0),
+            mode: None,
         };
-        let (found, total) = keys::list(&state.db, &auth.0.workspace_id, &q).await.map_err(ApiError::from)?;
+        let (found, total) = keys::list(&state.db, &auth.0.scope, &q).await.map_err(ApiError::from)?;
         Ok(ListKeysOk::Listed(Json(ListApiKeysResponse {
             data: ApiKeyList { api_keys: found.into_iter().map(ApiKey::from).collect() },
             meta: PageMeta { page: page.0, per_page: per_page.0, total },
@@ -484,14 +484,8 @@ impl KeysApi {
         /// The key's `id` (`key_…`).
         id: Path<String>,
     ) -> Result<RevokeKeyOk, RevokeKeyFailure> {
-        keys::revoke(&state.db, &state.hot, &auth.0.workspace_id, &id.0, visible_to(&auth.0), crate::now_ms())
-            .await
-            .map_err(ApiError::from)?;
+        let job_retention = std::time::Duration::from_secs(state.job_retention_days * 86_400);
+        keys::revoke(&state.db, &state.hot, &auth.0.scope, &id.0, job_retention, crate::now_ms()).await.map_err(ApiError::from)?;
         Ok(RevokeKeyOk::Revoked)
     }
-}
-
-/// The keys a caller sees: every key for a live key, test-mode keys for a test-mode one.
-fn visible_to(principal: &crate::auth::Principal) -> Option<KeyMode> {
-    (principal.mode == KeyMode::Test).then_some(KeyMode::Test)
 }

@@ -217,8 +217,7 @@ impl PrivacyApi {
             SuppressionRequest::Domain(d) => Subject::parse(None, Some(&d.domain.0)),
         }
         .map_err(ApiError::validation)?;
-        let (entry, new) =
-            state.suppressions.add_for_workspace(&auth.0.workspace_id, &subject, crate::now_ms()).await.map_err(ApiError::from)?;
+        let (entry, new) = state.suppressions.add_for_workspace(&auth.0.scope, &subject, crate::now_ms()).await.map_err(ApiError::from)?;
         let body = Json(SuppressionResponse { data: entry.into() });
         Ok(if new { AddSuppressionOk::Created(body) } else { AddSuppressionOk::Existing(body) })
     }
@@ -242,7 +241,7 @@ impl PrivacyApi {
     ) -> Result<ListSuppressionsOk, ListSuppressionsFailure> {
         let limit = limit.0;
         let (found, next_cursor) =
-            state.suppressions.list(&auth.0.workspace_id, starting_after.0.as_deref(), u64::from(limit)).await.map_err(ApiError::from)?;
+            state.suppressions.list(&auth.0.scope, starting_after.0.as_deref(), u64::from(limit)).await.map_err(ApiError::from)?;
         Ok(ListSuppressionsOk::Ok(Json(SuppressionListResponse {
             data: SuppressionList { suppressions: found.into_iter().map(Suppression::from).collect() },
             meta: SuppressionsMeta { limit, next_cursor: next_cursor.into() },
@@ -263,7 +262,7 @@ impl PrivacyApi {
         /// The entry's `id` (`sup_…`).
         id: Path<String>,
     ) -> Result<RemoveSuppressionOk, RemoveSuppressionFailure> {
-        state.suppressions.remove(&auth.0.workspace_id, &id.0).await.map_err(ApiError::from)?;
+        state.suppressions.remove(&auth.0.scope, &id.0).await.map_err(ApiError::from)?;
         Ok(RemoveSuppressionOk::Removed)
     }
 }

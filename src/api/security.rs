@@ -26,7 +26,8 @@ async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<Arc<Principal>
     let state = req.data::<Arc<AppState>>().expect("AppState is attached to the routes");
     let now = crate::now_ms();
     let principal = state.auth.authenticate(&bearer.token, now).await.map_err(ApiError::from)?;
-    match state.limiter.check(&principal.limit_scope, principal.limits, now).await {
+    let (limit_scope, limits) = principal.limits_for(is_enrichment_call(req));
+    match state.limiter.check(&limit_scope, limits, now).await {
         Decision::Allowed(status) => {
             record_caller(&principal, status);
             Ok(principal)
@@ -36,6 +37,13 @@ async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<Arc<Principal>
             Err(ApiError::RateLimited { retry_after }.into())
         }
     }
+}
+
+/// Whether `req` is an enrichment call (a single or bulk call, a job submission): the
+/// calls a test-mode key's small limits count.
+fn is_enrichment_call(req: &Request) -> bool {
+    let path = req.uri().path();
+    path.starts_with("/v1/email/enrich") || (req.method() == poem::http::Method::POST && path == "/v1/enrich/jobs")
 }
 
 /// A permission an operation needs, as a type (see [`Guard`]).

@@ -443,6 +443,9 @@ failures! {
         413 => PayloadTooLarge,
         /// `unsupported_media_type`: the body is not JSON.
         415 => UnsupportedMediaType,
+        /// `invalid_request`: the workspace has its maximum of 20 webhooks (live and test
+        /// together) already; delete one first.
+        422 => UnprocessableEntity,
         /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
         /// `internal_error`: an unexpected failure on our side.
@@ -597,7 +600,7 @@ impl WebhooksApi {
             active: not_null("active", req.active)?.unwrap_or(true),
             low_balance_threshold: not_null("low_balance_threshold", req.low_balance_threshold)?.unwrap_or(DEFAULT_LOW_BALANCE_THRESHOLD),
         };
-        let (view, secret) = state.webhooks.create(&auth.0.workspace_id, &spec, crate::now_ms()).await.map_err(ApiError::from)?;
+        let (view, secret) = state.webhooks.create(&auth.0.scope, &spec, crate::now_ms()).await.map_err(ApiError::from)?;
         Ok(CreateWebhookOk::Created(Json(WebhookSecretResponse { data: WebhookWithSecret { webhook: view.into(), secret: secret.0 } })))
     }
 
@@ -620,7 +623,7 @@ impl WebhooksApi {
         starting_after: Query<Option<String>>,
     ) -> Result<ListWebhooksOk, ListWebhooksFailure> {
         let (found, next) =
-            state.webhooks.list(&auth.0.workspace_id, starting_after.0.as_deref(), u64::from(limit.0)).await.map_err(ApiError::from)?;
+            state.webhooks.list(&auth.0.scope, starting_after.0.as_deref(), u64::from(limit.0)).await.map_err(ApiError::from)?;
         Ok(ListWebhooksOk::Ok(Json(WebhookListResponse {
             data: WebhookList { webhooks: found.into_iter().map(Webhook::from).collect() },
             meta: CursorMeta { limit: limit.0, next_cursor: next.into() },
@@ -639,7 +642,7 @@ impl WebhooksApi {
         /// The webhook's `id` (`wh_…`).
         id: Path<String>,
     ) -> Result<WebhookOk, WebhookFailure> {
-        let view = state.webhooks.get(&auth.0.workspace_id, &id.0).await.map_err(ApiError::from)?;
+        let view = state.webhooks.get(&auth.0.scope, &id.0).await.map_err(ApiError::from)?;
         Ok(WebhookOk::Ok(Json(WebhookResponse { data: view.into() })))
     }
 
@@ -666,7 +669,7 @@ impl WebhooksApi {
             active: not_null("active", req.active)?,
             low_balance_threshold: not_null("low_balance_threshold", req.low_balance_threshold)?,
         };
-        let view = state.webhooks.update(&auth.0.workspace_id, &id.0, &patch, crate::now_ms()).await.map_err(ApiError::from)?;
+        let view = state.webhooks.update(&auth.0.scope, &id.0, &patch, crate::now_ms()).await.map_err(ApiError::from)?;
         Ok(WebhookOk::Ok(Json(WebhookResponse { data: view.into() })))
     }
 
@@ -683,7 +686,7 @@ impl WebhooksApi {
         /// The webhook's `id` (`wh_…`).
         id: Path<String>,
     ) -> Result<DeleteWebhookOk, WebhookFailure> {
-        state.webhooks.delete(&auth.0.workspace_id, &id.0).await.map_err(ApiError::from)?;
+        state.webhooks.delete(&auth.0.scope, &id.0).await.map_err(ApiError::from)?;
         Ok(DeleteWebhookOk::Deleted)
     }
 
@@ -701,7 +704,7 @@ impl WebhooksApi {
         /// The webhook's `id` (`wh_…`).
         id: Path<String>,
     ) -> Result<RotateSecretOk, WebhookFailure> {
-        let (view, secret) = state.webhooks.rotate_secret(&auth.0.workspace_id, &id.0, crate::now_ms()).await.map_err(ApiError::from)?;
+        let (view, secret) = state.webhooks.rotate_secret(&auth.0.scope, &id.0, crate::now_ms()).await.map_err(ApiError::from)?;
         Ok(RotateSecretOk::Ok(Json(WebhookSecretResponse { data: WebhookWithSecret { webhook: view.into(), secret: secret.0 } })))
     }
 
@@ -719,7 +722,7 @@ impl WebhooksApi {
         /// The webhook's `id` (`wh_…`).
         id: Path<String>,
     ) -> Result<PingOk, WebhookFailure> {
-        let delivery = state.webhooks.ping(&auth.0.workspace_id, &id.0, crate::now_ms()).await.map_err(ApiError::from)?;
+        let delivery = state.webhooks.ping(&auth.0.scope, &id.0, crate::now_ms()).await.map_err(ApiError::from)?;
         Ok(PingOk::Ok(Json(DeliveryResponse { data: delivery.into() })))
     }
 
@@ -745,7 +748,7 @@ impl WebhooksApi {
     ) -> Result<ListDeliveriesOk, ListDeliveriesFailure> {
         let (found, next) = state
             .webhooks
-            .deliveries(&auth.0.workspace_id, &id.0, starting_after.0.as_deref(), u64::from(limit.0))
+            .deliveries(&auth.0.scope, &id.0, starting_after.0.as_deref(), u64::from(limit.0))
             .await
             .map_err(ApiError::from)?;
         Ok(ListDeliveriesOk::Ok(Json(DeliveryListResponse {
@@ -770,8 +773,7 @@ impl WebhooksApi {
         /// The delivery's `id`.
         delivery_id: Path<String>,
     ) -> Result<RedeliverOk, RedeliverFailure> {
-        let delivery =
-            state.webhooks.redeliver(&auth.0.workspace_id, &id.0, &delivery_id.0, crate::now_ms()).await.map_err(ApiError::from)?;
+        let delivery = state.webhooks.redeliver(&auth.0.scope, &id.0, &delivery_id.0, crate::now_ms()).await.map_err(ApiError::from)?;
         Ok(RedeliverOk::Accepted(Json(DeliveryResponse { data: delivery.into() })))
     }
 }

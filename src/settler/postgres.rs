@@ -72,7 +72,7 @@ const DEBIT_BALANCE: &str = concat!(
     "SELECT gen_random_uuid()::text, w.id, w.workspace_id, $15, 'credits.low', \
        json_build_object('credits_remaining', change.credit_balance, 'low_balance_threshold', w.low_balance_threshold)::text, \
        $14, 'pending', 0, 0, $14 FROM change, webhooks w \
-       WHERE w.workspace_id = $8 AND w.active AND change.credit_balance < w.low_balance_threshold \
+       WHERE w.workspace_id = $8 AND w.mode = 'live' AND w.active AND change.credit_balance < w.low_balance_threshold \
        AND change.credit_balance - $9 * $10 >= w.low_balance_threshold AND (' ' || w.events || ' ') LIKE '% credits.low %') \
      SELECT credit_balance FROM change"
 );
@@ -104,7 +104,7 @@ const COUNT_JOB_ITEMS: &str = "UPDATE enrichment_jobs SET \
      finished_at = CASE WHEN status = 'running' AND done + $2 >= total THEN $7 ELSE finished_at END, \
      purge_after = CASE WHEN status = 'running' AND done + $2 >= total THEN $8 ELSE purge_after END \
      WHERE id = $1 \
-     RETURNING workspace_id, status, total, done, succeeded, no_match, failed, credits_charged, created_at, started_at, finished_at";
+     RETURNING workspace_id, status, total, done, succeeded, no_match, failed, credits_charged, created_at, started_at, finished_at, mode";
 
 const COMPLETE_CLAIM: &str = "UPDATE idempotency_records \
      SET state = $5, response_status = 200, response_body = $6, balance_after = $7 \
@@ -269,6 +269,7 @@ impl super::batch::Store for Store {
         let job = JobView {
             id: job_id.to_string(),
             status: row.try_get(1).map_err(err)?,
+            cancel_reason: None,
             total: get(2)?,
             done: get(3)?,
             succeeded: get(4)?,
@@ -289,7 +290,8 @@ impl super::batch::Store for Store {
                 .bind(event.as_str())
                 .bind(outbox::job_data(&job))
                 .bind(update.now_ms)
-                .bind(outbox::event_pattern(event));
+                .bind(outbox::event_pattern(event))
+                .bind(row.try_get::<String, _>(11).map_err(err)?);
             self.execute(q)?;
         }
         Ok(true)

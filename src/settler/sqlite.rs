@@ -61,7 +61,7 @@ const COUNT_JOB_ITEMS: &str = "UPDATE enrichment_jobs SET \
      finished_at = CASE WHEN status = 'running' AND done + ?2 >= total THEN ?7 ELSE finished_at END, \
      purge_after = CASE WHEN status = 'running' AND done + ?2 >= total THEN ?8 ELSE purge_after END \
      WHERE id = ?1 \
-     RETURNING workspace_id, status, total, done, succeeded, no_match, failed, credits_charged, created_at, started_at, finished_at";
+     RETURNING workspace_id, status, total, done, succeeded, no_match, failed, credits_charged, created_at, started_at, finished_at, mode";
 
 /// A `credits.low` delivery for each active webhook of workspace `?4` that takes it and
 /// whose threshold the balance crossed (from `?5` before to `?2` after); `?1` event id,
@@ -72,7 +72,7 @@ const LOW_BALANCE: &str = concat!(
     uuid_sqlite!(),
     ", w.id, w.workspace_id, ?1, 'credits.low', \
      json_object('credits_remaining', ?2, 'low_balance_threshold', w.low_balance_threshold), ?3, 'pending', 0, 0, ?3 \
-     FROM webhooks w WHERE w.workspace_id = ?4 AND w.active AND ?2 < w.low_balance_threshold \
+     FROM webhooks w WHERE w.workspace_id = ?4 AND w.mode = 'live' AND w.active AND ?2 < w.low_balance_threshold \
      AND ?5 >= w.low_balance_threshold AND (' ' || w.events || ' ') LIKE '% credits.low %'"
 );
 
@@ -250,9 +250,11 @@ impl super::batch::Store for Store {
                     ],
                     |r| {
                         let workspace_id: String = r.get(0)?;
+                        let mode: String = r.get(11)?;
                         let view = JobView {
                             id: job_id.to_string(),
                             status: r.get(1)?,
+                            cancel_reason: None,
                             total: r.get(2)?,
                             done: r.get(3)?,
                             succeeded: r.get(4)?,
@@ -263,13 +265,13 @@ impl super::batch::Store for Store {
                             started_at: r.get(9)?,
                             finished_at: r.get(10)?,
                         };
-                        Ok((workspace_id, view))
+                        Ok((workspace_id, mode, view))
                     },
                 )
                 .optional()
             })
             .map_err(err)?;
-        let Some((workspace_id, job)) = counted else { return Ok(false) };
+        let Some((workspace_id, mode, job)) = counted else { return Ok(false) };
         // This chunk completed the job: its event commits with it.
         if job.status == crate::jobs::Status::Completed.as_str() && job.done == job.total {
             let data = outbox::job_data(&job);
@@ -283,7 +285,8 @@ impl super::batch::Store for Store {
                         event.as_str(),
                         data,
                         update.now_ms,
-                        outbox::event_pattern(event)
+                        outbox::event_pattern(event),
+                        mode
                     ])
                 })
                 .map_err(err)?;

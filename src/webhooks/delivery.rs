@@ -84,13 +84,13 @@ impl Webhooks {
 
     /// Sends a `ping` to the webhook now (whether or not it is active) and answers with
     /// the delivery after the attempt; a failed ping is retried like any delivery.
-    pub async fn ping(&self, workspace_id: &str, id: &str, now_ms: i64) -> Result<DeliveryView, WebhookError> {
-        let w = self.row(workspace_id, id).await?;
+    pub async fn ping(&self, scope: &crate::scope::Scope, id: &str, now_ms: i64) -> Result<DeliveryView, WebhookError> {
+        let w = self.row(scope, id).await?;
         let owner = format!("ping_{}", uuid::Uuid::new_v4().simple());
         let row = delivery_row::Model {
             id: uuid::Uuid::new_v4().to_string(),
             webhook_id: w.id.clone(),
-            workspace_id: workspace_id.to_string(),
+            workspace_id: scope.workspace_id().to_string(),
             event_id: super::outbox::new_event_id(),
             event: Event::Ping.as_str().to_string(),
             data: super::outbox::ping_data(&w.id),

@@ -12,8 +12,10 @@
 //! - a webhook's secret (`whsec_…`) exists in the clear only in the answer to its
 //!   creation or rotation, and in memory while a delivery is signed; the database holds
 //!   it sealed ([`crate::seal`], bound to the webhook's id);
-//! - a webhook or delivery of another workspace behaves exactly as one that does not
-//!   exist;
+//! - every operation takes the caller's [`Scope`]: a webhook or delivery of another
+//!   workspace, or of the other mode (live, test), behaves exactly as one that does not
+//!   exist; a test webhook gets test events only, a live one live events only;
+//! - a workspace has at most [`MAX_PER_WORKSPACE`] webhooks (both modes together);
 //! - a URL is `https://` (`http://` to a loopback host only where `[webhooks]
 //!   allow_loopback` is set); where it points is checked when each delivery is made.
 
@@ -27,15 +29,18 @@ use base64::Engine;
 use rand::RngCore;
 use sea_orm::{
     sea_query::Expr, ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use entity::{webhook, webhook_delivery as delivery_row};
 
 use crate::config::WebhooksSettings;
 use crate::lookup::input::InputError;
+use crate::scope::Scope;
 use crate::seal::Sealer;
 
+/// The most webhooks a workspace may have, live and test together.
+pub const MAX_PER_WORKSPACE: u64 = 20;
 /// The most webhooks a workspace lists on one page.
 pub const MAX_PAGE: u64 = 100;
 pub const DESCRIPTION_MAX: usize = 200;
@@ -101,6 +106,8 @@ pub enum WebhookError {
     NotFound,
     #[error("no such delivery")]
     DeliveryNotFound,
+    #[error("a workspace has at most {MAX_PER_WORKSPACE} webhooks; delete one first")]
+    TooMany,
     #[error("a stored secret could not be read: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -267,6 +274,11 @@ fn new_id() -> String {
     format!("wh_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// The webhooks of `scope`: its workspace's, of its mode.
+fn in_scope(scope: &Scope) -> Condition {
+    Condition::all().add(webhook::Column::WorkspaceId.eq(scope.workspace_id())).add(webhook::Column::Mode.eq(scope.mode().as_str()))
+}
+
 /// What binds a sealed secret to its webhook.
 fn seal_context(webhook_id: &str) -> Vec<u8> {
     format!("webhook-secret\n{webhook_id}").into_bytes()
@@ -304,13 +316,20 @@ impl Webhooks {
     }
 
     /// Creates a webhook; its secret is in the answer, and nowhere else in the clear.
-    pub async fn create(&self, workspace_id: &str, spec: &NewWebhook, now_ms: i64) -> Result<(WebhookView, SigningSecret), WebhookError> {
+    pub async fn create(&self, scope: &Scope, spec: &NewWebhook, now_ms: i64) -> Result<(WebhookView, SigningSecret), WebhookError> {
         self.check_new(spec)?;
+        // A check, then an insert: two concurrent creations may pass it together, which
+        // exceeds the cap by at most the number of racing requests once.
+        let existing = webhook::Entity::find().filter(webhook::Column::WorkspaceId.eq(scope.workspace_id())).count(&self.db).await?;
+        if existing >= MAX_PER_WORKSPACE {
+            return Err(WebhookError::TooMany);
+        }
         let id = new_id();
         let secret = SigningSecret::generate();
         let row = webhook::Model {
             id: id.clone(),
-            workspace_id: workspace_id.to_string(),
+            workspace_id: scope.workspace_id().to_string(),
+            mode: scope.mode().as_str().to_string(),
             url: spec.url.trim().to_string(),
             events: events_text(&spec.events),
             description: spec.description.clone().filter(|d| !d.is_empty()),
@@ -328,29 +347,26 @@ impl Webhooks {
         Ok((row.into(), secret))
     }
 
-    async fn row(&self, workspace_id: &str, id: &str) -> Result<webhook::Model, WebhookError> {
-        webhook::Entity::find_by_id(id)
-            .filter(webhook::Column::WorkspaceId.eq(workspace_id))
-            .one(&self.db)
-            .await?
-            .ok_or(WebhookError::NotFound)
+    /// The webhook `id` of `scope`.
+    pub(crate) async fn row(&self, scope: &Scope, id: &str) -> Result<webhook::Model, WebhookError> {
+        webhook::Entity::find_by_id(id).filter(in_scope(scope)).one(&self.db).await?.ok_or(WebhookError::NotFound)
     }
 
-    /// The workspace's webhook `id`.
-    pub async fn get(&self, workspace_id: &str, id: &str) -> Result<WebhookView, WebhookError> {
-        Ok(self.row(workspace_id, id).await?.into())
+    /// The webhook `id` of `scope`.
+    pub async fn get(&self, scope: &Scope, id: &str) -> Result<WebhookView, WebhookError> {
+        Ok(self.row(scope, id).await?.into())
     }
 
     /// A page of the workspace's webhooks, oldest first, after `starting_after`; the
     /// cursor of the next page when there is one.
     pub async fn list(
         &self,
-        workspace_id: &str,
+        scope: &Scope,
         starting_after: Option<&str>,
         limit: u64,
     ) -> Result<(Vec<WebhookView>, Option<String>), WebhookError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let mut q = webhook::Entity::find().filter(webhook::Column::WorkspaceId.eq(workspace_id));
+        let mut q = webhook::Entity::find().filter(in_scope(scope));
         if let Some(after) = starting_after {
             q = q.filter(webhook::Column::Id.gt(after));
         }
@@ -360,7 +376,7 @@ impl Webhooks {
     }
 
     /// Changes what `patch` names. Turning a webhook on clears why it was turned off.
-    pub async fn update(&self, workspace_id: &str, id: &str, patch: &WebhookPatch, now_ms: i64) -> Result<WebhookView, WebhookError> {
+    pub async fn update(&self, scope: &Scope, id: &str, patch: &WebhookPatch, now_ms: i64) -> Result<WebhookView, WebhookError> {
         let problems: Vec<InputError> = [
             patch.url.as_deref().and_then(|u| parse_url(u, self.settings.allow_loopback).err()),
             patch.events.as_ref().and_then(|e| check_events(e).err()),
@@ -373,7 +389,7 @@ impl Webhooks {
         if !problems.is_empty() {
             return Err(WebhookError::Invalid(problems));
         }
-        let mut row = self.row(workspace_id, id).await?.into_active_model();
+        let mut row = self.row(scope, id).await?.into_active_model();
         if let Some(url) = &patch.url {
             row.url = Set(url.trim().to_string());
         }
@@ -398,14 +414,10 @@ impl Webhooks {
     }
 
     /// Deletes the webhook and its deliveries (pending ones are not sent).
-    pub async fn delete(&self, workspace_id: &str, id: &str) -> Result<(), WebhookError> {
+    pub async fn delete(&self, scope: &Scope, id: &str) -> Result<(), WebhookError> {
         let txn = self.db.begin().await?;
-        let deleted = webhook::Entity::delete_many()
-            .filter(webhook::Column::Id.eq(id))
-            .filter(webhook::Column::WorkspaceId.eq(workspace_id))
-            .exec(&txn)
-            .await?
-            .rows_affected;
+        let deleted =
+            webhook::Entity::delete_many().filter(webhook::Column::Id.eq(id)).filter(in_scope(scope)).exec(&txn).await?.rows_affected;
         if deleted == 0 {
             txn.rollback().await?;
             return Err(WebhookError::NotFound);
@@ -417,20 +429,20 @@ impl Webhooks {
 
     /// Replaces the signing secret: every delivery attempted from now on (retries of
     /// earlier events included) is signed with the new one.
-    pub async fn rotate_secret(&self, workspace_id: &str, id: &str, now_ms: i64) -> Result<(WebhookView, SigningSecret), WebhookError> {
+    pub async fn rotate_secret(&self, scope: &Scope, id: &str, now_ms: i64) -> Result<(WebhookView, SigningSecret), WebhookError> {
         let secret = SigningSecret::generate();
         let updated = webhook::Entity::update_many()
             .col_expr(webhook::Column::SecretSealed, Expr::value(self.sealer.seal(secret.0.as_bytes(), &seal_context(id))))
             .col_expr(webhook::Column::UpdatedAt, Expr::value(now_ms))
             .filter(webhook::Column::Id.eq(id))
-            .filter(webhook::Column::WorkspaceId.eq(workspace_id))
+            .filter(in_scope(scope))
             .exec(&self.db)
             .await?
             .rows_affected;
         if updated == 0 {
             return Err(WebhookError::NotFound);
         }
-        Ok((self.get(workspace_id, id).await?, secret))
+        Ok((self.get(scope, id).await?, secret))
     }
 
     /// The webhook's secret, opened.
@@ -443,12 +455,12 @@ impl Webhooks {
     /// `starting_after`; the cursor of the next page when there is one.
     pub async fn deliveries(
         &self,
-        workspace_id: &str,
+        scope: &Scope,
         id: &str,
         starting_after: Option<&str>,
         limit: u64,
     ) -> Result<(Vec<DeliveryView>, Option<String>), WebhookError> {
-        self.row(workspace_id, id).await?;
+        self.row(scope, id).await?;
         let limit = limit.clamp(1, MAX_PAGE);
         let mut q = delivery_row::Entity::find().filter(delivery_row::Column::WebhookId.eq(id));
         if let Some(after) = starting_after {
@@ -471,8 +483,8 @@ impl Webhooks {
     /// Queues the delivery again, due now, with a fresh round of retries (same delivery
     /// id, same payload). An attempt in flight right now is not interrupted, but loses
     /// its lease: its outcome is not recorded, and the redelivery stands.
-    pub async fn redeliver(&self, workspace_id: &str, id: &str, delivery_id: &str, now_ms: i64) -> Result<DeliveryView, WebhookError> {
-        self.row(workspace_id, id).await?;
+    pub async fn redeliver(&self, scope: &Scope, id: &str, delivery_id: &str, now_ms: i64) -> Result<DeliveryView, WebhookError> {
+        self.row(scope, id).await?;
         let updated = delivery_row::Entity::update_many()
             .col_expr(delivery_row::Column::State, Expr::value(delivery::PENDING))
             .col_expr(delivery_row::Column::RoundAttempts, Expr::value(0))

@@ -183,7 +183,7 @@ async fn a_malformed_call_fails_as_a_whole(backend: Backend) {
 async fn a_test_key_calls_bulk_for_free(backend: Backend) {
     let app = spawn_app(backend).await;
     let ws = app.workspace(Plan::Pro, 3).await;
-    let admin = app.key(&ws, &[Permission::AdminApiKeys], None).await.key;
+    let admin = app.key(&ws, &Permission::ALL, None).await.key;
     let made = app
         .request(
             app.client

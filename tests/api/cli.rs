@@ -218,7 +218,7 @@ async fn ctrl_c_leaves_the_job_running_and_says_how_to_resume(backend: Backend) 
     assert_eq!(status.code(), Some(130), "{seen}");
     let id = seen.split_whitespace().find(|w| w.starts_with("job_")).unwrap().to_string();
     assert!(seen.contains(&format!("leadlex job watch {id}")), "says how to resume: {seen}");
-    let job = leadlex::jobs::get(&app.db, &ws, &id).await.unwrap();
+    let job = leadlex::jobs::get(&app.db, &leadlex::scope::Scope::live(&ws), &id).await.unwrap();
     assert!(job.status == "running" || job.status == "queued", "the job goes on: {job:?}");
     assert!(!dir.path().join("leads.results.csv").exists());
 }

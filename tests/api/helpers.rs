@@ -388,19 +388,11 @@ impl TestApp {
     /// Holds `idempotency_key` for a request with `fingerprint`, as a call still running
     /// would (its claim leased for 30 s).
     pub async fn hold_claim(&self, workspace: &str, idempotency_key: &str, fingerprint: &str) {
-        let claimed = leadlex::idempotency::claim(
-            &self.db,
-            workspace,
-            idempotency_key,
-            fingerprint,
-            None,
-            leadlex::now_ms(),
-            Duration::from_secs(30),
-            Duration::from_secs(3600),
-        )
-        .await
-        .unwrap();
-        assert!(matches!(claimed, leadlex::idempotency::Claim::Acquired(_)));
+        let idem =
+            leadlex::idempotency::Idempotent { key: idempotency_key, lease: Duration::from_secs(30), ttl: Duration::from_secs(3600) };
+        let scope = leadlex::scope::Scope::live(workspace);
+        let begun = leadlex::idempotency::begin(&self.db, &scope, idem, fingerprint, None, leadlex::now_ms()).await.unwrap();
+        assert!(matches!(begun, leadlex::idempotency::Begun::Fresh(_)));
     }
 
     /// Every vendor call the server made so far (its `/metrics`).

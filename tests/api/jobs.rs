@@ -181,7 +181,7 @@ async fn items_count_against_the_daily_quota_not_the_minute(backend: Backend) {
     let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
     // Followed in the database, not over the API: polls would count against the minute.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while leadlex::jobs::get(&app.db, &ws, &id).await.unwrap().status != "completed" {
+    while leadlex::jobs::get(&app.db, &leadlex::scope::Scope::live(&ws), &id).await.unwrap().status != "completed" {
         assert!(tokio::time::Instant::now() < deadline, "the job completes");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -199,7 +199,7 @@ async fn items_count_against_the_daily_quota_not_the_minute(backend: Backend) {
 async fn a_test_key_job_is_free(backend: Backend) {
     let app = spawn_app(backend).await;
     let ws = app.workspace(Plan::Pro, 2).await;
-    let admin = app.key(&ws, &[Permission::AdminApiKeys], None).await.key;
+    let admin = app.key(&ws, &Permission::ALL, None).await.key;
     let made = app
         .request(
             app.client
@@ -263,8 +263,9 @@ async fn a_job_survives_a_killed_worker(backend: Backend) {
     let id = r.json::<Value>().await.unwrap()["data"]["id"].as_str().unwrap().to_string();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let progress =
-        |db: sea_orm::DatabaseConnection, ws: String, id: String| async move { leadlex::jobs::get(&db, &ws, &id).await.unwrap() };
+    let progress = |db: sea_orm::DatabaseConnection, ws: String, id: String| async move {
+        leadlex::jobs::get(&db, &leadlex::scope::Scope::live(&ws), &id).await.unwrap()
+    };
     while progress(db.clone(), ws.clone(), id.clone()).await.done < 20 {
         assert!(tokio::time::Instant::now() < deadline, "the job makes progress");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -288,7 +289,7 @@ async fn a_job_survives_a_killed_worker(backend: Backend) {
     assert_eq!(ledger.iter().filter(|l| l.request_id.as_deref() == Some(id.as_str())).count(), 100, "each item charged once");
     assert_eq!(ledger.iter().map(|l| l.delta).sum::<i64>(), 900);
     assert_eq!(leadlex::credits::balance(&db, &ws).await.unwrap(), Some(900));
-    let (results, _) = leadlex::jobs::result_rows(&db, &ws, &id, 1_000, None).await.unwrap();
+    let (results, _) = leadlex::jobs::result_rows(&db, &leadlex::scope::Scope::live(&ws), &id, 1_000, None).await.unwrap();
     assert_eq!(results.iter().map(|r| r.idx).collect::<Vec<_>>(), (0..100).collect::<Vec<i32>>(), "no result lost");
     let mut asked: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for request in vendor.received_requests().await.unwrap() {
@@ -647,7 +648,130 @@ async fn a_busy_process_answers_requests_before_working_jobs(backend: Backend) {
     drop(held);
 }
 
+/// When each charge of `job` was made (its enrich ledger rows in `ws`).
+async fn job_charges(app: &TestApp, ws: &str, job: &str) -> Vec<i64> {
+    leadlex::credits::ledger(&app.db, ws)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.reason == "enrich" && r.request_id.as_deref() == Some(job))
+        .map(|r| r.created_at)
+        .collect()
+}
+
+/// How many `enrichment.job.cancelled` deliveries name `job`.
+async fn cancelled_events(app: &TestApp, job: &str) -> usize {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    entity::webhook_delivery::Entity::find()
+        .filter(entity::webhook_delivery::Column::Event.eq("enrichment.job.cancelled"))
+        .all(&app.db)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|d| d.data.contains(job))
+        .count()
+}
+
+/// Revoking a key cancels its jobs at once, items in flight included: nothing is charged
+/// in its name once the revocation answered, and the job says why (with its event). A
+/// key that expires while its job runs: the same, within a second of its expiry.
+async fn revoking_or_expiring_a_key_stops_its_jobs(backend: Backend) {
+    let vendor = counting_vendor(Duration::from_millis(100)).await;
+    let base = vendor.uri();
+    let app = spawn_app_with(backend, move |s| {
+        s.vendors = vec![leadlex::config::VendorSettings {
+            name: leadlex::lookup::vendors::VendorName::VendorA,
+            base_url: base,
+            api_key: leadlex::config::Secret::new("live-vendor-key"),
+            timeout_ms: 2_000,
+        }];
+        s.webhooks.allow_loopback = true;
+        s.webhooks.workers = false;
+        s.jobs.poll_ms = 50;
+    })
+    .await;
+    let ws = app.workspace(Plan::Unmetered, 10_000).await;
+    let admin = app.key(&ws, &Permission::ALL, None).await.key;
+    let hook = json!({"url": format!("{}/h", crate::helpers::dead_url()), "events": ["enrichment.job.cancelled"]});
+    let r = app.request(app.client.post(format!("{}/v1/webhooks", app.base)).bearer_auth(&admin).json(&hook)).await;
+    assert_eq!(r.status, 201);
+    let items = |tag: &str| json!({"items": (0..400).map(|i| json!({"email": format!("p{i}@{tag}.example")})).collect::<Vec<_>>()});
+
+    let worker = app.key(&ws, &[Permission::WriteEnrich], None).await;
+    let id = submit(&app, &worker.key, items("revoked")).await.json()["data"]["id"].as_str().unwrap().to_string();
+    wait_for(&app, &admin, &id, |j| j["done"].as_i64() > Some(0)).await;
+    let revoked = app.request(app.client.delete(format!("{}/v1/api-keys/{}", app.base, worker.id)).bearer_auth(&admin)).await;
+    assert_eq!(revoked.status, 204);
+    let answered = leadlex::now_ms();
+    let charged = job_charges(&app, &ws, &id).await;
+    let job = get(&app, &admin, &format!("/v1/enrich/jobs/{id}")).await.json()["data"].clone();
+    assert_eq!((job["status"].as_str(), job["cancel_reason"].as_str()), (Some("cancelled"), Some("api_key_revoked")), "{job}");
+    assert!(job["done"].as_i64() < Some(400), "the job was stopped, not finished: {job}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let later = job_charges(&app, &ws, &id).await;
+    assert_eq!(later.len(), charged.len(), "charges after the revocation");
+    assert!(later.iter().all(|at| *at <= answered), "a charge dated after the revocation answered");
+    assert_eq!(
+        get(&app, &admin, &format!("/v1/enrich/jobs/{id}")).await.json()["data"]["credits_charged"].as_u64(),
+        Some(later.len() as u64)
+    );
+    assert_eq!(cancelled_events(&app, &id).await, 1);
+
+    let expires_at = leadlex::now_ms() + 1_500;
+    let expiring = app.key(&ws, &[Permission::WriteEnrich], Some(expires_at)).await;
+    let id = submit(&app, &expiring.key, items("expiring")).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let job = wait_for(&app, &admin, &id, |j| j["status"] != "queued" && j["status"] != "running").await;
+    assert_eq!((job["status"].as_str(), job["cancel_reason"].as_str()), (Some("cancelled"), Some("api_key_expired")), "{job}");
+    let charged = job_charges(&app, &ws, &id).await;
+    assert!(!charged.is_empty(), "it ran before its key expired");
+    assert!(charged.iter().all(|at| *at <= expires_at + 1_000), "charged more than a second after the key expired");
+    assert_eq!(cancelled_events(&app, &id).await, 1);
+    app.assert_books_balance(&ws).await;
+}
+
+/// A test key's CI follows its job to the end: polling and reading results do not count
+/// against its small limit on enrichment calls (which still answers `429` on the
+/// eleventh call within a minute).
+async fn a_test_key_can_follow_its_job_to_the_end(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.jobs.poll_ms = 50).await;
+    let ws = app.workspace(Plan::Pro, 2).await;
+    let admin = app.key(&ws, &[Permission::AdminApiKeys, Permission::WriteEnrich], None).await.key;
+    let made = app
+        .request(
+            app.client
+                .post(format!("{}/v1/api-keys", app.base))
+                .bearer_auth(&admin)
+                .json(&json!({"name": "ci", "permissions": ["write:enrich"], "mode": "test"})),
+        )
+        .await;
+    let test = made.json()["data"]["key"].as_str().unwrap().to_string();
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let items: Vec<Value> = (0..40).map(|i| json!({"email": format!("vendor_a+{tag}{i}@leadlex.test")})).collect();
+    let id = submit(&app, &test, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let mut polls = 0;
+    loop {
+        let r = get(&app, &test, &format!("/v1/enrich/jobs/{id}")).await;
+        assert_eq!(r.status, 200, "poll {polls}: {}", String::from_utf8_lossy(&r.bytes));
+        polls += 1;
+        if r.json()["data"]["status"] == "completed" && polls > 12 {
+            break;
+        }
+        assert!(polls < 100, "the job did not complete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(all_results(&app, &test, &id, 5).await.len(), 40);
+    // Enrichment calls keep their own small limit: 1 submission, then 9 calls, then 429.
+    for n in 0..9 {
+        let r = app.enrich(&test, json!({"email": format!("vendor_a+{tag}x{n}@leadlex.test")})).await;
+        assert_eq!(r.status, 200, "call {n}");
+    }
+    let r = app.enrich(&test, json!({"email": format!("vendor_a+{tag}last@leadlex.test")})).await;
+    assert_eq!((r.status, r.error_code().as_str()), (429, "rate_limited"));
+}
+
 crate::on_both_backends!(
+    revoking_or_expiring_a_key_stops_its_jobs,
+    a_test_key_can_follow_its_job_to_the_end,
     a_busy_process_answers_requests_before_working_jobs,
     a_job_keeps_its_quality_controls,
     finished_jobs_are_purged_after_their_retention,

@@ -32,7 +32,8 @@ fn keys_url(app: &TestApp) -> String {
 
 async fn admin_on(app: &TestApp, plan: Plan) -> (String, leadlex::admin::KeyCreated) {
     let ws = app.workspace(plan, 100).await;
-    let admin = app.key(&ws, &[Permission::AdminApiKeys], None).await;
+    // Every permission: a key gives a new key only permissions it holds.
+    let admin = app.key(&ws, &Permission::ALL, None).await;
     (ws, admin)
 }
 

@@ -32,7 +32,7 @@ async fn revoked_keys_are_401(backend: Backend) {
     let ws = app.workspace(leadlex::ratelimit::Plan::Unmetered, 5).await;
     let key = app.key(&ws, &[Permission::WriteEnrich], None).await;
     assert_eq!(app.enrich(&key.key, json!({"email": "jane@acme.com"})).await.status, 200);
-    leadlex::admin::revoke_key(&app.db, &key.id).await.unwrap();
+    leadlex::admin::revoke_key(&app.db, &key.id, std::time::Duration::from_secs(86_400)).await.unwrap();
     let r = app.enrich(&key.key, json!({"email": "jane@acme.com"})).await;
     assert_eq!((r.status, r.error_code().as_str()), (401, "invalid_key"));
     assert_eq!(app.assert_books_balance(&ws).await, 4);
@@ -64,7 +64,7 @@ async fn cached_keys_see_revocations_and_top_ups_within_the_ttl(backend: Backend
     assert_eq!(app.enrich(&key.key, json!({"email": "jane@acme.com"})).await.status, 200);
     assert_eq!(app.enrich(&key.key, json!({"email": "jane@acme.com"})).await.status, 402);
     leadlex::credits::grant(&app.settler, &ws, 5).await.unwrap();
-    leadlex::admin::revoke_key(&app.db, &key.id).await.unwrap();
+    leadlex::admin::revoke_key(&app.db, &key.id, std::time::Duration::from_secs(86_400)).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let r = app.enrich(&key.key, json!({"email": "jane@acme.com"})).await;
     assert_eq!((r.status, r.error_code().as_str()), (401, "invalid_key"), "revoked within the TTL");

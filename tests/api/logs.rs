@@ -62,7 +62,7 @@ async fn json_logs_carry_the_request_id_and_never_the_key() {
                 .post(format!("{base}/v1/api-keys"))
                 .bearer_auth(&key.key)
                 .header("Idempotency-Key", &idem)
-                .json(&json!({"name": "logged", "permissions": ["read:usage"]})),
+                .json(&json!({"name": "logged", "permissions": ["write:enrich"]})),
         )
         .await
         .unwrap();

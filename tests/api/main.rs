@@ -12,6 +12,7 @@ mod enrich;
 mod errors;
 mod examples;
 mod idempotency;
+mod isolation;
 mod jobs;
 mod key_management;
 mod keys;

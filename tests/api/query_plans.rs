@@ -84,6 +84,6 @@ async fn listing_queries_are_served_by_their_indexes(backend: Backend) {
     let sums = plan(&app.db, credits::sum_query(&ws, Reason::Enrich, 0).build(db_backend)).await;
     assert!(sums.contains("idx_credit_ledger_workspace_reason"), "usage sums:\n{sums}");
     let list = ListQuery { page: 3, per_page: 25, include_revoked: false, search: None, mode: Some(leadlex::auth::KeyMode::Test) };
-    let keys_plan = plan(&app.db, keys::list_query(&ws, &list).build(db_backend)).await;
+    let keys_plan = plan(&app.db, keys::list_query(&leadlex::scope::Scope::live(&ws), &list).build(db_backend)).await;
     assert!(keys_plan.contains("idx_api_keys_workspace_created"), "key list:\n{keys_plan}");
 }

@@ -12,7 +12,7 @@ use crate::helpers::{person_vendor, spawn_app_with, spawn_app_with_vendor, Backe
 /// API by a live admin key.
 async fn workspace_with_keys(app: &TestApp, credits: i64) -> (String, String, String) {
     let ws = app.workspace(Plan::Pro, credits).await;
-    let live = app.key(&ws, &[Permission::WriteEnrich, Permission::AdminApiKeys], None).await.key;
+    let live = app.key(&ws, &Permission::ALL, None).await.key;
     let created = app
         .request(
             app.client
@@ -172,14 +172,14 @@ async fn test_keys_have_small_limits_of_their_own(backend: Backend) {
 async fn a_test_key_manages_test_keys_only(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
     let ws = app.workspace(Plan::Pro, 10).await;
-    let live_admin = app.key(&ws, &[Permission::AdminApiKeys], None).await;
+    let live_admin = app.key(&ws, &Permission::ALL, None).await;
     let url = format!("{}/v1/api-keys", app.base);
     let created = app
         .request(
             app.client
                 .post(&url)
                 .bearer_auth(&live_admin.key)
-                .json(&json!({"name": "ci admin", "permissions": ["admin:api_keys"], "mode": "test"})),
+                .json(&json!({"name": "ci admin", "permissions": ["admin:api_keys", "write:enrich"], "mode": "test"})),
         )
         .await;
     let test_admin = created.json()["data"]["key"].as_str().unwrap().to_string();

@@ -554,7 +554,7 @@ async fn two_replicas_never_both_make_one_attempt(backend: Backend) {
     let app = app_for_webhooks(backend).await;
     let replica = app.replica().await;
     let ws = app.workspace(Plan::Pro, 0).await;
-    let admin = app.key(&ws, &[Permission::AdminWebhooks, Permission::AdminApiKeys], None).await.key;
+    let admin = app.key(&ws, &Permission::ALL, None).await.key;
     let hooks = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(50))).mount(&hooks).await;
     hook(&app, &admin, &hooks, &["api_key.created"], None).await;
@@ -705,7 +705,34 @@ async fn every_webhook_operation_refuses_what_it_should(backend: Backend) {
     app.assert_each(calls(), Some(&key), (500, "internal_error")).await;
 }
 
+/// A workspace has at most 20 webhooks, live and test together: the 21st is `422`.
+async fn a_workspace_has_at_most_twenty_webhooks(backend: Backend) {
+    let app = app_for_webhooks(backend).await;
+    let ws = app.workspace(leadlex::ratelimit::Plan::Unmetered, 10).await;
+    let admin = app.key(&ws, &[leadlex::auth::Permission::AdminWebhooks, leadlex::auth::Permission::AdminApiKeys], None).await.key;
+    let body = || json!({"url": format!("{}/h", crate::helpers::dead_url()), "events": ["credits.low"]});
+    let made = app
+        .request(
+            app.client
+                .post(url(&app, "/v1/api-keys"))
+                .bearer_auth(&admin)
+                .json(&json!({"name": "ci", "permissions": ["admin:webhooks"], "mode": "test"})),
+        )
+        .await;
+    let test = made.json()["data"]["key"].as_str().unwrap().to_string();
+    for n in 0..20 {
+        let r = create(&app, if n % 2 == 0 { &admin } else { &test }, body()).await;
+        assert_eq!(r.status, 201, "webhook {n}");
+    }
+    for key in [&admin, &test] {
+        let r = create(&app, key, body()).await;
+        assert_eq!((r.status, r.error_code().as_str()), (422, "invalid_request"));
+        assert!(r.json()["error"]["message"].as_str().unwrap().contains("20"));
+    }
+}
+
 crate::on_both_backends!(
+    a_workspace_has_at_most_twenty_webhooks,
     every_event_reaches_a_receiver_signed,
     a_cancelled_job_is_an_event,
     a_failed_attempt_is_retried_with_the_same_delivery_id,

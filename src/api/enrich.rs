@@ -183,8 +183,8 @@ impl ParseFromJSON for EnrichRequest {
 /// them (a changed `maxLength` that is not changed here fails it), and the agreement test
 /// generates its boundary cases from them.
 mod limits {
-    pub const EMAIL: std::ops::RangeInclusive<usize> = 1..=254;
-    pub const DOMAIN: std::ops::RangeInclusive<usize> = 1..=2048;
+    pub const EMAIL: std::ops::RangeInclusive<usize> = 1..=crate::lookup::input::EMAIL_MAX;
+    pub const DOMAIN: std::ops::RangeInclusive<usize> = 1..=crate::lookup::input::DOMAIN_MAX;
     pub const INCLUDE: std::ops::RangeInclusive<usize> = 1..=3;
 }
 

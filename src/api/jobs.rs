@@ -666,9 +666,22 @@ fn csv_rows(rows: &[ResultRow], job_id: &str, first: bool) -> Vec<u8> {
             r.error.as_ref().map(|e| e.code.as_str().to_string()).unwrap_or_default(),
             r.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
         ];
-        out.write_record(&record).expect("writing to memory");
+        out.write_record(record.iter().map(|cell| spreadsheet_safe(cell).into_owned())).expect("writing to memory");
     }
     out.into_inner().expect("writing to memory")
+}
+
+/// A cell as a spreadsheet shows it and never runs it: a cell beginning with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return is a formula to Excel, LibreOffice and Google
+/// Sheets (OWASP "CSV injection"), so it gets a leading `'`, which they show as text.
+/// Every cell of a results CSV goes through here: inputs, references and vendor data
+/// alike are someone else's text.
+fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
 }
 
 fn ndjson_rows(rows: &[ResultRow], job_id: &str, _first: bool) -> Vec<u8> {
@@ -680,4 +693,17 @@ fn ndjson_rows(rows: &[ResultRow], job_id: &str, _first: bool) -> Vec<u8> {
         out.push(b'\n');
     }
     out
+}
+
+#[cfg(test)]
+mod csv_safety_tests {
+    #[test]
+    fn formulas_are_shown_as_text_and_plain_cells_untouched() {
+        for cell in ["=1+2", "+SUM(A1:A2)", "-2+3", "@cmd", "\t=1", "\r=1", "=HYPERLINK(\"http://x\")"] {
+            assert_eq!(super::spreadsheet_safe(cell), format!("'{cell}"));
+        }
+        for cell in ["", "jane@acme.com", "crm 1", "0.9", "Acme = Corp", "'quoted"] {
+            assert_eq!(super::spreadsheet_safe(cell), cell);
+        }
+    }
 }

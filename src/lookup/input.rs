@@ -71,6 +71,14 @@ macro_rules! host {
     };
 }
 
+/// The longest `email` any entry point takes (single calls, bulk items, JSON and CSV
+/// job items alike), in characters: RFC 5321's path limit. Published as the single
+/// call's `maxLength`.
+pub const EMAIL_MAX: usize = 254;
+/// The longest `domain` any entry point takes, in characters (it may be a URL with a
+/// path). Published as the single call's `maxLength`.
+pub const DOMAIN_MAX: usize = 2048;
+
 /// Surrounding white space the parser trims.
 const SPACE: [char; 4] = [' ', '\t', '\r', '\n'];
 
@@ -150,6 +158,9 @@ impl Domain {
     /// `www.acme.com`, `https://www.acme.com/path?q`, `acme.com:443` and Unicode names
     /// (`bücher.de` → `xn--bcher-kva.de`).
     pub fn parse(raw: &str) -> Result<Self, InputError> {
+        if raw.chars().nth(DOMAIN_MAX).is_some() {
+            return Err(InputError::new("domain", format!("must be at most {DOMAIN_MAX} characters")));
+        }
         if !DOMAIN_SHAPE.is_match(raw) {
             return Err(Self::explain(raw, "domain"));
         }
@@ -203,6 +214,9 @@ pub struct EmailAddress {
 impl EmailAddress {
     /// Accepts what [`EMAIL_PATTERN`] matches.
     pub fn parse(raw: &str) -> Result<Self, InputError> {
+        if raw.chars().nth(EMAIL_MAX).is_some() {
+            return Err(InputError::new("email", format!("must be at most {EMAIL_MAX} characters")));
+        }
         if !EMAIL_SHAPE.is_match(raw) {
             let trimmed = raw.trim_matches(SPACE);
             let message = match trimmed.rsplit_once('@') {

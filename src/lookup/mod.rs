@@ -330,7 +330,8 @@ impl Lookup {
                 _ => break result,
             }
         };
-        slot.breaker.record(result.is_ok());
+        // An answer about the input (a 4xx) shows the vendor up: only vendor faults count.
+        slot.breaker.record(result.as_ref().map_or_else(|e| !e.is_vendor_fault(), |_| true));
         self.metrics.breaker_state.get_or_create(&labels).set(slot.breaker.state_code());
         result
     }

@@ -249,7 +249,46 @@ async fn the_documented_example_is_what_a_fresh_server_answers(backend: Backend)
     assert_eq!(&body, example);
 }
 
+/// One parser, one set of limits: an input the single call refuses for its length fails
+/// in its bulk slot (`400`, naming the limit), uncharged, and never reaches a vendor;
+/// a JSON job's item fails the same way.
+async fn an_item_the_single_call_refuses_fails_in_its_slot(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(10).await;
+    let long = format!("{}@acme.com", "a".repeat(250));
+    let huge = format!("{}@acme.com", "b".repeat(60_000));
+    let single = app.enrich(&key, json!({"email": long})).await;
+    assert_eq!((single.status, single.error_code().as_str()), (400, "validation_error"));
+    let calls = app.vendor_calls().await;
+    let r = bulk(&app, &key, json!({"items": [{"email": long}, {"email": huge}, {"domain": format!("{}.com", "c".repeat(2_100))}]})).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
+    assert_eq!(statuses(&r), [400, 400, 400]);
+    let results = r.json()["data"]["results"].clone();
+    for (n, field, limit) in [(0, "email", "254"), (1, "email", "254"), (2, "domain", "2048")] {
+        assert_eq!(results[n]["error"]["details"][0]["field"], field, "{results}");
+        assert!(results[n]["error"]["details"][0]["message"].as_str().unwrap().contains(limit), "{results}");
+    }
+    let job = app
+        .request(app.client.post(format!("{}/v1/enrich/jobs", app.base)).bearer_auth(&key).json(&json!({"items": [{"email": huge}]})))
+        .await;
+    assert_eq!(job.status, 202);
+    let id = job.json()["data"]["id"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let j = app.request(app.client.get(format!("{}/v1/enrich/jobs/{id}", app.base)).bearer_auth(&key)).await.json();
+        if j["data"]["status"] == "completed" {
+            assert_eq!((j["data"]["failed"].as_i64(), j["data"]["credits_charged"].as_i64()), (Some(1), Some(0)), "{j}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{j}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.vendor_calls().await, calls, "no vendor was asked");
+    assert_eq!(app.charges(&ws).await, 0);
+}
+
 crate::on_both_backends!(
+    an_item_the_single_call_refuses_fails_in_its_slot,
     the_documented_example_is_what_a_fresh_server_answers,
     each_item_gets_the_outcome_it_would_have_alone,
     the_balance_runs_out_in_item_order,

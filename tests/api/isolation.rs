@@ -410,12 +410,7 @@ async fn test_events_go_to_test_webhooks_only(backend: Backend) {
         let app = &app;
         async move {
             let r = ok(app, request(app, "GET", &format!("/v1/webhooks/{hook}/deliveries"), &key, None)).await;
-            r["data"]["deliveries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|d| d["event"] == "api_key.created")
-                .count()
+            r["data"]["deliveries"].as_array().unwrap().iter().filter(|d| d["event"] == "api_key.created").count()
         }
     };
     assert_eq!(created_events(admin.clone(), live_hook.clone()).await, 1, "the live webhook got the live key's event only");

@@ -429,11 +429,11 @@ async fn a_csv_file_in_csv_and_ndjson_out(backend: Backend) {
     let app = spawn_app(backend).await;
     let (_ws, key) = app.funded(10_000).await;
     // A BOM, a column we ignore, a quoted reference with a comma, a blank line, a
-    // malformed row, an empty cell.
+    // malformed row whose cells are spreadsheet formulas, an empty cell.
     let mut text = String::from("\u{feff}Email,Domain,Notes,Reference\n");
     text.push_str("jane@acme.com,,vip,\"crm, 1\"\n\n");
     text.push_str(",acme.com,,crm-2\n");
-    text.push_str("not-an-email,,,crm-3\n");
+    text.push_str("=1+2,,,\"=HYPERLINK(\"\"http://x\"\")\"\n");
     for n in 0..1_200 {
         text.push_str(&format!(",acme.com,,bulk-{n}\n"));
     }
@@ -456,6 +456,8 @@ async fn a_csv_file_in_csv_and_ndjson_out(backend: Backend) {
     assert_eq!((&rows[0][col("email")], &rows[0][col("person_full_name")]), ("jane@acme.com", "Jane Doe"));
     assert_eq!((&rows[1][col("domain")], &rows[1][col("company_name")]), ("acme.com", "Acme Corp"));
     assert_eq!((&rows[2][col("status")], &rows[2][col("error_code")]), ("400", "validation_error"));
+    // A formula comes back as text a spreadsheet shows, never runs.
+    assert_eq!((&rows[2][col("email")], &rows[2][col("reference")]), ("'=1+2", "'=HYPERLINK(\"http://x\")"));
     assert_eq!(&rows[1_202][col("reference")], "bulk-1199");
 
     let ndjson = app.request(app.client.get(&url).bearer_auth(&key).header("accept", "application/x-ndjson")).await;

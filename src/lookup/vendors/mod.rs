@@ -69,6 +69,17 @@ impl VendorError {
         }
     }
 
+    /// Whether this failure says the vendor is unwell (what its circuit breaker counts),
+    /// rather than that it refused this input: a vendor's 4xx about the request (other
+    /// than 429 and the 401–403 that refuse our credentials) is an answer about the
+    /// input, and one tenant's bad inputs must not open a breaker shared by all.
+    pub fn is_vendor_fault(&self) -> bool {
+        match self {
+            Self::Status(s) => !(400..500).contains(s),
+            _ => true,
+        }
+    }
+
     /// The metric label of this failure.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -145,4 +156,22 @@ fn with_scheme(url: Option<String>) -> Option<String> {
 /// A vendor's website field as a bare domain (`www.acme.com/` → `acme.com`).
 fn website_domain(website: Option<String>) -> Option<String> {
     website.and_then(|w| super::input::Domain::parse(&w).ok()).map(|d| d.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VendorError;
+
+    #[test]
+    fn only_vendor_faults_count_against_a_breaker() {
+        for fault in
+            [VendorError::Timeout, VendorError::Status(500), VendorError::Status(503), VendorError::Refused(401), VendorError::Queued]
+        {
+            assert!(fault.is_vendor_fault(), "{fault}");
+        }
+        assert!(VendorError::RateLimited { retry_after: None }.is_vendor_fault());
+        for about_the_input in [400, 404, 413, 414, 422] {
+            assert!(!VendorError::Status(about_the_input).is_vendor_fault(), "{about_the_input}");
+        }
+    }
 }

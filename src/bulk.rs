@@ -55,6 +55,24 @@ pub struct ItemInput {
     pub reference: Option<String>,
 }
 
+impl ItemInput {
+    /// What a job stores of this item: no more of each field than decides its outcome (a
+    /// reference one character past its limit, an `include` one name past it, still fail
+    /// the item as the whole would), and no NUL (which PostgreSQL cannot store; a field
+    /// with one is invalid either way).
+    pub fn storable(&self) -> ItemInput {
+        let text = |s: &Option<String>, max: usize| s.as_ref().map(|s| s.chars().take(max).collect::<String>().replace('\0', "\u{FFFD}"));
+        ItemInput {
+            email: text(&self.email, crate::lookup::input::EMAIL_MAX + 1),
+            domain: text(&self.domain, crate::lookup::input::DOMAIN_MAX + 1),
+            include: self.include.as_ref().map(|l| {
+                l.iter().take(Section::ALL.len() + 1).map(|n| n.chars().take(32).collect::<String>().replace('\0', "\u{FFFD}")).collect()
+            }),
+            reference: text(&self.reference, REFERENCE_MAX + 1),
+        }
+    }
+}
+
 /// A field problem, as stored with an answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
@@ -155,6 +173,10 @@ fn parse_item(item: &ItemInput, defaults: Defaults<'_>) -> Result<EnrichQuery, V
     let names = item.include.as_deref().or(default_include);
     let include: Option<Vec<Section>> = match names {
         None => None,
+        Some(names) if names.len() > Section::ALL.len() => {
+            bad.push(Problem { field: "include".into(), message: format!("must name at most {} sections", Section::ALL.len()) });
+            Some(Vec::new())
+        }
         Some(names) => {
             let parsed: Option<Vec<Section>> = names.iter().map(|n| Section::ALL.into_iter().find(|s| s.as_str() == n)).collect();
             match parsed {
@@ -224,6 +246,9 @@ pub enum StoredLookup {
     Unavailable {
         retry_after_secs: u64,
     },
+    /// The item's subject was erased after the item was stored (`crate::privacy`): its
+    /// input is gone, and it is answered `no_match`, free, without a lookup.
+    Erased,
 }
 
 /// One item, before settlement.
@@ -272,7 +297,7 @@ impl Looked {
                 from_cache: *from_cache,
                 fetched_at: fetched_at.unwrap_or_else(crate::now_ms),
             },
-            StoredLookup::NoMatch => Looked::NoMatch,
+            StoredLookup::NoMatch | StoredLookup::Erased => Looked::NoMatch,
             StoredLookup::Unavailable { retry_after_secs } => Looked::Unavailable { retry_after: Duration::from_secs(*retry_after_secs) },
         }
     }
@@ -403,6 +428,11 @@ impl EnrichService {
         let mut subjects: Vec<(String, BTreeSet<Section>, usize)> = Vec::new(); // (cache key, union of sections, first item)
         let mut index: HashMap<String, usize> = HashMap::new();
         for (n, item) in items.iter().enumerate() {
+            // An item whose subject was erased since it was stored: its input is gone.
+            if matches!(known.get(n), Some(Some(StoredLookup::Erased))) {
+                pending.push(Pending::Failed(ItemFailure::NoMatch));
+                continue;
+            }
             match parse_item(item, defaults) {
                 Err(problems) => pending.push(Pending::Failed(ItemFailure::Invalid { problems })),
                 Ok(query) if test && Trigger::of(&query.input) == Some(Trigger::InsufficientCredits) => {
@@ -553,7 +583,8 @@ impl EnrichService {
                 }
             }
         }
-        let references = items.iter().map(|i| i.reference.clone()).collect();
+        // A reference too long to take is not echoed either (the item failed for it).
+        let references = items.iter().map(|i| i.reference.clone().filter(|r| r.chars().count() <= REFERENCE_MAX)).collect();
         Ok(Resolved { answers, failures, references, charges, balance, fresh_lookups, mode: caller.scope.mode() })
     }
 

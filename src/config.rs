@@ -63,8 +63,14 @@ pub struct WebhooksSettings {
     /// `timeout_ms`): a worker that died mid-attempt leaves it to be attempted again after
     /// this.
     pub lease_ms: u64,
-    /// Deliveries a worker claims and attempts at once.
+    /// Attempts a worker makes at once, across every workspace.
     pub batch: usize,
+    /// Attempts a worker makes at once to one webhook: a slow endpoint holds no more of
+    /// the worker than this.
+    pub per_endpoint: usize,
+    /// Attempts a worker makes at once for one workspace, all its webhooks together:
+    /// one tenant's slow endpoints never hold up another tenant's deliveries.
+    pub per_workspace: usize,
     /// How long finished deliveries are listed, in days.
     pub retention_days: u64,
 }
@@ -81,7 +87,9 @@ impl Default for WebhooksSettings {
             disable_after_ms: 86_400_000,
             poll_ms: 1_000,
             lease_ms: 60_000,
-            batch: 16,
+            batch: 32,
+            per_endpoint: 2,
+            per_workspace: 4,
             retention_days: 30,
         }
     }
@@ -221,6 +229,10 @@ pub struct ServerSettings {
     /// How often the keys' `last_used_at` noted in memory are written, in milliseconds
     /// (a key's use is noted at most once a minute per replica).
     pub last_used_flush_ms: u64,
+    /// How long a request body may take to arrive whole, in milliseconds, counted from
+    /// the end of its headers; past it the request is answered `400` and the connection
+    /// closed (a client sending a body slowly, or stopping, holds nothing for long).
+    pub body_timeout_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -233,6 +245,7 @@ impl Default for ServerSettings {
             request_deadline_ms: 10_000,
             json_logs: false,
             last_used_flush_ms: 10_000,
+            body_timeout_ms: 10_000,
         }
     }
 }

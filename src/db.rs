@@ -78,8 +78,11 @@ pub async fn ensure_schema(db: &DatabaseConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether a database error means "the database cannot be reached right now" (answered
-/// with 503 and `Retry-After`) rather than a bug (500).
+/// Whether a database error means "the database cannot serve right now" (answered with
+/// 503 and `Retry-After`) rather than a bug (500): it cannot be reached, the connection
+/// broke (a failover, a restart, a proxy or network cut), it is shutting down or
+/// starting, it has no room (disk full) or is read-only. Such an error says nothing about
+/// the request; a retry later may succeed.
 pub fn is_unavailable(err: &DbErr) -> bool {
     use sea_orm::RuntimeErr;
     match err {
@@ -87,16 +90,45 @@ pub fn is_unavailable(err: &DbErr) -> bool {
         DbErr::Conn(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
             sqlx_unavailable(e)
         }
+        DbErr::Conn(RuntimeErr::Internal(_)) => true,
         _ => false,
     }
 }
 
 /// [`is_unavailable`] for sqlx's own errors.
 pub fn sqlx_unavailable(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_)
-    )
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_)
+        // A connection cut mid-message (a proxy dropping it) shows as a protocol error.
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(e) => {
+            if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                pg_code_unavailable(pg.code())
+            } else {
+                e.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(sqlite_code_unavailable)
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a PostgreSQL SQLSTATE says the database cannot serve right now: connection
+/// exceptions (class 08), an administrator's or a crash's shutdown and a server still
+/// starting (57P01–57P03), out of resources (class 53: disk, memory, connections), a
+/// read-only transaction (a failover reached a standby).
+pub fn pg_code_unavailable(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("53") || matches!(code, "57P01" | "57P02" | "57P03" | "25006")
+}
+
+/// Whether an SQLite result code (primary, or extended: its low byte is the primary)
+/// says the database cannot serve right now: busy or locked past the busy timeout,
+/// read-only (the file or its folder), an I/O error, cannot open, full.
+pub fn sqlite_code_unavailable(code: i32) -> bool {
+    matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)
 }
 
 /// A database URL without its password, for messages.
@@ -156,5 +188,29 @@ impl SqliteReads {
             idle.push(conn);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pg_code_unavailable, sqlite_code_unavailable};
+
+    #[test]
+    fn outages_are_told_from_bugs_by_their_codes() {
+        for outage in ["57P01", "57P02", "57P03", "08006", "08001", "08P01", "53100", "53300", "25006"] {
+            assert!(pg_code_unavailable(outage), "{outage}");
+        }
+        for bug in ["23505", "42P01", "42703", "22P02", "40P01", "23514"] {
+            assert!(!pg_code_unavailable(bug), "{bug}");
+        }
+        // SQLITE_FULL, _READONLY, _IOERR, _CANTOPEN, _BUSY, _LOCKED, _IOERR_WRITE (778),
+        // _READONLY_DIRECTORY (1544).
+        for outage in [13, 8, 10, 14, 5, 6, 778, 1544] {
+            assert!(sqlite_code_unavailable(outage), "{outage}");
+        }
+        // SQLITE_CONSTRAINT, _CONSTRAINT_UNIQUE (2067), _ERROR, _CORRUPT, _MISMATCH.
+        for bug in [19, 2067, 1, 11, 20] {
+            assert!(!sqlite_code_unavailable(bug), "{bug}");
+        }
     }
 }

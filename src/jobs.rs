@@ -320,7 +320,7 @@ pub async fn submit(
         .exec_without_returning(&txn)
         .await?;
         for (chunk_no, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
-            let rows = chunk.iter().enumerate().map(|(n, it)| item::ActiveModel {
+            let rows = chunk.iter().map(ItemInput::storable).enumerate().map(|(n, it)| item::ActiveModel {
                 job_id: Set(id.clone()),
                 idx: Set((chunk_no * INSERT_CHUNK + n) as i32),
                 email: Set(it.email.clone()),
@@ -598,6 +598,7 @@ impl Worker {
         let poll = Duration::from_millis(self.settings.poll_ms.max(10));
         let mut paused = std::collections::HashMap::new();
         let mut cursor = None;
+        let mut backoff = crate::backoff::Backoff::default();
         let mut last_round = tokio::time::Instant::now();
         let mut load = Load::new(&self.metrics);
         // Read once: the number of CPUs comes from the cgroup's files on Linux.
@@ -608,11 +609,21 @@ impl Worker {
                 _ = self.lull(&mut load, busy, last_round) => {}
             }
             last_round = tokio::time::Instant::now();
-            let worked = match self.round(&mut paused, &mut cursor).await {
-                Ok(worked) => worked,
+            let (worked, wait) = match self.round(&mut paused, &mut cursor).await {
+                Ok(worked) => {
+                    if backoff.succeeded() {
+                        tracing::info!("the job worker works again");
+                    }
+                    (worked, poll)
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "a job worker round failed");
-                    false
+                    // The database is down, most likely: wait longer each time, say so
+                    // now and then, go on by itself when it answers again.
+                    let (wait, log) = backoff.failed(poll);
+                    if log {
+                        tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "a job worker round failed");
+                    }
+                    (false, wait)
                 }
             };
             if worked {
@@ -621,7 +632,7 @@ impl Worker {
             tokio::select! {
                 _ = stop.notified() => return,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

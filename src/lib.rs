@@ -36,13 +36,14 @@
 //! - [`client`]: the command line's client of a running server (`leadlex enrich FILE.csv`,
 //!   `leadlex job …`), over the public API.
 //! - [`config`], [`db`], [`startup`], [`cli`], [`telemetry`]: plumbing; [`secret`],
-//!   [`vendor_name`], [`hex`], [`page`]: leaves that import nothing of the crate.
+//!   [`vendor_name`], [`hex`], [`page`], [`backoff`]: leaves that import nothing of the crate.
 //!
 //! Persistence lives in the `entity` and `migration` crates of the workspace.
 
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod bulk;
 pub mod cli;
 pub mod client;

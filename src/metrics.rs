@@ -92,6 +92,9 @@ pub struct Metrics {
     /// that interactive calls are waiting (`crate::jobs::Worker`).
     pub requests_in_flight: Gauge,
     pub request_micros: std::sync::atomic::AtomicU64,
+    /// 1 while Redis is configured but does not answer, so this replica counts rate
+    /// limits on its own (degraded, still serving).
+    pub rate_limits_local: Gauge,
 }
 
 impl Default for Metrics {
@@ -135,7 +138,14 @@ impl Metrics {
         registry.register("settle_batch_duration_seconds", "Duration of one group-commit transaction", settle_batch_seconds.clone());
         let requests_in_flight = Gauge::default();
         registry.register("http_requests_in_flight", "Requests this process is answering", requests_in_flight.clone());
+        let rate_limits_local = Gauge::default();
+        registry.register(
+            "rate_limits_local",
+            "1 while Redis is configured but unreachable and this replica counts rate limits on its own",
+            rate_limits_local.clone(),
+        );
         Self {
+            rate_limits_local,
             registry,
             settle_batch_size,
             settle_batch_seconds,

@@ -247,15 +247,27 @@ impl Suppressions {
         Ok(())
     }
 
-    /// Refreshes every `every`, forever.
+    /// Refreshes every `every`, forever; after failures in a row (the database is down)
+    /// it waits longer each time (`crate::backoff`), and resumes by itself.
     pub async fn run(self: Arc<Self>, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff = crate::backoff::Backoff::default();
         loop {
-            tick.tick().await;
-            if let Err(err) = self.refresh().await {
-                tracing::warn!(error = %err, "reloading the suppression lists failed");
-            }
+            let wait = match self.refresh().await {
+                Ok(()) => {
+                    if backoff.succeeded() {
+                        tracing::info!("the suppression lists reload again");
+                    }
+                    every
+                }
+                Err(err) => {
+                    let (wait, log) = backoff.failed(every);
+                    if log {
+                        tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "reloading the suppression lists failed");
+                    }
+                    wait
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -446,22 +458,33 @@ pub async fn redact_replays(db: &DatabaseConnection, hash: &str) -> Result<u64, 
     Ok(redacted)
 }
 
-/// Replaces the result of every job item about `subject` by a `no_match` result, and
-/// forgets its input; an item not run yet is answered `no_match` when it runs (the
-/// subject is suppressed). Returns how many items changed.
+/// Forgets every stored job item input about `subject`, whatever the item's state and
+/// however the input was spelt (case, Unicode or punycode: an item is about the subject
+/// when the parser's normal form of its input is): a done item's result becomes a
+/// `no_match` result; an item not done yet loses its input and its lease, and is marked
+/// erased (`StoredLookup::Erased`), so that it is answered `no_match` when it runs (a
+/// chunk in flight loses its lease: it commits nothing, and runs again); a cancelled
+/// item loses its input. Returns how many items changed.
 pub async fn redact_job_items(db: &DatabaseConnection, subject: &Subject) -> Result<u64, DbErr> {
-    use crate::bulk::{ItemFailure, ItemOutcome, ItemResult};
+    use crate::bulk::{ItemFailure, ItemOutcome, ItemResult, StoredLookup};
     use entity::enrichment_job_item as item;
-    let needle = match subject {
-        Subject::Email(e) | Subject::Domain(e) => e.clone(),
+    // A coarse filter the exact check below refines: the ASCII text of the subject's
+    // punycode form, or the longest ASCII run of its Unicode form (`bücher.de` →
+    // `cher.de`), each found case-insensitively for ASCII letters (as both databases
+    // fold `lower()`), so that `Jane@Bücher.de` and `ANNA@MÜLLER.DE` are candidates.
+    let needles = coarse_needles(subject);
+    let like = |col: item::Column, needle: &str| {
+        let escaped = needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        Expr::expr(sea_orm::sea_query::Func::lower(Expr::col(col)))
+            .like(sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\'))
     };
-    let like = |col: item::Column| Expr::expr(sea_orm::sea_query::Func::lower(Expr::col(col))).like(format!("%{needle}%"));
-    let candidates = item::Entity::find()
-        .filter(item::Column::Result.is_not_null())
-        .filter(sea_orm::Condition::any().add(like(item::Column::Email)).add(like(item::Column::Domain)))
-        .all(db)
-        .await?;
+    let mut any = sea_orm::Condition::any();
+    for needle in &needles {
+        any = any.add(like(item::Column::Email, needle)).add(like(item::Column::Domain, needle));
+    }
+    let candidates = item::Entity::find().filter(any).all(db).await?;
     let wanted = subject.text();
+    let erased = serde_json::to_string(&StoredLookup::Erased).map_err(|e| DbErr::Custom(e.to_string()))?;
     let mut redacted = 0;
     for found in candidates {
         let email = found.email.as_deref().and_then(|e| EmailAddress::parse(e).ok());
@@ -470,19 +493,51 @@ pub async fn redact_job_items(db: &DatabaseConnection, subject: &Subject) -> Res
         if !subjects_of(&input).contains(&wanted) {
             continue;
         }
-        let result = ItemResult { reference: found.reference.clone(), outcome: ItemOutcome::Failed { failure: ItemFailure::NoMatch } };
-        item::Entity::update_many()
-            .col_expr(item::Column::Result, Expr::value(serde_json::to_string(&result).map_err(|e| DbErr::Custom(e.to_string()))?))
+        let update = item::Entity::update_many()
             .col_expr(item::Column::Email, Expr::value(Option::<String>::None))
             .col_expr(item::Column::Domain, Expr::value(Option::<String>::None))
-            .col_expr(item::Column::Lookup, Expr::value(Option::<String>::None))
             .filter(item::Column::JobId.eq(found.job_id.as_str()))
             .filter(item::Column::Idx.eq(found.idx))
-            .exec(db)
-            .await?;
-        redacted += 1;
+            .filter(item::Column::State.eq(found.state.as_str()));
+        let update = match found.state.as_str() {
+            "done" => {
+                let result =
+                    ItemResult { reference: found.reference.clone(), outcome: ItemOutcome::Failed { failure: ItemFailure::NoMatch } };
+                update
+                    .col_expr(item::Column::Result, Expr::value(serde_json::to_string(&result).map_err(|e| DbErr::Custom(e.to_string()))?))
+                    .col_expr(item::Column::Lookup, Expr::value(Option::<String>::None))
+            }
+            "pending" | "looked_up" => update
+                .col_expr(item::Column::Lookup, Expr::value(erased.clone()))
+                .col_expr(item::Column::LeaseOwner, Expr::value(Option::<String>::None))
+                .col_expr(item::Column::LeaseUntil, Expr::value(Option::<i64>::None)),
+            _ => update.col_expr(item::Column::Lookup, Expr::value(Option::<String>::None)),
+        };
+        redacted += update.exec(db).await?.rows_affected;
     }
     Ok(redacted)
+}
+
+/// The texts a stored input about `subject` must contain (see [`redact_job_items`]).
+fn coarse_needles(subject: &Subject) -> Vec<String> {
+    let text = match subject {
+        Subject::Email(e) | Subject::Domain(e) => e.clone(),
+    };
+    let (local, host) = match subject {
+        Subject::Email(e) => e.rsplit_once('@').map_or((None, e.as_str()), |(l, h)| (Some(l), h)),
+        Subject::Domain(d) => (None, d.as_str()),
+    };
+    let unicode = idna::domain_to_unicode(host).0;
+    let unicode = match local {
+        Some(local) => format!("{local}@{unicode}"),
+        None => unicode,
+    };
+    let longest_ascii = unicode.split(|c: char| !c.is_ascii()).max_by_key(|run| run.len()).unwrap_or("").to_ascii_lowercase();
+    let mut needles = vec![text];
+    if !longest_ascii.is_empty() && !needles.contains(&longest_ascii) {
+        needles.push(longest_ascii);
+    }
+    needles
 }
 
 #[cfg(test)]
@@ -510,5 +565,21 @@ mod tests {
         }
         assert!(Subject::parse(Some("a@b.co"), Some("b.co")).is_err());
         assert!(Subject::parse(None, None).is_err());
+    }
+
+    #[test]
+    fn every_spelling_of_a_subject_contains_one_of_its_needles() {
+        let subject = Subject::parse(Some("jane@bücher.de"), None).unwrap();
+        let needles = coarse_needles(&subject);
+        for stored in ["jane@xn--bcher-kva.de", "Jane@Bücher.de", "JANE@BÜCHER.DE", " jane@bücher.de "] {
+            let folded = stored.to_ascii_lowercase();
+            assert!(needles.iter().any(|n| folded.contains(n.as_str())), "{stored}: {needles:?}");
+        }
+        let domain = Subject::parse(None, Some("MÜLLER.de")).unwrap();
+        let needles = coarse_needles(&domain);
+        for stored in ["anna@müller.de", "ANNA@MÜLLER.DE", "https://www.xn--mller-kva.de/x"] {
+            let folded = stored.to_ascii_lowercase();
+            assert!(needles.iter().any(|n| folded.contains(n.as_str())), "{stored}: {needles:?}");
+        }
     }
 }

@@ -209,6 +209,12 @@ impl Limiter {
         }
     }
 
+    /// Whether the limits are counted on this replica alone although Redis is
+    /// configured (it did not answer lately): degraded, still serving.
+    pub fn is_local_fallback(&self) -> bool {
+        matches!(self, Limiter::Redis(redis) if redis.is_local())
+    }
+
     /// `Some(reachable)` when a shared store backs the limits.
     pub async fn ping(&self) -> Option<bool> {
         match self {
@@ -269,16 +275,27 @@ pub struct RedisLimiter {
     conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
     script: redis::Script,
     fallback: RateLimiter,
+    /// 1 while Redis does not answer and `fallback` counts (the metric
+    /// `leadlex_rate_limits_local`; readiness reports it as `degraded`).
+    local: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl RedisLimiter {
-    pub fn new(url: &str) -> Result<Self, redis::RedisError> {
+    /// A limiter on the Redis at `url`; `local` is set to 1 while it counts on its own.
+    pub fn new(url: &str, local: prometheus_client::metrics::gauge::Gauge) -> Result<Self, redis::RedisError> {
         Ok(Self {
             client: redis::Client::open(url)?,
             conn: tokio::sync::Mutex::new(None),
             script: redis::Script::new(LIMIT_SCRIPT),
             fallback: RateLimiter::new(),
+            local,
         })
+    }
+
+    /// Whether the limits are counted on this replica alone right now (Redis did not
+    /// answer the last time it was asked).
+    pub fn is_local(&self) -> bool {
+        self.local.get() > 0
     }
 
     /// A connection, made on first use (so that a replica starts while Redis is down).
@@ -313,6 +330,7 @@ impl RedisLimiter {
         }
         match self.eval(scope, limits, n).await {
             Ok((allowed, used, retry_ms, reset_ms, fits)) => {
+                self.local.set(0);
                 let status = status_of(limits, used.max(0) as u64, reset_ms / 1000);
                 if allowed == 1 {
                     Decision::Allowed(status)
@@ -322,15 +340,21 @@ impl RedisLimiter {
                 }
             }
             Err(err) => {
-                tracing::warn!(error = %err, "Redis unreachable: rate limiting in-process on this replica");
+                if self.local.set(1) == 0 {
+                    tracing::warn!(error = %err, "Redis unreachable: rate limiting in-process on this replica");
+                }
                 self.fallback.check_n(scope, limits, n, now_ms)
             }
         }
     }
 
     pub async fn ping(&self) -> bool {
-        let Ok(mut conn) = self.connection().await else { return false };
-        redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+        let answered = match self.connection().await {
+            Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok(),
+            Err(_) => false,
+        };
+        self.local.set(i64::from(!answered));
+        answered
     }
 }
 

@@ -100,7 +100,7 @@ impl Application {
         let limiter = match &settings.redis.url {
             Some(url) => {
                 tracing::info!(redis = %crate::db::redact(url), "rate limits shared through Redis");
-                Limiter::Redis(Box::new(RedisLimiter::new(url).context("parsing the Redis URL")?))
+                Limiter::Redis(Box::new(RedisLimiter::new(url, metrics.rate_limits_local.clone()).context("parsing the Redis URL")?))
             }
             None => Limiter::Local(RateLimiter::new()),
         };
@@ -183,6 +183,7 @@ impl Application {
             default: settings.server.max_body_bytes,
             bulk: settings.server.max_bulk_body_bytes,
             job: settings.server.max_job_body_bytes,
+            read_timeout: Duration::from_millis(settings.server.body_timeout_ms),
         };
         let endpoint = api::app(state, limits).map_to_response().boxed();
         Ok(Self { addr, acceptor, endpoint, db, sandbox, purger, refresher, settler, worker, deliverer, flusher })

@@ -36,11 +36,14 @@ pub enum HealthResponse {
 #[derive(Debug, Object)]
 #[oai(example)]
 pub struct Readiness {
-    /// Always `ready`.
+    /// `ready`, or `degraded`: serving correctly, with an optional dependency down
+    /// (Redis: rate limits are counted by each replica on its own until it answers).
+    /// Either way, send this replica traffic.
     pub status: String,
     /// `ok`.
     pub database: String,
-    /// `ok`, or `not_configured` when rate limits live in the process.
+    /// `ok`; `unreachable` (degraded: limits counted by this replica alone); or
+    /// `not_configured` when rate limits live in the process by design.
     pub redis: String,
 }
 
@@ -53,11 +56,13 @@ impl poem_openapi::types::Example for Readiness {
 #[derive(ApiResponse)]
 #[oai(header(name = "X-Request-ID", ty = "String", description = "The request's id (echoed or generated)."))]
 pub enum ReadyResponse {
-    /// Ready to serve: the database (and Redis, when configured) answer.
+    /// Ready to serve: the database answers (within the probe's bound). `status` says
+    /// `degraded` when Redis is configured but does not answer (still serving).
     #[oai(status = 200)]
     Ready(Json<Readiness>),
-    /// `service_unavailable`: a dependency does not answer; `message` says which. Take
-    /// this replica out of rotation and ask again after `Retry-After` seconds.
+    /// `service_unavailable`: the database does not answer within the probe's bound
+    /// (500 ms); `message` says so. Take this replica out of rotation and ask again after
+    /// `Retry-After` seconds.
     #[oai(status = 503)]
     NotReady(
         Json<ErrorBody>,
@@ -96,6 +101,10 @@ pub enum MetricsResponse {
     Ok(OpenMetricsText),
 }
 
+/// How long readiness waits for a dependency: a probe always answers well within an
+/// orchestrator's usual 1 s timeout.
+pub const READINESS_BOUND: std::time::Duration = std::time::Duration::from_millis(450);
+
 pub struct HealthApi;
 
 #[OpenApi(tag = "ApiTags::Operations")]
@@ -120,20 +129,29 @@ impl HealthApi {
 
     /// Readiness probe
     ///
-    /// Answers 200 when the database and, if configured, Redis answer; 503 otherwise.
-    /// Needs no key and is not rate limited.
+    /// "Send me traffic": 200 while the database answers, whatever Redis does (with Redis
+    /// down the replica serves on its own rate limits, and says `degraded`); 503 when the
+    /// database does not answer. Always answers within 500 ms, whatever the dependencies
+    /// do (each is asked at once, with that bound). Needs no key and is not rate limited.
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, state: Data<&Arc<AppState>>) -> ReadyResponse {
-        let database = state.db.ping().await.is_ok();
-        let redis = state.limiter.ping().await;
-        if database && redis != Some(false) {
-            let redis = if redis.is_some() { "ok" } else { "not_configured" };
-            return ReadyResponse::Ready(Json(Readiness { status: "ready".into(), database: "ok".into(), redis: redis.into() }));
+        let (database, redis) = tokio::join!(
+            tokio::time::timeout(READINESS_BOUND, state.db.ping()),
+            tokio::time::timeout(READINESS_BOUND, state.limiter.ping())
+        );
+        let database = matches!(database, Ok(Ok(())));
+        // `None`: Redis not configured; `Some(false)`: it did not answer (in time).
+        let redis = redis.unwrap_or(Some(false));
+        if !database {
+            let err = ApiError::NotReady { unreachable: "database".into() };
+            let retry_after = err.retry_after_secs().unwrap_or(1);
+            return ReadyResponse::NotReady(Json(err.body()), retry_after);
         }
-        let failing: Vec<&str> =
-            [(!database).then_some("database"), (redis == Some(false)).then_some("redis")].into_iter().flatten().collect();
-        let err = ApiError::NotReady { unreachable: failing.join(" and ") };
-        let retry_after = err.retry_after_secs().unwrap_or(1);
-        ReadyResponse::NotReady(Json(err.body()), retry_after)
+        let (status, redis) = match redis {
+            None => ("ready", "not_configured"),
+            Some(true) => ("ready", "ok"),
+            Some(false) => ("degraded", "unreachable"),
+        };
+        ReadyResponse::Ready(Json(Readiness { status: status.into(), database: "ok".into(), redis: redis.into() }))
     }
 }

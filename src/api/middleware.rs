@@ -2,6 +2,12 @@
 //! client `X-Request-ID` is echoed, otherwise one is generated), turns every error into
 //! the envelope, and stamps `X-Request-ID` (always) and the rate-limit headers (once the
 //! key is known) on every response. Handlers reach the scope through a task-local.
+//!
+//! Bodies (invariants): a request to an operation with a body is authenticated before a
+//! byte of its body is read (a bad key is `401` at once, whatever it sends after); a
+//! body is read whole, within its operation's size limit (`413`) and within `[server]
+//! body_timeout_ms` (`400`, connection closed); a request counts as load for the job
+//! workers (`requests_in_flight`) only once its body has arrived.
 
 use std::{
     sync::{Arc, Mutex},
@@ -27,6 +33,9 @@ pub const RATE_LIMIT_RESET: &str = "x-ratelimit-reset";
 #[derive(Debug)]
 pub struct RequestScope {
     pub request_id: String,
+    /// The caller authenticated before its body was read (see the module docs), which
+    /// the security checker takes instead of authenticating again.
+    authenticated: Mutex<Option<Arc<Principal>>>,
     principal: Mutex<Option<Arc<Principal>>>,
     rate_limit: Mutex<Option<RateLimitStatus>>,
 }
@@ -55,6 +64,11 @@ pub fn current_rate_limit() -> Option<RateLimitStatus> {
     SCOPE.try_with(|s| *s.rate_limit.lock().expect("not poisoned")).ok().flatten()
 }
 
+/// The caller the middleware authenticated before reading the body, if it did.
+pub fn take_authenticated() -> Option<Arc<Principal>> {
+    SCOPE.try_with(|s| s.authenticated.lock().expect("not poisoned").take()).ok().flatten()
+}
+
 /// The authenticated caller of the current request, if any.
 pub fn current_principal() -> Option<Arc<Principal>> {
     SCOPE.try_with(|s| s.principal.lock().expect("not poisoned").clone()).ok().flatten()
@@ -75,20 +89,45 @@ fn new_request_id() -> String {
     id
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (declared or actually sent).
-async fn limit_body(req: &mut Request, limit: usize) -> Result<(), ApiError> {
-    let declared = req.headers().get(poem::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
+/// The body's declared length, when it declares one.
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers().get(poem::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Whether the request comes with a body (declared, or chunked).
+fn has_body(req: &Request) -> bool {
+    declared_length(req).is_some_and(|n| n > 0) || req.headers().contains_key(poem::http::header::TRANSFER_ENCODING)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (declared or actually sent)
+/// and a body that has not arrived within `timeout`.
+async fn limit_body(req: &mut Request, limit: usize, timeout: std::time::Duration) -> Result<(), ApiError> {
+    if declared_length(req).is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    match req.take_body().into_bytes_limit(limit).await {
-        Ok(bytes) => {
+    match tokio::time::timeout(timeout, req.take_body().into_bytes_limit(limit)).await {
+        Ok(Ok(bytes)) => {
             req.set_body(bytes);
             Ok(())
         }
-        Err(poem::error::ReadBodyError::PayloadTooLarge) => Err(ApiError::PayloadTooLarge),
-        Err(err) => Err(ApiError::Validation { message: format!("reading the request body: {err}"), details: Vec::new() }),
+        Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => Err(ApiError::PayloadTooLarge),
+        Ok(Err(err)) => Err(ApiError::Validation { message: format!("reading the request body: {err}"), details: Vec::new() }),
+        Err(_) => Err(ApiError::Validation {
+            message: format!("the request body did not arrive within {} ms; send it whole, at once", timeout.as_millis()),
+            details: Vec::new(),
+        }),
     }
+}
+
+/// Authenticates the request's Bearer key before its body is read (`Err`: the answer).
+async fn authenticate_first(req: &Request, state: &super::AppState) -> Result<Arc<Principal>, ApiError> {
+    let token = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .ok_or(ApiError::InvalidKey)?;
+    Ok(state.auth.authenticate(token.trim(), crate::now_ms()).await?)
 }
 
 /// How large a request body may be, by operation.
@@ -99,6 +138,8 @@ pub struct BodyLimits {
     pub bulk: usize,
     /// `POST /v1/enrich/jobs`.
     pub job: usize,
+    /// How long a body may take to arrive whole.
+    pub read_timeout: std::time::Duration,
 }
 
 impl BodyLimits {
@@ -139,6 +180,7 @@ pub async fn request_scope<E: Endpoint>(
     mut req: Request,
     limits: BodyLimits,
     metrics: Arc<crate::metrics::Metrics>,
+    state: Arc<super::AppState>,
 ) -> poem::Result<Response> {
     let request_id = req
         .headers()
@@ -147,21 +189,48 @@ pub async fn request_scope<E: Endpoint>(
         .filter(|v| is_acceptable_request_id(v))
         .map(str::to_string)
         .unwrap_or_else(new_request_id);
-    let scope = Arc::new(RequestScope { request_id: request_id.clone(), principal: Mutex::new(None), rate_limit: Mutex::new(None) });
+    let scope = Arc::new(RequestScope {
+        request_id: request_id.clone(),
+        authenticated: Mutex::new(None),
+        principal: Mutex::new(None),
+        rate_limit: Mutex::new(None),
+    });
     let method = req.method().clone();
     let uri = req.uri().clone(); // shares the request's bytes
     let path = uri.path();
     let started = Instant::now();
-    // Counted until the answer leaves this function, or the request is dropped.
-    let _in_flight = InFlight::enter(&metrics);
     let span = tracing::info_span!("request", request_id = %request_id, key = tracing::field::Empty);
+    let operation = super::spec::operation_id(method.as_str(), path);
 
+    let in_flight_metrics = metrics.clone();
     let mut resp = SCOPE
         .scope(scope.clone(), async move {
-            let limit = limits.of(req.method(), req.uri().path());
-            if let Err(err) = limit_body(&mut req, limit).await {
-                return err.into_response();
+            // No resource's id holds a NUL (and PostgreSQL cannot even compare one):
+            // a path with one names nothing.
+            if req.uri().path().contains("%00") {
+                return ApiError::NotFound.into_response();
             }
+            if has_body(&req) {
+                let limit = limits.of(req.method(), req.uri().path());
+                if declared_length(&req).is_some_and(|len| len > limit as u64) {
+                    return ApiError::PayloadTooLarge.into_response();
+                }
+                // Every operation with a body needs a key: no byte of it is read for a
+                // caller without a valid one.
+                if operation.is_some() {
+                    match authenticate_first(&req, &state).await {
+                        Ok(principal) => {
+                            let _ = SCOPE.try_with(|s| *s.authenticated.lock().expect("not poisoned") = Some(principal));
+                        }
+                        Err(err) => return err.into_response().with_header(poem::http::header::CONNECTION, "close").into_response(),
+                    }
+                }
+                if let Err(err) = limit_body(&mut req, limit, limits.read_timeout).await {
+                    return err.into_response().with_header(poem::http::header::CONNECTION, "close").into_response();
+                }
+            }
+            // Counted until the answer leaves this function, or the request is dropped.
+            let _in_flight = InFlight::enter(&in_flight_metrics);
             match next.call(req).await {
                 Ok(resp) => resp.into_response(),
                 Err(err) if err.is_from_response() => err.into_response(),
@@ -187,7 +256,7 @@ pub async fn request_scope<E: Endpoint>(
         headers.insert(HeaderName::from_static(RATE_LIMIT_RESET), rl.reset_epoch_secs.into());
     }
     let status = resp.status().as_u16();
-    let operation = super::spec::operation_id(method.as_str(), path).unwrap_or("other");
+    let operation = operation.unwrap_or("other");
     metrics.requests.get_or_create(&crate::metrics::RequestLabels { operation, status }).inc();
     metrics.request_seconds.get_or_create(&crate::metrics::OperationLabels { operation }).observe(started.elapsed().as_secs_f64());
     span.in_scope(|| {

@@ -100,11 +100,12 @@ pub fn openapi_service() -> OpenApiService<impl poem_openapi::OpenApi, ()> {
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>, limits: middleware::BodyLimits) -> impl Endpoint {
     let metrics = state.metrics.clone();
+    let scope_state = state.clone();
     Route::new()
         .nest("/", openapi_service())
         .at("/openapi.json", poem::get(spec::openapi_json))
         .at("/openapi.yaml", poem::get(spec::openapi_yaml))
         .nest("/docs", docs::swagger_ui())
         .data(state)
-        .around(move |ep, req| middleware::request_scope(ep, req, limits, metrics.clone()))
+        .around(move |ep, req| middleware::request_scope(ep, req, limits, metrics.clone(), scope_state.clone()))
 }

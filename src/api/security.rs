@@ -25,7 +25,11 @@ pub struct ApiKeyAuth(pub Arc<Principal>);
 async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<Arc<Principal>> {
     let state = req.data::<Arc<AppState>>().expect("AppState is attached to the routes");
     let now = crate::now_ms();
-    let principal = state.auth.authenticate(&bearer.token, now).await.map_err(ApiError::from)?;
+    // Authenticated already when the request has a body (before it was read).
+    let principal = match super::middleware::take_authenticated() {
+        Some(principal) => principal,
+        None => state.auth.authenticate(&bearer.token, now).await.map_err(ApiError::from)?,
+    };
     let (limit_scope, limits) = principal.limits_for(is_enrichment_call(req));
     match state.limiter.check(&limit_scope, limits, now).await {
         Decision::Allowed(status) => {

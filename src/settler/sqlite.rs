@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::batch::{BalanceChange, StoreError};
 use super::CacheRow;
@@ -87,17 +87,11 @@ pub struct Store {
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
-    let unavailable = matches!(
-        e.sqlite_error_code(),
-        Some(
-            ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
-                | ErrorCode::CannotOpen
-                | ErrorCode::DiskFull
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::ReadOnly
-        )
-    );
+    // The one classification of SQLite's codes (busy, locked, read-only, I/O, full, …).
+    let unavailable = match &e {
+        rusqlite::Error::SqliteFailure(failure, _) => crate::db::sqlite_code_unavailable(failure.extended_code),
+        _ => false,
+    };
     StoreError::new(e, unavailable)
 }
 

@@ -17,6 +17,7 @@
 //! - a webhook whose attempts have all failed for `disable_after_ms` (a day) is turned
 //!   off, with the reason; pending deliveries of an inactive webhook wait.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -237,37 +238,69 @@ impl Webhooks {
         Ok(())
     }
 
-    /// Claims up to `n` due deliveries of active webhooks for `owner`; returns them with
-    /// their webhooks.
-    async fn claim(&self, owner: &str, n: usize, now_ms: i64) -> Result<Vec<(webhook::Model, delivery_row::Model)>, WebhookError> {
+    /// Claims up to `n` due deliveries of active webhooks for `owner`, oldest due first,
+    /// none of the webhooks in `busy_hooks` nor of the workspaces in `busy_workspaces`;
+    /// returns them with their webhooks.
+    async fn claim(
+        &self,
+        owner: &str,
+        n: usize,
+        now_ms: i64,
+        busy_hooks: &[String],
+        busy_workspaces: &[String],
+    ) -> Result<Vec<(webhook::Model, delivery_row::Model)>, WebhookError> {
         let backend = self.db.get_database_backend();
         let lease_until = now_ms + self.settings.lease_ms as i64;
-        let sql = match backend {
-            DbBackend::Postgres => {
-                "UPDATE webhook_deliveries SET lease_owner = $1, lease_until = $2 \
-                 WHERE id IN (SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
-                   WHERE d.state = 'pending' AND d.next_attempt_at <= $3 AND (d.lease_until IS NULL OR d.lease_until < $3) \
-                   AND w.active ORDER BY d.next_attempt_at LIMIT $4 FOR UPDATE OF d SKIP LOCKED) \
-                 RETURNING id"
-            }
-            _ => {
-                "UPDATE webhook_deliveries SET lease_owner = ?1, lease_until = ?2 \
-                 WHERE id IN (SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
-                   WHERE d.state = 'pending' AND d.next_attempt_at <= ?3 AND (d.lease_until IS NULL OR d.lease_until < ?3) \
-                   AND w.active ORDER BY d.next_attempt_at LIMIT ?4) \
-                 RETURNING id"
+        let mut values: Vec<sea_orm::Value> = vec![owner.into(), lease_until.into(), now_ms.into(), (n as i64).into()];
+        let mut param = |v: &String| {
+            values.push(v.clone().into());
+            match backend {
+                DbBackend::Postgres => format!("${}", values.len()),
+                _ => format!("?{}", values.len()),
             }
         };
-        let values: Vec<sea_orm::Value> = vec![owner.into(), lease_until.into(), now_ms.into(), (n as i64).into()];
+        let not_in = |column: &str, list: Vec<String>| match list.is_empty() {
+            true => String::new(),
+            false => format!(" AND {column} NOT IN ({})", list.join(", ")),
+        };
+        let hooks = not_in("d.webhook_id", busy_hooks.iter().map(&mut param).collect());
+        let workspaces = not_in("d.workspace_id", busy_workspaces.iter().map(&mut param).collect());
+        let (p, lock) = match backend {
+            DbBackend::Postgres => ('$', " FOR UPDATE OF d SKIP LOCKED"),
+            _ => ('?', ""),
+        };
+        let sql = format!(
+            "UPDATE webhook_deliveries SET lease_owner = {p}1, lease_until = {p}2 \
+             WHERE id IN (SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+               WHERE d.state = 'pending' AND d.next_attempt_at <= {p}3 AND (d.lease_until IS NULL OR d.lease_until < {p}3) \
+               AND w.active{hooks}{workspaces} ORDER BY d.next_attempt_at LIMIT {p}4{lock}) \
+             RETURNING id"
+        );
         let rows = self.db.query_all(Statement::from_sql_and_values(backend, sql, values)).await?;
         let ids: Vec<String> = rows.iter().map(|r| r.try_get::<String>("", "id")).collect::<Result<_, _>>()?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let deliveries = delivery_row::Entity::find().filter(delivery_row::Column::Id.is_in(ids)).all(&self.db).await?;
+        let mut deliveries = delivery_row::Entity::find().filter(delivery_row::Column::Id.is_in(ids)).all(&self.db).await?;
+        deliveries.sort_by_key(|d| d.next_attempt_at);
         let hook_ids: Vec<String> = deliveries.iter().map(|d| d.webhook_id.clone()).collect();
         let hooks = webhook::Entity::find().filter(webhook::Column::Id.is_in(hook_ids)).all(&self.db).await?;
         Ok(deliveries.into_iter().filter_map(|d| hooks.iter().find(|w| w.id == d.webhook_id).cloned().map(|w| (w, d))).collect())
+    }
+
+    /// Gives back deliveries `owner` claimed but will not attempt now (due at once again).
+    async fn release(&self, owner: &str, ids: Vec<String>) -> Result<(), WebhookError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        delivery_row::Entity::update_many()
+            .col_expr(delivery_row::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(delivery_row::Column::LeaseUntil, Expr::value(Option::<i64>::None))
+            .filter(delivery_row::Column::Id.is_in(ids))
+            .filter(delivery_row::Column::LeaseOwner.eq(owner))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// Deletes finished deliveries older than `[webhooks] retention_days`, and any
@@ -300,46 +333,135 @@ pub struct Deliverer {
     pub owner: String,
 }
 
-impl Deliverer {
-    /// Delivers until `stop` is notified (after the attempts in flight, claiming nothing
-    /// more): due deliveries, `[webhooks] batch` at a time (attempted concurrently), again
-    /// at once while there were some, else after `poll_ms`.
-    pub async fn run(self, stop: Arc<tokio::sync::Notify>) {
-        let poll = Duration::from_millis(self.webhooks.settings.poll_ms.max(10));
-        let stopped = stop.notified();
-        tokio::pin!(stopped);
-        loop {
-            // Never claim a batch on the way out (it would sit leased until the lease ends).
-            if futures_util::FutureExt::now_or_never(stopped.as_mut()).is_some() {
-                return;
-            }
-            let worked = match self.round().await {
-                Ok(n) => n > 0,
-                Err(err) => {
-                    tracing::warn!(error = %err, "a webhook delivery round failed");
-                    false
-                }
-            };
-            if !worked {
-                tokio::select! {
-                    _ = &mut stopped => return,
-                    _ = tokio::time::sleep(poll) => {}
+/// The attempts a worker has in flight, by webhook and by workspace: what its fair
+/// shares are counted on.
+#[derive(Default)]
+struct InFlight {
+    hooks: HashMap<String, usize>,
+    workspaces: HashMap<String, usize>,
+}
+
+impl InFlight {
+    fn add(&mut self, hook: &str, workspace: &str) {
+        *self.hooks.entry(hook.to_string()).or_default() += 1;
+        *self.workspaces.entry(workspace.to_string()).or_default() += 1;
+    }
+
+    fn remove(&mut self, hook: &str, workspace: &str) {
+        for (map, key) in [(&mut self.hooks, hook), (&mut self.workspaces, workspace)] {
+            if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
                 }
             }
         }
     }
 
-    async fn round(&self) -> Result<usize, WebhookError> {
-        let claimed = self.webhooks.claim(&self.owner, self.webhooks.settings.batch.max(1), crate::now_ms()).await?;
-        let n = claimed.len();
-        let attempts = claimed.into_iter().map(|(w, d)| async move {
-            let id = d.id.clone();
-            if let Err(err) = self.webhooks.attempt(&w, d, &self.owner).await {
-                tracing::warn!(delivery = %id, error = %err, "recording a webhook delivery failed; it will be attempted again");
+    /// The keys of `map` at `cap` attempts or more.
+    fn full(map: &HashMap<String, usize>, cap: usize) -> Vec<String> {
+        map.iter().filter(|(_, n)| **n >= cap).map(|(k, _)| k.clone()).collect()
+    }
+}
+
+impl Deliverer {
+    /// Delivers until `stop` is notified (then finishes the attempts in flight and
+    /// claims nothing more). Attempts run side by side, at most `[webhooks] batch` at
+    /// once, `per_endpoint` to one webhook and `per_workspace` for one workspace; a
+    /// freed slot is filled at once (no attempt waits for a slower one), else the worker
+    /// looks again after `poll_ms`.
+    pub async fn run(self, stop: Arc<tokio::sync::Notify>) {
+        let settings = &self.webhooks.settings;
+        let poll = Duration::from_millis(settings.poll_ms.max(10));
+        let (total, per_hook, per_ws) = (settings.batch.max(1), settings.per_endpoint.max(1), settings.per_workspace.max(1));
+        let stopped = stop.notified();
+        tokio::pin!(stopped);
+        let mut tasks: tokio::task::JoinSet<(String, String)> = tokio::task::JoinSet::new();
+        let mut in_flight = InFlight::default();
+        let mut backoff = crate::backoff::Backoff::default();
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                if let Ok((hook, workspace)) = done {
+                    in_flight.remove(&hook, &workspace);
+                }
             }
-        });
-        futures_util::future::join_all(attempts).await;
-        Ok(n)
+            // Never claim on the way out (it would sit leased until the lease ends).
+            if futures_util::FutureExt::now_or_never(stopped.as_mut()).is_some() {
+                break;
+            }
+            let free = total.saturating_sub(tasks.len());
+            let mut wait = poll;
+            let started = match free {
+                0 => 0,
+                _ => match self.fill(free, per_hook, per_ws, &mut in_flight, &mut tasks).await {
+                    Ok(n) => {
+                        if backoff.succeeded() {
+                            tracing::info!("the webhook worker delivers again");
+                        }
+                        n
+                    }
+                    Err(err) => {
+                        let (longer, log) = backoff.failed(poll);
+                        if log {
+                            tracing::warn!(error = %err, retry_in_ms = longer.as_millis() as u64, "a webhook delivery round failed");
+                        }
+                        wait = longer;
+                        0
+                    }
+                },
+            };
+            if started > 0 && tasks.len() < total {
+                continue;
+            }
+            tokio::select! {
+                _ = &mut stopped => break,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok((hook, workspace)) = done {
+                        in_flight.remove(&hook, &workspace);
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Claims up to `free` deliveries within the fair shares and starts their attempts;
+    /// how many it started.
+    async fn fill(
+        &self,
+        free: usize,
+        per_hook: usize,
+        per_ws: usize,
+        in_flight: &mut InFlight,
+        tasks: &mut tokio::task::JoinSet<(String, String)>,
+    ) -> Result<usize, WebhookError> {
+        let busy_hooks = InFlight::full(&in_flight.hooks, per_hook);
+        let busy_workspaces = InFlight::full(&in_flight.workspaces, per_ws);
+        let claimed = self.webhooks.claim(&self.owner, free, crate::now_ms(), &busy_hooks, &busy_workspaces).await?;
+        let mut started = 0;
+        let mut back = Vec::new();
+        for (w, d) in claimed {
+            let hook_n = in_flight.hooks.get(&w.id).copied().unwrap_or(0);
+            let ws_n = in_flight.workspaces.get(&w.workspace_id).copied().unwrap_or(0);
+            if hook_n >= per_hook || ws_n >= per_ws {
+                back.push(d.id);
+                continue;
+            }
+            in_flight.add(&w.id, &w.workspace_id);
+            let (webhooks, owner) = (self.webhooks.clone(), self.owner.clone());
+            tasks.spawn(async move {
+                let (hook, workspace, id) = (w.id.clone(), w.workspace_id.clone(), d.id.clone());
+                if let Err(err) = webhooks.attempt(&w, d, &owner).await {
+                    tracing::warn!(delivery = %id, error = %err, "recording a webhook delivery failed; it will be attempted again");
+                }
+                (hook, workspace)
+            });
+            started += 1;
+        }
+        // Past a share within this claim: due again at once, for a later slot.
+        self.webhooks.release(&self.owner, back).await?;
+        Ok(started)
     }
 }
 

@@ -283,6 +283,31 @@ async fn an_item_the_single_call_refuses_fails_in_its_slot(backend: Backend) {
         assert!(tokio::time::Instant::now() < deadline, "{j}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // A reference past its limit fails its item and is not echoed; so does an `include`
+    // longer than the three sections.
+    let reference = "r".repeat(300_000);
+    let include: Vec<&str> = std::iter::repeat_n("person", 50_000).collect();
+    let long_reference = bulk(&app, &key, json!({"items": [{"email": "jane@acme.com", "reference": reference}]})).await;
+    assert_eq!(statuses(&long_reference), [400]);
+    let result = long_reference.json()["data"]["results"][0].clone();
+    assert_eq!((result["reference"].clone(), result["error"]["details"][0]["field"].clone()), (Value::Null, json!("reference")));
+    let long_include = bulk(&app, &key, json!({"items": [{"email": "jane@acme.com", "include": include}]})).await;
+    assert_eq!(statuses(&long_include), [400]);
+    assert_eq!(long_include.json()["data"]["results"][0]["error"]["details"][0]["field"], "include");
+    // A NUL in a CSV cell fails its item (it is no email), never the server.
+    let csv = app
+        .request(
+            app.client
+                .post(format!("{}/v1/enrich/jobs", app.base))
+                .bearer_auth(&key)
+                .header("content-type", "text/csv")
+                .body("email,reference\njane\u{0}@acme.com,r\u{0}1\n"),
+        )
+        .await;
+    assert_eq!(csv.status, 202, "{}", String::from_utf8_lossy(&csv.bytes));
+    // And a path id with a NUL names nothing.
+    let nul = app.request(app.client.get(format!("{}/v1/enrich/jobs/job_%00x", app.base)).bearer_auth(&key)).await;
+    assert_eq!((nul.status, nul.error_code().as_str()), (404, "not_found"));
     assert_eq!(app.vendor_calls().await, calls, "no vendor was asked");
     assert_eq!(app.charges(&ws).await, 0);
 }

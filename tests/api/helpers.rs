@@ -250,6 +250,13 @@ impl TestApp {
         start(self.settings.clone(), None, None).await
     }
 
+    /// A second server on this one's database, its settings changed by `configure`.
+    pub async fn replica_with(&self, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.settings.clone();
+        configure(&mut settings);
+        start(settings, None, None).await
+    }
+
     /// Runs the real binary against this server's database and seal key; its `--json`
     /// answer.
     pub fn cli(&self, args: &[&str]) -> Value {

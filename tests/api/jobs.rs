@@ -589,16 +589,46 @@ async fn a_job_keeps_its_quality_controls(backend: Backend) {
     assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"));
 }
 
-/// A request held open: its headers sent, its body not (the server is answering it until
-/// the connection closes).
-async fn hold_a_request(app: &TestApp) -> tokio::net::TcpStream {
-    use tokio::io::AsyncWriteExt;
-    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
-    stream
-        .write_all(b"POST /v1/email/enrich HTTP/1.1\r\nhost: leadlex\r\ncontent-type: application/json\r\ncontent-length: 64\r\n\r\n{")
-        .await
-        .unwrap();
-    stream
+/// The address whose lookup the vendor of [`app_held_by_a_slow_lookup`] answers slowly.
+const HELD: &str = "held@slow.example";
+
+/// A server whose one vendor answers everyone at once but [`HELD`], after `hold`: a
+/// request about it is one the server is answering for that long. (A request whose body
+/// has not arrived does not count: it is not being answered yet.)
+async fn app_held_by_a_slow_lookup(
+    backend: Backend,
+    hold: Duration,
+    configure: impl FnOnce(&mut leadlex::config::Settings),
+) -> (TestApp, wiremock::MockServer) {
+    use wiremock::matchers::{method, query_param};
+    let vendor = wiremock::MockServer::start().await;
+    let person = json!({"status": 200, "likelihood": 8, "data": {"full_name": "Pat Doe", "job_title": "CFO"}});
+    wiremock::Mock::given(method("GET"))
+        .and(query_param("email", HELD))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(person.clone()).set_delay(hold))
+        .with_priority(1)
+        .mount(&vendor)
+        .await;
+    wiremock::Mock::given(method("GET")).respond_with(wiremock::ResponseTemplate::new(200).set_body_json(person)).mount(&vendor).await;
+    let base = vendor.uri();
+    let app = spawn_app_with(backend, move |s| {
+        s.vendors = vec![leadlex::config::VendorSettings {
+            name: leadlex::lookup::vendors::VendorName::VendorA,
+            base_url: base,
+            api_key: leadlex::config::Secret::new("live-vendor-key"),
+            timeout_ms: 20_000,
+        }];
+        s.server.request_deadline_ms = 20_000;
+        configure(s);
+    })
+    .await;
+    (app, vendor)
+}
+
+/// A request the server answers for as long as its vendor holds [`HELD`].
+fn hold_a_request(app: &TestApp, key: &str) -> tokio::task::JoinHandle<u16> {
+    let request = app.client.post(format!("{}/v1/email/enrich", app.base)).bearer_auth(key).json(&json!({"email": HELD}));
+    tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()).unwrap_or(0) })
 }
 
 /// The requests the server says it is answering (its `/metrics`), this one included.
@@ -612,7 +642,7 @@ async fn in_flight(app: &TestApp) -> i64 {
 /// requests, a job waits for a lull, at most `[jobs] busy_interval_ms` between rounds.
 async fn a_busy_process_answers_requests_before_working_jobs(backend: Backend) {
     // Busy at one request in flight; no floor to speak of: the job waits for the lull.
-    let app = spawn_app_with(backend, |s| {
+    let (app, _vendor) = app_held_by_a_slow_lookup(backend, Duration::from_secs(4), |s| {
         s.jobs.busy_requests = Some(1);
         s.jobs.busy_interval_ms = 600_000;
     })
@@ -620,7 +650,7 @@ async fn a_busy_process_answers_requests_before_working_jobs(backend: Backend) {
     let (_, key) = app.funded_on(Plan::Pro, 100).await;
     let items: Vec<Value> = known_emails(15).into_iter().map(|e| json!({"email": e})).collect();
     assert_eq!(in_flight(&app).await, 1, "only the metrics request itself");
-    let held = hold_a_request(&app).await;
+    let held = hold_a_request(&app, &key);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while in_flight(&app).await != 2 {
         assert!(tokio::time::Instant::now() < deadline, "the held request is counted");
@@ -630,24 +660,29 @@ async fn a_busy_process_answers_requests_before_working_jobs(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let waiting = get(&app, &key, &format!("/v1/enrich/jobs/{id}")).await.json()["data"].clone();
     assert_eq!((waiting["status"].as_str(), waiting["done"].as_i64()), (Some("queued"), Some(0)), "{waiting}");
-    drop(held);
+    assert_eq!(held.await.unwrap(), 200, "the held request ends");
     let done = wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
     assert_eq!(done["succeeded"], 15);
 
     // With a floor of 100 ms, a job moves on while the process stays busy: 3 rounds of a
     // pro plan's 5 items.
-    let app = spawn_app_with(backend, |s| {
+    let (app, _vendor) = app_held_by_a_slow_lookup(backend, Duration::from_secs(8), |s| {
         s.jobs.busy_requests = Some(1);
         s.jobs.busy_interval_ms = 100;
     })
     .await;
     let (_, key) = app.funded_on(Plan::Pro, 100).await;
-    let held = hold_a_request(&app).await;
+    let held = hold_a_request(&app, &key);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while in_flight(&app).await != 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the held request is counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
     let done = wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
     assert_eq!(done["succeeded"], 15);
     assert_eq!(in_flight(&app).await, 2, "the held request was answering throughout");
-    drop(held);
+    held.abort();
 }
 
 /// When each charge of `job` was made (its enrich ledger rows in `ws`).

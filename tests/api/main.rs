@@ -4,6 +4,7 @@
 mod helpers;
 mod spec_check;
 
+mod bodies;
 mod bulk;
 mod cli;
 mod contract;
@@ -11,6 +12,7 @@ mod credits;
 mod enrich;
 mod errors;
 mod examples;
+mod faults;
 mod idempotency;
 mod isolation;
 mod jobs;

@@ -258,7 +258,78 @@ async fn an_erased_subject_is_gone_everywhere(backend: Backend) {
     assert_eq!((again["already_suppressed"].as_bool(), again["cache_rows_deleted"].as_u64()), (Some(true), Some(0)));
 }
 
+/// Erasure reaches every stored input about the subject, however it was spelt (case,
+/// Unicode, punycode) and whatever its item's state: queued, held by a worker (its lease
+/// is taken away), cancelled. An erased item still to run is answered `no_match`, free,
+/// without a lookup.
+async fn erasure_reaches_every_spelling_and_state(backend: Backend) {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    let app = spawn_app_with(backend, |s| {
+        s.privacy.refresh_ms = 100;
+        s.jobs.workers = false;
+        s.jobs.poll_ms = 50;
+    })
+    .await;
+    let (ws, key) = app.funded(100).await;
+    let submit = |items: serde_json::Value| {
+        let app = &app;
+        let key = &key;
+        async move {
+            let r = app.request(app.client.post(url(app, "/v1/enrich/jobs")).bearer_auth(key).json(&json!({"items": items}))).await;
+            assert_eq!(r.status, 202);
+            r.json()["data"]["id"].as_str().unwrap().to_string()
+        }
+    };
+    let queued = submit(json!([{"email": "Jane@Bücher.de"}, {"email": "ANNA@MÜLLER.DE"}, {"email": "jane@acme.com"}, {"domain": "https://www.xn--mller-kva.de/x"}])).await;
+    let cancelled = submit(json!([{"email": "jane@xn--bcher-kva.de"}])).await;
+    let r = app.request(app.client.post(url(&app, &format!("/v1/enrich/jobs/{cancelled}/cancel"))).bearer_auth(&key)).await;
+    assert_eq!(r.status, 200);
+    // A worker holds the second item, as if its lookup were in flight.
+    entity::enrichment_job_item::Entity::update_many()
+        .col_expr(entity::enrichment_job_item::Column::LeaseOwner, sea_orm::sea_query::Expr::value("some-worker"))
+        .col_expr(entity::enrichment_job_item::Column::LeaseUntil, sea_orm::sea_query::Expr::value(leadlex::now_ms() + 600_000))
+        .filter(entity::enrichment_job_item::Column::JobId.eq(queued.as_str()))
+        .filter(entity::enrichment_job_item::Column::Idx.eq(1))
+        .exec(&app.db)
+        .await
+        .unwrap();
+
+    app.cli(&["privacy", "erase", "--email", "jane@bücher.de"]);
+    let report = app.cli(&["privacy", "erase", "--domain", "müller.de"]);
+    assert_eq!(report["job_results_redacted"], 2, "{report}");
+    let items = entity::enrichment_job_item::Entity::find()
+        .order_by_asc(entity::enrichment_job_item::Column::JobId)
+        .order_by_asc(entity::enrichment_job_item::Column::Idx)
+        .all(&app.db)
+        .await
+        .unwrap();
+    let stored: Vec<(Option<String>, Option<String>)> = items.iter().map(|i| (i.email.clone(), i.domain.clone())).collect();
+    assert_eq!(stored, [(None, None), (None, None), (Some("jane@acme.com".into()), None), (None, None), (None, None)], "{items:?}");
+    assert!(items[1].lease_owner.is_none(), "the held item lost its lease");
+
+    // A worker now: the erased items are no-matches, free, and nobody looks them up.
+    let worker = app.replica_with(|s| s.jobs.workers = true).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let job = loop {
+        let job =
+            app.request(app.client.get(url(&app, &format!("/v1/enrich/jobs/{queued}"))).bearer_auth(&key)).await.json()["data"].clone();
+        if job["status"] == "completed" {
+            break job;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (job["succeeded"].as_i64(), job["no_match"].as_i64(), job["credits_charged"].as_i64()),
+        (Some(1), Some(3), Some(1)),
+        "{job}"
+    );
+    assert_eq!(worker.vendor_calls().await, 1, "only jane@acme.com was looked up");
+    assert_eq!(app.assert_books_balance(&ws).await, 99);
+}
+
 crate::on_both_backends!(
+    erasure_reaches_every_spelling_and_state,
     a_workspace_list_is_honoured_by_its_calls_bulk_items_and_jobs,
     every_suppression_operation_refuses_what_it_should,
     an_erased_subject_is_gone_everywhere,

@@ -20,10 +20,19 @@ pub struct Replica {
 
 impl Replica {
     pub async fn start(database_url: &str, config: &PathBuf) -> Replica {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadlex"))
+        Self::start_with_redis(database_url, config, Some(&redis_url())).await
+    }
+
+    /// A replica whose Redis is `redis` (`None`: what its configuration file says).
+    pub async fn start_with_redis(database_url: &str, config: &PathBuf, redis: Option<&str>) -> Replica {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadlex"));
+        command.env_remove("LEADLEX_REDIS_URL");
+        if let Some(redis) = redis {
+            command.env("LEADLEX_REDIS_URL", redis);
+        }
+        let mut child = command
             .args(["serve", "--bind", "127.0.0.1:0"])
             .env("LEADLEX_DATABASE_URL", database_url)
-            .env("LEADLEX_REDIS_URL", redis_url())
             .env("LEADLEX_CONFIG", config)
             .env("LEADLEX_SEAL_KEY", crate::helpers::TEST_SEAL_KEY)
             .env("RUST_LOG", "warn")
@@ -264,13 +273,14 @@ async fn sigterm_lets_in_flight_requests_finish() {
 }
 
 /// A TCP proxy in front of PostgreSQL that the test can cut and restore.
-struct Proxy {
-    port: u16,
+pub struct Proxy {
+    pub port: u16,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Proxy {
-    async fn start(port: u16) -> Proxy {
+    /// A proxy to the local PostgreSQL on `port` (0: a free one).
+    pub async fn start(port: u16) -> Proxy {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let task = tokio::spawn(async move {
@@ -288,7 +298,7 @@ impl Proxy {
     }
 
     /// Stops listening and cuts every open connection (the JoinSet aborts them).
-    fn cut(&mut self) {
+    pub fn cut(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
         }

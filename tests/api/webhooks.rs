@@ -4,7 +4,7 @@
 //! never both make one attempt; internal addresses are refused; every declared status of
 //! the nine operations.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use hmac::{Hmac, Mac};
 use leadlex::{auth::Permission, ratelimit::Plan};
@@ -731,7 +731,77 @@ async fn a_workspace_has_at_most_twenty_webhooks(backend: Backend) {
     }
 }
 
+/// One tenant's endpoints that never answer do not hold up another tenant's delivery: a
+/// worker makes at most `per_workspace` attempts at once for one workspace, and fills a
+/// free slot without waiting for the slow ones.
+async fn a_tenants_hanging_endpoints_do_not_hold_up_another(backend: Backend) {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let app = spawn_app_with(backend, |s| {
+        s.webhooks.allow_loopback = true;
+        s.webhooks.poll_ms = 50;
+        s.webhooks.timeout_ms = 5_000;
+        s.webhooks.batch = 8;
+        s.webhooks.per_endpoint = 1;
+        s.webhooks.per_workspace = 2;
+        s.webhooks.jitter = 0.0;
+        s.webhooks.retry_schedule_ms = vec![60_000];
+    })
+    .await;
+    // An endpoint that takes every connection and never answers.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_url = format!("http://{}/hook", hanging.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hanging.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(conn);
+        }
+    });
+    let noisy_ws = app.workspace(Plan::Pro, 0).await;
+    let noisy = app.key(&noisy_ws, &Permission::ALL, None).await.key;
+    for _ in 0..10 {
+        let r = create(&app, &noisy, json!({"url": hanging_url, "events": ["api_key.created"]})).await;
+        assert_eq!(r.status, 201);
+    }
+    let quiet_ws = app.workspace(Plan::Pro, 0).await;
+    let quiet = app.key(&quiet_ws, &Permission::ALL, None).await.key;
+    let fast = receiver(200).await;
+    hook(&app, &quiet, &fast, &["api_key.created"], None).await;
+
+    // Ten events for the noisy tenant's hanging endpoints first, then one for the quiet one.
+    let new_key = |key: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .request(
+                    app.client.post(url(app, "/v1/api-keys")).bearer_auth(&key).json(&json!({"name": "k", "permissions": ["read:usage"]})),
+                )
+                .await;
+            assert_eq!(r.status, 201);
+        }
+    };
+    new_key(noisy.clone()).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    new_key(quiet.clone()).await;
+
+    received(&fast, 1).await;
+    // Delivered while the noisy tenant's attempts still hang: none of them has ended.
+    let ended = entity::webhook_delivery::Entity::find()
+        .filter(entity::webhook_delivery::Column::WorkspaceId.eq(noisy_ws.as_str()))
+        .filter(entity::webhook_delivery::Column::Attempts.gt(0))
+        .count(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(ended, 0, "the quiet tenant's delivery waited for a hanging attempt to time out");
+    let hanging_now = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&hanging_now), "the noisy tenant had {hanging_now} attempts at once (its share is 2)");
+    holder.abort();
+}
+
 crate::on_both_backends!(
+    a_tenants_hanging_endpoints_do_not_hold_up_another,
     a_workspace_has_at_most_twenty_webhooks,
     every_event_reaches_a_receiver_signed,
     a_cancelled_job_is_an_event,

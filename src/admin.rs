@@ -165,7 +165,8 @@ pub async fn list_keys(db: &DatabaseConnection, workspace_id: &str) -> anyhow::R
     Ok(keys.into_iter().map(keys::KeyView::from).collect())
 }
 
-/// The demo workspace of `serve --demo`: created once, with credits and a fresh key on
+/// The demo workspace of `serve --demo`: created once, with credits and a fresh key
+/// holding every permission on
 /// every start (the plaintext of an older key cannot be shown again).
 pub async fn demo(db: &DatabaseConnection, settler: &Settler) -> anyhow::Result<(String, KeyCreated)> {
     const NAME: &str = "demo";
@@ -179,6 +180,7 @@ pub async fn demo(db: &DatabaseConnection, settler: &Settler) -> anyhow::Result<
         }
         None => create_workspace(db, settler, NAME, Plan::Pro, 1_000, None, None).await?.id,
     };
-    let key = create_key(db, &ws_id, "demo", &BTreeSet::from([Permission::WriteEnrich]), None).await?;
+    // Every permission: a newcomer exploring Swagger UI can try every operation.
+    let key = create_key(db, &ws_id, "demo", &BTreeSet::from(Permission::ALL), None).await?;
     Ok((ws_id, key))
 }

@@ -33,7 +33,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the API server (migrations run first).
+    /// Run the API server (SQLite: migrated first; PostgreSQL: run `leadlex migrate` first).
+    ///
+    /// On SQLite (the embedded default) it migrates the database itself. A PostgreSQL
+    /// database is migrated only by `leadlex migrate` (a production schema never changes
+    /// by surprise): `serve` refuses to start on one whose schema is behind, naming that
+    /// command.
     Serve(ServeArgs),
     /// Run the sandbox vendors alone.
     Sandbox {
@@ -435,9 +440,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = suppressions.erase(&subject, crate::now_ms(), settle).await?;
             emit(cli.json, serde_json::to_value(&report)?, || {
                 format!(
-                    "erased the {}: {} cached record(s) deleted; {} the global suppression list",
+                    "erased the {}: {} cached record(s) deleted, {} stored answer(s) redacted, {} job item(s) redacted; {} the global suppression list",
                     report.kind,
                     report.cache_rows_deleted,
+                    report.replays_redacted,
+                    report.job_results_redacted,
                     if report.already_suppressed { "already on" } else { "added to" }
                 )
             });
@@ -471,8 +478,9 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     if demo {
         let (ws, key) = admin::demo(app.db(), app.settler()).await?;
         println!(
-            "\nleadlex demo is ready.\n  workspace: {ws}\n  API key:   {key}\n  Swagger UI: http://{addr}/docs\n\n  curl -s -X POST http://{addr}/v1/email/enrich \\\n    -H \"Authorization: Bearer {key}\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"email\": \"jane@acme.com\"}}'\n",
-            key = key.key
+            "\nleadlex demo is ready.\n  workspace: {ws}\n  API key:   {key}\n             (every permission: {permissions})\n  Swagger UI: http://{addr}/docs (Authorize with the key)\n\n  curl -s -X POST http://{addr}/v1/email/enrich \\\n    -H \"Authorization: Bearer {key}\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"email\": \"jane@acme.com\"}}'\n",
+            key = key.key,
+            permissions = key.permissions.join(", ")
         );
     }
     app.run_until_stopped(startup::shutdown_signal()).await?;
@@ -504,10 +512,17 @@ fn spec(yaml: bool, write: Option<&std::path::Path>, check: Option<&std::path::P
         }
         return Ok(());
     }
-    if yaml {
-        print!("{}", api::spec::openapi_yaml_text());
-    } else {
-        print!("{}", api::spec::openapi_json_text());
+    let text = if yaml { api::spec::openapi_yaml_text() } else { api::spec::openapi_json_text() };
+    print_all(text.as_bytes())
+}
+
+/// Writes `bytes` to stdout; a reader that stopped reading (`leadlex spec | head`) is
+/// not an error.
+fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
-    Ok(())
 }

@@ -86,23 +86,35 @@ impl Client {
         Ok(Self::check(resp).await?.json::<JobBody>().await?.data)
     }
 
+    /// Sends `GET path` (with `accept`), waiting out a `429` as its `Retry-After` says
+    /// (a plan's per-minute limit counts every poll), at most ten times.
+    async fn get(&self, path: &str, accept: &str) -> anyhow::Result<reqwest::Response> {
+        for _ in 0..10 {
+            let resp = self
+                .http
+                .get(format!("{}{path}", self.server))
+                .bearer_auth(&self.key)
+                .header("accept", accept)
+                .send()
+                .await
+                .with_context(|| format!("reaching {}", self.server))?;
+            if resp.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                return Self::check(resp).await;
+            }
+            let wait = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait.clamp(1, 60))).await;
+        }
+        bail!("the server kept answering 429 rate_limited; try again later")
+    }
+
     pub async fn job(&self, id: &str) -> anyhow::Result<Job> {
-        let resp = self.http.get(format!("{}/v1/enrich/jobs/{id}", self.server)).bearer_auth(&self.key).send().await?;
-        Ok(Self::check(resp).await?.json::<JobBody>().await?.data)
+        Ok(self.get(&format!("/v1/enrich/jobs/{id}"), "application/json").await?.json::<JobBody>().await?.data)
     }
 
     /// Writes every result of the job done so far to `out` as CSV, as it streams in;
     /// returns how many rows.
     pub async fn download(&self, id: &str, out: &Path) -> anyhow::Result<u64> {
-        let mut resp = Self::check(
-            self.http
-                .get(format!("{}/v1/enrich/jobs/{id}/results", self.server))
-                .bearer_auth(&self.key)
-                .header("accept", "text/csv")
-                .send()
-                .await?,
-        )
-        .await?;
+        let mut resp = self.get(&format!("/v1/enrich/jobs/{id}/results"), "text/csv").await?;
         let mut file = tokio::fs::File::create(out).await.with_context(|| format!("creating {}", out.display()))?;
         let mut lines = 0u64;
         while let Some(chunk) = resp.chunk().await? {
@@ -131,7 +143,8 @@ impl Client {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {
                     eprintln!();
-                    eprintln!("stopped following; job {id} keeps running on the server. Follow it again with:");
+                    eprintln!("stopped following; job {id} keeps running on the server. Follow it again with");
+                    eprintln!("(your API key in LEADLEX_KEY, or add --key KEY):");
                     eprintln!("  leadlex job watch {id} --server {} --out {}", self.server, out.display());
                     return Ok(Followed::Interrupted);
                 }

@@ -28,6 +28,10 @@ use entity::idempotency_record as rec;
 
 use crate::scope::Scope;
 
+/// The `Retry-After` of a key still in use: the first call is polled for, not waited out
+/// (its lease, the request deadline plus a margin, bounds only a dead process's hold).
+pub const IN_USE_RETRY: Duration = Duration::from_secs(1);
+
 /// Why an idempotent operation cannot run now; mapped to HTTP (409, 422) in `api::error`.
 #[derive(Debug, thiserror::Error)]
 pub enum IdempotencyError {
@@ -43,7 +47,7 @@ impl IdempotencyError {
     /// The claim was lost while the call ran (its lease ran out and a retry took it
     /// over): the retry does the work; this caller must roll back.
     pub fn lost() -> Self {
-        IdempotencyError::InUse { retry_after: Duration::from_secs(1) }
+        IdempotencyError::InUse { retry_after: IN_USE_RETRY }
     }
 }
 
@@ -215,8 +219,9 @@ async fn claim(
             return Ok(Claim::Replay { answer, balance_after: existing.balance_after, expires_at: existing.expires_at });
         }
         if existing.locked_until > now_ms {
-            let wait_ms = (existing.locked_until - now_ms) as u64;
-            return Ok(Claim::InUse { retry_after: Duration::from_secs(wait_ms.div_ceil(1000).clamp(1, 60)) });
+            // The first call may end any moment (most take milliseconds; its lease only
+            // bounds how long a dead process holds the key): ask again in a second.
+            return Ok(Claim::InUse { retry_after: IN_USE_RETRY });
         }
         // The owner's lease ran out: take the claim over, unless someone else just did.
         let token = uuid::Uuid::new_v4().simple().to_string();

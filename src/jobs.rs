@@ -27,9 +27,10 @@
 //!   (`api_key_revoked`, `api_key_expired`) with their items in flight too: nothing is
 //!   charged in its name after that (a revocation cancels them in its own transaction;
 //!   a worker finding the key expired cancels them before claiming or settling);
-//! - workers take one chunk per workspace and mode with runnable jobs per round, at most
-//!   [`WORKSPACES_PER_ROUND`] of them, going round the workspaces: no tenant's backlog
-//!   (nor its spent quota) holds up another's;
+//! - a worker runs one chunk at a time per workspace and mode with runnable jobs, each as
+//!   a task of its own, for at most [`WORKSPACES_PER_ROUND`] tenants at once, going round
+//!   them: no tenant's backlog, spent quota or slow lookups hold up another's (a tenant
+//!   whose chunk ended gets its next one at once, whatever the others' are doing);
 //! - a finished job and its items are deleted `[jobs] retention_days` after it finished.
 
 use std::sync::Arc;
@@ -595,26 +596,30 @@ impl Worker {
     /// its process is busy with requests, each round waits for a lull first (see
     /// [`Worker::lull`]).
     pub async fn run(self, stop: Arc<tokio::sync::Notify>) {
-        let poll = Duration::from_millis(self.settings.poll_ms.max(10));
-        let mut paused = std::collections::HashMap::new();
-        let mut cursor = None;
+        let this = Arc::new(self);
+        let poll = Duration::from_millis(this.settings.poll_ms.max(10));
+        let mut rounds = Rounds::default();
+        let mut chunks: tokio::task::JoinSet<(Tenant, String, Result<Chunk, EnrichError>)> = tokio::task::JoinSet::new();
         let mut backoff = crate::backoff::Backoff::default();
         let mut last_round = tokio::time::Instant::now();
-        let mut load = Load::new(&self.metrics);
+        let mut load = Load::new(&this.metrics);
         // Read once: the number of CPUs comes from the cgroup's files on Linux.
-        let busy = self.settings.busy_requests() as i64;
+        let busy = this.settings.busy_requests() as i64;
         loop {
+            while let Some(done) = chunks.try_join_next() {
+                rounds.ended(done);
+            }
             tokio::select! {
-                _ = stop.notified() => return,
-                _ = self.lull(&mut load, busy, last_round) => {}
+                _ = stop.notified() => break,
+                _ = this.lull(&mut load, busy, last_round) => {}
             }
             last_round = tokio::time::Instant::now();
-            let (worked, wait) = match self.round(&mut paused, &mut cursor).await {
-                Ok(worked) => {
+            let (started, wait) = match this.clone().start_chunks(&mut rounds, &mut chunks).await {
+                Ok(started) => {
                     if backoff.succeeded() {
                         tracing::info!("the job worker works again");
                     }
-                    (worked, poll)
+                    (started, poll)
                 }
                 Err(err) => {
                     // The database is down, most likely: wait longer each time, say so
@@ -623,17 +628,23 @@ impl Worker {
                     if log {
                         tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "a job worker round failed");
                     }
-                    (false, wait)
+                    (0, wait)
                 }
             };
-            if worked {
+            if started > 0 {
                 continue;
             }
             tokio::select! {
-                _ = stop.notified() => return,
-                _ = self.wake.notified() => {}
+                _ = stop.notified() => break,
+                _ = this.wake.notified() => {}
+                // A tenant's chunk ended: it may go on at once, whatever the others do.
+                Some(done) = chunks.join_next(), if !chunks.is_empty() => rounds.ended(done),
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+        // The chunks in flight finish (their items are settled or left to their lease).
+        while let Some(done) = chunks.join_next().await {
+            rounds.ended(done);
         }
     }
 
@@ -655,16 +666,21 @@ impl Worker {
         }
     }
 
-    /// One chunk for each workspace and mode with runnable jobs (its oldest one), for
-    /// up to [`WORKSPACES_PER_ROUND`] of them, starting after the last one served
-    /// (`cursor`); whether any work was done.
-    async fn round(
-        &self,
-        paused: &mut std::collections::HashMap<(String, String), i64>,
-        cursor: &mut Option<(String, String)>,
-    ) -> Result<bool, EnrichError> {
+    /// Starts a chunk of the oldest runnable job of each workspace and mode that has none
+    /// in flight, each as a task of its own (a slow tenant's chunk paces nobody else's),
+    /// for up to [`WORKSPACES_PER_ROUND`] tenants in flight at once, going round them
+    /// from the last one started; how many it started.
+    async fn start_chunks(
+        self: Arc<Self>,
+        rounds: &mut Rounds,
+        chunks: &mut tokio::task::JoinSet<(Tenant, String, Result<Chunk, EnrichError>)>,
+    ) -> Result<usize, EnrichError> {
         let now = crate::now_ms();
-        paused.retain(|_, until| *until > now);
+        rounds.paused.retain(|_, until| *until > now);
+        let room = WORKSPACES_PER_ROUND.saturating_sub(rounds.running.len());
+        if room == 0 {
+            return Ok(0);
+        }
         // The oldest runnable job of each workspace and mode: one row per tenant, however
         // many jobs each has waiting.
         let oldest: Vec<(String, String, String)> = job::Entity::find()
@@ -678,32 +694,37 @@ impl Worker {
             .into_tuple()
             .all(&self.db)
             .await?;
-        let mut tenants: Vec<((String, String), String)> =
-            oldest.into_iter().map(|(ws, mode, id)| ((ws, mode), id)).filter(|(t, _)| !paused.contains_key(t)).collect();
+        let mut tenants: Vec<(Tenant, String)> = oldest
+            .into_iter()
+            .map(|(ws, mode, id)| ((ws, mode), id))
+            .filter(|(t, _)| !rounds.paused.contains_key(t) && !rounds.running.contains(t))
+            .collect();
         tenants.sort();
-        // Round-robin: start after the last tenant served.
-        let start = cursor.as_ref().map_or(0, |c| tenants.partition_point(|(t, _)| t <= c));
+        // Round-robin: start after the last tenant started.
+        let start = rounds.cursor.as_ref().map_or(0, |c| tenants.partition_point(|(t, _)| t <= c));
         let start = start.min(tenants.len());
         tenants.rotate_left(start);
-        tenants.truncate(WORKSPACES_PER_ROUND);
+        tenants.truncate(room);
         if let Some((last, _)) = tenants.last() {
-            *cursor = Some(last.clone());
+            rounds.cursor = Some(last.clone());
         }
         let ids: Vec<String> = tenants.iter().map(|(_, id)| id.clone()).collect();
-        let firsts = job::Entity::find().filter(job::Column::Id.is_in(ids)).all(&self.db).await?;
-        let outcomes = futures_util::future::join_all(firsts.iter().map(|j| self.chunk(j))).await;
-        let mut worked = false;
-        for (j, outcome) in firsts.iter().zip(outcomes) {
-            match outcome {
-                Ok(Chunk::Worked) => worked = true,
-                Ok(Chunk::Idle) => {}
-                Ok(Chunk::Paused { until }) => {
-                    paused.insert((j.workspace_id.clone(), j.mode.clone()), until);
-                }
-                Err(err) => tracing::warn!(job = %j.id, error = %err, "a job chunk failed; its items will be claimed again"),
-            }
+        if ids.is_empty() {
+            return Ok(0);
         }
-        Ok(worked)
+        let firsts = job::Entity::find().filter(job::Column::Id.is_in(ids)).all(&self.db).await?;
+        for j in firsts {
+            let tenant = (j.workspace_id.clone(), j.mode.clone());
+            rounds.running.insert(tenant.clone());
+            let this = self.clone();
+            let task = tenant.clone();
+            let handle = chunks.spawn(async move {
+                let outcome = this.chunk(&j).await;
+                (task, j.id, outcome)
+            });
+            rounds.tasks.insert(handle.id(), tenant);
+        }
+        Ok(tenants.len())
     }
 
     /// The principal of `j`'s key while it can act; else `j` and the key's other jobs
@@ -781,6 +802,47 @@ impl Worker {
             // Our lease ran out and another worker took the items: it settles them.
             Err(EnrichError::LeaseLost) => Ok(Chunk::Worked),
             Err(err) => Err(err),
+        }
+    }
+}
+
+/// A workspace and a mode (`live`, `test`): what the workers share their rounds by.
+type Tenant = (String, String);
+
+/// What a worker remembers between rounds.
+#[derive(Default)]
+struct Rounds {
+    /// Tenants whose daily quota is spent: not before (epoch ms).
+    paused: std::collections::HashMap<Tenant, i64>,
+    /// Tenants with a chunk in flight, and the task of each chunk.
+    running: std::collections::HashSet<Tenant>,
+    tasks: std::collections::HashMap<tokio::task::Id, Tenant>,
+    /// The last tenant a chunk was started for.
+    cursor: Option<Tenant>,
+}
+
+impl Rounds {
+    /// A tenant's chunk ended (or its task died): it may have another.
+    fn ended(&mut self, done: Result<(Tenant, String, Result<Chunk, EnrichError>), tokio::task::JoinError>) {
+        let (tenant, job, outcome) = match done {
+            Ok(done) => done,
+            Err(died) => {
+                // A chunk that panicked: its items stay leased until the lease runs out.
+                tracing::error!(error = %died, "a job chunk task died");
+                if let Some(tenant) = self.tasks.remove(&died.id()) {
+                    self.running.remove(&tenant);
+                }
+                return;
+            }
+        };
+        self.tasks.retain(|_, t| *t != tenant);
+        self.running.remove(&tenant);
+        match outcome {
+            Ok(Chunk::Paused { until }) => {
+                self.paused.insert(tenant, until);
+            }
+            Ok(Chunk::Worked | Chunk::Idle) => {}
+            Err(err) => tracing::warn!(job = %job, error = %err, "a job chunk failed; its items will be claimed again"),
         }
     }
 }

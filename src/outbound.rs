@@ -31,7 +31,9 @@ pub enum OutboundError {
     NoHost,
     #[error("the host did not resolve: {0}")]
     Resolve(String),
-    #[error("the host resolves to a refused address ({0}: loopback, private, link-local, multicast or reserved)")]
+    /// The address is kept for the server's own logs; the message a customer sees does
+    /// not say it (what a name resolves to inside our network is none of its business).
+    #[error("the host resolves to a refused address (loopback, private, link-local, multicast or reserved)")]
     Refused(IpAddr),
     #[error("timed out after {0:?}")]
     Timeout(Duration),

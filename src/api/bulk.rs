@@ -14,12 +14,11 @@ use poem_openapi::{
 use super::enrich::{EnrichData, IncludeSection, RenderedJson};
 use super::error::{ApiError, ErrorDetail, FieldProblem};
 use super::fields::{not_null, Nullable, Text};
-use super::middleware::{current_request_id, record_caller};
+use super::middleware::current_request_id;
 use super::responses::{failures, successes};
-use super::security::{ApiKeyAuth, CanEnrich};
+use super::security::ApiKeyAuth;
 use super::{ApiTags, AppState};
 use crate::bulk::{BulkAnswer, Defaults, ItemFailure, ItemInput, ItemOutcome, ItemResult, MAX_ITEMS};
-use crate::ratelimit::Decision;
 
 /// One input. Its fields are checked item by item, with the rules of
 /// `POST /v1/email/enrich`: a malformed item (no `email` nor `domain`, a malformed one,
@@ -410,7 +409,6 @@ impl BulkApi {
     async fn bulk(
         &self,
         auth: ApiKeyAuth,
-        _can: CanEnrich,
         state: Data<&Arc<AppState>>,
         /// Optional UUID to make retries of the whole call safe within 24 hours.
         #[oai(name = "Idempotency-Key")]
@@ -424,17 +422,7 @@ impl BulkApi {
         let quality = super::enrich::quality(req.min_confidence, req.max_age_days, req.refresh)?;
         let items = item_inputs(req.items)?;
         debug_assert!(items.len() <= MAX_ITEMS);
-        // The request itself counted one unit when its key was checked; the other items now.
-        let extra = items.len().saturating_sub(1) as u64;
-        if extra > 0 {
-            match state.limiter.check_n(&principal.limit_scope, principal.limits, extra, crate::now_ms()).await {
-                Decision::Allowed(status) => record_caller(&principal, status),
-                Decision::Limited { status, retry_after, fits } => {
-                    record_caller(&principal, status);
-                    return Err(ApiError::TooManyItems { retry_after, fits }.into());
-                }
-            }
-        }
+        // Its items were counted against the limits with its key (`api::security`).
         let key = idempotency_key.0.map(|k| k.hyphenated().to_string());
         let request_id = current_request_id();
         let done = state

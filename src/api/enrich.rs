@@ -17,7 +17,7 @@ use super::fields::{not_null, DomainInput, EmailInput};
 use super::json::{self, present, FastParse, JsonBody};
 use super::middleware::current_request_id;
 use super::responses::{failures, successes};
-use super::security::{ApiKeyAuth, CanEnrich};
+use super::security::ApiKeyAuth;
 use super::{ApiTags, AppState};
 use crate::enrich::Success;
 use crate::lookup::input::{EnrichQuery, Quality, Section};
@@ -547,7 +547,6 @@ impl EnrichApi {
     async fn enrich(
         &self,
         auth: ApiKeyAuth,
-        _can: CanEnrich,
         state: Data<&Arc<AppState>>,
         /// Optional UUID to deduplicate retries within 24 hours. The credit is only
         /// charged on the first successful call.

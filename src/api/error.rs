@@ -65,7 +65,11 @@ impl ErrorCode {
         (Self::MethodNotAllowed, "method_not_allowed", "405: the path exists, the method does not."),
         (Self::IdempotencyKeyInUse, "idempotency_key_in_use", "409: a request with the same `Idempotency-Key` is still in progress."),
         (Self::PayloadTooLarge, "payload_too_large", "413: the request body is too large."),
-        (Self::UnsupportedMediaType, "unsupported_media_type", "415: the request body is not `application/json`."),
+        (
+            Self::UnsupportedMediaType,
+            "unsupported_media_type",
+            "415: the request body's `Content-Type` is not one the operation takes (`application/json`; `text/csv` too for a job submission).",
+        ),
         (Self::IdempotencyKeyReused, "idempotency_key_reused", "422: the `Idempotency-Key` was already used with a different request."),
         (
             Self::InvalidRequest,
@@ -227,7 +231,7 @@ pub enum ApiError {
     IdempotencyKeyInUse { retry_after: Duration },
     #[error("the request body is too large")]
     PayloadTooLarge,
-    #[error("the request body must be JSON (Content-Type: application/json)")]
+    #[error("the request body's Content-Type is not one this operation takes (application/json; text/csv too for a job submission)")]
     UnsupportedMediaType,
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
@@ -395,8 +399,30 @@ impl ApiError {
     }
 }
 
+/// What a value of the internal type `kind` that was `found` instead is, in the
+/// contract's words: the field it sits in and what that field takes (never a Rust type
+/// name). A type that is not one of the API's value lists is a request body.
+fn in_contract_words(kind: &str, found: &str) -> (&'static str, String) {
+    fn among(values: impl IntoIterator<Item = &'static str>) -> String {
+        values.into_iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
+    }
+    use crate::auth::{KeyMode, RateLimitTier};
+    use crate::lookup::input::Section;
+    use crate::webhooks::Event;
+    let (field, takes) = match kind {
+        "IncludeSection" => ("include", format!("names sections among {}", among(Section::ALL.map(Section::as_str)))),
+        "WebhookEventName" => ("events", format!("names events among {}", among(Event::SUBSCRIBABLE.map(Event::as_str)))),
+        "RateLimitTier" => ("rate_limit_tier", format!("is one of {}", among(RateLimitTier::ALL.map(RateLimitTier::as_str)))),
+        "KeyMode" => ("mode", format!("is one of {}", among(KeyMode::ALL.map(KeyMode::as_str)))),
+        "LedgerReason" => ("reason", format!("is one of {}", among(["enrich", "grant"]))),
+        _ => return ("body", format!("must be a JSON object, not {found}")),
+    };
+    (field, format!("{takes}, not {found}"))
+}
+
 /// Turns poem-openapi's parse messages (`failed to parse "EnrichRequest": field `email`
-/// verification failed. pattern(…)`) into a message and field-level `details`.
+/// verification failed. pattern(…)`) into a message and field-level `details`, in the
+/// contract's words.
 fn explain_parse_error(raw: &str) -> ApiError {
     let named = |pattern: &str| raw.split(pattern).nth(1).and_then(|rest| rest.split('`').next()).map(str::to_string);
     let (field, what) = if let Some(field) = named("field `") {
@@ -418,12 +444,13 @@ fn explain_parse_error(raw: &str) -> ApiError {
         (param, "is invalid".to_string())
     } else if let Some(kind) = raw.split("Expected input type \"").nth(1).and_then(|r| r.split('"').next()) {
         let found = raw.split("found ").nth(1).and_then(|r| r.split(". (").next()).unwrap_or("something else");
-        return ApiError::Validation {
-            message: format!("expected a value of type {kind}, found {}", found.trim_end_matches('.')),
-            details: Vec::new(),
-        };
+        let found = found.trim_end_matches('.');
+        let (field, what) = in_contract_words(kind, found);
+        (field.to_string(), what)
+    } else if let Some(json) = raw.strip_prefix("parse request payload error: ") {
+        ("body".to_string(), format!("is not valid JSON ({json})"))
     } else {
-        return ApiError::Validation { message: format!("the request is not valid: {raw}"), details: Vec::new() };
+        ("body".to_string(), "is not a valid request".to_string())
     };
     let message = format!("{field}: {what}");
     ApiError::Validation { message, details: vec![FieldProblem::new(field, what)] }

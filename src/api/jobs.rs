@@ -18,7 +18,7 @@ use super::enrich::IncludeSection;
 use super::error::ApiError;
 use super::fields::{not_null, Nullable};
 use super::responses::{failures, successes};
-use super::security::{ApiKeyAuth, CanEnrich};
+use super::security::ApiKeyAuth;
 use super::text::{CsvBody, CsvStream, NdjsonStream};
 use super::{ApiTags, AppState};
 use crate::bulk::Defaults;
@@ -391,7 +391,6 @@ impl JobsApi {
     async fn submit(
         &self,
         auth: ApiKeyAuth,
-        _can: CanEnrich,
         state: Data<&Arc<AppState>>,
         /// Optional UUID that makes retries of the submission safe within 24 hours.
         #[oai(name = "Idempotency-Key")]
@@ -450,7 +449,6 @@ impl JobsApi {
     async fn list(
         &self,
         auth: ApiKeyAuth,
-        _can: CanEnrich,
         state: Data<&Arc<AppState>>,
         /// Jobs per page.
         #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "100")))]
@@ -475,7 +473,6 @@ impl JobsApi {
     async fn get(
         &self,
         auth: ApiKeyAuth,
-        _can: CanEnrich,
         state: Data<&Arc<AppState>>,
         /// The job's `id` (`job_…`).
         id: Path<String>,
@@ -494,7 +491,6 @@ impl JobsApi {
     async fn cancel(
         &self,
         auth: ApiKeyAuth,
-        _can: CanEnrich,
         state: Data<&Arc<AppState>>,
         /// The job's `id` (`job_…`).
         id: Path<String>,
@@ -515,7 +511,6 @@ impl JobsApi {
     async fn results(
         &self,
         auth: ApiKeyAuth,
-        _can: CanEnrich,
         state: Data<&Arc<AppState>>,
         req: &Request,
         /// The job's `id` (`job_…`).

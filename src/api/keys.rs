@@ -16,7 +16,7 @@ use poem_openapi::{
 use super::error::ApiError;
 use super::fields::{not_null, Nullable, PermissionName, Text};
 use super::responses::{failures, successes};
-use super::security::{ApiKeyAuth, CanManageKeys};
+use super::security::ApiKeyAuth;
 use super::{ApiTags, AppState};
 use crate::auth::{KeyMode, RateLimitTier};
 use crate::idempotency::Idempotent;
@@ -399,7 +399,6 @@ impl KeysApi {
     async fn create(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManageKeys,
         state: Data<&Arc<AppState>>,
         /// Optional UUID that makes retries safe within 24 hours.
         #[oai(name = "Idempotency-Key")]
@@ -439,7 +438,6 @@ impl KeysApi {
     async fn list(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManageKeys,
         state: Data<&Arc<AppState>>,
         /// Page number, from 1.
         #[oai(default = "default_page", validator(minimum(value = "1"), maximum(value = "1000000")))]
@@ -479,7 +477,6 @@ impl KeysApi {
     async fn revoke(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManageKeys,
         state: Data<&Arc<AppState>>,
         /// The key's `id` (`key_…`).
         id: Path<String>,

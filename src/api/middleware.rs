@@ -3,11 +3,15 @@
 //! the envelope, and stamps `X-Request-ID` (always) and the rate-limit headers (once the
 //! key is known) on every response. Handlers reach the scope through a task-local.
 //!
-//! Bodies (invariants): a request to an operation with a body is authenticated before a
-//! byte of its body is read (a bad key is `401` at once, whatever it sends after); a
-//! body is read whole, within its operation's size limit (`413`) and within `[server]
-//! body_timeout_ms` (`400`, connection closed); a request counts as load for the job
-//! workers (`requests_in_flight`) only once its body has arrived.
+//! Admission and bodies (invariants; the rules are `api::security`'s): a request to an
+//! operation under `/v1/` is authenticated before a byte of its body is read (a bad key
+//! is `401` at once, whatever it sends after); a body is read whole, within its
+//! operation's size limit (`413`) and within `[server] body_timeout_ms` (`400`,
+//! connection closed); then the request is counted against its caller's limits (`429`;
+//! a bulk call's items at once); a request answered before its body (`413`, `400`)
+//! counts one. So every response to a valid key, whoever answers it, carries the
+//! rate-limit headers. A request counts as load for the job workers
+//! (`requests_in_flight`) only once its body has arrived.
 
 use std::{
     sync::{Arc, Mutex},
@@ -33,9 +37,6 @@ pub const RATE_LIMIT_RESET: &str = "x-ratelimit-reset";
 #[derive(Debug)]
 pub struct RequestScope {
     pub request_id: String,
-    /// The caller authenticated before its body was read (see the module docs), which
-    /// the security checker takes instead of authenticating again.
-    authenticated: Mutex<Option<Arc<Principal>>>,
     principal: Mutex<Option<Arc<Principal>>>,
     rate_limit: Mutex<Option<RateLimitStatus>>,
 }
@@ -64,9 +65,18 @@ pub fn current_rate_limit() -> Option<RateLimitStatus> {
     SCOPE.try_with(|s| *s.rate_limit.lock().expect("not poisoned")).ok().flatten()
 }
 
-/// The caller the middleware authenticated before reading the body, if it did.
-pub fn take_authenticated() -> Option<Arc<Principal>> {
-    SCOPE.try_with(|s| s.authenticated.lock().expect("not poisoned").take()).ok().flatten()
+/// The units a request with `body` takes: a bulk call's items (at least 1; a call with
+/// more than the most items a bulk call takes is refused as malformed later), else 1.
+fn units_of(method: &poem::http::Method, path: &str, body: &[u8]) -> u64 {
+    if method != poem::http::Method::POST || path != "/v1/email/enrich/bulk" {
+        return 1;
+    }
+    #[derive(serde::Deserialize)]
+    struct Items {
+        items: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    let items = serde_json::from_slice::<Items>(body).ok().and_then(|b| b.items).map_or(0, |i| i.len());
+    items.clamp(1, crate::bulk::MAX_ITEMS) as u64
 }
 
 /// The authenticated caller of the current request, if any.
@@ -101,14 +111,14 @@ fn has_body(req: &Request) -> bool {
 
 /// Reads the whole body, refusing more than `limit` bytes (declared or actually sent)
 /// and a body that has not arrived within `timeout`.
-async fn limit_body(req: &mut Request, limit: usize, timeout: std::time::Duration) -> Result<(), ApiError> {
+async fn limit_body(req: &mut Request, limit: usize, timeout: std::time::Duration) -> Result<bytes::Bytes, ApiError> {
     if declared_length(req).is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
     match tokio::time::timeout(timeout, req.take_body().into_bytes_limit(limit)).await {
         Ok(Ok(bytes)) => {
-            req.set_body(bytes);
-            Ok(())
+            req.set_body(bytes.clone());
+            Ok(bytes)
         }
         Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => Err(ApiError::PayloadTooLarge),
         Ok(Err(err)) => Err(ApiError::Validation { message: format!("reading the request body: {err}"), details: Vec::new() }),
@@ -117,17 +127,6 @@ async fn limit_body(req: &mut Request, limit: usize, timeout: std::time::Duratio
             details: Vec::new(),
         }),
     }
-}
-
-/// Authenticates the request's Bearer key before its body is read (`Err`: the answer).
-async fn authenticate_first(req: &Request, state: &super::AppState) -> Result<Arc<Principal>, ApiError> {
-    let token = req
-        .headers()
-        .get(poem::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .ok_or(ApiError::InvalidKey)?;
-    Ok(state.auth.authenticate(token.trim(), crate::now_ms()).await?)
 }
 
 /// How large a request body may be, by operation.
@@ -189,12 +188,7 @@ pub async fn request_scope<E: Endpoint>(
         .filter(|v| is_acceptable_request_id(v))
         .map(str::to_string)
         .unwrap_or_else(new_request_id);
-    let scope = Arc::new(RequestScope {
-        request_id: request_id.clone(),
-        authenticated: Mutex::new(None),
-        principal: Mutex::new(None),
-        rate_limit: Mutex::new(None),
-    });
+    let scope = Arc::new(RequestScope { request_id: request_id.clone(), principal: Mutex::new(None), rate_limit: Mutex::new(None) });
     let method = req.method().clone();
     let uri = req.uri().clone(); // shares the request's bytes
     let path = uri.path();
@@ -210,23 +204,63 @@ pub async fn request_scope<E: Endpoint>(
             if req.uri().path().contains("%00") {
                 return ApiError::NotFound.into_response();
             }
-            if has_body(&req) {
-                let limit = limits.of(req.method(), req.uri().path());
-                if declared_length(&req).is_some_and(|len| len > limit as u64) {
-                    return ApiError::PayloadTooLarge.into_response();
-                }
-                // Every operation with a body needs a key: no byte of it is read for a
-                // caller without a valid one.
-                if operation.is_some() {
-                    match authenticate_first(&req, &state).await {
-                        Ok(principal) => {
-                            let _ = SCOPE.try_with(|s| *s.authenticated.lock().expect("not poisoned") = Some(principal));
+            let close = |err: ApiError| err.into_response().with_header(poem::http::header::CONNECTION, "close").into_response();
+            let v1 = req.uri().path().starts_with("/v1/");
+            let Some(operation) = operation.filter(|_| v1) else {
+                // No operation (or no key needed): nothing of the body is read here. A path
+                // that exists without the method is 405, with the rate-limit headers when a
+                // valid key sent it (it counts one request).
+                if v1 && super::spec::allowed_methods(req.uri().path()).is_some() && super::security::bearer_token(&req).is_some() {
+                    if let Ok(principal) = super::security::authenticate(&req, &state).await {
+                        if let Err(limited) = super::security::admit_call(false, &state, &principal, 1).await {
+                            return limited.into_response();
                         }
-                        Err(err) => return err.into_response().with_header(poem::http::header::CONNECTION, "close").into_response(),
                     }
                 }
-                if let Err(err) = limit_body(&mut req, limit, limits.read_timeout).await {
-                    return err.into_response().with_header(poem::http::header::CONNECTION, "close").into_response();
+                let _in_flight = InFlight::enter(&in_flight_metrics);
+                return match next.call(req).await {
+                    Ok(resp) => resp.into_response(),
+                    Err(err) if err.is_from_response() => err.into_response(),
+                    Err(err) => ApiError::from_poem(err).into_response(),
+                };
+            };
+            // Admission, before a byte of the body is read (the rules are
+            // `api::security`'s): who calls (401), its limits (429; a bulk call's items
+            // are counted once its body is there), what it may do (403).
+            let with_body = has_body(&req);
+            let refuse = |err: ApiError| if with_body { close(err) } else { err.into_response() };
+            let principal = match super::security::authenticate(&req, &state).await {
+                Ok(principal) => principal,
+                Err(err) => return refuse(err),
+            };
+            let enrichment = super::security::is_enrichment_call(&req);
+            let bulk = operation == "enrich_bulk";
+            if !bulk {
+                if let Err(err) = super::security::admit_call(enrichment, &state, &principal, 1).await {
+                    return refuse(err);
+                }
+            }
+            if let Err(err) = super::security::authorise(&principal, operation) {
+                return refuse(err);
+            }
+            if with_body {
+                let limit = limits.of(req.method(), req.uri().path());
+                let read = match declared_length(&req) {
+                    Some(len) if len > limit as u64 => Err(ApiError::PayloadTooLarge),
+                    _ => limit_body(&mut req, limit, limits.read_timeout).await,
+                };
+                let units = match &read {
+                    Ok(body) if bulk => units_of(req.method(), req.uri().path(), body),
+                    // Answered before its body: one request to count.
+                    _ => 1,
+                };
+                if bulk {
+                    if let Err(limited) = super::security::admit_call(enrichment, &state, &principal, units).await {
+                        return close(limited);
+                    }
+                }
+                if let Err(err) = read {
+                    return close(err);
                 }
             }
             // Counted until the answer leaves this function, or the request is dropped.

@@ -15,7 +15,7 @@ use poem_openapi::{
 use super::error::ApiError;
 use super::fields::{DomainInput, EmailInput, Nullable};
 use super::responses::{failures, successes};
-use super::security::{ApiKeyAuth, CanManagePrivacy};
+use super::security::ApiKeyAuth;
 use super::{ApiTags, AppState};
 use crate::privacy::{Subject, SuppressionView};
 
@@ -208,7 +208,6 @@ impl PrivacyApi {
     async fn create(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManagePrivacy,
         state: Data<&Arc<AppState>>,
         body: Json<SuppressionRequest>,
     ) -> Result<AddSuppressionOk, AddSuppressionFailure> {
@@ -230,7 +229,6 @@ impl PrivacyApi {
     async fn list(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManagePrivacy,
         state: Data<&Arc<AppState>>,
         /// Entries per page.
         #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "100")))]
@@ -257,7 +255,6 @@ impl PrivacyApi {
     async fn remove(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManagePrivacy,
         state: Data<&Arc<AppState>>,
         /// The entry's `id` (`sup_…`).
         id: Path<String>,

@@ -21,7 +21,7 @@ use super::fields::{not_null, Nullable, Text, WebhookUrl};
 use super::jobs::Job;
 use super::keys::ApiKey;
 use super::responses::{failures, successes};
-use super::security::{ApiKeyAuth, CanManageWebhooks};
+use super::security::ApiKeyAuth;
 use super::{ApiTags, AppState};
 use crate::webhooks::{DeliveryView, Event, NewWebhook, WebhookPatch, WebhookView, DEFAULT_LOW_BALANCE_THRESHOLD};
 
@@ -443,8 +443,8 @@ failures! {
         413 => PayloadTooLarge,
         /// `unsupported_media_type`: the body is not JSON.
         415 => UnsupportedMediaType,
-        /// `invalid_request`: the workspace has its maximum of 20 webhooks (live and test
-        /// together) already; delete one first.
+        /// `invalid_request`: the workspace has its maximum of 20 webhooks in this mode
+        /// (live or test) already; delete one first.
         422 => UnprocessableEntity,
         /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
@@ -588,7 +588,6 @@ impl WebhooksApi {
     async fn create(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManageWebhooks,
         state: Data<&Arc<AppState>>,
         body: Json<CreateWebhookRequest>,
     ) -> Result<CreateWebhookOk, CreateWebhookFailure> {
@@ -613,7 +612,6 @@ impl WebhooksApi {
     async fn list(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManageWebhooks,
         state: Data<&Arc<AppState>>,
         /// Webhooks per page.
         #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "100")))]
@@ -637,7 +635,6 @@ impl WebhooksApi {
     async fn get(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManageWebhooks,
         state: Data<&Arc<AppState>>,
         /// The webhook's `id` (`wh_…`).
         id: Path<String>,
@@ -655,7 +652,6 @@ impl WebhooksApi {
     async fn update(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManageWebhooks,
         state: Data<&Arc<AppState>>,
         /// The webhook's `id` (`wh_…`).
         id: Path<String>,
@@ -681,7 +677,6 @@ impl WebhooksApi {
     async fn delete(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManageWebhooks,
         state: Data<&Arc<AppState>>,
         /// The webhook's `id` (`wh_…`).
         id: Path<String>,
@@ -699,7 +694,6 @@ impl WebhooksApi {
     async fn rotate(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManageWebhooks,
         state: Data<&Arc<AppState>>,
         /// The webhook's `id` (`wh_…`).
         id: Path<String>,
@@ -717,7 +711,6 @@ impl WebhooksApi {
     async fn test(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManageWebhooks,
         state: Data<&Arc<AppState>>,
         /// The webhook's `id` (`wh_…`).
         id: Path<String>,
@@ -735,7 +728,6 @@ impl WebhooksApi {
     async fn deliveries(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManageWebhooks,
         state: Data<&Arc<AppState>>,
         /// The webhook's `id` (`wh_…`).
         id: Path<String>,
@@ -766,7 +758,6 @@ impl WebhooksApi {
     async fn redeliver(
         &self,
         auth: ApiKeyAuth,
-        _can: CanManageWebhooks,
         state: Data<&Arc<AppState>>,
         /// The webhook's `id` (`wh_…`).
         id: Path<String>,

@@ -15,7 +15,8 @@
 //! - every operation takes the caller's [`Scope`]: a webhook or delivery of another
 //!   workspace, or of the other mode (live, test), behaves exactly as one that does not
 //!   exist; a test webhook gets test events only, a live one live events only;
-//! - a workspace has at most [`MAX_PER_WORKSPACE`] webhooks (both modes together);
+//! - a workspace has at most [`MAX_PER_WORKSPACE`] webhooks in each mode, also under
+//!   concurrent creations (they are serialised per workspace);
 //! - a URL is `https://` (`http://` to a loopback host only where `[webhooks]
 //!   allow_loopback` is set); where it points is checked when each delivery is made.
 
@@ -39,7 +40,8 @@ use crate::lookup::input::InputError;
 use crate::scope::Scope;
 use crate::seal::Sealer;
 
-/// The most webhooks a workspace may have, live and test together.
+/// The most webhooks a workspace may have in each mode (a test key cannot use up the
+/// live webhooks' room, nor learn how many there are).
 pub const MAX_PER_WORKSPACE: u64 = 20;
 /// The most webhooks a workspace lists on one page.
 pub const MAX_PAGE: u64 = 100;
@@ -106,7 +108,7 @@ pub enum WebhookError {
     NotFound,
     #[error("no such delivery")]
     DeliveryNotFound,
-    #[error("a workspace has at most {MAX_PER_WORKSPACE} webhooks; delete one first")]
+    #[error("a workspace has at most {MAX_PER_WORKSPACE} webhooks (in each mode, live and test); delete one first")]
     TooMany,
     #[error("a stored secret could not be read: {0}")]
     Corrupt(String),
@@ -318,10 +320,18 @@ impl Webhooks {
     /// Creates a webhook; its secret is in the answer, and nowhere else in the clear.
     pub async fn create(&self, scope: &Scope, spec: &NewWebhook, now_ms: i64) -> Result<(WebhookView, SigningSecret), WebhookError> {
         self.check_new(spec)?;
-        // A check, then an insert: two concurrent creations may pass it together, which
-        // exceeds the cap by at most the number of racing requests once.
-        let existing = webhook::Entity::find().filter(webhook::Column::WorkspaceId.eq(scope.workspace_id())).count(&self.db).await?;
+        // Creations in one workspace are serialised, so that the cap holds under
+        // concurrency: the transaction's first statement is a write to the workspace's
+        // row (PostgreSQL: its lock, held to the commit; SQLite: the one writer's lock).
+        let txn = self.db.begin().await?;
+        entity::workspace::Entity::update_many()
+            .col_expr(entity::workspace::Column::Id, Expr::col(entity::workspace::Column::Id).into())
+            .filter(entity::workspace::Column::Id.eq(scope.workspace_id()))
+            .exec(&txn)
+            .await?;
+        let existing = webhook::Entity::find().filter(in_scope(scope)).count(&txn).await?;
         if existing >= MAX_PER_WORKSPACE {
+            txn.rollback().await?;
             return Err(WebhookError::TooMany);
         }
         let id = new_id();
@@ -343,7 +353,8 @@ impl Webhooks {
             last_delivery_status: None,
             last_delivery_at: None,
         };
-        webhook::Entity::insert(row.clone().into_active_model()).exec_without_returning(&self.db).await?;
+        webhook::Entity::insert(row.clone().into_active_model()).exec_without_returning(&txn).await?;
+        txn.commit().await?;
         Ok((row.into(), secret))
     }
 

@@ -143,8 +143,12 @@ async fn a_call_counts_its_items_against_the_limits(backend: Backend) {
     let limited = bulk(&app, &key, json!({"items": seven})).await;
     assert_eq!((limited.status, limited.error_code().as_str()), (429, "rate_limited"));
     assert!(limited.header("retry-after").is_some());
-    assert_eq!(limited.json()["error"]["details"], json!([{"field": "items", "message": "4 items fit now"}]));
+    assert_eq!(limited.json()["error"]["details"], json!([{"field": "items", "message": "5 items fit now"}]));
     assert_eq!(app.charges(&ws).await, 5, "nothing done for the refused call");
+    // A refused call counts nothing: the same answer again.
+    let again = bulk(&app, &key, json!({"items": seven})).await;
+    assert_eq!(again.json()["error"]["details"], json!([{"field": "items", "message": "5 items fit now"}]));
+    assert_eq!(again.header("x-ratelimit-remaining"), Some("95"));
     let four: Vec<Value> = (0..4).map(|_| json!({"domain": "acme.com"})).collect();
     assert_eq!(bulk(&app, &key, json!({"items": four})).await.status, 200);
 }

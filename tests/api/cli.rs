@@ -221,4 +221,77 @@ async fn ctrl_c_leaves_the_job_running_and_says_how_to_resume(backend: Backend) 
     let job = leadlex::jobs::get(&app.db, &leadlex::scope::Scope::live(&ws), &id).await.unwrap();
     assert!(job.status == "running" || job.status == "queued", "the job goes on: {job:?}");
     assert!(!dir.path().join("leads.results.csv").exists());
+    // The printed command runs as printed (the key in LEADLEX_KEY, as it says).
+    let printed = seen.lines().find(|l| l.trim_start().starts_with("leadlex job watch")).unwrap().trim().to_string();
+    let args: Vec<&str> = printed.split_whitespace().skip(1).collect();
+    let resumed = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadlex"))
+        .args(&args)
+        .env_remove("LEADLEX_CONFIG")
+        .env("LEADLEX_KEY", &key)
+        .output();
+    let resumed = tokio::time::timeout(std::time::Duration::from_secs(60), resumed).await.unwrap().unwrap();
+    assert!(resumed.status.success(), "{printed}: {}", String::from_utf8_lossy(&resumed.stderr));
+    assert!(dir.path().join("leads.results.csv").exists(), "the results were written where it said");
+}
+
+/// `serve --demo` prints a key that opens every door a newcomer tries in Swagger UI (it
+/// holds every permission, and says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_key_holds_every_permission() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/demo.db", dir.path().display());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadlex"))
+        .args(["--database-url", &db, "serve", "--demo", "--bind", "127.0.0.1:0"])
+        .env_remove("LEADLEX_CONFIG")
+        .env_remove("LEADLEX_REDIS_URL")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut base, mut key, mut said) = (String::new(), String::new(), String::new());
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                base = url.to_string();
+            }
+            if let Some(k) = line.trim().strip_prefix("API key:") {
+                key = k.trim().to_string();
+            }
+            if line.contains("every permission") {
+                said = line;
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the demo prints its key");
+    assert!(said.contains("admin:webhooks") && said.contains("write:enrich"), "{said}");
+    let http = reqwest::Client::new();
+    for path in ["/v1/usage", "/v1/credits/ledger", "/v1/api-keys", "/v1/enrich/jobs", "/v1/suppressions", "/v1/webhooks"] {
+        let r = http.get(format!("{base}{path}")).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let r =
+        http.post(format!("{base}/v1/email/enrich")).bearer_auth(&key).json(&serde_json::json!({"email": "jane@acme.com"})).send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    let _ = child.kill().await;
+}
+
+/// `--json` promises one JSON object on stdout, failures included; `spec | head` is no
+/// error.
+#[test]
+fn json_failures_and_closed_pipes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_leadlex"))
+        .args(["--database-url", "sqlite:///nonexistent-dir/x.db", "--json", "credits", "balance", "--workspace", "ws_none"])
+        .env_remove("LEADLEX_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("a JSON object on stdout");
+    assert!(printed["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{printed}");
+    let spec =
+        Command::new("sh").arg("-c").arg(format!("'{}' spec | head -c 10 > /dev/null", env!("CARGO_BIN_EXE_leadlex"))).output().unwrap();
+    assert!(!String::from_utf8_lossy(&spec.stderr).contains("panicked"), "{}", String::from_utf8_lossy(&spec.stderr));
 }

@@ -91,7 +91,10 @@ async fn validation_errors_are_400_with_details(backend: Backend) {
     assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"));
     assert_eq!(r.json()["error"]["details"][0]["field"], "Idempotency-Key");
     let r = app.enrich(&key, json!({"email": "jane@acme.com", "include": ["persons"]})).await;
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("IncludeSection"), "names the type expected");
+    let e = r.json()["error"].clone();
+    assert_eq!(e["details"][0]["field"], "include", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("`person`, `company`, `social`"), "says what the field takes: {e}");
+    assert!(!e.to_string().contains("IncludeSection"), "no internal type name: {e}");
     assert_eq!(app.assert_books_balance(&ws).await, 10, "nothing charged");
 }
 
@@ -163,12 +166,35 @@ async fn poem_errors_use_the_envelope(backend: Backend) {
     let r = app.request(app.post_enrich(&key).header("content-type", "application/json").body("{\"email\": ")).await;
     assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"), "malformed JSON");
     r.assert_rate_limit_headers();
+    // Every validation error names its field in `details`, in the contract's words (no
+    // internal type name).
+    let body = |text: &str| app.post_enrich(&key).header("content-type", "application/json").body(text.to_string());
+    for (text, field, says) in [
+        ("{\"email\": ", "body", "not valid JSON"),
+        ("[1, 2]", "body", "JSON object"),
+        ("null", "body", "JSON object"),
+        ("{\"email\": \"jane@acme.com\", \"include\": [\"persons\"]}", "include", "`person`, `company`, `social`"),
+    ] {
+        let r = app.request(body(text)).await;
+        assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"), "{text}");
+        let e = r.json()["error"].clone();
+        assert_eq!(e["details"][0]["field"], field, "{text}: {e}");
+        assert!(e["details"][0]["message"].as_str().unwrap().contains(says), "{text}: {e}");
+        for internal in ["EnrichFields", "IncludeSection", "EnrichRequest"] {
+            assert!(!e.to_string().contains(internal), "{text}: {e}");
+        }
+    }
     let r = app.request(app.post_enrich(&key).header("content-type", "text/plain").body("{\"email\":\"jane@acme.com\"}")).await;
     assert_eq!((r.status, r.error_code().as_str()), (415, "unsupported_media_type"));
     let r = app.request(app.post_enrich(&key).json(&json!({"email": format!("{}@acme.com", "a".repeat(2000))}))).await;
     assert_eq!((r.status, r.error_code().as_str()), (413, "payload_too_large"));
+    r.assert_rate_limit_headers();
     let r = app.request(app.client.get(&url).bearer_auth(&key)).await;
     assert_eq!((r.status, r.error_code().as_str()), (405, "method_not_allowed"));
+    r.assert_rate_limit_headers();
+    // Without a valid key, neither has the headers (nor is the 413's body read).
+    let r = app.request(app.client.get(&url)).await;
+    assert_eq!((r.status, r.header("x-ratelimit-limit")), (405, None));
     let r = app.request(app.client.get(format!("{}/v1/nothing/here", app.base))).await;
     assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
     assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));

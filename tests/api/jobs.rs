@@ -806,7 +806,32 @@ async fn a_test_key_can_follow_its_job_to_the_end(backend: Backend) {
     assert_eq!((r.status, r.error_code().as_str()), (429, "rate_limited"));
 }
 
+/// One tenant's slow chunk paces nobody else's: each tenant's chunk runs as a task of its
+/// own, and a tenant whose chunk ended goes on at once. Workspace B's job waits on a
+/// vendor that holds its input for seconds; workspace A's three chunks all finish
+/// meanwhile.
+async fn a_slow_tenant_does_not_pace_the_others(backend: Backend) {
+    let (app, _vendor) = app_held_by_a_slow_lookup(backend, Duration::from_secs(5), |s| s.jobs.poll_ms = 50).await;
+    let (_, slow_key) = app.funded_on(Plan::Pro, 100).await;
+    let (_, key) = app.funded_on(Plan::Pro, 100).await;
+    let slow = submit(&app, &slow_key, json!({"items": [{"email": HELD}]})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    // B's chunk is in flight (its item leased) before A submits.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while get(&app, &slow_key, &format!("/v1/enrich/jobs/{slow}")).await.json()["data"]["status"] != "running" {
+        assert!(tokio::time::Instant::now() < deadline, "B's job started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Fifteen items: three of a pro plan's chunks of five.
+    let items: Vec<Value> = known_emails(15).into_iter().map(|e| json!({"email": e})).collect();
+    let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let done = wait_for(&app, &key, &id, |j| j["status"] == "completed").await;
+    assert_eq!(done["succeeded"], 15);
+    let held = get(&app, &slow_key, &format!("/v1/enrich/jobs/{slow}")).await.json()["data"].clone();
+    assert_eq!(held["done"], 0, "A finished while B's one chunk was still held: {held}");
+}
+
 crate::on_both_backends!(
+    a_slow_tenant_does_not_pace_the_others,
     revoking_or_expiring_a_key_stops_its_jobs,
     a_test_key_can_follow_its_job_to_the_end,
     a_busy_process_answers_requests_before_working_jobs,

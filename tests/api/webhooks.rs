@@ -323,11 +323,11 @@ async fn internal_addresses_are_refused(backend: Backend) {
     let port = hooks.address().port();
     let r = create(&app, &key, json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": ["credits.low"]})).await;
     assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"), "http:// is refused");
-    for (target, refused) in [
-        (format!("https://127.0.0.1:{port}/hook"), "127.0.0.1"),
-        (format!("https://localhost:{port}/hook"), "refused address"),
-        ("https://169.254.169.254/latest/meta-data".to_string(), "169.254.169.254"),
-        ("https://10.0.0.1/hook".to_string(), "10.0.0.1"),
+    for target in [
+        format!("https://127.0.0.1:{port}/hook"),
+        format!("https://localhost:{port}/hook"),
+        "https://169.254.169.254/latest/meta-data".to_string(),
+        "https://10.0.0.1/hook".to_string(),
     ] {
         let r = create(&app, &key, json!({"url": target, "events": ["credits.low"]})).await;
         assert_eq!(r.status, 201, "{target} is a well-formed https URL");
@@ -337,7 +337,9 @@ async fn internal_addresses_are_refused(backend: Backend) {
         assert_eq!(d["status"], "failed", "{target}: no retries configured");
         assert!(d["status_code"].is_null());
         let error = d["error"].as_str().unwrap();
-        assert!(error.contains("refused address") && error.contains(refused), "{target}: {error}");
+        assert!(error.contains("refused address"), "{target}: {error}");
+        // What a name resolved to is not told (it would map the server's network).
+        assert!(!error.contains("127.0.0.1") || target.contains("127.0.0.1"), "{target}: {error}");
         let listed = app.request(app.client.get(url(&app, &format!("/v1/webhooks/{id}/deliveries"))).bearer_auth(&key)).await.json();
         assert_eq!(listed["data"]["deliveries"][0]["error"], error, "visible in the deliveries list");
     }
@@ -353,7 +355,7 @@ async fn internal_addresses_are_refused(backend: Backend) {
     let r = create(&dev, &key, json!({"url": "https://169.254.169.254/latest/meta-data", "events": ["credits.low"]})).await;
     let id = r.json()["data"]["id"].as_str().unwrap().to_string();
     let ping = dev.request(dev.client.post(url(&dev, &format!("/v1/webhooks/{id}/test"))).bearer_auth(&key)).await.json();
-    assert!(ping["data"]["error"].as_str().unwrap().contains("169.254.169.254"), "metadata stays refused: {ping}");
+    assert!(ping["data"]["error"].as_str().unwrap().contains("refused address"), "metadata stays refused: {ping}");
 }
 
 /// A webhook whose attempts keep failing for `disable_after_ms` is turned off with the
@@ -629,7 +631,11 @@ async fn every_webhook_operation_refuses_what_it_should(backend: Backend) {
     ] {
         let r = create(&app, &key, body.clone()).await;
         assert_eq!((r.status, r.error_code().as_str()), (400, "validation_error"), "{body}");
+        assert!(r.json()["error"]["details"][0]["field"].is_string(), "details name the field: {}", r.json());
     }
+    let ping = create(&app, &key, json!({"url": "https://x.com", "events": ["ping"]})).await.json();
+    assert_eq!(ping["error"]["details"][0]["field"], "events", "{ping}");
+    assert!(!ping.to_string().contains("WebhookEventName"), "{ping}");
     let r = app
         .request(app.client.patch(url(&app, &format!("/v1/webhooks/{id}"))).bearer_auth(&key).json(&json!({"url": "http://x.com"})))
         .await;
@@ -705,11 +711,12 @@ async fn every_webhook_operation_refuses_what_it_should(backend: Backend) {
     app.assert_each(calls(), Some(&key), (500, "internal_error")).await;
 }
 
-/// A workspace has at most 20 webhooks, live and test together: the 21st is `422`.
+/// A workspace has at most 20 webhooks in each mode, also when forty creations race: the
+/// 21st is `422`, and test webhooks never take the live ones' room.
 async fn a_workspace_has_at_most_twenty_webhooks(backend: Backend) {
     let app = app_for_webhooks(backend).await;
     let ws = app.workspace(leadlex::ratelimit::Plan::Unmetered, 10).await;
-    let admin = app.key(&ws, &[leadlex::auth::Permission::AdminWebhooks, leadlex::auth::Permission::AdminApiKeys], None).await.key;
+    let admin = app.key(&ws, &Permission::ALL, None).await.key;
     let body = || json!({"url": format!("{}/h", crate::helpers::dead_url()), "events": ["credits.low"]});
     let made = app
         .request(
@@ -720,15 +727,19 @@ async fn a_workspace_has_at_most_twenty_webhooks(backend: Backend) {
         )
         .await;
     let test = made.json()["data"]["key"].as_str().unwrap().to_string();
-    for n in 0..20 {
-        let r = create(&app, if n % 2 == 0 { &admin } else { &test }, body()).await;
-        assert_eq!(r.status, 201, "webhook {n}");
-    }
-    for key in [&admin, &test] {
-        let r = create(&app, key, body()).await;
+    // Forty at once in test mode: twenty are created.
+    let racing = futures::future::join_all((0..40).map(|_| create(&app, &test, body()))).await;
+    assert_eq!(racing.iter().filter(|r| r.status == 201).count(), 20, "{:?}", racing.iter().map(|r| r.status).collect::<Vec<_>>());
+    for r in racing.iter().filter(|r| r.status != 201) {
         assert_eq!((r.status, r.error_code().as_str()), (422, "invalid_request"));
         assert!(r.json()["error"]["message"].as_str().unwrap().contains("20"));
     }
+    // The live mode has its own twenty.
+    for n in 0..20 {
+        assert_eq!(create(&app, &admin, body()).await.status, 201, "live webhook {n}");
+    }
+    let r = create(&app, &admin, body()).await;
+    assert_eq!((r.status, r.error_code().as_str()), (422, "invalid_request"));
 }
 
 /// One tenant's endpoints that never answer do not hold up another tenant's delivery: a

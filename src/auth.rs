@@ -136,10 +136,18 @@ impl fmt::Debug for NewKey {
     }
 }
 
+/// What a key of `mode` starts with.
+pub fn key_prefix(mode: KeyMode) -> &'static str {
+    match mode {
+        KeyMode::Live => KEY_PREFIX,
+        KeyMode::Test => TEST_KEY_PREFIX,
+    }
+}
+
 pub fn generate_key(mode: KeyMode) -> NewKey {
     let random: String = OsRng.sample_iter(&Alphanumeric).take(KEY_RANDOM_LEN).map(char::from).collect();
-    let plaintext = format!("{}{random}", mode.key_prefix());
-    let prefix = plaintext[..mode.key_prefix().len() + DISPLAY_RANDOM_LEN].to_string();
+    let plaintext = format!("{}{random}", key_prefix(mode));
+    let prefix = plaintext[..key_prefix(mode).len() + DISPLAY_RANDOM_LEN].to_string();
     NewKey { hash: hash_key(&plaintext), prefix, plaintext }
 }
 

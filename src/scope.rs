@@ -7,6 +7,8 @@
 //! an authenticated key ([`crate::auth::Principal::scope`]) or from an operator's
 //! command ([`Scope::live`]).
 //!
+//! A leaf of the core: it imports nothing of the crate.
+//!
 //! Invariants:
 //! - data of another workspace, or of the other mode, behaves exactly as data that does
 //!   not exist (`NotFound`, left out of lists);
@@ -40,14 +42,6 @@ impl KeyMode {
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-
-    /// What a key of this mode starts with.
-    pub fn key_prefix(self) -> &'static str {
-        match self {
-            KeyMode::Live => crate::auth::KEY_PREFIX,
-            KeyMode::Test => crate::auth::TEST_KEY_PREFIX,
-        }
     }
 }
 

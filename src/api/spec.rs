@@ -184,7 +184,7 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             ApiError::PayloadTooLarge,
             ApiError::UnsupportedMediaType,
             ApiError::IdempotencyKeyReused,
-            ApiError::TooManyItems { retry_after: secs(6), fits: 4 },
+            ApiError::TooManyItems { retry_after: secs(6), fits: 5 },
             internal,
             unavailable,
         ],

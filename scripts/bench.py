@@ -287,16 +287,24 @@ def scenarios(server, sandbox, keys):
     ]
 
 
-def prepare(db, binary=LEADLEX):
+def prepare(db, workdir, binary=LEADLEX):
+    """The workspaces and keys a run needs, and the file of bulk items' emails (in
+    `workdir`) that the single-call comparison of bulk reads."""
     rich = cli(db, "workspace", "create", "--name", "bench", "--plan", "unmetered", "--credits", "1000000000", binary=binary)["id"]
     broke = cli(db, "workspace", "create", "--name", "bench-broke", "--plan", "unmetered", binary=binary)["id"]
+    items = first_vendor_emails("items", BULK_ITEMS)
+    fd, path = tempfile.mkstemp(prefix="items-", suffix=".txt", dir=workdir)
+    os.close(fd)
+    items_file = Path(path)
+    items_file.write_text("\n".join(items) + "\n")
     return {
         "rich_ws": rich,
         "rich": cli(db, "key", "create", "--workspace", rich, "--permission", "write:enrich", binary=binary)["key"],
         "reader": cli(db, "key", "create", "--workspace", rich, "--permission", "read:usage", binary=binary)["key"],
         "broke": cli(db, "key", "create", "--workspace", broke, "--permission", "write:enrich", binary=binary)["key"],
         "idem": str(uuid.uuid4()),
-        "items": first_vendor_emails("items", BULK_ITEMS),
+        "items": items,
+        "items_file": str(items_file),
     }
 
 
@@ -339,7 +347,7 @@ def run_backend(backend, args, results):
     sandbox = Sandbox()
     try:
         cli(db, "migrate")
-        keys = prepare(db)
+        keys = prepare(db, workdir)
         for scale in ("small", "large"):
             if scale == "large":
                 grow(backend, db, sqlite_path, keys["rich_ws"], args.rows)
@@ -349,8 +357,6 @@ def run_backend(backend, args, results):
                 assert post(server.url, keys["rich"], {"email": "jane@acme.com"}) == 200
                 assert post(server.url, keys["rich"], {"email": "jane@acme.com"}, keys["idem"]) == 200
                 assert post(server.url, keys["rich"], {"items": [{"email": e} for e in keys["items"]]}, path="/v1/email/enrich/bulk") == 200
-                keys["items_file"] = str(Path(workdir) / "items.txt")
-                Path(keys["items_file"]).write_text("\n".join(keys["items"]) + "\n")
                 if scale == "small":
                     job_results.append(job_run(server, keys, args, backend))
                 for name, url, script, env in scenarios(server, sandbox, keys):
@@ -403,7 +409,7 @@ def compare(args):
                         db, sqlite_path, cleanup = new_database(backend, workdir)
                         cleanups.append(cleanup)
                         cli(db, "migrate", binary=binary)
-                        keys[name] = prepare(db, binary)
+                        keys[name] = prepare(db, workdir, binary)
                         if scale == "large":
                             grow(backend, db, sqlite_path, keys[name]["rich_ws"], args.rows)
                         servers[name] = Server(db, workdir, sandbox, binary)

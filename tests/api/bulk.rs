@@ -188,15 +188,7 @@ async fn a_test_key_calls_bulk_for_free(backend: Backend) {
     let app = spawn_app(backend).await;
     let ws = app.workspace(Plan::Pro, 3).await;
     let admin = app.key(&ws, &Permission::ALL, None).await.key;
-    let made = app
-        .request(
-            app.client
-                .post(format!("{}/v1/api-keys", app.base))
-                .bearer_auth(&admin)
-                .json(&json!({"name": "ci", "permissions": ["write:enrich"], "mode": "test"})),
-        )
-        .await;
-    let test = made.json()["data"]["key"].as_str().unwrap().to_string();
+    let test = app.test_key(&admin, &["write:enrich"]).await;
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let r = bulk(
         &app,

@@ -321,6 +321,23 @@ impl TestApp {
         created
     }
 
+    /// A test-mode key (`wbk_test_…`) holding `permissions`, created over the API as a
+    /// customer would, by `admin` (a key holding `admin:api_keys` and those permissions).
+    pub async fn test_key(&self, admin: &str, permissions: &[&str]) -> String {
+        let made = self
+            .request(
+                self.client
+                    .post(format!("{}/v1/api-keys", self.base))
+                    .bearer_auth(admin)
+                    .json(&serde_json::json!({"name": "ci", "permissions": permissions, "mode": "test"})),
+            )
+            .await;
+        assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.bytes));
+        let key = made.json()["data"]["key"].as_str().unwrap().to_string();
+        assert!(key.starts_with("wbk_test_"), "{key}");
+        key
+    }
+
     /// An unmetered workspace with `credits` and a `write:enrich` key.
     pub async fn funded(&self, credits: i64) -> (String, String) {
         self.funded_on(Plan::Unmetered, credits).await

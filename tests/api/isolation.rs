@@ -235,9 +235,7 @@ impl Victim {
 /// A test-mode key of `victim`'s workspace holding every permission, made over the API.
 async fn test_key_of(app: &TestApp, victim: &Victim) -> String {
     let all: Vec<&str> = Permission::ALL.iter().map(|p| p.as_str()).collect();
-    let created =
-        ok(app, request(app, "POST", "/v1/api-keys", &victim.admin, Some(json!({"name": "ci", "permissions": all, "mode": "test"})))).await;
-    created["data"]["key"].as_str().unwrap().to_string()
+    app.test_key(&victim.admin, &all).await
 }
 
 /// Walks every operation with `attacker` (`who` names it in failures) against `victim`.
@@ -393,11 +391,8 @@ async fn test_events_go_to_test_webhooks_only(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.webhooks.allow_loopback = true).await;
     let ws = app.workspace(Plan::Pro, 10).await;
     let admin = app.key(&ws, &Permission::ALL, None).await.key;
-    let test = {
-        let all: Vec<&str> = Permission::ALL.iter().map(|p| p.as_str()).collect();
-        let body = json!({"name": "ci", "permissions": all, "mode": "test"});
-        ok(&app, request(&app, "POST", "/v1/api-keys", &admin, Some(body))).await["data"]["key"].as_str().unwrap().to_string()
-    };
+    let all: Vec<&str> = Permission::ALL.iter().map(|p| p.as_str()).collect();
+    let test = app.test_key(&admin, &all).await;
     let hook = |key: &str| {
         request(&app, "POST", "/v1/webhooks", key, Some(json!({"url": format!("{}/h", dead_url()), "events": ["api_key.created"]})))
     };

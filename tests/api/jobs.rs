@@ -200,15 +200,7 @@ async fn a_test_key_job_is_free(backend: Backend) {
     let app = spawn_app(backend).await;
     let ws = app.workspace(Plan::Pro, 2).await;
     let admin = app.key(&ws, &Permission::ALL, None).await.key;
-    let made = app
-        .request(
-            app.client
-                .post(format!("{}/v1/api-keys", app.base))
-                .bearer_auth(&admin)
-                .json(&json!({"name": "ci", "permissions": ["write:enrich"], "mode": "test"})),
-        )
-        .await;
-    let test = made.json()["data"]["key"].as_str().unwrap().to_string();
+    let test = app.test_key(&admin, &["write:enrich"]).await;
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let items = json!({"items": [
         {"email": format!("vendor_a+{tag}@leadlex.test")},
@@ -773,15 +765,7 @@ async fn a_test_key_can_follow_its_job_to_the_end(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.jobs.poll_ms = 50).await;
     let ws = app.workspace(Plan::Pro, 2).await;
     let admin = app.key(&ws, &[Permission::AdminApiKeys, Permission::WriteEnrich], None).await.key;
-    let made = app
-        .request(
-            app.client
-                .post(format!("{}/v1/api-keys", app.base))
-                .bearer_auth(&admin)
-                .json(&json!({"name": "ci", "permissions": ["write:enrich"], "mode": "test"})),
-        )
-        .await;
-    let test = made.json()["data"]["key"].as_str().unwrap().to_string();
+    let test = app.test_key(&admin, &["write:enrich"]).await;
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let items: Vec<Value> = (0..40).map(|i| json!({"email": format!("vendor_a+{tag}{i}@leadlex.test")})).collect();
     let id = submit(&app, &test, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();

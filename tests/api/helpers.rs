@@ -466,16 +466,19 @@ pub async fn person_vendor(full_name: &str) -> wiremock::MockServer {
     server
 }
 
+/// One live vendor (the People Data Labs format) at `base_url`, answering within
+/// `timeout_ms`: the waterfall of a server whose vendor a test controls.
+pub fn one_vendor(base_url: String, timeout_ms: u64) -> Vec<leadlex::config::VendorSettings> {
+    vec![leadlex::config::VendorSettings {
+        name: leadlex::lookup::vendors::VendorName::VendorA,
+        base_url,
+        api_key: leadlex::config::Secret::new("live-vendor-key"),
+        timeout_ms,
+    }]
+}
+
 /// A server whose one live vendor is `vendor`.
 pub async fn spawn_app_with_vendor(backend: Backend, vendor: &wiremock::MockServer) -> TestApp {
     let base = vendor.uri();
-    spawn_app_with(backend, move |s| {
-        s.vendors = vec![leadlex::config::VendorSettings {
-            name: leadlex::lookup::vendors::VendorName::VendorA,
-            base_url: base,
-            api_key: leadlex::config::Secret::new("live-vendor-key"),
-            timeout_ms: 2_000,
-        }];
-    })
-    .await
+    spawn_app_with(backend, move |s| s.vendors = one_vendor(base, 2_000)).await
 }

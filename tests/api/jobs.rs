@@ -604,12 +604,7 @@ async fn app_held_by_a_slow_lookup(
     wiremock::Mock::given(method("GET")).respond_with(wiremock::ResponseTemplate::new(200).set_body_json(person)).mount(&vendor).await;
     let base = vendor.uri();
     let app = spawn_app_with(backend, move |s| {
-        s.vendors = vec![leadlex::config::VendorSettings {
-            name: leadlex::lookup::vendors::VendorName::VendorA,
-            base_url: base,
-            api_key: leadlex::config::Secret::new("live-vendor-key"),
-            timeout_ms: 20_000,
-        }];
+        s.vendors = crate::helpers::one_vendor(base, 20_000);
         s.server.request_deadline_ms = 20_000;
         configure(s);
     })
@@ -708,12 +703,7 @@ async fn revoking_or_expiring_a_key_stops_its_jobs(backend: Backend) {
     let vendor = counting_vendor(Duration::from_millis(100)).await;
     let base = vendor.uri();
     let app = spawn_app_with(backend, move |s| {
-        s.vendors = vec![leadlex::config::VendorSettings {
-            name: leadlex::lookup::vendors::VendorName::VendorA,
-            base_url: base,
-            api_key: leadlex::config::Secret::new("live-vendor-key"),
-            timeout_ms: 2_000,
-        }];
+        s.vendors = crate::helpers::one_vendor(base, 2_000);
         s.webhooks.allow_loopback = true;
         s.webhooks.workers = false;
         s.jobs.poll_ms = 50;

@@ -104,12 +104,6 @@ impl Scope {
             KeyMode::Test => format!("{}/test", self.workspace_id),
         }
     }
-
-    /// The space of the enrichment cache this scope's test answers live in
-    /// (`test:{workspace}`); live answers are shared and have none.
-    pub fn cache_space(&self) -> Option<String> {
-        self.is_test().then(|| format!("test:{}", self.workspace_id))
-    }
 }
 
 #[cfg(test)]
@@ -124,8 +118,6 @@ mod tests {
         assert_eq!(live.idempotency_key("k"), "k");
         assert_ne!(live.suppression_list(), test.suppression_list());
         assert_eq!(live.suppression_list(), "ws_1");
-        assert_eq!(live.cache_space(), None);
-        assert_eq!(test.cache_space().as_deref(), Some("test:ws_1"));
         assert!(KeyMode::ALL.iter().all(|m| KeyMode::parse(m.as_str()) == Some(*m)));
     }
 }

@@ -677,7 +677,7 @@ impl Worker {
     ) -> Result<usize, EnrichError> {
         let now = crate::now_ms();
         rounds.paused.retain(|_, until| *until > now);
-        let room = WORKSPACES_PER_ROUND.saturating_sub(rounds.running.len());
+        let room = WORKSPACES_PER_ROUND.saturating_sub(rounds.tasks.len());
         if room == 0 {
             return Ok(0);
         }
@@ -697,7 +697,7 @@ impl Worker {
         let mut tenants: Vec<(Tenant, String)> = oldest
             .into_iter()
             .map(|(ws, mode, id)| ((ws, mode), id))
-            .filter(|(t, _)| !rounds.paused.contains_key(t) && !rounds.running.contains(t))
+            .filter(|(t, _)| !rounds.paused.contains_key(t) && !rounds.tasks.values().any(|running| running == t))
             .collect();
         tenants.sort();
         // Round-robin: start after the last tenant started.
@@ -715,7 +715,6 @@ impl Worker {
         let firsts = job::Entity::find().filter(job::Column::Id.is_in(ids)).all(&self.db).await?;
         for j in firsts {
             let tenant = (j.workspace_id.clone(), j.mode.clone());
-            rounds.running.insert(tenant.clone());
             let this = self.clone();
             let task = tenant.clone();
             let handle = chunks.spawn(async move {
@@ -814,8 +813,7 @@ type Tenant = (String, String);
 struct Rounds {
     /// Tenants whose daily quota is spent: not before (epoch ms).
     paused: std::collections::HashMap<Tenant, i64>,
-    /// Tenants with a chunk in flight, and the task of each chunk.
-    running: std::collections::HashSet<Tenant>,
+    /// The chunks in flight: each task's tenant (one chunk per tenant at a time).
     tasks: std::collections::HashMap<tokio::task::Id, Tenant>,
     /// The last tenant a chunk was started for.
     cursor: Option<Tenant>,
@@ -829,14 +827,11 @@ impl Rounds {
             Err(died) => {
                 // A chunk that panicked: its items stay leased until the lease runs out.
                 tracing::error!(error = %died, "a job chunk task died");
-                if let Some(tenant) = self.tasks.remove(&died.id()) {
-                    self.running.remove(&tenant);
-                }
+                self.tasks.remove(&died.id());
                 return;
             }
         };
         self.tasks.retain(|_, t| *t != tenant);
-        self.running.remove(&tenant);
         match outcome {
             Ok(Chunk::Paused { until }) => {
                 self.paused.insert(tenant, until);

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Context};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde::Serialize;
 
 use entity::{api_key, workspace};
@@ -150,19 +150,29 @@ pub async fn revoke_key(db: &DatabaseConnection, id: &str, job_retention: std::t
     let key = api_key::Entity::find_by_id(id).one(db).await?.context("no such key")?;
     // An operator acts on the workspace's live scope, which sees keys of both modes.
     let scope = crate::scope::Scope::live(key.workspace_id);
-    let hot = crate::hot::HotCaches::new(&Default::default(), &crate::metrics::Metrics::new());
-    keys::revoke(db, &hot, &scope, id, job_retention, crate::now_ms()).await.context("revoking the key")
+    // An operator's process holds no key cache worth keeping; servers see it within 1 s.
+    let key_cache = crate::auth::KeyCache::new(&Default::default(), &crate::metrics::Metrics::new());
+    keys::revoke(db, &key_cache, &scope, id, job_retention, crate::now_ms()).await.context("revoking the key")
 }
 
 /// Every key of a workspace, revoked ones included, oldest first (times in RFC 3339 when
 /// serialised).
 pub async fn list_keys(db: &DatabaseConnection, workspace_id: &str) -> anyhow::Result<Vec<keys::KeyView>> {
-    let keys = api_key::Entity::find()
-        .filter(api_key::Column::WorkspaceId.eq(workspace_id))
-        .order_by_asc(api_key::Column::CreatedAt)
-        .all(db)
-        .await?;
-    Ok(keys.into_iter().map(keys::KeyView::from).collect())
+    // Through the domain's listing ([`keys::list`], newest first, a page at a time), in
+    // the live scope, which sees keys of both modes.
+    let scope = crate::scope::Scope::live(workspace_id);
+    let mut all = Vec::new();
+    for page in 1.. {
+        let q = keys::ListQuery { page, per_page: 100, include_revoked: true, search: None, mode: None };
+        let (found, _) = keys::list(db, &scope, &q).await.context("listing the keys")?;
+        let last = found.len() < 100;
+        all.extend(found);
+        if last {
+            break;
+        }
+    }
+    all.reverse();
+    Ok(all)
 }
 
 /// The demo workspace of `serve --demo`: created once, with credits and a fresh key

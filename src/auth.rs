@@ -5,7 +5,7 @@
 //! SHA-256 hash (looked up by index, then compared in constant time) and a short display
 //! prefix are stored; the plaintext is shown once at creation and never logged.
 //! A malformed key is refused before any database access; known and unknown keys are
-//! remembered apart in the hot caches ([`crate::hot`]): a flood of bad keys costs one
+//! remembered apart in the key caches ([`KeyCache`]): a flood of bad keys costs one
 //! lookup each and never evicts a good key; a revocation takes effect on every replica
 //! within the known-key TTL (1 s by default; a key's expiry is checked on every request).
 
@@ -18,9 +18,11 @@ use subtle::ConstantTimeEq;
 
 use entity::{api_key, workspace};
 
+use crate::config::HotCachesSettings;
 use crate::hex::hex;
-use crate::hot::{HotCaches, KeyDigest, KnownKey};
+use crate::hot::TtlCache;
 use crate::key_activity::KeyActivity;
+use crate::metrics::Metrics;
 use crate::ratelimit::{Limits, Plan};
 
 pub const KEY_PREFIX: &str = "wbk_";
@@ -198,15 +200,19 @@ impl Principal {
         self.scope.mode()
     }
 
-    /// What a request counts against, and its limits: the key's [`Principal::limits`]
-    /// under its `limit_scope`, except a test-mode key's requests that are not
-    /// enrichment calls (`enrichment` false), which count apart against
-    /// [`crate::test_mode::OTHER_LIMITS`].
-    pub fn limits_for(&self, enrichment: bool) -> (std::borrow::Cow<'_, str>, Limits) {
-        if self.mode() == KeyMode::Test && !enrichment {
-            return (format!("{}/other", self.limit_scope).into(), crate::test_mode::OTHER_LIMITS);
+    /// The one rate-limit rule: what `work` of this key counts against, and its limits.
+    /// The key's [`Principal::limits`] under its `limit_scope`; except a test-mode key's
+    /// requests that are not enrichment calls, which count apart against
+    /// [`crate::test_mode::OTHER_LIMITS`], and a job's items, which count against the
+    /// daily quota only (never the per-minute limit: a job is paced by its workers).
+    pub fn limits_for(&self, work: Work) -> (std::borrow::Cow<'_, str>, Limits) {
+        match work {
+            Work::Request { enrichment: false } if self.mode() == KeyMode::Test => {
+                (format!("{}/other", self.limit_scope).into(), crate::test_mode::OTHER_LIMITS)
+            }
+            Work::Request { .. } => (self.limit_scope.as_str().into(), self.limits),
+            Work::JobItems => (self.limit_scope.as_str().into(), Limits { per_minute: None, per_day: self.limits.per_day }),
         }
-        (self.limit_scope.as_str().into(), self.limits)
     }
 
     /// Whether this key may still act: not expired at `now_ms`. (A revoked key is not
@@ -222,6 +228,15 @@ impl Principal {
             Err(AuthError::MissingPermission(permission))
         }
     }
+}
+
+/// What a key's work is, for its rate limits ([`Principal::limits_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// A request; `enrichment` for a single or bulk call or a job submission.
+    Request { enrichment: bool },
+    /// A chunk of a job's items, worked in the background.
+    JobItems,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,31 +256,88 @@ pub fn parse_permissions(stored: &str) -> BTreeSet<Permission> {
     stored.split_whitespace().filter_map(Permission::parse).collect()
 }
 
-/// Resolves bearer tokens to principals, remembering what it found in the hot caches.
+/// The SHA-256 digest of an API key's plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyDigest(pub [u8; 32]);
+
+impl KeyDigest {
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+}
+
+/// What the key caches know about a key digest.
+#[derive(Debug, Clone)]
+pub enum KnownKey {
+    Valid(Arc<Principal>),
+    /// Unknown or revoked.
+    Invalid,
+}
+
+/// The key caches (hot, in-process): known keys' principals and, apart, well-formed
+/// keys found unknown or revoked, so that a flood of bad keys never evicts a good one.
+/// Staleness: a revocation, expiry or plan change is seen within the known keys' TTL
+/// (1 s by default; the revoking replica forgets the key at once); an unknown key is
+/// remembered for 10 s; a key's own `expires_at` is checked on every request.
+pub struct KeyCache {
+    known: TtlCache<KeyDigest, Arc<Principal>>,
+    unknown: TtlCache<KeyDigest, ()>,
+}
+
+impl KeyCache {
+    pub fn new(settings: &HotCachesSettings, metrics: &Metrics) -> Self {
+        Self {
+            known: TtlCache::new("known_keys", &settings.known_keys, metrics),
+            unknown: TtlCache::new("unknown_keys", &settings.unknown_keys, metrics),
+        }
+    }
+
+    /// What is remembered about a key, if anything.
+    pub fn get(&self, digest: &KeyDigest) -> Option<KnownKey> {
+        if let Some(principal) = self.known.get(digest) {
+            return Some(KnownKey::Valid(principal));
+        }
+        self.unknown.get(digest).map(|()| KnownKey::Invalid)
+    }
+
+    pub fn remember(&self, digest: KeyDigest, known: KnownKey) {
+        match known {
+            KnownKey::Valid(principal) => self.known.insert(digest, principal, None),
+            KnownKey::Invalid => self.unknown.insert(digest, (), None),
+        }
+    }
+
+    /// Forgets a key this replica just revoked (other replicas see it within the TTL).
+    pub fn forget(&self, digest: &KeyDigest) {
+        self.known.remove(digest);
+    }
+}
+
+/// Resolves bearer tokens to principals, remembering what it found in its key caches.
 pub struct Authenticator {
     db: DatabaseConnection,
-    hot: Arc<HotCaches>,
+    keys: Arc<KeyCache>,
     activity: Arc<KeyActivity>,
 }
 
 impl Authenticator {
-    pub fn new(db: DatabaseConnection, hot: Arc<HotCaches>, activity: Arc<KeyActivity>) -> Self {
-        Self { db, hot, activity }
+    pub fn new(db: DatabaseConnection, keys: Arc<KeyCache>, activity: Arc<KeyActivity>) -> Self {
+        Self { db, keys, activity }
     }
 
     pub async fn authenticate(&self, token: &str, now_ms: i64) -> Result<Arc<Principal>, AuthError> {
         if !is_well_formed(token) {
             return Err(AuthError::InvalidKey);
         }
-        let digest = KeyDigest(Sha256::digest(token.as_bytes()).into());
-        let known = match self.hot.key(&digest) {
+        let digest = KeyDigest::of(token);
+        let known = match self.keys.get(&digest) {
             Some(known) => known,
             None => {
                 let known = match self.lookup(&hex(&digest.0)).await? {
                     Some(principal) => KnownKey::Valid(Arc::new(principal)),
                     None => KnownKey::Invalid,
                 };
-                self.hot.remember_key(digest, known.clone());
+                self.keys.remember(digest, known.clone());
                 known
             }
         };

@@ -28,12 +28,13 @@ use crate::auth::{KeyMode, Principal};
 use crate::enrich::{Answer, EnrichError, EnrichService};
 use crate::hex::hex;
 use crate::idempotency::{self, Begun, IdempotencyError, Idempotent};
-use crate::lookup::input::{EnrichQuery, InputError, Quality, Section};
+use crate::lookup::input::{EnrichQuery, Quality, Section};
 use crate::lookup::record::{Matched, Source};
 use crate::lookup::{cache, LookupOutcome, Subject};
 use crate::scope::Scope;
-use crate::settler::{Bulk, BulkCharged, BulkCompletion, CacheRow, JobItemsUpdate, SettleError};
+use crate::settler::{CacheRow, Charges, ChargesCompletion, ChargesSettled, JobItemsUpdate, SettleError};
 use crate::test_mode::{self, Trigger};
+use crate::validation::FieldError;
 
 /// The most items one call takes.
 pub const MAX_ITEMS: usize = 100;
@@ -151,7 +152,7 @@ pub struct BulkSuccess {
     pub replayed: bool,
 }
 
-fn problems(errors: Vec<InputError>) -> Vec<Problem> {
+fn problems(errors: Vec<FieldError>) -> Vec<Problem> {
     errors.into_iter().map(|e| Problem { field: e.field.to_string(), message: e.message }).collect()
 }
 
@@ -322,7 +323,7 @@ pub struct Resolved {
 
 impl Resolved {
     /// The whole answer, given what the settlement decided.
-    pub fn answer(&self, request_id: &str, charged: &BulkCharged) -> BulkAnswer {
+    pub fn answer(&self, request_id: &str, charged: &ChargesSettled) -> BulkAnswer {
         let mut results = Vec::with_capacity(self.answers.len());
         let mut paid = 0i64;
         for ((answer, failure), reference) in self.answers.iter().zip(&self.failures).zip(&self.references) {
@@ -345,13 +346,13 @@ impl Resolved {
 
     /// A test-mode call's settlement: every answer covered, nothing charged, the live
     /// balance as it was.
-    fn uncharged(&self) -> BulkCharged {
-        BulkCharged { balances: self.charges.iter().map(|_| Some(self.balance)).collect(), balance: self.balance }
+    fn uncharged(&self) -> ChargesSettled {
+        ChargesSettled { balances: self.charges.iter().map(|_| Some(self.balance)).collect(), balance: self.balance }
     }
 }
 
 /// What completes a resolved call in its settlement.
-pub enum Completion {
+pub enum Finish {
     None,
     /// An idempotent bulk call's claim.
     Claim(idempotency::ClaimToken),
@@ -398,7 +399,7 @@ impl EnrichService {
         let caller = Caller::of(principal, request_id);
         let result = async {
             let resolved = Arc::new(self.resolve(&caller, items, defaults, &[]).await?);
-            let completion = token.clone().map_or(Completion::None, Completion::Claim);
+            let completion = token.clone().map_or(Finish::None, Finish::Claim);
             let charged = self.settle_resolved(&caller, resolved.clone(), completion).await?;
             Ok::<_, EnrichError>(resolved.answer(request_id, &charged))
         }
@@ -594,15 +595,15 @@ impl EnrichService {
         &self,
         caller: &Caller,
         resolved: Arc<Resolved>,
-        completion: Completion,
-    ) -> Result<BulkCharged, EnrichError> {
+        completion: Finish,
+    ) -> Result<ChargesSettled, EnrichError> {
         let test = caller.scope.is_test();
         let lookup = if test { self.test_lookup() } else { self.live_lookup() };
         let request_id = caller.request_id.clone();
-        let job = matches!(completion, Completion::JobItems { .. });
+        let job = matches!(completion, Finish::JobItems { .. });
         let settle_completion = match completion {
-            Completion::None => None,
-            Completion::Claim(claim) if test => {
+            Finish::None => None,
+            Finish::Claim(claim) if test => {
                 let charged = resolved.uncharged();
                 let stored = serde_json::to_vec(&resolved.answer(&request_id, &charged))
                     .map_err(|e| anyhow::Error::new(e).context("storing the answer"))?;
@@ -611,30 +612,30 @@ impl EnrichService {
                 }
                 return Ok(charged);
             }
-            Completion::Claim(claim) => {
+            Finish::Claim(claim) => {
                 let resolved = resolved.clone();
-                Some(BulkCompletion::Claim {
+                Some(ChargesCompletion::Claim {
                     claim,
-                    render: Box::new(move |charged: &BulkCharged| {
+                    render: Box::new(move |charged: &ChargesSettled| {
                         serde_json::to_vec(&resolved.answer(&request_id, charged)).expect("a bulk answer serialises")
                     }),
                 })
             }
-            Completion::JobItems { job_id, owner, idxs, purge_after_ms } => {
+            Finish::JobItems { job_id, owner, idxs, purge_after_ms } => {
                 let resolved = resolved.clone();
                 let uncharged = test.then(|| resolved.uncharged());
-                Some(BulkCompletion::JobItems {
+                Some(ChargesCompletion::JobItems {
                     job_id,
                     owner,
                     idxs: idxs.clone(),
-                    render: Box::new(move |charged: &BulkCharged| {
+                    render: Box::new(move |charged: &ChargesSettled| {
                         job_items_update(&resolved, &request_id, uncharged.as_ref().unwrap_or(charged), &idxs, purge_after_ms)
                     }),
                 })
             }
         };
         let charges = if test { Vec::new() } else { resolved.charges.clone() };
-        let bulk = Bulk {
+        let bulk = Charges {
             workspace_id: caller.scope.workspace_id().to_string(),
             api_key_id: caller.api_key_id.clone(),
             request_id: caller.request_id.clone(),
@@ -647,8 +648,8 @@ impl EnrichService {
         }
         let charged = match self.settler().settle_bulk(bulk).await {
             Ok(charged) => charged,
-            Err(SettleError::ClaimLost) if job => return Err(EnrichError::LeaseLost),
-            Err(SettleError::ClaimLost) => return Err(IdempotencyError::lost().into()),
+            Err(SettleError::TakenOver) if job => return Err(EnrichError::LeaseLost),
+            Err(SettleError::TakenOver) => return Err(IdempotencyError::lost().into()),
             Err(SettleError::Database(err)) if err.unavailable => return Err(EnrichError::StoreUnavailable(Arc::new(err))),
             Err(err) => return Err(anyhow::Error::new(err).into()),
         };
@@ -668,7 +669,7 @@ impl EnrichService {
 }
 
 /// A job chunk's results (each item's result with the bulk result's shape) and counts.
-fn job_items_update(resolved: &Resolved, request_id: &str, charged: &BulkCharged, idxs: &[i32], purge_after_ms: i64) -> JobItemsUpdate {
+fn job_items_update(resolved: &Resolved, request_id: &str, charged: &ChargesSettled, idxs: &[i32], purge_after_ms: i64) -> JobItemsUpdate {
     let answer = resolved.answer(request_id, charged);
     let (succeeded, no_match, failed) = answer.counts();
     let results =

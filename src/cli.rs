@@ -1,13 +1,13 @@
 //! The `leadlex` command line: `serve`, `sandbox`, `spec`, `migrate` and the operators'
 //! admin commands. `--json` prints exactly one JSON object on stdout.
 
-use std::{collections::BTreeSet, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
-use crate::auth::{KeyMode, Permission, RateLimitTier};
+use crate::auth::KeyMode;
 use crate::config::Settings;
 use crate::keys::NewKeySpec;
 use crate::metrics::Metrics;
@@ -371,31 +371,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db::ensure_schema(&db).await?;
             match cmd {
                 KeyCommand::Create { workspace, permissions, expires_at, name, description, tier, test } => {
-                    let mut perms = BTreeSet::new();
-                    for p in permissions {
-                        let known = Permission::ALL.map(|p| p.as_str()).join(", ");
-                        perms.insert(Permission::parse(p).with_context(|| format!("unknown permission {p:?} (known: {known})"))?);
-                    }
-                    let expires = match expires_at {
-                        None => None,
-                        Some(s) => Some(
-                            chrono::DateTime::parse_from_rfc3339(s)
-                                .with_context(|| format!("--expires-at {s:?} is not RFC 3339"))?
-                                .timestamp_millis(),
-                        ),
-                    };
-                    let tier = RateLimitTier::parse(tier).with_context(|| {
-                        let known = RateLimitTier::ALL.map(|t| t.as_str()).join(", ");
-                        format!("unknown tier {tier:?} (known: {known})")
-                    })?;
-                    let spec = NewKeySpec {
-                        name: name.clone(),
-                        description: description.clone(),
-                        permissions: perms,
-                        tier,
-                        expires_at: expires,
-                        mode: if *test { KeyMode::Test } else { KeyMode::Live },
-                    };
+                    let mode = if *test { KeyMode::Test } else { KeyMode::Live };
+                    let spec = NewKeySpec::from_text(name, description.as_deref(), permissions, tier, expires_at.as_deref(), mode)
+                        .map_err(|problems| {
+                            anyhow::anyhow!(problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect::<Vec<_>>().join("; "))
+                        })?;
                     let key = admin::create_key_with(&db, workspace, &spec).await?;
                     emit(cli.json, serde_json::to_value(&key)?, || {
                         format!("key {} created; store it now, it is not shown again:\n{}", key.id, key.key)
@@ -426,18 +406,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Privacy(PrivacyCommand::Erase { email, domain }) => {
-            let subject = crate::privacy::Subject::parse(email.as_deref(), domain.as_deref()).map_err(|problems| {
+            let subject = crate::privacy::DataSubject::parse(email.as_deref(), domain.as_deref()).map_err(|problems| {
                 anyhow::anyhow!(problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect::<Vec<_>>().join("; "))
             })?;
             let db = db::connect(&settings.database).await?;
             db::ensure_schema(&db).await?;
             let sealer = Arc::new(startup::sealer(&settings)?);
-            let hot = Arc::new(crate::hot::HotCaches::new(&settings.hot_caches, &Metrics::new()));
-            let suppressions = crate::privacy::Suppressions::load(db, sealer, hot).await?;
+            // An operator's process caches nothing: servers empty theirs on the next refresh.
+            let suppressions = crate::privacy::Suppressions::load(db, sealer, Vec::new()).await?;
             // Rows a server was writing at the moment of the first pass are gone in the
             // second: by then every server knows the subject and looks it up no more.
             let settle = Duration::from_millis(settings.privacy.refresh_ms.saturating_mul(2)) + Duration::from_millis(500);
-            let report = suppressions.erase(&subject, crate::now_ms(), settle).await?;
+            let report = crate::erasure::erase(&suppressions, &subject, crate::now_ms(), settle).await?;
             emit(cli.json, serde_json::to_value(&report)?, || {
                 format!(
                     "erased the {}: {} cached record(s) deleted, {} stored answer(s) redacted, {} job item(s) redacted; {} the global suppression list",

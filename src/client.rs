@@ -130,6 +130,11 @@ impl Client {
     pub async fn follow(&self, id: &str, out: &Path) -> anyhow::Result<Followed> {
         let started = Instant::now();
         let mut first_done: Option<i64> = None;
+        // Listening before the first progress line is drawn, and for the whole loop: a
+        // Ctrl-C at any moment from then on is seen (a `ctrl_c()` future listens only
+        // once polled, so one pressed while the job was being read would kill the
+        // command instead, or be lost).
+        let mut interrupt = Interrupt::new()?;
         loop {
             let job = self.job(id).await?;
             let base = *first_done.get_or_insert(job.done);
@@ -141,7 +146,7 @@ impl Client {
                 return Ok(Followed::Finished { out: out.to_path_buf(), rows });
             }
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {
+                _ = interrupt.recv() => {
                     eprintln!();
                     eprintln!("stopped following; job {id} keeps running on the server. Follow it again with");
                     eprintln!("(your API key in LEADLEX_KEY, or add --key KEY):");
@@ -151,6 +156,28 @@ impl Client {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
+    }
+}
+
+/// Ctrl-C, listened for from its creation on.
+struct Interrupt {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        return Ok(Self { signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())? });
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        self.signal.recv().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

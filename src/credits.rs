@@ -26,21 +26,8 @@ pub enum CreditsError {
     Settle(#[source] SettleError),
 }
 
-/// Why a ledger row exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    Grant,
-    Enrich,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Grant => "grant",
-            Reason::Enrich => "enrich",
-        }
-    }
-}
+/// Why a ledger row exists (written by the settler, which owns the ledger's rows).
+pub use crate::settler::Reason;
 
 /// The current balance, or `None` for an unknown workspace.
 pub async fn balance(db: &impl ConnectionTrait, workspace_id: &str) -> Result<Option<i64>, DbErr> {

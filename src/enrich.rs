@@ -24,15 +24,16 @@ use sea_orm::{DatabaseConnection, DbErr};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{KeyMode, Principal};
+use crate::config::HotCachesSettings;
 use crate::credits;
-use crate::hot::{HotCaches, ReplayKey};
+use crate::hot::{self, TtlCache};
 use crate::idempotency::{self, Begun, ClaimToken, IdempotencyError, Idempotent};
 use crate::lookup::input::EnrichQuery;
 use crate::lookup::record::{EnrichmentRecord, Matched, Source};
 use crate::lookup::{cache, Lookup, LookupOutcome, Subject};
 use crate::privacy::Suppressions;
 use crate::scope::Scope;
-use crate::settler::{Completion, Job, SettleError, Settler};
+use crate::settler::{Charge, ClaimCompletion, SettleError, Settler};
 use crate::test_mode::{self, Trigger};
 
 /// Why an enrich call did not succeed; mapped to HTTP in `api::error` only.
@@ -104,8 +105,25 @@ pub struct Success {
     pub replayed: bool,
     /// For a replay served from memory: a slot where the caller may keep its rendering
     /// of this call, which never changes (it lives as long as the remembered call, in
-    /// the hot caches' `replays`). Opaque bytes to this module.
+    /// [`Replays`]). Opaque bytes to this module.
     pub rendering: Option<Arc<OnceLock<bytes::Bytes>>>,
+}
+
+/// An idempotent call: the workspace and its `Idempotency-Key` (mode-scoped).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReplayKey {
+    pub workspace_id: String,
+    pub idempotency_key: String,
+}
+
+/// The hot cache of completed calls, for replays from memory. Staleness: none (a
+/// completed call never changes); 60 s by default, never past the record's expiry;
+/// erasure empties it (`privacy::Suppressions`).
+pub type Replays = TtlCache<ReplayKey, Arc<Completed>>;
+
+/// The replays instance, as configured.
+pub fn replays(settings: &HotCachesSettings, metrics: &crate::metrics::Metrics) -> Replays {
+    TtlCache::new("replays", &settings.replays, metrics)
 }
 
 /// A completed idempotent call, remembered for replays (immutable until it expires, so
@@ -147,7 +165,11 @@ pub struct EnrichParts {
     pub db: DatabaseConnection,
     /// The suppression lists: a suppressed input is a free no-match, never looked up.
     pub suppressions: Arc<Suppressions>,
-    pub hot: Arc<HotCaches>,
+    /// Completed calls, replayed from memory (shared with the suppression lists, which
+    /// empty it on an erasure).
+    pub replays: Arc<Replays>,
+    /// Workspaces seen at balance 0 (a top-up is honoured within its TTL).
+    pub empty_workspaces: TtlCache<String, ()>,
     pub settler: Settler,
     pub lookup: Lookup,
     /// Test-mode keys' lookup: the built-in sandbox only.
@@ -162,7 +184,10 @@ pub struct EnrichParts {
 pub struct EnrichService {
     db: DatabaseConnection,
     suppressions: Arc<Suppressions>,
-    hot: Arc<HotCaches>,
+    replays: Arc<Replays>,
+    /// The hot cache of workspaces seen at balance 0. Staleness: a top-up is honoured
+    /// within the TTL (1 s by default).
+    empty_workspaces: TtlCache<String, ()>,
     settler: Settler,
     lookup: Lookup,
     test_lookup: Lookup,
@@ -181,8 +206,19 @@ struct Found {
 
 impl EnrichService {
     pub fn new(parts: EnrichParts) -> Self {
-        let EnrichParts { db, suppressions, hot, settler, lookup, test_lookup, idempotency_lease, idempotency_ttl, metrics } = parts;
-        Self { db, suppressions, hot, settler, lookup, test_lookup, idempotency_lease, idempotency_ttl, metrics }
+        let EnrichParts {
+            db,
+            suppressions,
+            replays,
+            empty_workspaces,
+            settler,
+            lookup,
+            test_lookup,
+            idempotency_lease,
+            idempotency_ttl,
+            metrics,
+        } = parts;
+        Self { db, suppressions, replays, empty_workspaces, settler, lookup, test_lookup, idempotency_lease, idempotency_ttl, metrics }
     }
 
     pub(crate) fn db(&self) -> &DatabaseConnection {
@@ -231,7 +267,7 @@ impl EnrichService {
                 let scope = &principal.scope;
                 let fingerprint = query.fingerprint(OPERATION.0, OPERATION.1);
                 let replay_key = ReplayKey { workspace_id: scope.workspace_id().to_string(), idempotency_key: scope.idempotency_key(key) };
-                if let Some(done) = self.hot.replay(&replay_key, now) {
+                if let Some(done) = self.replays.get(&replay_key).filter(|done| done.expires_at > now) {
                     return done.replay(&fingerprint);
                 }
                 let idem = Idempotent { key, lease: self.idempotency_lease, ttl: self.idempotency_ttl };
@@ -249,7 +285,7 @@ impl EnrichService {
                             expires_at,
                             rendering: Default::default(),
                         });
-                        self.hot.remember_replay(replay_key, done.clone(), now);
+                        self.replays.insert(replay_key, done.clone(), hot::until(done.expires_at, now));
                         // The record was claimed for this fingerprint: the same request.
                         return Ok(done.success());
                     }
@@ -274,7 +310,8 @@ impl EnrichService {
                     expires_at,
                     rendering: Default::default(),
                 };
-                self.hot.remember_replay(replay_key, Arc::new(done), crate::now_ms());
+                let cap = hot::until(done.expires_at, crate::now_ms());
+                self.replays.insert(replay_key, Arc::new(done), cap);
             }
             _ => {}
         }
@@ -292,11 +329,11 @@ impl EnrichService {
         // A cheap pre-check on the balance seen at authentication; when it says empty,
         // read again before refusing, so that a fresh top-up is honoured at once.
         if principal.balance_hint <= 0 {
-            if self.hot.is_empty_workspace(ws) {
+            if self.empty_workspaces.get(ws).is_some() {
                 return Err(EnrichError::InsufficientCredits);
             }
             if !matches!(credits::balance(&self.db, ws).await?, Some(b) if b > 0) {
-                self.hot.remember_empty_workspace(ws);
+                self.empty_workspaces.insert(ws.to_string(), (), None);
                 return Err(EnrichError::InsufficientCredits);
             }
         }
@@ -311,12 +348,12 @@ impl EnrichService {
         let answer = Arc::new(Answer { record, source, confidence: matched.confidence, fetched_at });
         let completion = match claim {
             None => None,
-            Some(token) => Some(Completion {
+            Some(token) => Some(ClaimCompletion {
                 claim: token.clone(),
                 answer: serde_json::to_vec(&*answer).map_err(|e| anyhow::Error::new(e).context("storing the answer"))?,
             }),
         };
-        let job = Job {
+        let job = Charge {
             workspace_id: ws.to_string(),
             api_key_id: principal.key_id.clone(),
             request_id: request_id.to_string(),
@@ -326,7 +363,7 @@ impl EnrichService {
         let charged = match self.settler.settle(job).await {
             Ok(charged) => charged,
             Err(SettleError::Insufficient) => return Err(EnrichError::InsufficientCredits),
-            Err(SettleError::ClaimLost) => return Err(IdempotencyError::lost().into()),
+            Err(SettleError::TakenOver) => return Err(IdempotencyError::lost().into()),
             Err(SettleError::Database(err)) if err.unavailable => return Err(EnrichError::StoreUnavailable(Arc::new(err))),
             Err(err) => return Err(anyhow::Error::new(err).into()),
         };

@@ -101,48 +101,9 @@ pub struct Idempotent<'a> {
     pub ttl: Duration,
 }
 
-/// The state of a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// The first call with the key is running (leased until `locked_until`).
-    InProgress,
-    /// The call succeeded; its answer is replayed until the record expires.
-    Completed,
-    /// The call succeeded, then its subject was erased (`crate::privacy`): no answer is
-    /// kept, and a replay answers as a call would now (`no_match`, free).
-    Erased,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::InProgress => "in_progress",
-            State::Completed => "completed",
-            State::Erased => "erased",
-        }
-    }
-}
-
-/// Proof of owning a claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimToken {
-    workspace_id: String,
-    key: String,
-    token: String,
-}
-
-impl ClaimToken {
-    /// Workspace id, idempotency key and owner token: what identifies the claim in the
-    /// `idempotency_records` table.
-    pub fn parts(&self) -> (&str, &str, &str) {
-        (&self.workspace_id, &self.key, &self.token)
-    }
-
-    #[cfg(test)]
-    pub fn for_tests(workspace_id: &str, key: &str, token: &str) -> Self {
-        Self { workspace_id: workspace_id.into(), key: key.into(), token: token.into() }
-    }
-}
+/// The record's states and the proof of owning a claim are the store's (the settler
+/// completes a claim in the debit's transaction); this module decides when.
+pub use crate::settler::claim::{ClaimToken, State};
 
 /// What a claim attempt found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +135,7 @@ async fn claim(
     ttl: Duration,
 ) -> Result<Claim, DbErr> {
     let lease_ms = lease.as_millis() as i64;
-    let acquired = |token| ClaimToken { workspace_id: workspace_id.to_string(), key: key.to_string(), token };
+    let acquired = |token| ClaimToken::new(workspace_id, key, token);
     for _ in 0..4 {
         // Read first: a replay, a conflict or a reuse then costs no write (no write lock).
         let existing = rec::Entity::find_by_id((workspace_id.to_string(), key.to_string())).one(db).await?;
@@ -280,7 +241,10 @@ pub async fn complete(
         .col_expr(rec::Column::ResponseStatus, Expr::value(i32::from(status)))
         .col_expr(rec::Column::ResponseBody, Expr::value(answer))
         .col_expr(rec::Column::BalanceAfter, Expr::value(balance))
-        .filter(own(&claim.workspace_id, &claim.key, &claim.token))
+        .filter({
+            let (workspace_id, key, token) = claim.parts();
+            own(workspace_id, key, token)
+        })
         .exec(db)
         .await?;
     Ok(res.rows_affected == 1)
@@ -288,7 +252,13 @@ pub async fn complete(
 
 /// Gives the claim up (the call ended without a 200), so that a retry runs again.
 pub async fn release(db: &impl ConnectionTrait, claim: &ClaimToken) -> Result<(), DbErr> {
-    rec::Entity::delete_many().filter(own(&claim.workspace_id, &claim.key, &claim.token)).exec(db).await?;
+    rec::Entity::delete_many()
+        .filter({
+            let (workspace_id, key, token) = claim.parts();
+            own(workspace_id, key, token)
+        })
+        .exec(db)
+        .await?;
     Ok(())
 }
 

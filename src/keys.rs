@@ -39,14 +39,13 @@ use entity::{api_key, workspace};
 
 use crate::auth::{self, KeyMode, Permission, RateLimitTier};
 use crate::hex::hex;
-use crate::hot::{HotCaches, KeyDigest};
 use crate::idempotency::{self, Begun, IdempotencyError, Idempotent};
 use crate::jobs::CancelReason;
-use crate::lookup::input::InputError;
+use crate::outbox::{self, Event};
 use crate::ratelimit::Plan;
 use crate::scope::Scope;
 use crate::seal::Sealer;
-use crate::webhooks::{outbox, Event};
+use crate::validation::FieldError;
 
 /// What a new key should be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +57,50 @@ pub struct NewKeySpec {
     /// Epoch milliseconds; must be in the future.
     pub expires_at: Option<i64>,
     pub mode: KeyMode,
+}
+
+impl NewKeySpec {
+    /// A spec from text, as an operator types it (the command line): permission and
+    /// tier names, an RFC 3339 expiry. The API parses the same values through its typed
+    /// schema; both then go through [`create`]'s checks.
+    pub fn from_text(
+        name: &str,
+        description: Option<&str>,
+        permissions: &[String],
+        tier: &str,
+        expires_at: Option<&str>,
+        mode: KeyMode,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut problems = Vec::new();
+        let mut parsed = BTreeSet::new();
+        for p in permissions {
+            match Permission::parse(p) {
+                Some(p) => {
+                    parsed.insert(p);
+                }
+                None => {
+                    let known = Permission::ALL.map(|p| p.as_str()).join(", ");
+                    problems.push(FieldError::new("permissions", format!("{p:?} is not a permission (known: {known})")));
+                }
+            }
+        }
+        let tier = RateLimitTier::parse(tier).unwrap_or_else(|| {
+            let known = RateLimitTier::ALL.map(|t| t.as_str()).join(", ");
+            problems.push(FieldError::new("rate_limit_tier", format!("{tier:?} is not a tier (known: {known})")));
+            RateLimitTier::default()
+        });
+        let expires_at = expires_at.and_then(|text| match chrono::DateTime::parse_from_rfc3339(text) {
+            Ok(at) => Some(at.timestamp_millis()),
+            Err(_) => {
+                problems.push(FieldError::new("expires_at", format!("{text:?} is not an RFC 3339 time")));
+                None
+            }
+        });
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Self { name: name.to_string(), description: description.map(str::to_string), permissions: parsed, tier, expires_at, mode })
+    }
 }
 
 /// Who creates a key over the API: the key's id and what it may give.
@@ -178,7 +221,7 @@ pub enum KeyError {
     TierNotAllowed { tier: &'static str, plan: &'static str },
     /// Well-formed but impossible as asked (an expiry in the past).
     #[error("{}", .0.message)]
-    Unprocessable(InputError),
+    Unprocessable(FieldError),
     #[error(transparent)]
     Idempotency(IdempotencyError),
     #[error("a stored answer could not be read: {0}")]
@@ -214,7 +257,7 @@ fn check(scope: &Scope, spec: &NewKeySpec, creator: Option<Creator<'_>>, plan: P
     if let Some(lacking) = creator.and_then(|c| spec.permissions.iter().find(|p| !c.permissions.contains(p))) {
         return Err(KeyError::PermissionsExceedCreator(*lacking));
     }
-    let problem = |field, message: String| Err(KeyError::Unprocessable(InputError::new(field, message)));
+    let problem = |field, message: String| Err(KeyError::Unprocessable(FieldError::new(field, message)));
     if spec.name.is_empty() || spec.name.chars().count() > NAME_MAX {
         return problem("name", format!("must be 1 to {NAME_MAX} characters"));
     }
@@ -225,7 +268,7 @@ fn check(scope: &Scope, spec: &NewKeySpec, creator: Option<Creator<'_>>, plan: P
         return problem("permissions", "must name at least one permission".into());
     }
     if spec.expires_at.is_some_and(|at| at <= now_ms) {
-        return Err(KeyError::Unprocessable(InputError::new("expires_at", "must be in the future")));
+        return Err(KeyError::Unprocessable(FieldError::new("expires_at", "must be in the future")));
     }
     if !spec.tier.allowed_on(plan) {
         return Err(KeyError::TierNotAllowed { tier: spec.tier.as_str(), plan: plan.as_str() });
@@ -318,7 +361,7 @@ async fn insert(
         expires_at: spec.expires_at,
         revoked_at: None,
     };
-    outbox::record(db, workspace_id, spec.mode, Event::ApiKeyCreated, &outbox::key_data(&view), now_ms).await?;
+    outbox::record(db, workspace_id, spec.mode, Event::ApiKeyCreated, &key_data(&view), now_ms).await?;
     Ok(created)
 }
 
@@ -449,7 +492,7 @@ fn holds_admin(permissions: &str) -> bool {
 /// active live key that can manage keys (a test-mode one cannot manage live keys).
 pub async fn revoke(
     db: &DatabaseConnection,
-    hot: &HotCaches,
+    key_cache: &auth::KeyCache,
     scope: &Scope,
     id: &str,
     job_retention: std::time::Duration,
@@ -500,7 +543,7 @@ pub async fn revoke(
         }
     }
     let key_mode = KeyMode::parse(&key.mode).unwrap_or(KeyMode::Test);
-    outbox::record(&txn, workspace_id, key_mode, Event::ApiKeyRevoked, &outbox::key_data(&KeyView::from(key.clone())), now_ms).await?;
+    outbox::record(&txn, workspace_id, key_mode, Event::ApiKeyRevoked, &key_data(&KeyView::from(key.clone())), now_ms).await?;
     let key_scope = Scope::new(workspace_id, key_mode);
     crate::jobs::cancel_for_key(&txn, &key_scope, id, CancelReason::ApiKeyRevoked, job_retention, now_ms).await.map_err(|e| match e {
         crate::jobs::JobError::Db(db) => KeyError::Db(db),
@@ -508,15 +551,51 @@ pub async fn revoke(
     })?;
     txn.commit().await?;
     if let Some(digest) = decode_digest(&key.key_hash) {
-        hot.forget_key(&digest);
+        key_cache.forget(&digest);
     }
     Ok(())
 }
 
-fn decode_digest(hash_hex: &str) -> Option<KeyDigest> {
+fn decode_digest(hash_hex: &str) -> Option<auth::KeyDigest> {
     let bytes: Vec<u8> =
         (0..hash_hex.len()).step_by(2).map(|i| u8::from_str_radix(hash_hex.get(i..i + 2)?, 16).ok()).collect::<Option<_>>()?;
-    Some(KeyDigest(bytes.try_into().ok()?))
+    Some(auth::KeyDigest(bytes.try_into().ok()?))
+}
+
+/// A key as `GET /v1/api-keys` lists it (never its secret).
+#[derive(Serialize)]
+struct KeyData<'a> {
+    id: &'a str,
+    name: &'a str,
+    description: Option<&'a str>,
+    prefix: &'a str,
+    permissions: &'a [String],
+    rate_limit_tier: &'a str,
+    mode: &'a str,
+    created_by: Option<&'a str>,
+    created_at: String,
+    last_used_at: Option<String>,
+    expires_at: Option<String>,
+    revoked_at: Option<String>,
+}
+
+/// The `data` of an `api_key.*` event.
+pub fn key_data(k: &KeyView) -> String {
+    serde_json::to_string(&KeyData {
+        id: &k.id,
+        name: &k.name,
+        description: k.description.as_deref(),
+        prefix: &k.prefix,
+        permissions: &k.permissions,
+        rate_limit_tier: &k.rate_limit_tier,
+        mode: &k.mode,
+        created_by: k.created_by.as_deref(),
+        created_at: outbox::rfc3339(k.created_at),
+        last_used_at: outbox::rfc3339_opt(k.last_used_at),
+        expires_at: outbox::rfc3339_opt(k.expires_at),
+        revoked_at: outbox::rfc3339_opt(k.revoked_at),
+    })
+    .expect("a key serialises")
 }
 
 #[cfg(test)]

@@ -2,6 +2,11 @@
 //! email or domain?" from upstream data vendors, charging one credit per successful lookup.
 //!
 //! # Layout
+//! In layers, each using only those below it (`docs/design.md` section 19, checked by
+//! `scripts/layers`): programs (`api`, `cli`, `startup`, `admin`, `sandbox`, `client`) →
+//! capabilities (`webhooks`, `privacy`, `enrich`, `bulk`, `jobs`, `keys`, `erasure`) →
+//! core (`idempotency`, `credits`, `auth`) → lookup (`lookup`, `test_mode`) → store
+//! (`hot`, `outbox`, `settler`) → leaves.
 //! - [`api`]: the HTTP contract (poem-openapi types, the error envelope, request-scope
 //!   middleware, the published spec and Swagger UI). No SQL, no business rule.
 //! - [`enrich`]: the money path of one enrich call (idempotency, balance, lookup, settle),
@@ -27,10 +32,13 @@
 //! - [`sandbox`]: built-in deterministic vendors speaking both wire formats over HTTP;
 //!   [`test_mode`]: what a `wbk_test_…` key gets (the sandbox, free, its trigger inputs).
 //! - [`admin`]: operator actions behind the CLI (workspaces, keys, grants).
-//! - [`hot`]: the one owner of the hot in-process caches (keys, empty workspaces,
-//!   replays, cache rows), each bounded, with its staleness bound.
-//! - [`webhooks`]: signed webhooks: endpoints, the outbox of events (recorded in their
-//!   causes' transactions) and the delivery workers; [`outbound`]: the one guarded way
+//! - [`hot`]: the hot in-process caches' one mechanism (a bounded TTL cache with
+//!   metrics); each instance is owned by the module whose data it holds.
+//! - [`outbox`]: recording webhook events in their causes' transactions (part of the
+//!   store: the settler records two of them).
+//! - [`privacy`]: the suppression lists every lookup asks; [`erasure`]: forgetting a
+//!   subject everywhere (an operator's act).
+//! - [`webhooks`]: signed webhooks: endpoints and the delivery workers; [`outbound`]: the one guarded way
 //!   to send HTTP to a customer's URL.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`client`]: the command line's client of a running server (`leadlex enrich FILE.csv`,
@@ -51,6 +59,7 @@ pub mod config;
 pub mod credits;
 pub mod db;
 pub mod enrich;
+pub mod erasure;
 pub mod hex;
 pub mod hot;
 pub mod idempotency;
@@ -60,6 +69,7 @@ pub mod keys;
 pub mod lookup;
 pub mod metrics;
 pub mod outbound;
+pub mod outbox;
 pub mod page;
 pub mod privacy;
 pub mod ratelimit;
@@ -72,6 +82,7 @@ pub mod startup;
 pub mod telemetry;
 pub mod test_mode;
 pub mod time;
+pub mod validation;
 pub mod vendor_name;
 pub mod webhooks;
 

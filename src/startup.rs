@@ -17,7 +17,6 @@ use crate::api::{self, AppState};
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::enrich::{EnrichParts, EnrichService};
-use crate::hot::HotCaches;
 use crate::idempotency;
 use crate::key_activity::KeyActivity;
 use crate::lookup::{cache, cache::CachePolicy, vendors::Vendor, Lookup, LookupParts};
@@ -68,14 +67,19 @@ impl Application {
         let vendors: Vec<Vendor> = vendor_settings.iter().map(|v| Vendor::from_settings(v, http.clone())).collect();
         let deadline = Duration::from_millis(settings.server.request_deadline_ms);
         let metrics = Arc::new(Metrics::new());
-        let hot = Arc::new(HotCaches::new(&settings.hot_caches, &metrics));
+        // The hot caches, each of its owner's type (see `crate::hot`): the cache rows are
+        // shared by both lookups, and with the replays emptied by an erasure.
+        let caches = &settings.hot_caches;
+        let cache_rows = Arc::new(crate::lookup::cache_rows(caches, &metrics));
+        let replays = Arc::new(crate::enrich::replays(caches, &metrics));
+        let key_cache = Arc::new(crate::auth::KeyCache::new(caches, &metrics));
         let settler = Settler::spawn(&settings.database, metrics.clone()).await.context("starting the settler")?;
         let mut lookup = Lookup::new(LookupParts {
             vendors,
             deadline,
             policy: settings.waterfall.clone(),
             cache: CachePolicy::from_settings(&settings.cache),
-            hot: hot.clone(),
+            cache_rows: cache_rows.clone(),
             settler: settler.clone(),
             metrics: metrics.clone(),
         });
@@ -86,7 +90,7 @@ impl Application {
             deadline,
             policy: crate::test_mode::waterfall(&settings.waterfall),
             cache: CachePolicy::from_settings(&settings.cache),
-            hot: hot.clone(),
+            cache_rows: cache_rows.clone(),
             settler: settler.clone(),
             metrics: Arc::new(Metrics::new()),
         });
@@ -105,13 +109,15 @@ impl Application {
             None => Limiter::Local(RateLimiter::new()),
         };
         let sealer = Arc::new(sealer(&settings)?);
-        let suppressions =
-            crate::privacy::Suppressions::load(db.clone(), sealer.clone(), hot.clone()).await.context("loading the suppression lists")?;
+        let suppressions = crate::privacy::Suppressions::load(db.clone(), sealer.clone(), vec![cache_rows.clone(), replays.clone()])
+            .await
+            .context("loading the suppression lists")?;
         let refresher = tokio::spawn(suppressions.clone().run(Duration::from_millis(settings.privacy.refresh_ms.max(10))));
         let enrich = EnrichService::new(EnrichParts {
             db: db.clone(),
             suppressions: suppressions.clone(),
-            hot: hot.clone(),
+            replays,
+            empty_workspaces: crate::hot::TtlCache::new("empty_workspaces", &caches.empty_workspaces, &metrics),
             settler: settler.clone(),
             lookup,
             test_lookup,
@@ -153,13 +159,13 @@ impl Application {
         });
         let state = Arc::new(AppState {
             db: db.clone(),
-            auth: Authenticator::new(db.clone(), hot.clone(), activity.clone()),
+            auth: Authenticator::new(db.clone(), key_cache.clone(), activity.clone()),
             limiter,
             metrics,
             enrich,
             jobs_wake,
             job_retention_days: settings.jobs.retention_days,
-            hot,
+            key_cache,
             sealer,
             suppressions,
             webhooks: webhooks.clone(),

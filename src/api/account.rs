@@ -16,7 +16,7 @@ use super::responses::{failures, successes};
 use super::security::ApiKeyAuth;
 use super::{ApiTags, AppState};
 use crate::credits::{self, LedgerQuery, Reason};
-use crate::lookup::input::InputError;
+use crate::validation::FieldError;
 
 /// The limits the calling key is held to (its workspace's plan, or its tier's).
 #[derive(Debug, Clone, Object)]
@@ -174,16 +174,10 @@ successes! {
 failures! {
     /// Every way reading the usage can fail.
     pub enum UsageFailure {
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks `read:usage`.
         403 => Forbidden,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -202,16 +196,10 @@ failures! {
         /// `validation_error`: a query parameter is malformed or out of range (a cursor
         /// that is not an entry id).
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks `read:usage`.
         403 => Forbidden,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -240,7 +228,7 @@ impl AccountApi {
         let status = current_rate_limit();
         // The limits this very request counted against (its headers say the same; a
         // test key's requests other than enrichment calls count apart).
-        let (_, limits) = principal.limits_for(false);
+        let (_, limits) = principal.limits_for(crate::auth::Work::Request { enrichment: false });
         Ok(UsageOk::Ok(Json(UsageResponse {
             data: Usage {
                 plan: principal.plan.as_str().into(),
@@ -291,7 +279,7 @@ impl AccountApi {
                 cursor
                     .strip_prefix(ENTRY_PREFIX)
                     .and_then(|n| n.parse::<i64>().ok())
-                    .ok_or_else(|| ApiError::validation(vec![InputError::new("starting_after", "is not a ledger entry id")]))?,
+                    .ok_or_else(|| ApiError::validation(vec![FieldError::new("starting_after", "is not a ledger entry id")]))?,
             ),
         };
         // `from` after `to` is an empty window, not an error (a schema cannot say it).

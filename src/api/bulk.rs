@@ -20,17 +20,18 @@ use super::security::ApiKeyAuth;
 use super::{ApiTags, AppState};
 use crate::bulk::{BulkAnswer, Defaults, ItemFailure, ItemInput, ItemOutcome, ItemResult, MAX_ITEMS};
 
-/// One input. Its fields are checked item by item, with the rules of
+/// One input. Its values are checked item by item, with the rules of
 /// `POST /v1/email/enrich`: a malformed item (no `email` nor `domain`, a malformed one,
 /// an unknown `include` section, a `reference` over 200 characters) fails alone, with
-/// `status: 400` in its slot.
+/// `status: 400` in its slot. A field this schema does not name fails the whole call
+/// (`400`, naming it), as on every request body.
 #[derive(Debug, Clone, Object)]
-#[oai(rename = "BulkItem")]
+#[oai(rename = "BulkItem", deny_unknown_fields)]
 pub struct BulkItemRequest {
-    /// Email address to resolve (see `EnrichByEmail`).
+    /// Email address to resolve (as on `POST /v1/email/enrich`).
     pub email: MaybeUndefined<Text>,
-    /// Domain name to resolve, or the person's company with an `email` (see
-    /// `EnrichByDomain`).
+    /// Domain name to resolve, or the person's company with an `email` (as on
+    /// `POST /v1/email/enrich`).
     pub domain: MaybeUndefined<Text>,
     /// Sections to return for this item (`person`, `company`, `social`); the call's
     /// `include` when left out, else all.
@@ -41,7 +42,7 @@ pub struct BulkItemRequest {
 
 /// Up to 100 inputs, answered in one call.
 #[derive(Debug, Clone, Object)]
-#[oai(example)]
+#[oai(example, deny_unknown_fields)]
 pub struct BulkRequest {
     /// 1 to 100 items.
     #[oai(validator(min_items = 1, max_items = 100))]
@@ -353,9 +354,7 @@ failures! {
         /// missing, empty or over 100, a field of the wrong type), or the
         /// `Idempotency-Key` is not a UUID. (A malformed item fails alone, in its slot.)
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
         403 => Forbidden,
         /// `idempotency_key_in_use`: a call with the same `Idempotency-Key` is still in
         /// progress; retry after `Retry-After` seconds to get its answer.

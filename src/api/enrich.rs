@@ -7,11 +7,12 @@ use poem::{web::Data, IntoResponse, Response};
 use poem_openapi::{
     param::Header,
     payload::{Json, Payload},
-    registry::{MetaSchema, MetaSchemaRef, Registry},
+    registry::{MetaSchemaRef, Registry},
     types::{Example, MaybeUndefined, ParseFromJSON, Type},
     Enum, Object, OpenApi,
 };
 
+use super::alternatives::{one_object, Rule};
 use super::error::ApiError;
 use super::fields::{not_null, DomainInput, EmailInput};
 use super::json::{self, present, FastParse, JsonBody};
@@ -51,7 +52,7 @@ impl From<IncludeSection> for Section {
 /// person's company (useful for a personal address such as `jane@gmail.com`); it wins
 /// over the email's own domain. A domain alone returns the company, never a person.
 #[derive(Debug, Clone, Object)]
-#[oai(example)]
+#[oai(example, deny_unknown_fields)]
 pub struct EnrichFields {
     /// Email address to resolve: a dot-atom local part (letters, digits,
     /// ``!#$%&'*+/=?^_`{|}~-``, inner dots), `@`, and a domain name as for `domain`.
@@ -95,88 +96,12 @@ impl Example for EnrichFields {
     }
 }
 
-/// The enrich request body: parsed as [`EnrichFields`] (one flat object, so that every
-/// problem is reported field by field), published as `anyOf` two objects derived from
-/// [`EnrichFields`]' own schema: `EnrichByEmail` (`email` required) and `EnrichByDomain`
-/// (`domain` required), each with every property. So the schema says that one of the two is required,
-/// and clients generated from it get two typed models and cannot build a body with
-/// neither (an `Object` derive cannot declare `anyOf` of `required` sets, and a `Union`
-/// derive would lose the field-level errors).
+/// The enrich request body: [`EnrichFields`] published as one object `EnrichRequest` whose
+/// schema requires `email`, `domain` or both (see `super::alternatives`).
 #[derive(Debug, Clone)]
 pub struct EnrichRequest(pub EnrichFields);
 
-const BY_EMAIL: &str = "EnrichByEmail";
-const BY_DOMAIN: &str = "EnrichByDomain";
-
-impl Type for EnrichRequest {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> std::borrow::Cow<'static, str> {
-        "EnrichRequest".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Reference(Self::name().into_owned())
-    }
-
-    fn register(registry: &mut Registry) {
-        if registry.schemas.contains_key(Self::name().as_ref()) {
-            return;
-        }
-        // The flat object's schema, with its fields' docs, patterns and bounds, and the
-        // types it refers to (`IncludeSection`); the flat object itself is not published.
-        let mut scratch = Registry::new();
-        EnrichFields::register(&mut scratch);
-        let fields = scratch.schemas.remove(EnrichFields::name().as_ref()).expect("EnrichFields registers its schema");
-        for (name, schema) in scratch.schemas {
-            registry.schemas.entry(name).or_insert(schema);
-        }
-        let by_email = MetaSchema {
-            title: Some(BY_EMAIL.into()),
-            description: Some("The person behind an email address; with `domain`, the person's company is that domain's."),
-            required: vec!["email"],
-            example: None,
-            ..fields.clone()
-        };
-        // Both keep every property with its schema (only `required` differs), so that a
-        // body is valid exactly when the one flat object would parse it.
-        let by_domain = MetaSchema {
-            title: Some(BY_DOMAIN.into()),
-            description: Some("The company behind a domain (with an `email` as well, this is an `EnrichByEmail`)."),
-            required: vec!["domain"],
-            example: None,
-            ..fields.clone()
-        };
-        registry.schemas.insert(BY_EMAIL.into(), by_email);
-        registry.schemas.insert(BY_DOMAIN.into(), by_domain);
-        let request = MetaSchema {
-            title: Some(Self::name().into_owned()),
-            description: fields.description,
-            any_of: vec![MetaSchemaRef::Reference(BY_EMAIL.into()), MetaSchemaRef::Reference(BY_DOMAIN.into())],
-            example: fields.example,
-            ..MetaSchema::new("object")
-        };
-        registry.schemas.insert(Self::name().into_owned(), request);
-    }
-
-    fn as_raw_value(&self) -> Option<&Self> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
-
-impl ParseFromJSON for EnrichRequest {
-    /// The fields; a body with neither `email` nor `domain` is refused by the query
-    /// parser, with the field-level `details` it gives every input problem.
-    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
-        EnrichFields::parse_from_json(value).map(Self).map_err(poem_openapi::types::ParseError::propagate)
-    }
-}
+one_object!(EnrichRequest(EnrichFields), "EnrichRequest", Rule::AtLeastOne, ["email", "domain"]);
 
 /// The bounds of [`EnrichFields`]' fields, for the fast parse. The `#[oai(validator)]`
 /// attributes above take literals; `the_fast_parse_limits_are_the_schemas` holds these to
@@ -464,12 +389,10 @@ failures! {
         /// malformed (email, domain, `include` value, non-UUID `Idempotency-Key`, invalid JSON).
         /// `details` lists the fields at fault.
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
         /// `insufficient_credits`: the workspace credit balance is exhausted. No vendor was
         /// asked. (Test mode: the `insufficient_credits@leadlex.test` trigger only.)
         402 => PaymentRequired,
-        /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
         403 => Forbidden,
         /// `no_match`: upstream providers returned no data for the input (or none of the
         /// sections asked for with `include`). Free.
@@ -647,7 +570,7 @@ mod tests {
         use poem_openapi::registry::{MetaSchemaRef, Registry};
         let mut registry = Registry::new();
         <EnrichRequest as Type>::register(&mut registry);
-        let schema = &registry.schemas["EnrichByEmail"];
+        let schema = &registry.schemas["EnrichRequest"];
         let field = |name: &str| match &schema.properties.iter().find(|(n, _)| *n == name).expect("declared").1 {
             MetaSchemaRef::Inline(s) => s.clone(),
             MetaSchemaRef::Reference(r) => Box::new(registry.schemas[r].clone()),

@@ -19,7 +19,7 @@ use crate::auth::AuthError;
 use crate::enrich::EnrichError;
 use crate::idempotency::IdempotencyError;
 use crate::keys::KeyError;
-use crate::lookup::input::InputError;
+use crate::validation::FieldError;
 
 /// Stable machine-readable error code; branch on this, not on `message`. Published as
 /// an open string (the known codes listed in its description), because new codes are
@@ -253,13 +253,13 @@ pub enum ApiError {
 
 impl ApiError {
     /// Malformed fields (400 `validation_error`).
-    pub fn validation(problems: Vec<InputError>) -> Self {
+    pub fn validation(problems: Vec<FieldError>) -> Self {
         let (message, details) = field_problems(problems);
         Self::Validation { message, details }
     }
 
     /// Well formed, but not possible as asked (422 `invalid_request`).
-    pub fn invalid_request(problem: InputError) -> Self {
+    pub fn invalid_request(problem: FieldError) -> Self {
         let (message, details) = field_problems(vec![problem]);
         Self::InvalidRequest { message, details }
     }
@@ -373,7 +373,7 @@ impl ApiError {
 }
 
 /// The message (`field: problem; …`) and the `details` of some field problems.
-fn field_problems(problems: Vec<InputError>) -> (String, Vec<FieldProblem>) {
+fn field_problems(problems: Vec<FieldError>) -> (String, Vec<FieldProblem>) {
     let message = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
     (message, problems.into_iter().map(|p| FieldProblem::new(p.field, p.message)).collect())
 }
@@ -425,7 +425,19 @@ fn in_contract_words(kind: &str, found: &str) -> (&'static str, String) {
 /// contract's words.
 fn explain_parse_error(raw: &str) -> ApiError {
     let named = |pattern: &str| raw.split(pattern).nth(1).and_then(|rest| rest.split('`').next()).map(str::to_string);
-    let (field, what) = if let Some(field) = named("field `") {
+    let (field, what) = if let Some(unknown) = named("unknown field `") {
+        // poem-openapi's `deny_unknown_fields`: `failed to parse "BulkItem": unknown field
+        // `x`. (occurred while parsing "list_BulkItem") (occurred while parsing
+        // "BulkRequest")`; the path is read off the published schemas.
+        let types: Vec<&str> = raw.split('"').skip(1).step_by(2).filter(|t| !t.contains(' ')).collect();
+        let field = match types.as_slice() {
+            [inner, .., outer] if inner != outer => {
+                super::spec::property_path(outer, inner).map_or(unknown.clone(), |p| format!("{p}.{unknown}"))
+            }
+            _ => unknown,
+        };
+        (field, "is not a field of this request body (see the operation's schema)".to_string())
+    } else if let Some(field) = named("field `") {
         // Our own field types say what is wrong after "field `name`: ".
         let own = raw.split(&format!("field `{field}`: ")).nth(1).map(|rest| rest.split(" (occurred while").next().unwrap_or(rest));
         let what = if let Some(own) = own {
@@ -441,7 +453,8 @@ fn explain_parse_error(raw: &str) -> ApiError {
         };
         (field, what.to_string())
     } else if let Some(param) = named("parameter `") {
-        (param, "is invalid".to_string())
+        let what = if raw.contains("(uuid)") { "must be a UUID, such as `9f1c2b2e-6a4d-4c1e-9d43-2f6b8e1a7c55`" } else { "is invalid" };
+        (param, what.to_string())
     } else if let Some(kind) = raw.split("Expected input type \"").nth(1).and_then(|r| r.split('"').next()) {
         let found = raw.split("found ").nth(1).and_then(|r| r.split(". (").next()).unwrap_or("something else");
         let found = found.trim_end_matches('.');

@@ -20,8 +20,8 @@ use poem_openapi::types::MaybeUndefined;
 
 use super::error::ApiError;
 use crate::auth::Permission;
-use crate::lookup::input::InputError;
 use crate::lookup::input::{DOMAIN_PATTERN, EMAIL_PATTERN};
+use crate::validation::FieldError;
 use crate::webhooks::URL_PATTERN;
 
 macro_rules! pattern_string {
@@ -240,7 +240,7 @@ pub fn not_null<T>(field: &'static str, value: MaybeUndefined<T>) -> Result<Opti
         MaybeUndefined::Undefined => Ok(None),
         MaybeUndefined::Value(v) => Ok(Some(v)),
         MaybeUndefined::Null => {
-            Err(ApiError::validation(vec![InputError { field, message: "must not be null; leave the field out instead".into() }]))
+            Err(ApiError::validation(vec![FieldError { field, message: "must not be null; leave the field out instead".into() }]))
         }
     }
 }

@@ -24,11 +24,12 @@ use super::{ApiTags, AppState};
 use crate::bulk::Defaults;
 use crate::idempotency::Idempotent;
 use crate::jobs::{self, JobView, ResultRow};
-use crate::lookup::input::{InputError, Section};
+use crate::lookup::input::Section;
+use crate::validation::FieldError;
 
 /// Up to 10,000 inputs, enriched in the background.
 #[derive(Debug, Clone, Object)]
-#[oai(example)]
+#[oai(example, deny_unknown_fields)]
 pub struct JobRequest {
     /// 1 to 10,000 items, each as in a bulk call (a malformed item fails alone, in its
     /// result).
@@ -234,9 +235,7 @@ failures! {
         /// empty or over 10,000, a field of the wrong type; CSV: no `email` or `domain`
         /// column, no row, over 10,000 rows), or the `Idempotency-Key` is not a UUID.
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
         403 => Forbidden,
         /// `idempotency_key_in_use`: a submission with the same `Idempotency-Key` is still
         /// in progress; retry after `Retry-After` seconds.
@@ -248,9 +247,7 @@ failures! {
         /// `idempotency_key_reused`: the `Idempotency-Key` was used with a different
         /// request within 24 hours.
         422 => UnprocessableEntity,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
         /// `service_unavailable`: leadlex's own store is unreachable; retry (with the same
         /// `Idempotency-Key`) after `Retry-After` seconds.
@@ -299,18 +296,12 @@ successes! {
 failures! {
     /// Every way reading or cancelling a job can fail.
     pub enum JobFailure {
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
         403 => Forbidden,
         /// `not_found`: the workspace has no job with this id.
         404 => NotFound,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -320,18 +311,12 @@ failures! {
     pub enum JobResultsFailure {
         /// `validation_error`: `limit` or `starting_after` is malformed.
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
         403 => Forbidden,
         /// `not_found`: the workspace has no job with this id.
         404 => NotFound,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -341,16 +326,10 @@ failures! {
     pub enum JobListFailure {
         /// `validation_error`: a parameter is malformed.
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `write:enrich` permission.
         403 => Forbidden,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -421,7 +400,7 @@ impl JobsApi {
                 (super::bulk::item_inputs(req.items)?, include, quality)
             }
             JobSubmission::Csv(CsvBody(text)) => {
-                let items = jobs::parse_csv(&text).map_err(|p| ApiError::validation(vec![InputError::new("body", p.message)]))?;
+                let items = jobs::parse_csv(&text).map_err(|p| ApiError::validation(vec![FieldError::new("body", p.message)]))?;
                 let quality = super::enrich::quality(
                     MaybeUndefined::from_opt_undefined(min_confidence.0),
                     MaybeUndefined::from_opt_undefined(max_age_days.0),
@@ -525,7 +504,7 @@ impl JobsApi {
         let after = match starting_after.0 {
             None => None,
             Some(s) => {
-                Some(s.parse::<i32>().map_err(|_| ApiError::validation(vec![InputError::new("starting_after", "is not an item index")]))?)
+                Some(s.parse::<i32>().map_err(|_| ApiError::validation(vec![FieldError::new("starting_after", "is not an item index")]))?)
             }
         };
         let ws = auth.0.scope.clone();

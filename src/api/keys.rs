@@ -72,6 +72,7 @@ impl From<KeyModeName> for KeyMode {
 
 /// A new API key.
 #[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
     /// A name to recognise the key by.
     #[oai(validator(min_length = 1, max_length = 120))]
@@ -282,7 +283,6 @@ failures! {
         /// `validation_error`: a field is missing or malformed (an unknown permission: the
         /// message names the valid ones); `details` lists the fields at fault.
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
         /// `insufficient_permissions`: the key lacks `admin:api_keys`, or is a test-mode key
         /// asking for a live one; or `tier_not_allowed`: the workspace's plan does not allow
@@ -301,7 +301,6 @@ failures! {
         /// `rate_limited`: a rate limit of the key is exhausted; retry after `Retry-After`
         /// seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
         /// `service_unavailable`: leadlex's own store is unreachable; retry (with the same
         /// `Idempotency-Key`) after `Retry-After` seconds.
@@ -322,16 +321,10 @@ failures! {
     pub enum ListKeysFailure {
         /// `validation_error`: a query parameter is out of range.
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks `admin:api_keys`.
         403 => Forbidden,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -348,19 +341,14 @@ successes! {
 failures! {
     /// Every way revoking a key can fail. Nothing changes.
     pub enum RevokeKeyFailure {
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
         /// `insufficient_permissions`: the key lacks `admin:api_keys`; or
         /// `last_admin_key`: it is the workspace's last active key with `admin:api_keys`.
         403 => Forbidden,
         /// `not_found`: the workspace has no key with this id.
         404 => NotFound,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -482,7 +470,7 @@ impl KeysApi {
         id: Path<String>,
     ) -> Result<RevokeKeyOk, RevokeKeyFailure> {
         let job_retention = std::time::Duration::from_secs(state.job_retention_days * 86_400);
-        keys::revoke(&state.db, &state.hot, &auth.0.scope, &id.0, job_retention, crate::now_ms()).await.map_err(ApiError::from)?;
+        keys::revoke(&state.db, &state.key_cache, &auth.0.scope, &id.0, job_retention, crate::now_ms()).await.map_err(ApiError::from)?;
         Ok(RevokeKeyOk::Revoked)
     }
 }

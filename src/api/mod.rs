@@ -3,6 +3,7 @@
 //! the result; they hold no SQL and no business rule.
 
 pub mod account;
+pub mod alternatives;
 pub mod bulk;
 pub mod docs;
 pub mod enrich;
@@ -40,7 +41,8 @@ pub struct AppState {
     /// How long a finished job's results are kept.
     pub job_retention_days: u64,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    pub hot: Arc<crate::hot::HotCaches>,
+    /// The key caches `auth` keeps (a revoking request forgets the key at once).
+    pub key_cache: Arc<crate::auth::KeyCache>,
     pub sealer: Arc<crate::seal::Sealer>,
     /// The suppression lists (see `crate::privacy`).
     pub suppressions: Arc<crate::privacy::Suppressions>,

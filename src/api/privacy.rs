@@ -9,39 +9,38 @@ use poem::web::Data;
 use poem_openapi::{
     param::{Path, Query},
     payload::Json,
-    Enum, Object, OpenApi, Union,
+    types::MaybeUndefined,
+    Enum, Object, OpenApi,
 };
 
+use super::alternatives::{one_object, Rule};
 use super::error::ApiError;
-use super::fields::{DomainInput, EmailInput, Nullable};
+use super::fields::{not_null, DomainInput, EmailInput, Nullable};
 use super::responses::{failures, successes};
 use super::security::ApiKeyAuth;
 use super::{ApiTags, AppState};
-use crate::privacy::{Subject, SuppressionView};
-
-/// An email address never to look up (normalised as on `POST /v1/email/enrich`).
-#[derive(Debug, Clone, Object)]
-pub struct SuppressEmail {
-    /// The address (see `EnrichByEmail`).
-    #[oai(validator(min_length = 1, max_length = 254))]
-    pub email: EmailInput,
-}
-
-/// A domain none of whose addresses, nor the company itself, is looked up.
-#[derive(Debug, Clone, Object)]
-pub struct SuppressDomain {
-    /// The domain (a URL is read as its domain; see `EnrichByDomain`).
-    #[oai(validator(min_length = 1, max_length = 2048))]
-    pub domain: DomainInput,
-}
+use crate::privacy::{DataSubject, SuppressionView};
 
 /// What to suppress: exactly one of `email` and `domain`.
-#[derive(Debug, Clone, Union)]
-#[oai(one_of)]
-pub enum SuppressionRequest {
-    Email(SuppressEmail),
-    Domain(SuppressDomain),
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct SuppressionFields {
+    /// An email address never to look up (normalised as on `POST /v1/email/enrich`).
+    #[oai(validator(min_length = 1, max_length = 254))]
+    pub email: MaybeUndefined<EmailInput>,
+    /// A domain none of whose addresses, nor the company itself, is looked up (a URL is
+    /// read as its domain).
+    #[oai(validator(min_length = 1, max_length = 2048))]
+    pub domain: MaybeUndefined<DomainInput>,
 }
+
+/// The suppression request body: [`SuppressionFields`] published as one object
+/// `SuppressionRequest` whose schema requires exactly one of `email` and `domain` (see
+/// `super::alternatives`).
+#[derive(Debug, Clone)]
+pub struct SuppressionRequest(pub SuppressionFields);
+
+one_object!(SuppressionRequest(SuppressionFields), "SuppressionRequest", Rule::ExactlyOne, ["email", "domain"]);
 
 /// What an entry suppresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -117,20 +116,14 @@ failures! {
     pub enum AddSuppressionFailure {
         /// `validation_error`: not exactly one of `email` and `domain`, or a malformed one.
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `admin:privacy` permission.
         403 => Forbidden,
         /// `payload_too_large`: the body is over 16 KiB.
         413 => PayloadTooLarge,
         /// `unsupported_media_type`: the body is not JSON.
         415 => UnsupportedMediaType,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -148,16 +141,10 @@ failures! {
     pub enum ListSuppressionsFailure {
         /// `validation_error`: a parameter is malformed.
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `admin:privacy` permission.
         403 => Forbidden,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -173,18 +160,12 @@ successes! {
 failures! {
     /// Every way removing can fail. Nothing changes.
     pub enum RemoveSuppressionFailure {
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `admin:privacy` permission.
         403 => Forbidden,
         /// `not_found`: the workspace's list has no entry with this id.
         404 => NotFound,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -211,11 +192,10 @@ impl PrivacyApi {
         state: Data<&Arc<AppState>>,
         body: Json<SuppressionRequest>,
     ) -> Result<AddSuppressionOk, AddSuppressionFailure> {
-        let subject = match &body.0 {
-            SuppressionRequest::Email(e) => Subject::parse(Some(&e.email.0), None),
-            SuppressionRequest::Domain(d) => Subject::parse(None, Some(&d.domain.0)),
-        }
-        .map_err(ApiError::validation)?;
+        let SuppressionRequest(fields) = body.0;
+        let (email, domain) = (not_null("email", fields.email)?, not_null("domain", fields.domain)?);
+        let subject = DataSubject::parse(email.as_ref().map(|e| e.0.as_str()), domain.as_ref().map(|d| d.0.as_str()))
+            .map_err(ApiError::validation)?;
         let (entry, new) = state.suppressions.add_for_workspace(&auth.0.scope, &subject, crate::now_ms()).await.map_err(ApiError::from)?;
         let body = Json(SuppressionResponse { data: entry.into() });
         Ok(if new { AddSuppressionOk::Created(body) } else { AddSuppressionOk::Existing(body) })

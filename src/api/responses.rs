@@ -7,6 +7,12 @@
 //! Invariant: an operation declares a status only if it can answer it (the endpoint
 //! coverage test fails on a status the suite never saw).
 //!
+//! The failures every operation shares (401, 403, 429, 500, 503) are worded once, in
+//! `api::spec::shared_failure_text`: a variant of those statuses without a doc comment
+//! gets that text in the published spec (403 names the operation's permission); a doc
+//! comment is written only where an operation adds something (what a 503 left uncharged,
+//! a bulk call's 429 `details`).
+//!
 //! [`ApiError`]: super::error::ApiError
 //! [`ApiError::status`]: super::error::ApiError::status
 
@@ -16,10 +22,10 @@
 /// failures! {
 ///     /// Every way listing keys can fail.
 ///     pub enum ListKeysFailure {
-///         /// `invalid_key`: …
-///         401 => Unauthorized,
-///         /// `rate_limited`: …
-///         429 => TooManyRequests + u64,   // `+ u64`: with `Retry-After`
+///         /// `validation_error`: … (what this operation adds)
+///         400 => BadRequest,
+///         401 => Unauthorized,                // the shared wording
+///         429 => TooManyRequests + u64,       // `+ u64`: with `Retry-After`
 ///         500 => InternalServerError,
 ///     }
 /// }

@@ -51,7 +51,7 @@ pub async fn authenticate(req: &Request, state: &AppState) -> Result<Arc<Princip
 /// nothing: `429`, with how many items fit for a bulk call). Either way the state is
 /// recorded for the response's `X-RateLimit-*` headers.
 pub async fn admit_call(enrichment: bool, state: &AppState, principal: &Arc<Principal>, units: u64) -> Result<(), ApiError> {
-    let (limit_scope, limits) = principal.limits_for(enrichment);
+    let (limit_scope, limits) = principal.limits_for(crate::auth::Work::Request { enrichment });
     match state.limiter.check_n(&limit_scope, limits, units, crate::now_ms()).await {
         Decision::Allowed(status) => {
             record_caller(principal, status);

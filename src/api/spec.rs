@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::keys;
-use crate::lookup::input::InputError;
+use crate::validation::FieldError;
 
 use crate::config::Settings;
 use crate::lookup::vendors::{clearbit, pdl};
@@ -60,6 +60,40 @@ fn fix_header_names(spec: &mut Value) {
                             .map(|(k, v)| (canonical_header(&k).map(str::to_string).unwrap_or(k), v))
                             .collect();
                         *headers = renamed;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The wording of the failures every operation shares, written once: a response of
+/// these statuses whose `failures!` variant carries no doc comment of its own gets this
+/// text (403 names the permission the operation needs, from the one permission table);
+/// an operation documents only what it adds.
+pub fn shared_failure_text(status: &str, operation_id: &str) -> Option<String> {
+    Some(match status {
+        "401" => "`invalid_key`: the API key is missing, malformed, unknown, revoked or expired.".to_string(),
+        "403" => {
+            let permission = super::security::permission_of(operation_id)?;
+            format!("`insufficient_permissions`: the key lacks the `{}` permission.", permission.as_str())
+        }
+        "429" => "`rate_limited`: retry after `Retry-After` seconds.".to_string(),
+        "500" => "`internal_error`: an unexpected failure on our side.".to_string(),
+        "503" => "`service_unavailable`: leadlex's own store is unreachable; retry after `Retry-After` seconds.".to_string(),
+        _ => return None,
+    })
+}
+
+/// Fills in [`shared_failure_text`] where an operation left a shared failure undescribed.
+fn describe_shared_failures(spec: &mut Value) {
+    for item in spec["paths"].as_object_mut().into_iter().flat_map(|paths| paths.values_mut()) {
+        for op in item.as_object_mut().into_iter().flat_map(|ops| ops.values_mut()) {
+            let id = op["operationId"].as_str().unwrap_or_default().to_string();
+            for (status, response) in op["responses"].as_object_mut().into_iter().flatten() {
+                if response["description"].as_str().is_none_or(str::is_empty) {
+                    if let Some(text) = shared_failure_text(status, &id) {
+                        response["description"] = Value::from(text);
                     }
                 }
             }
@@ -133,6 +167,14 @@ fn request_examples(method: &str, path: &str) -> Value {
                 "expires_at": keys::EXAMPLE_EXPIRY,
             }},
         }),
+        ("post", "/v1/suppressions") => json!({
+            "email": {"summary": "An address never to look up", "value": {"email": "jane@acme.com"}},
+            "domain": {"summary": "A whole domain: its addresses and the company", "value": {"domain": "acme.com"}},
+        }),
+        ("patch", "/v1/webhooks/{id}") => json!({
+            "pause": {"summary": "Pause deliveries, keeping the webhook", "value": {"active": false}},
+            "events": {"summary": "Subscribe to job events only", "value": {"events": ["enrichment.job.completed", "enrichment.job.cancelled"]}},
+        }),
         _ => json!({}),
     }
 }
@@ -155,7 +197,7 @@ pub const CSV_EXAMPLE: &str =
 /// suite checks that every example was seen).
 fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
     let secs = std::time::Duration::from_secs;
-    let problem = |field: &'static str, message: &str| ApiError::validation(vec![InputError::new(field, message)]);
+    let problem = |field: &'static str, message: &str| ApiError::validation(vec![FieldError::new(field, message)]);
     let unavailable = ApiError::ServiceUnavailable { retry_after: secs(2) };
     let internal = ApiError::Internal(anyhow::anyhow!("example"));
     let limited = ApiError::RateLimited { retry_after: secs(6) };
@@ -234,7 +276,7 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             ApiError::PayloadTooLarge,
             ApiError::UnsupportedMediaType,
             ApiError::IdempotencyKeyReused,
-            ApiError::invalid_request(InputError::new("expires_at", "must be in the future")),
+            ApiError::invalid_request(FieldError::new("expires_at", "must be in the future")),
             limited,
             internal,
             unavailable,
@@ -367,14 +409,90 @@ fn add_webhook_payloads(spec: &mut Value) {
     schemas.sort_keys();
 }
 
+/// The component schemas `roots` refer to, directly or through other components.
+fn reachable_schemas<'a>(spec: &Value, roots: impl IntoIterator<Item = &'a Value>) -> std::collections::BTreeSet<String> {
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(name) = map.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/components/schemas/")) {
+                    out.push(name.to_string());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut todo = Vec::new();
+    roots.into_iter().for_each(|root| refs(root, &mut todo));
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = todo.pop() {
+        if seen.insert(name.clone()) {
+            refs(&spec["components"]["schemas"][&name], &mut todo);
+        }
+    }
+    seen
+}
+
+/// Request bodies are closed: every object schema a request body uses declares
+/// `additionalProperties: false`, as the server refuses a field it does not name (the
+/// request types derive with `deny_unknown_fields`; `every_operation_refuses_an_unknown_field`
+/// holds the two together). poem-openapi's derive cannot say `false` (its
+/// `additionalProperties` is a schema). Response schemas stay open, so that clients
+/// accept the fields a later minor version adds; a schema used by both would be
+/// ambiguous, and `no_schema_is_both_request_and_response` forbids it.
+fn close_request_bodies(spec: &mut Value) {
+    let operations =
+        || spec["paths"].as_object().into_iter().flatten().flat_map(|(_, item)| item.as_object().into_iter().flatten().map(|(_, op)| op));
+    let requests = reachable_schemas(spec, operations().filter_map(|op| op.get("requestBody")));
+    let responses = reachable_schemas(spec, operations().filter_map(|op| op.get("responses")));
+    for name in requests.difference(&responses) {
+        let schema = &mut spec["components"]["schemas"][name];
+        if schema["type"] == "object" && schema.get("properties").is_some() {
+            schema["additionalProperties"] = Value::Bool(false);
+        }
+    }
+}
+
+/// The object schemas used by request bodies and by responses alike (none may be: see
+/// [`close_request_bodies`]).
+pub fn shared_request_and_response_objects() -> Vec<String> {
+    let spec = openapi_value();
+    let operations =
+        || spec["paths"].as_object().into_iter().flatten().flat_map(|(_, item)| item.as_object().into_iter().flatten().map(|(_, op)| op));
+    let requests = reachable_schemas(&spec, operations().filter_map(|op| op.get("requestBody")));
+    let responses = reachable_schemas(&spec, operations().filter_map(|op| op.get("responses")));
+    requests.intersection(&responses).filter(|n| spec["components"]["schemas"][n.as_str()]["type"] == "object").cloned().collect()
+}
+
 /// The spec as a JSON value.
 pub fn openapi_value() -> Value {
     let mut spec: Value = serde_json::from_str(&super::openapi_service().spec()).expect("spec is JSON");
     add_webhook_payloads(&mut spec);
+    describe_shared_failures(&mut spec);
     fix_header_names(&mut spec);
     add_examples(&mut spec);
     declare_public_operations(&mut spec);
+    close_request_bodies(&mut spec);
     spec
+}
+
+/// The path, within the published object schema `outer`, of the property holding an
+/// `inner` object (`items[]` for a list of them), for error details; `None` if none does.
+pub fn property_path(outer: &str, inner: &str) -> Option<String> {
+    static SPEC: OnceLock<Value> = OnceLock::new();
+    let spec = SPEC.get_or_init(openapi_value);
+    let target = format!("#/components/schemas/{inner}");
+    let properties = spec["components"]["schemas"][outer]["properties"].as_object()?;
+    properties.iter().find_map(|(name, schema)| {
+        if schema["$ref"] == target.as_str() {
+            Some(name.clone())
+        } else if schema["items"]["$ref"] == target.as_str() {
+            Some(format!("{name}[]"))
+        } else {
+            None
+        }
+    })
 }
 
 /// The operationId of a method and path, for metric labels (`None`: not an operation).
@@ -457,4 +575,48 @@ pub fn openapi_json() -> Response {
 #[handler]
 pub fn openapi_yaml() -> Response {
     Response::builder().content_type("application/yaml; charset=utf-8").body(openapi_yaml_text()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Closing request bodies must not close a response schema (clients would refuse a
+    /// field a later version adds).
+    #[test]
+    fn no_schema_is_both_request_and_response() {
+        assert_eq!(shared_request_and_response_objects(), Vec::<String>::new());
+    }
+
+    /// Every object a request body uses is closed; no response schema is.
+    #[test]
+    fn request_bodies_are_closed_and_responses_open() {
+        let spec = openapi_value();
+        let schemas = spec["components"]["schemas"].as_object().unwrap();
+        for name in [
+            "EnrichRequest",
+            "BulkRequest",
+            "BulkItem",
+            "JobRequest",
+            "CreateApiKeyRequest",
+            "SuppressionRequest",
+            "CreateWebhookRequest",
+            "UpdateWebhookRequest",
+        ] {
+            assert_eq!(schemas[name]["additionalProperties"], Value::Bool(false), "{name}");
+        }
+        for name in ["EnrichResponse", "ErrorBody", "Job", "ApiKey"] {
+            assert!(schemas[name].get("additionalProperties").is_none(), "{name}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod property_paths {
+    #[test]
+    fn an_item_is_found_in_its_list() {
+        assert_eq!(super::property_path("BulkRequest", "BulkItem").as_deref(), Some("items[]"));
+        assert_eq!(super::property_path("JobRequest", "BulkItem").as_deref(), Some("items[]"));
+        assert_eq!(super::property_path("EnrichRequest", "EnrichFields"), None);
+    }
 }

@@ -59,6 +59,7 @@ impl From<WebhookEventName> for Event {
 
 /// A new webhook.
 #[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
 pub struct CreateWebhookRequest {
     /// Where to POST events: an `https://` URL. Where it points is checked at each
     /// delivery: loopback, private, link-local (cloud metadata) and other internal
@@ -82,6 +83,7 @@ pub struct CreateWebhookRequest {
 
 /// A change to a webhook: the fields sent change, the others stay.
 #[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
 pub struct UpdateWebhookRequest {
     /// See `CreateWebhookRequest`.
     #[oai(validator(min_length = 1, max_length = 2048))]
@@ -435,9 +437,7 @@ failures! {
     pub enum CreateWebhookFailure {
         /// `validation_error`: a field is missing or malformed (`details` names it).
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `admin:webhooks` permission.
         403 => Forbidden,
         /// `payload_too_large`: the body is over 16 KiB.
         413 => PayloadTooLarge,
@@ -446,12 +446,8 @@ failures! {
         /// `invalid_request`: the workspace has its maximum of 20 webhooks in this mode
         /// (live or test) already; delete one first.
         422 => UnprocessableEntity,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -461,16 +457,10 @@ failures! {
     pub enum ListWebhooksFailure {
         /// `validation_error`: a parameter is malformed.
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `admin:webhooks` permission.
         403 => Forbidden,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -478,18 +468,12 @@ failures! {
 failures! {
     /// Every way an operation on one webhook can fail. Nothing changes.
     pub enum WebhookFailure {
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `admin:webhooks` permission.
         403 => Forbidden,
         /// `not_found`: the workspace has no webhook with this id.
         404 => NotFound,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -499,9 +483,7 @@ failures! {
     pub enum UpdateWebhookFailure {
         /// `validation_error`: a field is malformed (`details` names it).
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `admin:webhooks` permission.
         403 => Forbidden,
         /// `not_found`: the workspace has no webhook with this id.
         404 => NotFound,
@@ -509,12 +491,8 @@ failures! {
         413 => PayloadTooLarge,
         /// `unsupported_media_type`: the body is not JSON.
         415 => UnsupportedMediaType,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -524,19 +502,13 @@ failures! {
     pub enum ListDeliveriesFailure {
         /// `validation_error`: a parameter is malformed.
         400 => BadRequest,
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `admin:webhooks` permission.
         403 => Forbidden,
         /// `not_found`: the workspace has no webhook with this id, or the webhook no
         /// delivery with the id in `starting_after`.
         404 => NotFound,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }
@@ -544,18 +516,12 @@ failures! {
 failures! {
     /// Every way redelivering can fail. Nothing changes.
     pub enum RedeliverFailure {
-        /// `invalid_key`: the API key is missing, malformed, unknown, revoked or expired.
         401 => Unauthorized,
-        /// `insufficient_permissions`: the key lacks the `admin:webhooks` permission.
         403 => Forbidden,
         /// `not_found`: the workspace has no such webhook, or it no such delivery.
         404 => NotFound,
-        /// `rate_limited`: retry after `Retry-After` seconds.
         429 => TooManyRequests + u64,
-        /// `internal_error`: an unexpected failure on our side.
         500 => InternalServerError,
-        /// `service_unavailable`: leadlex's own store is unreachable; retry after
-        /// `Retry-After` seconds.
         503 => ServiceUnavailable + u64,
     }
 }

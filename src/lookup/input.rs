@@ -14,19 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::hex::hex;
 
-/// Why an input was refused; `field` names the request field at fault.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct InputError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl InputError {
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self { field, message: message.into() }
-    }
-}
+use crate::validation::FieldError;
 
 // The shapes of the inputs, published as the `pattern`s of the request schema and
 // enforced here with the very same text (compiled once per process), so that what the
@@ -157,9 +145,9 @@ impl Domain {
     /// Accepts what [`DOMAIN_PATTERN`] matches: `acme.com`, ` ACME.com. `,
     /// `www.acme.com`, `https://www.acme.com/path?q`, `acme.com:443` and Unicode names
     /// (`bücher.de` → `xn--bcher-kva.de`).
-    pub fn parse(raw: &str) -> Result<Self, InputError> {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
         if raw.chars().nth(DOMAIN_MAX).is_some() {
-            return Err(InputError::new("domain", format!("must be at most {DOMAIN_MAX} characters")));
+            return Err(FieldError::new("domain", format!("must be at most {DOMAIN_MAX} characters")));
         }
         if !DOMAIN_SHAPE.is_match(raw) {
             return Err(Self::explain(raw, "domain"));
@@ -170,7 +158,7 @@ impl Domain {
     }
 
     /// Why `raw` is not a domain name, as helpfully as a quick look can tell.
-    fn explain(raw: &str, field: &'static str) -> InputError {
+    fn explain(raw: &str, field: &'static str) -> FieldError {
         let trimmed = raw.trim_matches(SPACE);
         let message = if trimmed.is_empty() {
             "must not be empty"
@@ -190,7 +178,7 @@ impl Domain {
         } else {
             "is not a valid domain name (labels of letters, digits and inner hyphens, up to 63 characters each, like acme.com)"
         };
-        InputError::new(field, message)
+        FieldError::new(field, message)
     }
 
     pub fn as_str(&self) -> &str {
@@ -213,9 +201,9 @@ pub struct EmailAddress {
 
 impl EmailAddress {
     /// Accepts what [`EMAIL_PATTERN`] matches.
-    pub fn parse(raw: &str) -> Result<Self, InputError> {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
         if raw.chars().nth(EMAIL_MAX).is_some() {
-            return Err(InputError::new("email", format!("must be at most {EMAIL_MAX} characters")));
+            return Err(FieldError::new("email", format!("must be at most {EMAIL_MAX} characters")));
         }
         if !EMAIL_SHAPE.is_match(raw) {
             let trimmed = raw.trim_matches(SPACE);
@@ -227,7 +215,7 @@ impl EmailAddress {
                 }
                 Some(_) => "has an invalid part before the @ (letters, digits, !#$%&'*+/=?^_`{|}~- and inner dots)".to_string(),
             };
-            return Err(InputError::new("email", message));
+            return Err(FieldError::new("email", message));
         }
         let trimmed = raw.trim_matches(SPACE);
         let (local, host) = trimmed.rsplit_once('@').expect("the pattern has one @");
@@ -281,14 +269,14 @@ pub enum LookupInput {
 }
 
 impl LookupInput {
-    pub fn new(email: Option<EmailAddress>, domain: Option<Domain>) -> Result<Self, InputError> {
+    pub fn new(email: Option<EmailAddress>, domain: Option<Domain>) -> Result<Self, FieldError> {
         match (email, domain) {
             (Some(email), hint) => {
                 let company_hint = hint.filter(|d| d != email.domain());
                 Ok(Self::Email { email, company_hint })
             }
             (None, Some(domain)) => Ok(Self::Domain(domain)),
-            (None, None) => Err(InputError::new("email", "either `email` or `domain` is required")),
+            (None, None) => Err(FieldError::new("email", "either `email` or `domain` is required")),
         }
     }
 
@@ -328,17 +316,17 @@ pub const MAX_AGE_DAYS: u32 = 36_500;
 
 impl Quality {
     /// Checks the ranges; every problem is reported.
-    pub fn new(min_confidence: Option<f64>, max_age_days: Option<i64>, refresh: Option<bool>) -> Result<Self, Vec<InputError>> {
+    pub fn new(min_confidence: Option<f64>, max_age_days: Option<i64>, refresh: Option<bool>) -> Result<Self, Vec<FieldError>> {
         let mut problems = Vec::new();
         if min_confidence.is_some_and(|c| !(0.0..=1.0).contains(&c)) {
-            problems.push(InputError::new("min_confidence", "must be between 0 and 1"));
+            problems.push(FieldError::new("min_confidence", "must be between 0 and 1"));
         }
         let max_age_days = match max_age_days {
             None => None,
             Some(d) => match u32::try_from(d) {
                 Ok(d) if d <= MAX_AGE_DAYS => Some(d),
                 _ => {
-                    problems.push(InputError::new("max_age_days", format!("must be between 0 and {MAX_AGE_DAYS}")));
+                    problems.push(FieldError::new("max_age_days", format!("must be between 0 and {MAX_AGE_DAYS}")));
                     None
                 }
             },
@@ -380,7 +368,7 @@ pub struct EnrichQuery {
 
 impl EnrichQuery {
     /// Validates the raw request fields; all problems are reported, not just the first.
-    pub fn parse(email: Option<&str>, domain: Option<&str>, include: Option<&[Section]>) -> Result<Self, Vec<InputError>> {
+    pub fn parse(email: Option<&str>, domain: Option<&str>, include: Option<&[Section]>) -> Result<Self, Vec<FieldError>> {
         let mut problems = Vec::new();
         let email = email.and_then(|e| EmailAddress::parse(e).map_err(|e| problems.push(e)).ok());
         let domain = domain.and_then(|d| Domain::parse(d).map_err(|e| problems.push(e)).ok());
@@ -389,7 +377,7 @@ impl EnrichQuery {
             Some(list) => list.iter().copied().collect(),
         };
         if include.is_empty() {
-            problems.push(InputError::new("include", "must name at least one section"));
+            problems.push(FieldError::new("include", "must name at least one section"));
         }
         if !problems.is_empty() {
             return Err(problems);

@@ -34,7 +34,7 @@ use record::{merged_confidence, Matched};
 use vendors::{Vendor, VendorAnswer, VendorError};
 
 use crate::config::WaterfallSettings;
-use crate::hot::{CacheKey, HotCaches};
+use crate::hot::{self, TtlCache};
 use crate::metrics::{Metrics, VendorLabels, VendorOutcomeLabels};
 use crate::settler::Settler;
 
@@ -88,13 +88,24 @@ pub struct Lookup {
     policy: WaterfallSettings,
     cache: CachePolicy,
     inflight: Mutex<HashMap<String, Arc<OnceCell<LookupOutcome>>>>,
-    /// Owns the in-process memo of recently read cache rows.
-    hot: Arc<HotCaches>,
+    /// The in-process memo of recently read cache rows (shared by the live and the test
+    /// lookup, whose keys differ).
+    cache_rows: Arc<CacheRows>,
     /// The one writer of the cache (remembered no-matches go through it).
     settler: Settler,
     /// On SQLite, cache rows are read on the request's own thread.
     sqlite_reads: Option<Arc<crate::db::SqliteReads>>,
     metrics: Arc<Metrics>,
+}
+
+/// The hot cache of cache rows: cache key → the parsed entry. Staleness: an entry
+/// replaced on another replica is seen within the TTL (30 s by default), and never
+/// served past the entry's own expiry; erasure empties it (`privacy::Suppressions`).
+pub type CacheRows = TtlCache<String, Arc<cache::Entry>>;
+
+/// The cache-rows instance, as configured.
+pub fn cache_rows(settings: &crate::config::HotCachesSettings, metrics: &Metrics) -> CacheRows {
+    TtlCache::new("cache_rows", &settings.cache_rows, metrics)
 }
 
 /// What a [`Lookup`] is built from.
@@ -104,20 +115,20 @@ pub struct LookupParts {
     pub deadline: Duration,
     pub policy: WaterfallSettings,
     pub cache: CachePolicy,
-    pub hot: Arc<HotCaches>,
+    pub cache_rows: Arc<CacheRows>,
     pub settler: Settler,
     pub metrics: Arc<Metrics>,
 }
 
 impl Lookup {
     pub fn new(parts: LookupParts) -> Self {
-        let LookupParts { vendors, deadline, policy, cache, hot, settler, metrics } = parts;
+        let LookupParts { vendors, deadline, policy, cache, cache_rows, settler, metrics } = parts;
         let open_for = Duration::from_secs(policy.breaker_open_secs);
         let slots = vendors
             .into_iter()
             .map(|vendor| Slot { vendor, breaker: CircuitBreaker::new(policy.breaker_failure_threshold, open_for) })
             .collect();
-        Self { slots, deadline, policy, cache, inflight: Mutex::new(HashMap::new()), hot, settler, sqlite_reads: None, metrics }
+        Self { slots, deadline, policy, cache, inflight: Mutex::new(HashMap::new()), cache_rows, settler, sqlite_reads: None, metrics }
     }
 
     /// How long each kind of cache entry is served.
@@ -178,7 +189,7 @@ impl Lookup {
         now_ms: i64,
     ) -> Result<Cached, DbErr> {
         let key = &subject.cache_key;
-        if let Some(entry) = self.hot.cache_row(key) {
+        if let Some(entry) = self.cache_rows.get(key.as_str()) {
             let cached = entry.interpret(include, &self.cache, now_ms).younger_than(max_age_ms, now_ms);
             if !matches!(cached, Cached::Miss) {
                 return Ok(cached);
@@ -204,12 +215,13 @@ impl Lookup {
     /// handed to the settler, before its row commits (the settler writes cache rows just
     /// after the debits; see `docs/design.md`).
     pub fn remember(&self, subject: &Subject<'_>, entry: cache::Entry, now_ms: i64) {
-        self.hot.remember_cache_row(CacheKey(subject.cache_key.clone()), Arc::new(entry), now_ms);
+        self.remember_row(subject.cache_key.clone(), entry, now_ms);
     }
 
     /// [`Lookup::remember`] by cache key (a row just handed to the settler).
     pub fn remember_row(&self, cache_key: String, entry: cache::Entry, now_ms: i64) {
-        self.hot.remember_cache_row(CacheKey(cache_key), Arc::new(entry), now_ms);
+        let cap = hot::until(entry.expires_at, now_ms);
+        self.cache_rows.insert(cache_key, Arc::new(entry), cap);
     }
 
     /// Caches a vendor answer nobody pays for (it had none of the sections asked for, or
@@ -221,7 +233,7 @@ impl Lookup {
     /// Remembers `row` in-process at once and hands it to the settler, the one writer of
     /// the cache (it commits with the next transaction).
     fn keep(&self, row: entity::cache_entry::Model, now_ms: i64) {
-        self.hot.remember_cache_row(CacheKey(row.cache_key.clone()), Arc::new(cache::Entry::new(row.clone())), now_ms);
+        self.remember_row(row.cache_key.clone(), cache::Entry::new(row.clone()), now_ms);
         self.settler.cache(row);
     }
 

@@ -1,11 +1,11 @@
-//! Settling a batch of jobs in one transaction, against the synchronous [`Store`]
+//! Settling a batch of charges in one transaction, against the synchronous [`Store`]
 //! interface that each backend implements.
 //!
 //! A batch holds settlements of single calls (one credit each) and of bulk calls and job
 //! chunks (one credit per charged item), in arrival order. Per batch: the cache rows
 //! carried over from earlier batches commit first; each idempotency claim and each job
 //! chunk's items are locked (a settlement whose claim or lease was taken over writes
-//! nothing and is answered [`SettleError::ClaimLost`]; the rest of the batch goes on);
+//! nothing and is answered [`SettleError::TakenOver`]; the rest of the batch goes on);
 //! per workspace, one conditional balance change takes all of its settlements' credits
 //! with one ledger row each, and when the balance cannot cover them all, that workspace
 //! falls back to one conditional debit per credit in order, so exactly as many succeed
@@ -14,18 +14,18 @@
 //! rows are carried to the next transaction (off the commit its requests wait for).
 //!
 //! A database error or a panic anywhere in the batch rolls all of it back, answers every
-//! job with the error, keeps the carried rows for later, and leaves the writer usable.
+//! settlement with the error, keeps the carried rows for later, and leaves the writer usable.
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::{Bulk, BulkCharged, BulkCompletion, CacheRow, Charged, Job, JobItemsUpdate, SettleError};
-use crate::credits::Reason;
-use crate::idempotency::ClaimToken;
+use super::claim::ClaimToken;
+use super::Reason;
+use super::{CacheRow, Charge, Charged, Charges, ChargesCompletion, ChargesSettled, JobItemsUpdate, SettleError};
 use crate::metrics::Metrics;
 
-/// The outcome of one job.
+/// The outcome of one charge.
 pub type Outcome = Result<Charged, SettleError>;
 
 /// A database error of either store, and whether it means "unreachable right now".
@@ -126,7 +126,7 @@ impl<S: Store> Writer<S> {
     pub fn settle_batch(&mut self, batch: Vec<Settlement>) -> Vec<Settled> {
         self.metrics.settle_batch_size.observe(batch.len() as f64);
         let started = std::time::Instant::now();
-        let bulk: Vec<bool> = batch.iter().map(|s| matches!(s, Settlement::Bulk(_))).collect();
+        let bulk: Vec<bool> = batch.iter().map(|s| matches!(s, Settlement::Charges(_))).collect();
         let carried = std::mem::take(&mut self.carried);
         let result = self.attempt(|store| settle(store, batch, &carried));
         self.metrics.settle_batch_seconds.observe(started.elapsed().as_secs_f64());
@@ -140,7 +140,7 @@ impl<S: Store> Writer<S> {
                 // The carried rows were paid for: they go with the next transaction.
                 self.carried = carried;
                 let error = || SettleError::Database(failure.clone());
-                bulk.into_iter().map(|bulk| if bulk { Settled::Bulk(Err(error())) } else { Settled::One(Err(error())) }).collect()
+                bulk.into_iter().map(|bulk| if bulk { Settled::Charges(Err(error())) } else { Settled::One(Err(error())) }).collect()
             }
         }
     }
@@ -187,14 +187,14 @@ impl<S: Store> Writer<S> {
 
 /// A settlement in a batch: a single call's, or a bulk call's (or job chunk's) charges.
 pub enum Settlement {
-    One(Job),
-    Bulk(Bulk),
+    One(Charge),
+    Charges(Charges),
 }
 
 /// What a [`Settlement`] came to.
 pub enum Settled {
     One(Outcome),
-    Bulk(Result<BulkCharged, SettleError>),
+    Charges(Result<ChargesSettled, SettleError>),
 }
 
 impl Settlement {
@@ -202,14 +202,14 @@ impl Settlement {
     fn completes(&self) -> bool {
         match self {
             Settlement::One(job) => job.completion.is_some(),
-            Settlement::Bulk(bulk) => bulk.completion.is_some(),
+            Settlement::Charges(bulk) => bulk.completion.is_some(),
         }
     }
 
     fn workspace_id(&self) -> &str {
         match self {
             Settlement::One(job) => &job.workspace_id,
-            Settlement::Bulk(bulk) => &bulk.workspace_id,
+            Settlement::Charges(bulk) => &bulk.workspace_id,
         }
     }
 
@@ -217,7 +217,7 @@ impl Settlement {
     fn charges(&self) -> (&str, &str, usize) {
         match self {
             Settlement::One(job) => (&job.api_key_id, &job.request_id, 1),
-            Settlement::Bulk(bulk) => (&bulk.api_key_id, &bulk.request_id, bulk.charges.len()),
+            Settlement::Charges(bulk) => (&bulk.api_key_id, &bulk.request_id, bulk.charges.len()),
         }
     }
 
@@ -225,10 +225,10 @@ impl Settlement {
     /// longer its own: then it writes nothing.
     fn hold(&self, store: &mut impl Store) -> Result<bool, StoreError> {
         match self {
-            Settlement::One(Job { completion: Some(completion), .. }) => store.lock_claim(&completion.claim),
-            Settlement::Bulk(bulk) => match &bulk.completion {
-                Some(BulkCompletion::Claim { claim, .. }) => store.lock_claim(claim),
-                Some(BulkCompletion::JobItems { job_id, owner, idxs, .. }) => store.hold_job_items(job_id, owner, idxs),
+            Settlement::One(Charge { completion: Some(completion), .. }) => store.lock_claim(&completion.claim),
+            Settlement::Charges(bulk) => match &bulk.completion {
+                Some(ChargesCompletion::Claim { claim, .. }) => store.lock_claim(claim),
+                Some(ChargesCompletion::JobItems { job_id, owner, idxs, .. }) => store.hold_job_items(job_id, owner, idxs),
                 None => Ok(true),
             },
             Settlement::One(_) => Ok(true),
@@ -238,7 +238,7 @@ impl Settlement {
     fn refused(&self, error: SettleError) -> Settled {
         match self {
             Settlement::One(_) => Settled::One(Err(error)),
-            Settlement::Bulk(_) => Settled::Bulk(Err(error)),
+            Settlement::Charges(_) => Settled::Charges(Err(error)),
         }
     }
 }
@@ -260,7 +260,7 @@ fn settle(store: &mut impl Store, batch: Vec<Settlement>, carried: &[CacheRow]) 
     // the rest of the batch goes on.
     for (i, settlement) in batch.iter().enumerate() {
         if !settlement.hold(store)? {
-            refused[i] = Some(SettleError::ClaimLost);
+            refused[i] = Some(SettleError::TakenOver);
         }
     }
     // Per settlement, the balance after each of its charges (`None`: not covered).
@@ -320,14 +320,14 @@ fn settle(store: &mut impl Store, batch: Vec<Settlement>, carried: &[CacheRow]) 
                     Settled::One(Ok(Charged { balance_after }))
                 }
             },
-            Settlement::Bulk(bulk) => {
-                let Bulk { charges, balance_if_unpaid, completion, .. } = bulk;
+            Settlement::Charges(bulk) => {
+                let Charges { charges, balance_if_unpaid, completion, .. } = bulk;
                 let balance = balances.iter().rev().flatten().next().copied().unwrap_or(balance_if_unpaid);
-                let charged = BulkCharged { balances, balance };
+                let charged = ChargesSettled { balances, balance };
                 let completed = match completion {
                     None => true,
-                    Some(BulkCompletion::Claim { claim, render }) => store.complete(&claim, &render(&charged), balance)?,
-                    Some(BulkCompletion::JobItems { job_id, owner, render, .. }) => {
+                    Some(ChargesCompletion::Claim { claim, render }) => store.complete(&claim, &render(&charged), balance)?,
+                    Some(ChargesCompletion::JobItems { job_id, owner, render, .. }) => {
                         store.finish_job_items(&job_id, &owner, &render(&charged))?
                     }
                 };
@@ -335,7 +335,7 @@ fn settle(store: &mut impl Store, batch: Vec<Settlement>, carried: &[CacheRow]) 
                     return Err(StoreError::bug("a locked claim or job items' lease vanished inside the settling transaction"));
                 }
                 own_rows.extend(charges.into_iter().zip(&charged.balances).filter(|(_, b)| b.is_some()).filter_map(|(row, _)| row));
-                Settled::Bulk(Ok(charged))
+                Settled::Charges(Ok(charged))
             }
         });
     }
@@ -484,8 +484,8 @@ mod tests {
         }
     }
 
-    fn job(ws: &str, n: usize) -> Job {
-        Job {
+    fn job(ws: &str, n: usize) -> Charge {
+        Charge {
             workspace_id: ws.into(),
             api_key_id: "k".into(),
             request_id: format!("r{n}"),
@@ -494,22 +494,22 @@ mod tests {
         }
     }
 
-    /// Settles single calls' jobs in one batch.
-    fn settle_ones(w: &mut Writer<FakeStore>, jobs: Vec<Job>) -> Vec<Outcome> {
+    /// Settles single calls' charges in one batch.
+    fn settle_ones(w: &mut Writer<FakeStore>, jobs: Vec<Charge>) -> Vec<Outcome> {
         let settled = w.settle_batch(jobs.into_iter().map(Settlement::One).collect());
         settled.into_iter().map(|s| if let Settled::One(outcome) = s { outcome } else { panic!("a single call's outcome") }).collect()
     }
 
-    fn bulk_outcome(settled: Settled) -> Result<BulkCharged, SettleError> {
+    fn bulk_outcome(settled: Settled) -> Result<ChargesSettled, SettleError> {
         match settled {
-            Settled::Bulk(outcome) => outcome,
+            Settled::Charges(outcome) => outcome,
             Settled::One(_) => panic!("a bulk call's outcome"),
         }
     }
 
     /// Settles one bulk call in a batch of its own.
-    fn settle_bulk(w: &mut Writer<FakeStore>, bulk: Bulk) -> Result<BulkCharged, SettleError> {
-        bulk_outcome(w.settle_batch(vec![Settlement::Bulk(bulk)]).pop().unwrap())
+    fn settle_bulk(w: &mut Writer<FakeStore>, bulk: Charges) -> Result<ChargesSettled, SettleError> {
+        bulk_outcome(w.settle_batch(vec![Settlement::Charges(bulk)]).pop().unwrap())
     }
 
     fn writer(balances: &[(&str, i64)]) -> Writer<FakeStore> {
@@ -561,13 +561,13 @@ mod tests {
     fn a_bulk_call_charges_its_first_items_as_far_as_the_balance_goes_and_stores_its_answer() {
         let mut w = writer(&[("a", 3)]);
         w.store.committed.claims.insert("bulk".into(), (true, None));
-        let bulk = Bulk {
+        let bulk = Charges {
             workspace_id: "a".into(),
             api_key_id: "k".into(),
             request_id: "r".into(),
             charges: (0..5).map(|n| Some(row(&format!("email:b{n}@x.com")))).collect(),
             balance_if_unpaid: 3,
-            completion: Some(BulkCompletion::Claim {
+            completion: Some(ChargesCompletion::Claim {
                 claim: ClaimToken::for_tests("a", "idem", "bulk"),
                 render: Box::new(|charged| format!("{:?}", charged.balances).into_bytes()),
             }),
@@ -583,7 +583,7 @@ mod tests {
         assert_eq!(w.carried.len(), 3, "only the paid items' rows are cached");
 
         // Nothing to charge: the balance read before is reported, nothing moves.
-        let empty = Bulk {
+        let empty = Charges {
             workspace_id: "a".into(),
             api_key_id: "k".into(),
             request_id: "r2".into(),
@@ -591,7 +591,7 @@ mod tests {
             balance_if_unpaid: 0,
             completion: None,
         };
-        assert_eq!(settle_bulk(&mut w, empty).unwrap(), BulkCharged { balances: Vec::new(), balance: 0 });
+        assert_eq!(settle_bulk(&mut w, empty).unwrap(), ChargesSettled { balances: Vec::new(), balance: 0 });
         assert!(w.store.committed.cache.contains_key("email:b0@x.com"), "the carried rows went with it");
     }
 
@@ -599,13 +599,13 @@ mod tests {
     fn a_job_chunk_commits_only_while_its_worker_holds_the_lease() {
         let mut w = writer(&[("a", 5)]);
         w.store.committed.jobs.insert("job_1".into(), ("worker-b".into(), Vec::new()));
-        let chunk = |owner: &str| Bulk {
+        let chunk = |owner: &str| Charges {
             workspace_id: "a".into(),
             api_key_id: "k".into(),
             request_id: "job_1".into(),
             charges: vec![Some(row("email:j0@x.com")), None],
             balance_if_unpaid: 5,
-            completion: Some(BulkCompletion::JobItems {
+            completion: Some(ChargesCompletion::JobItems {
                 job_id: "job_1".into(),
                 owner: owner.into(),
                 idxs: vec![0, 1],
@@ -621,7 +621,7 @@ mod tests {
             }),
         };
         // Worker a's lease was taken over by worker b: nothing of a's chunk commits.
-        assert!(matches!(settle_bulk(&mut w, chunk("worker-a")), Err(SettleError::ClaimLost)));
+        assert!(matches!(settle_bulk(&mut w, chunk("worker-a")), Err(SettleError::TakenOver)));
         assert_eq!((w.store.committed.balances["a"], w.store.committed.ledger.len()), (5, 0));
         assert!(w.carried.is_empty(), "and its cache row is not kept");
         let charged = settle_bulk(&mut w, chunk("worker-b")).unwrap();
@@ -634,37 +634,38 @@ mod tests {
         let mut w = writer(&[("a", 4)]);
         w.store.committed.claims.insert("bulk".into(), (true, None));
         w.store.committed.jobs.insert("job_1".into(), ("worker-b".into(), Vec::new()));
-        let lost_chunk = Bulk {
+        let lost_chunk = Charges {
             workspace_id: "a".into(),
             api_key_id: "k".into(),
             request_id: "job_1".into(),
             charges: vec![Some(row("email:j0@x.com"))],
             balance_if_unpaid: 4,
-            completion: Some(BulkCompletion::JobItems {
+            completion: Some(ChargesCompletion::JobItems {
                 job_id: "job_1".into(),
                 owner: "worker-a".into(),
                 idxs: vec![0],
                 render: Box::new(|_| unreachable!("a chunk whose lease was lost renders nothing")),
             }),
         };
-        let bulk = Bulk {
+        let bulk = Charges {
             workspace_id: "a".into(),
             api_key_id: "k".into(),
             request_id: "r-bulk".into(),
             charges: (0..3).map(|n| Some(row(&format!("email:b{n}@x.com")))).collect(),
             balance_if_unpaid: 4,
-            completion: Some(BulkCompletion::Claim {
+            completion: Some(ChargesCompletion::Claim {
                 claim: ClaimToken::for_tests("a", "idem", "bulk"),
                 render: Box::new(|charged| format!("{:?}", charged.balances).into_bytes()),
             }),
         };
-        let batch = vec![Settlement::One(job("a", 0)), Settlement::Bulk(lost_chunk), Settlement::Bulk(bulk), Settlement::One(job("a", 1))];
+        let batch =
+            vec![Settlement::One(job("a", 0)), Settlement::Charges(lost_chunk), Settlement::Charges(bulk), Settlement::One(job("a", 1))];
         let mut settled = w.settle_batch(batch).into_iter();
         let Some(Settled::One(first)) = settled.next() else { panic!("a single call's outcome first") };
         assert_eq!(first.unwrap().balance_after, 3);
-        assert!(matches!(bulk_outcome(settled.next().unwrap()), Err(SettleError::ClaimLost)), "the chunk lost its lease");
+        assert!(matches!(bulk_outcome(settled.next().unwrap()), Err(SettleError::TakenOver)), "the chunk lost its lease");
         let charged = bulk_outcome(settled.next().unwrap()).unwrap();
-        assert_eq!(charged, BulkCharged { balances: vec![Some(2), Some(1), Some(0)], balance: 0 });
+        assert_eq!(charged, ChargesSettled { balances: vec![Some(2), Some(1), Some(0)], balance: 0 });
         let Some(Settled::One(last)) = settled.next() else { panic!("a single call's outcome last") };
         assert!(matches!(last, Err(SettleError::Insufficient)), "the balance ran out before the last call");
 
@@ -694,12 +695,12 @@ mod tests {
         w.store.committed.claims.insert("mine".into(), (true, None));
         w.store.committed.claims.insert("lost".into(), (false, None));
         let mut mine = job("a", 0);
-        mine.completion = Some(super::super::Completion { claim: claim_of("mine"), answer: b"answer".to_vec() });
+        mine.completion = Some(super::super::ClaimCompletion { claim: claim_of("mine"), answer: b"answer".to_vec() });
         let mut lost = job("a", 1);
-        lost.completion = Some(super::super::Completion { claim: claim_of("lost"), answer: b"other".to_vec() });
+        lost.completion = Some(super::super::ClaimCompletion { claim: claim_of("lost"), answer: b"other".to_vec() });
         let out = settle_ones(&mut w, vec![mine, lost]);
         assert_eq!(out[0].as_ref().unwrap().balance_after, 9);
-        assert!(matches!(out[1], Err(SettleError::ClaimLost)));
+        assert!(matches!(out[1], Err(SettleError::TakenOver)));
         let state = &w.store.committed;
         assert_eq!(state.claims["mine"].1, Some((b"answer".to_vec(), 9)));
         assert_eq!(state.claims["lost"].1, None);

@@ -5,18 +5,20 @@
 //!
 //! - [`Settler`] (this file): the handle requests use.
 //! - `writer`: the writer's thread, its batching (group commit) and, on SQLite, the
-//!   inline settlement of a job alone in flight.
+//!   inline settlement of a charge alone in flight.
 //! - `batch`: the `Store` interface and the algorithm that settles a batch of
-//!   jobs in one transaction (unit-tested against an in-memory store).
+//!   charges in one transaction (unit-tested against an in-memory store).
 //! - `sqlite`, `postgres`: one store per backend; each statement exists once there.
 //!
 //! Invariants (see `docs/design.md`): the balance never goes below zero and the ledger
-//! always sums to it; a job is answered only after the transaction that holds its debit
-//! committed; a failed batch commits nothing and answers every job in it.
+//! always sums to it; a charge is answered only after the transaction that holds its debit
+//! committed; a failed batch commits nothing and answers every charge in it.
 
 mod batch;
+pub mod claim;
 mod postgres;
 mod sqlite;
+mod statements;
 mod writer;
 
 use std::sync::Arc;
@@ -24,16 +26,33 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::DatabaseSettings;
-use crate::idempotency::ClaimToken;
 use crate::metrics::Metrics;
+use claim::ClaimToken;
 
 pub use batch::StoreError;
+
+/// Why a ledger row exists: the settler writes every ledger row, so the reasons are its
+/// (re-exported by [`crate::credits`], which reads them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Grant,
+    Enrich,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Grant => "grant",
+            Reason::Enrich => "enrich",
+        }
+    }
+}
 
 /// A cache row as the writer stores it.
 pub type CacheRow = entity::cache_entry::Model;
 
 /// One successful lookup to pay for.
-pub struct Job {
+pub struct Charge {
     pub workspace_id: String,
     pub api_key_id: String,
     pub request_id: String,
@@ -42,12 +61,12 @@ pub struct Job {
     pub cache_row: Option<CacheRow>,
     /// For a call with an `Idempotency-Key`: the claim to complete in the debit's
     /// transaction, with what a replay needs.
-    pub completion: Option<Completion>,
+    pub completion: Option<ClaimCompletion>,
 }
 
 /// What completes an idempotency claim: the call's answer, opaque bytes to the settler,
 /// stored beside the balance the debit left.
-pub struct Completion {
+pub struct ClaimCompletion {
     pub claim: ClaimToken,
     pub answer: Vec<u8>,
 }
@@ -55,7 +74,7 @@ pub struct Completion {
 /// A bulk call's charges (or a job chunk's): one credit per entry, in item order, as many
 /// as the balance covers, settled in one transaction (with whatever else the writer's
 /// batch holds).
-pub struct Bulk {
+pub struct Charges {
     pub workspace_id: String,
     pub api_key_id: String,
     pub request_id: String,
@@ -63,17 +82,17 @@ pub struct Bulk {
     pub charges: Vec<Option<CacheRow>>,
     /// The balance to report when nothing is charged (read just before).
     pub balance_if_unpaid: i64,
-    pub completion: Option<BulkCompletion>,
+    pub completion: Option<ChargesCompletion>,
 }
 
 /// Renders a bulk call's answer once its charges are known.
-pub type RenderBulk = Box<dyn FnOnce(&BulkCharged) -> Vec<u8> + Send>;
+pub type RenderBulk = Box<dyn FnOnce(&ChargesSettled) -> Vec<u8> + Send>;
 /// Renders a job chunk's item results once its charges are known.
-pub type RenderJobItems = Box<dyn FnOnce(&BulkCharged) -> JobItemsUpdate + Send>;
+pub type RenderJobItems = Box<dyn FnOnce(&ChargesSettled) -> JobItemsUpdate + Send>;
 
 /// What a bulk settlement completes in its transaction, rendered once the charges are
 /// known (opaque to the settler).
-pub enum BulkCompletion {
+pub enum ChargesCompletion {
     /// An idempotent bulk call's claim, completed with its whole answer.
     Claim { claim: ClaimToken, render: RenderBulk },
     /// A chunk of a job's items `idxs`: each item's result and the job's counters,
@@ -98,7 +117,7 @@ pub struct JobItemsUpdate {
 
 /// What a bulk settlement decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BulkCharged {
+pub struct ChargesSettled {
     /// Per charge, in order: the balance right after it, `None` when the balance could
     /// not cover it (nothing taken).
     pub balances: Vec<Option<i64>>,
@@ -106,20 +125,22 @@ pub struct BulkCharged {
     pub balance: i64,
 }
 
-/// A job paid for.
+/// A charge paid for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Charged {
     /// The workspace's balance right after this job's own debit.
     pub balance_after: i64,
 }
 
-/// Why a job was not paid for, or a grant not made.
+/// Why a charge was not paid for, or a grant not made.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SettleError {
     #[error("insufficient credits")]
     Insufficient,
-    #[error("the idempotency claim was taken over")]
-    ClaimLost,
+    /// The idempotency claim or the job items' lease was taken over by another owner: nothing
+    /// of the settlement was written.
+    #[error("the idempotency claim or the items' lease was taken over")]
+    TakenOver,
     #[error("no such workspace")]
     UnknownWorkspace,
     #[error("settling")]
@@ -153,7 +174,7 @@ impl Settler {
     /// On SQLite, a settlement with no other in flight runs inline, on the request's own
     /// thread; under concurrency, settlements go to the writer's thread, which batches
     /// them (group commit).
-    pub async fn settle(&self, job: Job) -> Result<Charged, SettleError> {
+    pub async fn settle(&self, job: Charge) -> Result<Charged, SettleError> {
         let flight = self.inline.as_ref().map(|inline| (inline, inline.enter()));
         let job = match &flight {
             Some((inline, f)) if f.alone => match inline.try_settle(job, &self.tx) {
@@ -170,7 +191,7 @@ impl Settler {
     /// Pays for a bulk call's charges in one transaction (with its completed record, for
     /// an idempotent call; with the item results, for a job chunk), grouped with other
     /// settlements waiting as single calls are: returns once it committed.
-    pub async fn settle_bulk(&self, bulk: Bulk) -> Result<BulkCharged, SettleError> {
+    pub async fn settle_bulk(&self, bulk: Charges) -> Result<ChargesSettled, SettleError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(writer::Msg::SettleBulk(Box::new(bulk), reply)).map_err(|_| SettleError::Stopped)?;
         answer.await.map_err(|_| SettleError::Stopped)?

@@ -17,12 +17,11 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::runtime::Runtime;
 
 use super::batch::{BalanceChange, StoreError};
+use super::claim::{ClaimToken, State};
+use super::statements::{self, low_balance_webhooks, COMPLETE_CLAIM, COUNT_JOB_ITEMS};
 use super::CacheRow;
 use crate::config::DatabaseSettings;
-use crate::idempotency::{ClaimToken, State};
-use crate::jobs::JobView;
-use crate::webhooks::outbox::{self, delivery_columns};
-use crate::webhooks::Event;
+use crate::outbox::{self, delivery_columns, Event, JobView};
 
 /// Upserts the cache rows bound as seven arrays in `$1`–`$7` (see [`bind_cache`]); never
 /// replaces a newer answer by an older one (replicas race).
@@ -71,16 +70,14 @@ const DEBIT_BALANCE: &str = concat!(
     delivery_columns!(),
     "SELECT gen_random_uuid()::text, w.id, w.workspace_id, $15, 'credits.low', \
        json_build_object('credits_remaining', change.credit_balance, 'low_balance_threshold', w.low_balance_threshold)::text, \
-       $14, 'pending', 0, 0, $14 FROM change, webhooks w \
-       WHERE w.workspace_id = $8 AND w.mode = 'live' AND w.active AND change.credit_balance < w.low_balance_threshold \
-       AND change.credit_balance - $9 * $10 >= w.low_balance_threshold AND (' ' || w.events || ' ') LIKE '% credits.low %') \
-     SELECT credit_balance FROM change"
+       $14, 'pending', 0, 0, $14 FROM change, ",
+    low_balance_webhooks!("$8", "change.credit_balance", "change.credit_balance - $9 * $10"),
+    ") SELECT credit_balance FROM change"
 );
 
 /// Locks the claim's row until the transaction ends, so that no takeover can slip in
 /// between the debit and the completion.
-const LOCK_CLAIM: &str = "SELECT 1 FROM idempotency_records \
-     WHERE workspace_id = $1 AND idempotency_key = $2 AND owner_token = $3 AND state = $4 FOR UPDATE";
+static LOCK_CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!("{} FOR UPDATE", statements::LOCK_CLAIM));
 
 /// Locks the chunk's items that `owner` still holds, until the transaction ends (no
 /// takeover can slip in before their results are written); the count says whether it
@@ -94,21 +91,6 @@ const FINISH_JOB_ITEMS: &str = "UPDATE enrichment_job_items AS i \
      SET state = 'done', result = u.result, lease_owner = NULL, lease_until = NULL \
      FROM UNNEST($3::int[], $4::text[]) AS u(idx, result) \
      WHERE i.job_id = $1 AND i.idx = u.idx AND i.lease_owner = $2 AND i.state IN ('pending', 'looked_up')";
-
-/// Adds a chunk to its job's counters; the chunk that makes a running job's last item
-/// done completes it. (SET expressions read the row as it was.)
-const COUNT_JOB_ITEMS: &str = "UPDATE enrichment_jobs SET \
-     done = done + $2, succeeded = succeeded + $3, no_match = no_match + $4, failed = failed + $5, \
-     credits_charged = credits_charged + $6, \
-     status = CASE WHEN status = 'running' AND done + $2 >= total THEN 'completed' ELSE status END, \
-     finished_at = CASE WHEN status = 'running' AND done + $2 >= total THEN $7 ELSE finished_at END, \
-     purge_after = CASE WHEN status = 'running' AND done + $2 >= total THEN $8 ELSE purge_after END \
-     WHERE id = $1 \
-     RETURNING workspace_id, status, total, done, succeeded, no_match, failed, credits_charged, created_at, started_at, finished_at, mode";
-
-const COMPLETE_CLAIM: &str = "UPDATE idempotency_records \
-     SET state = $5, response_status = 200, response_body = $6, balance_after = $7 \
-     WHERE workspace_id = $1 AND idempotency_key = $2 AND owner_token = $3 AND state = $4";
 
 pub struct Store {
     runtime: Runtime,
@@ -195,7 +177,7 @@ impl super::batch::Store for Store {
 
     fn lock_claim(&mut self, claim: &ClaimToken) -> Result<bool, StoreError> {
         let (workspace_id, key, token) = claim.parts();
-        let q = sqlx::query(LOCK_CLAIM).bind(workspace_id).bind(key).bind(token).bind(State::InProgress.as_str());
+        let q = sqlx::query(LOCK_CLAIM.as_str()).bind(workspace_id).bind(key).bind(token).bind(State::InProgress.as_str());
         Ok(self.fetch_optional(q)?.is_some())
     }
 
@@ -281,7 +263,7 @@ impl super::batch::Store for Store {
             finished_at: row.try_get(10).map_err(err)?,
         };
         // This chunk completed the job: its event commits with it.
-        if job.status == crate::jobs::Status::Completed.as_str() && job.done == job.total {
+        if job.status == outbox::JOB_COMPLETED && job.done == job.total {
             let workspace_id: String = row.try_get(0).map_err(err)?;
             let event = Event::JobCompleted;
             let q = sqlx::query(outbox::FAN_OUT_PG)

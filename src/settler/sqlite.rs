@@ -13,12 +13,11 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::batch::{BalanceChange, StoreError};
+use super::claim::{ClaimToken, State};
+use super::statements::{low_balance_webhooks, COMPLETE_CLAIM_SQLITE, COUNT_JOB_ITEMS_SQLITE, LOCK_CLAIM_SQLITE};
 use super::CacheRow;
 use crate::config::{DatabaseSettings, SqliteSynchronous};
-use crate::idempotency::{ClaimToken, State};
-use crate::jobs::JobView;
-use crate::webhooks::outbox::{self, delivery_columns, uuid_sqlite};
-use crate::webhooks::Event;
+use crate::outbox::{self, delivery_columns, uuid_sqlite, Event, JobView};
 
 /// How long the writer's thread waits for the database's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,10 +37,6 @@ const CACHE_UPSERT: &str = "INSERT INTO enrichment_cache \
      fetched_at = excluded.fetched_at, expires_at = excluded.expires_at, outcome = excluded.outcome \
      WHERE enrichment_cache.fetched_at <= excluded.fetched_at";
 
-/// Inside `BEGIN IMMEDIATE` no other writer can take the claim over: reading it locks it.
-const LOCK_CLAIM: &str = "SELECT 1 FROM idempotency_records \
-     WHERE workspace_id = ?1 AND idempotency_key = ?2 AND owner_token = ?3 AND state = ?4";
-
 /// One item of a chunk, if `owner` holds its lease (inside `BEGIN IMMEDIATE` nobody can
 /// take it over until the transaction ends).
 const HOLD_JOB_ITEM: &str = "SELECT 1 FROM enrichment_job_items \
@@ -52,17 +47,6 @@ const FINISH_JOB_ITEM: &str = "UPDATE enrichment_job_items \
      SET state = 'done', result = ?4, lease_owner = NULL, lease_until = NULL \
      WHERE job_id = ?1 AND idx = ?2 AND lease_owner = ?3 AND state IN ('pending', 'looked_up')";
 
-/// Adds a chunk to its job's counters; the chunk that makes a running job's last item
-/// done completes it. (SET expressions read the row as it was.)
-const COUNT_JOB_ITEMS: &str = "UPDATE enrichment_jobs SET \
-     done = done + ?2, succeeded = succeeded + ?3, no_match = no_match + ?4, failed = failed + ?5, \
-     credits_charged = credits_charged + ?6, \
-     status = CASE WHEN status = 'running' AND done + ?2 >= total THEN 'completed' ELSE status END, \
-     finished_at = CASE WHEN status = 'running' AND done + ?2 >= total THEN ?7 ELSE finished_at END, \
-     purge_after = CASE WHEN status = 'running' AND done + ?2 >= total THEN ?8 ELSE purge_after END \
-     WHERE id = ?1 \
-     RETURNING workspace_id, status, total, done, succeeded, no_match, failed, credits_charged, created_at, started_at, finished_at, mode";
-
 /// A `credits.low` delivery for each active webhook of workspace `?4` that takes it and
 /// whose threshold the balance crossed (from `?5` before to `?2` after); `?1` event id,
 /// `?3` time.
@@ -71,14 +55,9 @@ const LOW_BALANCE: &str = concat!(
     "SELECT ",
     uuid_sqlite!(),
     ", w.id, w.workspace_id, ?1, 'credits.low', \
-     json_object('credits_remaining', ?2, 'low_balance_threshold', w.low_balance_threshold), ?3, 'pending', 0, 0, ?3 \
-     FROM webhooks w WHERE w.workspace_id = ?4 AND w.mode = 'live' AND w.active AND ?2 < w.low_balance_threshold \
-     AND ?5 >= w.low_balance_threshold AND (' ' || w.events || ' ') LIKE '% credits.low %'"
+     json_object('credits_remaining', ?2, 'low_balance_threshold', w.low_balance_threshold), ?3, 'pending', 0, 0, ?3 FROM ",
+    low_balance_webhooks!("?4", "?2", "?5")
 );
-
-const COMPLETE_CLAIM: &str = "UPDATE idempotency_records \
-     SET state = ?5, response_status = 200, response_body = ?6, balance_after = ?7 \
-     WHERE workspace_id = ?1 AND idempotency_key = ?2 AND owner_token = ?3 AND state = ?4";
 
 pub struct Store {
     conn: Connection,
@@ -143,7 +122,7 @@ impl super::batch::Store for Store {
         let (workspace_id, key, token) = claim.parts();
         let found = self
             .conn
-            .prepare_cached(LOCK_CLAIM)
+            .prepare_cached(&LOCK_CLAIM_SQLITE)
             .and_then(|mut s| s.query_row(params![workspace_id, key, token, State::InProgress.as_str()], |_| Ok(())).optional())
             .map_err(err)?;
         Ok(found.is_some())
@@ -201,7 +180,7 @@ impl super::batch::Store for Store {
         let (workspace_id, key, token) = claim.parts();
         let n = self
             .conn
-            .prepare_cached(COMPLETE_CLAIM)
+            .prepare_cached(&COMPLETE_CLAIM_SQLITE)
             .and_then(|mut s| {
                 s.execute(params![workspace_id, key, token, State::InProgress.as_str(), State::Completed.as_str(), answer, balance_after])
             })
@@ -229,7 +208,7 @@ impl super::batch::Store for Store {
         drop(finish);
         let counted = self
             .conn
-            .prepare_cached(COUNT_JOB_ITEMS)
+            .prepare_cached(&COUNT_JOB_ITEMS_SQLITE)
             .and_then(|mut s| {
                 s.query_row(
                     params![
@@ -267,7 +246,7 @@ impl super::batch::Store for Store {
             .map_err(err)?;
         let Some((workspace_id, mode, job)) = counted else { return Ok(false) };
         // This chunk completed the job: its event commits with it.
-        if job.status == crate::jobs::Status::Completed.as_str() && job.done == job.total {
+        if job.status == outbox::JOB_COMPLETED && job.done == job.total {
             let data = outbox::job_data(&job);
             let event = Event::JobCompleted;
             self.conn

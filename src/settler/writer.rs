@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{Outcome, Settled, Settlement, Store, Writer};
-use super::{postgres, sqlite, Bulk, BulkCharged, CacheRow, Job, SettleError};
+use super::{postgres, sqlite, CacheRow, Charge, Charges, ChargesSettled, SettleError};
 use crate::config::DatabaseSettings;
 use crate::metrics::Metrics;
 
@@ -27,9 +27,9 @@ const MAX_BATCH: usize = 256;
 
 /// What the writer's thread is asked to do.
 pub enum Msg {
-    Settle(Job, oneshot::Sender<Outcome>),
+    Settle(Charge, oneshot::Sender<Outcome>),
     /// A bulk call's (or job chunk's) charges, batched with the rest.
-    SettleBulk(Box<Bulk>, oneshot::Sender<Result<BulkCharged, SettleError>>),
+    SettleBulk(Box<Charges>, oneshot::Sender<Result<ChargesSettled, SettleError>>),
     /// A cache row nobody pays for, to write with the next transaction.
     Cache(CacheRow),
     Grant {
@@ -44,7 +44,7 @@ pub enum Msg {
 /// Where a settlement's outcome goes.
 enum Reply {
     One(oneshot::Sender<Outcome>),
-    Bulk(oneshot::Sender<Result<BulkCharged, SettleError>>),
+    Charges(oneshot::Sender<Result<ChargesSettled, SettleError>>),
 }
 
 type Shared<S> = Arc<Mutex<Writer<S>>>;
@@ -139,8 +139,8 @@ fn run<S: Store>(writer: &Mutex<Writer<S>>, mut rx: mpsc::UnboundedReceiver<Msg>
                     replies.push(Reply::One(reply));
                 }
                 Msg::SettleBulk(bulk, reply) => {
-                    settlements.push(Settlement::Bulk(*bulk));
-                    replies.push(Reply::Bulk(reply));
+                    settlements.push(Settlement::Charges(*bulk));
+                    replies.push(Reply::Charges(reply));
                 }
                 Msg::Cache(row) => w.carried.push(row),
                 Msg::Grant { workspace_id, amount, reply } => {
@@ -160,7 +160,7 @@ fn run<S: Store>(writer: &Mutex<Writer<S>>, mut rx: mpsc::UnboundedReceiver<Msg>
             // The caller may have gone: the charge stands, with its stored record.
             match (reply, settled) {
                 (Reply::One(reply), Settled::One(outcome)) => drop(reply.send(outcome)),
-                (Reply::Bulk(reply), Settled::Bulk(outcome)) => drop(reply.send(outcome)),
+                (Reply::Charges(reply), Settled::Charges(outcome)) => drop(reply.send(outcome)),
                 _ => unreachable!("settle_batch answers each settlement in its own kind, in order"),
             }
         }
@@ -205,11 +205,11 @@ impl Inline {
         InFlight { count: &self.in_flight, alone: before == 0 }
     }
 
-    /// Settles `job` on this thread when the writer is free and the database's write
+    /// Settles `job` (one charge) on this thread when the writer is free and the database's write
     /// lock is free right now; gives `job` back otherwise (a request worker never waits
     /// for the lock). Blocking this worker for one commit is what the writer's thread
     /// would have done.
-    pub fn try_settle(&self, job: Job, tx: &mpsc::UnboundedSender<Msg>) -> Result<Outcome, Box<Job>> {
+    pub fn try_settle(&self, job: Charge, tx: &mpsc::UnboundedSender<Msg>) -> Result<Outcome, Box<Charge>> {
         let mut w = match self.writer.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(poisoned)) => recover(&self.writer, poisoned),

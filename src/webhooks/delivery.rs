@@ -2,7 +2,7 @@
 //! and the one attempt path they and a ping share ([`Webhooks::attempt`]).
 //!
 //! Invariants:
-//! - a delivery is attempted only by whoever holds its lease (PostgreSQL: claimed with
+//! - a delivery is attempted only by whoever holds its lease (PostgreSQL: leased with
 //!   `FOR UPDATE SKIP LOCKED`; SQLite: one writer), and an attempt's outcome is recorded
 //!   only while the lease is held: on several replicas each attempt is made once; a
 //!   worker that died mid-attempt leaves the delivery to be attempted again after the
@@ -92,9 +92,9 @@ impl Webhooks {
             id: uuid::Uuid::new_v4().to_string(),
             webhook_id: w.id.clone(),
             workspace_id: scope.workspace_id().to_string(),
-            event_id: super::outbox::new_event_id(),
+            event_id: crate::outbox::new_event_id(),
             event: Event::Ping.as_str().to_string(),
-            data: super::outbox::ping_data(&w.id),
+            data: crate::outbox::ping_data(&w.id),
             created_at: now_ms,
             state: PENDING.to_string(),
             attempts: 0,
@@ -238,10 +238,10 @@ impl Webhooks {
         Ok(())
     }
 
-    /// Claims up to `n` due deliveries of active webhooks for `owner`, oldest due first,
+    /// Leases up to `n` due deliveries of active webhooks for `owner`, oldest due first,
     /// none of the webhooks in `busy_hooks` nor of the workspaces in `busy_workspaces`;
     /// returns them with their webhooks.
-    async fn claim(
+    async fn lease(
         &self,
         owner: &str,
         n: usize,
@@ -288,7 +288,7 @@ impl Webhooks {
         Ok(deliveries.into_iter().filter_map(|d| hooks.iter().find(|w| w.id == d.webhook_id).cloned().map(|w| (w, d))).collect())
     }
 
-    /// Gives back deliveries `owner` claimed but will not attempt now (due at once again).
+    /// Gives back deliveries `owner` leased but will not attempt now (due at once again).
     async fn release(&self, owner: &str, ids: Vec<String>) -> Result<(), WebhookError> {
         if ids.is_empty() {
             return Ok(());
@@ -366,7 +366,7 @@ impl InFlight {
 
 impl Deliverer {
     /// Delivers until `stop` is notified (then finishes the attempts in flight and
-    /// claims nothing more). Attempts run side by side, at most `[webhooks] batch` at
+    /// leases nothing more). Attempts run side by side, at most `[webhooks] batch` at
     /// once, `per_endpoint` to one webhook and `per_workspace` for one workspace; a
     /// freed slot is filled at once (no attempt waits for a slower one), else the worker
     /// looks again after `poll_ms`.
@@ -385,7 +385,7 @@ impl Deliverer {
                     in_flight.remove(&hook, &workspace);
                 }
             }
-            // Never claim on the way out (it would sit leased until the lease ends).
+            // Never lease on the way out (it would sit leased until the lease ends).
             if futures_util::FutureExt::now_or_never(stopped.as_mut()).is_some() {
                 break;
             }
@@ -426,7 +426,7 @@ impl Deliverer {
         while tasks.join_next().await.is_some() {}
     }
 
-    /// Claims up to `free` deliveries within the fair shares and starts their attempts;
+    /// Leases up to `free` deliveries within the fair shares and starts their attempts;
     /// how many it started.
     async fn fill(
         &self,
@@ -438,10 +438,10 @@ impl Deliverer {
     ) -> Result<usize, WebhookError> {
         let busy_hooks = InFlight::full(&in_flight.hooks, per_hook);
         let busy_workspaces = InFlight::full(&in_flight.workspaces, per_ws);
-        let claimed = self.webhooks.claim(&self.owner, free, crate::now_ms(), &busy_hooks, &busy_workspaces).await?;
+        let leased = self.webhooks.lease(&self.owner, free, crate::now_ms(), &busy_hooks, &busy_workspaces).await?;
         let mut started = 0;
         let mut back = Vec::new();
-        for (w, d) in claimed {
+        for (w, d) in leased {
             let hook_n = in_flight.hooks.get(&w.id).copied().unwrap_or(0);
             let ws_n = in_flight.workspaces.get(&w.workspace_id).copied().unwrap_or(0);
             if hook_n >= per_hook || ws_n >= per_ws {
@@ -459,7 +459,7 @@ impl Deliverer {
             });
             started += 1;
         }
-        // Past a share within this claim: due again at once, for a later slot.
+        // Past a share within this round: due again at once, for a later slot.
         self.webhooks.release(&self.owner, back).await?;
         Ok(started)
     }

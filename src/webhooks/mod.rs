@@ -4,7 +4,7 @@
 //!
 //! - this file: [`Webhooks`], the one owner of webhook rows (create, list, change,
 //!   delete, rotate the secret; deliveries listed, redelivered, a ping sent now);
-//! - [`outbox`]: recording an event in its cause's transaction;
+//! - [`crate::outbox`] (in the store): recording an event in its cause's transaction;
 //! - [`delivery`]: attempting deliveries (the workers every `serve` process runs, and a
 //!   ping's immediate attempt), signing, retrying, disabling a failing webhook.
 //!
@@ -21,7 +21,6 @@
 //!   allow_loopback` is set); where it points is checked when each delivery is made.
 
 pub mod delivery;
-pub mod outbox;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -36,9 +35,9 @@ use sea_orm::{
 use entity::{webhook, webhook_delivery as delivery_row};
 
 use crate::config::WebhooksSettings;
-use crate::lookup::input::InputError;
 use crate::scope::Scope;
 use crate::seal::Sealer;
+use crate::validation::FieldError;
 
 /// The most webhooks a workspace may have in each mode (a test key cannot use up the
 /// live webhooks' room, nor learn how many there are).
@@ -66,44 +65,13 @@ pub const URL_PATTERN: &str = concat!(
 static URL_SHAPE: std::sync::LazyLock<regex::Regex> =
     std::sync::LazyLock::new(|| regex::Regex::new(&URL_PATTERN.replacen("https://", "https?://", 1)).expect("URL_PATTERN compiles"));
 
-/// What a webhook can be told about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Event {
-    JobCompleted,
-    JobCancelled,
-    ApiKeyCreated,
-    ApiKeyRevoked,
-    CreditsLow,
-    /// Sent on request only (`POST /v1/webhooks/{id}/test`); not subscribable.
-    Ping,
-}
-
-impl Event {
-    /// The events a webhook can subscribe to.
-    pub const SUBSCRIBABLE: [Event; 5] =
-        [Event::JobCompleted, Event::JobCancelled, Event::ApiKeyCreated, Event::ApiKeyRevoked, Event::CreditsLow];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Event::JobCompleted => "enrichment.job.completed",
-            Event::JobCancelled => "enrichment.job.cancelled",
-            Event::ApiKeyCreated => "api_key.created",
-            Event::ApiKeyRevoked => "api_key.revoked",
-            Event::CreditsLow => "credits.low",
-            Event::Ping => "ping",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::SUBSCRIBABLE.into_iter().chain([Event::Ping]).find(|e| e.as_str() == s)
-    }
-}
+pub use crate::outbox::Event;
 
 /// Why a webhook operation failed; mapped to HTTP in `api::error` only.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error("invalid webhook")]
-    Invalid(Vec<InputError>),
+    Invalid(Vec<FieldError>),
     #[error("no such webhook")]
     NotFound,
     #[error("no such delivery")]
@@ -227,8 +195,8 @@ impl SigningSecret {
 /// Checks a webhook URL: its shape ([`URL_PATTERN`]), and `http://` only to a loopback
 /// host where `allow_loopback`. Where the host points is checked at each delivery.
 /// The URL is `text` without the white space around it.
-pub fn parse_url(text: &str, allow_loopback: bool) -> Result<url::Url, InputError> {
-    let bad = |message: &str| InputError::new("url", message);
+pub fn parse_url(text: &str, allow_loopback: bool) -> Result<url::Url, FieldError> {
+    let bad = |message: &str| FieldError::new("url", message);
     if text.chars().count() > URL_MAX || !URL_SHAPE.is_match(text) {
         return Err(bad("must be an https:// URL with a host name or IPv4 address"));
     }
@@ -244,26 +212,26 @@ pub fn parse_url(text: &str, allow_loopback: bool) -> Result<url::Url, InputErro
     Ok(url)
 }
 
-fn check_events(events: &BTreeSet<Event>) -> Result<(), InputError> {
+fn check_events(events: &BTreeSet<Event>) -> Result<(), FieldError> {
     if events.is_empty() {
-        return Err(InputError::new("events", "must name at least one event"));
+        return Err(FieldError::new("events", "must name at least one event"));
     }
     if events.contains(&Event::Ping) {
-        return Err(InputError::new("events", "`ping` is sent on request only"));
+        return Err(FieldError::new("events", "`ping` is sent on request only"));
     }
     Ok(())
 }
 
-fn check_description(d: &str) -> Result<(), InputError> {
+fn check_description(d: &str) -> Result<(), FieldError> {
     if d.chars().count() > DESCRIPTION_MAX {
-        return Err(InputError::new("description", format!("must be at most {DESCRIPTION_MAX} characters")));
+        return Err(FieldError::new("description", format!("must be at most {DESCRIPTION_MAX} characters")));
     }
     Ok(())
 }
 
-fn check_threshold(t: i64) -> Result<(), InputError> {
+fn check_threshold(t: i64) -> Result<(), FieldError> {
     if t < 1 {
-        return Err(InputError::new("low_balance_threshold", "must be at least 1"));
+        return Err(FieldError::new("low_balance_threshold", "must be at least 1"));
     }
     Ok(())
 }
@@ -301,7 +269,7 @@ impl Webhooks {
     }
 
     fn check_new(&self, spec: &NewWebhook) -> Result<(), WebhookError> {
-        let problems: Vec<InputError> = [
+        let problems: Vec<FieldError> = [
             parse_url(&spec.url, self.settings.allow_loopback).err(),
             check_events(&spec.events).err(),
             spec.description.as_deref().and_then(|d| check_description(d).err()),
@@ -388,7 +356,7 @@ impl Webhooks {
 
     /// Changes what `patch` names. Turning a webhook on clears why it was turned off.
     pub async fn update(&self, scope: &Scope, id: &str, patch: &WebhookPatch, now_ms: i64) -> Result<WebhookView, WebhookError> {
-        let problems: Vec<InputError> = [
+        let problems: Vec<FieldError> = [
             patch.url.as_deref().and_then(|u| parse_url(u, self.settings.allow_loopback).err()),
             patch.events.as_ref().and_then(|e| check_events(e).err()),
             patch.description.as_deref().and_then(|d| check_description(d).err()),

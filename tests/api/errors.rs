@@ -24,7 +24,6 @@ async fn the_request_schema_accepts_exactly_what_the_server_does() {
         json!({"domain": "bücher.de"}),
         json!({"domain": "acme.com.", "include": ["company"]}),
         json!({"email": "jane@gmail.com", "domain": "acme.com", "include": ["person", "company"]}),
-        json!({"domain": "acme.com", "unknown": [1, 2]}),
     ];
     for body in allowed {
         assert!(request_is_valid("POST", "/v1/email/enrich", &body), "the schema allows {body}");
@@ -43,6 +42,7 @@ async fn the_request_schema_accepts_exactly_what_the_server_does() {
         json!({"domain": long_label}),
         json!({"email": "ja..ne@acme.com"}),
         json!({"email": format!("{}@acme.com", "a".repeat(250))}),
+        json!({"domain": "acme.com", "unknown": [1, 2]}),
     ];
     for body in refused {
         assert!(!request_is_valid("POST", "/v1/email/enrich", &body), "the schema refuses {body}");

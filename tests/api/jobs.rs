@@ -196,6 +196,29 @@ async fn items_count_against_the_daily_quota_not_the_minute(backend: Backend) {
     assert_eq!(app.enrich(&key, json!({"domain": "acme.com"})).await.status, 429);
 }
 
+/// The end of a daily quota is used, not stranded: with 6 units left and chunks of 10
+/// (the org plan's), 6 items are worked and charged, then the job waits for the quota.
+async fn a_job_uses_what_is_left_of_the_daily_quota(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ws = leadlex::admin::create_workspace(&app.db, &app.settler, "quota", Plan::Org, 100, None, Some(7)).await.unwrap().id;
+    let key = app.key(&ws, &[Permission::WriteEnrich], None).await.key;
+    let items: Vec<Value> = (0..10).map(|n| json!({"domain": format!("acme{n}.com")})).collect();
+    // The submission itself is one unit of the day: 6 are left for the items.
+    let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let scope = leadlex::scope::Scope::live(&ws);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while leadlex::jobs::get(&app.db, &scope, &id).await.unwrap().done < 6 {
+        assert!(tokio::time::Instant::now() < deadline, "the 6 units left are used");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Well past a few worker rounds, nothing more: the quota is spent.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let job = leadlex::jobs::get(&app.db, &scope, &id).await.unwrap();
+    assert_eq!((job.done, job.status.as_str()), (6, "running"), "{job:?}");
+    assert_eq!(app.charges(&ws).await, job.credits_charged as usize);
+    app.assert_books_balance(&ws).await;
+}
+
 async fn a_test_key_job_is_free(backend: Backend) {
     let app = spawn_app(backend).await;
     let ws = app.workspace(Plan::Pro, 2).await;
@@ -820,5 +843,6 @@ crate::on_both_backends!(
     cancelling_stops_what_has_not_started,
     a_submission_is_safe_to_retry,
     items_count_against_the_daily_quota_not_the_minute,
+    a_job_uses_what_is_left_of_the_daily_quota,
     a_test_key_job_is_free,
 );

@@ -79,7 +79,11 @@ async fn cached_keys_see_revocations_and_top_ups_within_the_ttl(backend: Backend
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unknown_keys_does_not_evict_a_valid_one() {
     use futures::StreamExt;
-    use leadlex::{auth::Authenticator, config::HotCachesSettings, hot::HotCaches, metrics::Metrics};
+    use leadlex::{
+        auth::{Authenticator, KeyCache},
+        config::HotCachesSettings,
+        metrics::Metrics,
+    };
     use std::sync::Arc;
 
     let app = spawn_app(Backend::Sqlite).await;
@@ -89,7 +93,7 @@ async fn a_flood_of_unknown_keys_does_not_evict_a_valid_one() {
     settings.known_keys.ttl_ms = 600_000;
     settings.unknown_keys.ttl_ms = 600_000;
     let metrics = Arc::new(Metrics::new());
-    let auth = Authenticator::new(app.db.clone(), Arc::new(HotCaches::new(&settings, &metrics)), Default::default());
+    let auth = Authenticator::new(app.db.clone(), Arc::new(KeyCache::new(&settings, &metrics)), Default::default());
     let count = |outcome: &str| -> u64 {
         let wanted = format!("leadlex_hot_cache_total{{cache=\"known_keys\",outcome=\"{outcome}\"}} ");
         metrics.render().lines().find_map(|l| l.strip_prefix(&wanted).map(|n| n.parse().unwrap())).unwrap_or(0)

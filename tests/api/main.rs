@@ -26,6 +26,7 @@ mod query_plans;
 mod ratelimit;
 mod replicas;
 mod test_mode;
+mod unknown_fields;
 mod usage;
 mod vendors;
 mod webhooks;

@@ -25,8 +25,7 @@ from leadlex_client.models import (
     CreateApiKeyRequest,
     DataSource,
     KeyMode,
-    EnrichByDomain,
-    EnrichByEmail,
+    EnrichRequest,
     EnrichResponse,
     ErrorBody,
     LedgerResponse,
@@ -52,7 +51,7 @@ def check(name, fn):
 
 
 def success():
-    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_KEY"]), body=EnrichByEmail(email="jane@acme.com"))
+    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_KEY"]), body=EnrichRequest(email="jane@acme.com"))
     assert resp.status_code == 200, resp.status_code
     ok = resp.parsed
     assert isinstance(ok, EnrichResponse), type(ok)
@@ -69,7 +68,7 @@ def success():
 
 
 def payment_required():
-    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_BROKE_KEY"]), body=EnrichByEmail(email="jane@acme.com"))
+    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_BROKE_KEY"]), body=EnrichRequest(email="jane@acme.com"))
     assert resp.status_code == 402, resp.status_code
     assert isinstance(resp.parsed, ErrorBody), type(resp.parsed)
     assert resp.parsed.error.code == "insufficient_credits"
@@ -77,7 +76,7 @@ def payment_required():
 
 
 def no_match():
-    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_KEY"]), body=EnrichByDomain(domain="nobody.invalid"))
+    resp = enrich_email_or_domain.sync_detailed(client=client(os.environ["LEADLEX_KEY"]), body=EnrichRequest(domain="nobody.invalid"))
     assert resp.status_code == 404, resp.status_code
     assert isinstance(resp.parsed, ErrorBody)
     assert resp.parsed.error.code == "no_match"
@@ -135,7 +134,7 @@ def test_mode_triggers():
     tag = uuid.uuid4().hex
 
     def enrich(trigger, idem=None):
-        body = EnrichByEmail(email=f"{trigger}+{tag}@leadlex.test")
+        body = EnrichRequest(email=f"{trigger}+{tag}@leadlex.test")
         if idem:
             return enrich_email_or_domain.sync_detailed(client=test, body=body, idempotency_key=idem)
         return enrich_email_or_domain.sync_detailed(client=test, body=body)
@@ -165,7 +164,7 @@ def test_mode_triggers():
     thread.join()
     assert in_flight.status_code == 409 and in_flight.parsed.error.code == "idempotency_key_in_use", in_flight.status_code
     assert slow["resp"].status_code == 200
-    reused = enrich_email_or_domain.sync_detailed(client=test, body=EnrichByEmail(email=f"vendor_a+{tag}@leadlex.test"), idempotency_key=idem)
+    reused = enrich_email_or_domain.sync_detailed(client=test, body=EnrichRequest(email=f"vendor_a+{tag}@leadlex.test"), idempotency_key=idem)
     assert reused.status_code == 422 and reused.parsed.error.code == "idempotency_key_reused", reused.status_code
     statuses = [enrich("vendor_a").status_code for _ in range(3)]
     assert statuses[-1] == 429, f"the eleventh call within a minute is limited: {statuses}"

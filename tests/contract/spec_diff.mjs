@@ -7,8 +7,9 @@
 //   - a breaking change (or one the tool cannot classify; two kinds it leaves
 //     unclassified are classified here: the top-level `tags`, compared by name, a new tag
 //     additive and a removed or renamed one breaking; and a changed `example(s)` value,
-//     an annotation) fails, unless the spec's
-//     `info.version` has a higher major version than the released contract;
+//     an annotation) fails, unless the spec's `info.version` bumps the released
+//     contract's breaking position: its major version, or, while the major is 0
+//     (semver's initial development, where 0.y is the breaking position), its minor;
 //   - the version never goes backwards;
 //   - every client-visible change since the release (breaking ones after a major bump,
 //     non-breaking, deprecated) is listed in docs/changelog.md, between the
@@ -102,7 +103,8 @@ function infoIsAnnotation(d) {
 export function check(released, current) {
   const problems = [];
   const [from, to] = [parseVersion(released.info.version), parseVersion(current.info.version)];
-  const majorBump = to[0] > from[0];
+  // Semver: 1.x and later break on a major bump; 0.y.z on a minor one (0.1 → 0.2).
+  const majorBump = to[0] > from[0] || (from[0] === 0 && to[0] === 0 && to[1] > from[1]);
   if (compareVersions(to, from) < 0) {
     problems.push(`info.version ${current.info.version} is older than the released ${released.info.version}`);
   }
@@ -123,7 +125,7 @@ export function check(released, current) {
   if (breaking.length > 0 && !majorBump) {
     problems.push(
       `${breaking.length} breaking change(s) against the released contract ${released.info.version} ` +
-        `(bump the major version to make them, or keep the contract compatible):\n` +
+        `(bump the major version, or the minor while it is 0.x, to make them, or keep the contract compatible):\n` +
         breaking.map((d) => `  - ${d.type}: ${describe(d)}`).join("\n"),
     );
   }
@@ -172,7 +174,7 @@ async function main(args) {
   }
   const release = newestRelease(path.join(root, "openapi/released"));
   const current = await load(path.join(root, "openapi/leadlex.json"));
-  const { listed, problems } = check(await load(release.file), current);
+  const { breaking, listed, problems } = check(await load(release.file), current);
   const changelogPath = path.join(root, "docs/changelog.md");
   const changelog = fs.readFileSync(changelogPath, "utf8");
   const expected = withBlock(changelog, changelogBlock(release.version, listed));
@@ -185,7 +187,8 @@ async function main(args) {
     console.error(problems.join("\n"));
     process.exit(1);
   }
-  console.log(`contract ${current.info.version} against released ${release.version}: ${listed.length} change(s), none breaking`);
+  const verdict = breaking.length > 0 ? `${breaking.length} breaking, allowed by the version bump` : "none breaking";
+  console.log(`contract ${current.info.version} against released ${release.version}: ${listed.length} change(s), ${verdict}`);
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -23,7 +23,7 @@ test("removing a response field is breaking and fails the gate", () => {
   const data = next.components.schemas.EnrichData;
   delete data.properties.credits_remaining;
   data.required = data.required.filter((r) => r !== "credits_remaining");
-  next.info.version = `${major}.${minor + 1}.0`;
+  next.info.version = `${major}.${minor}.${patch + 1}`;
   const { breaking, problems } = check(released, next);
   assert.equal(problems.length, 1);
   assert.match(problems[0], /breaking change/);
@@ -32,7 +32,8 @@ test("removing a response field is breaking and fails the gate", () => {
 
 test("making an optional request field required is breaking and fails the gate", () => {
   const next = copy();
-  next.components.schemas.EnrichByEmail.required.push("include");
+  (next.components.schemas.EnrichByEmail ?? next.components.schemas.EnrichRequest).required ??= [];
+  (next.components.schemas.EnrichByEmail ?? next.components.schemas.EnrichRequest).required.push("include");
   next.info.version = `${major}.${minor}.${patch + 1}`;
   const { breaking, problems } = check(released, next);
   assert.equal(problems.length, 1);
@@ -52,6 +53,29 @@ test("a major version bump lets a breaking change through, and lists it", () => 
   const { listed, problems } = check(released, next);
   assert.deepEqual(problems, []);
   assert.ok(listed.some((l) => l.startsWith("- breaking: POST /v1/email/enrich") && /credits_remaining/.test(l)), listed.join("\n"));
+});
+
+test("while the contract is 0.x, a minor bump lets a breaking change through (semver), a patch bump does not", () => {
+  const was = copy();
+  was.info.version = "0.3.1";
+  const next = structuredClone(was);
+  delete next.components.schemas.EnrichData.properties.credits_remaining;
+  next.info.version = "0.4.0";
+  assert.deepEqual(check(was, next).problems, []);
+  assert.ok(check(was, next).listed.some((l) => l.startsWith("- breaking:") && /credits_remaining/.test(l)));
+  next.info.version = "0.3.2";
+  assert.equal(check(was, next).problems.length, 1);
+});
+
+test("from 1.0 on, a minor bump does not let a breaking change through", () => {
+  const was = copy();
+  was.info.version = "1.2.0";
+  const next = structuredClone(was);
+  delete next.components.schemas.EnrichData.properties.credits_remaining;
+  next.info.version = "1.3.0";
+  assert.equal(check(was, next).problems.length, 1);
+  next.info.version = "2.0.0";
+  assert.deepEqual(check(was, next).problems, []);
 });
 
 test("an additive change passes and is listed for the changelog", () => {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::auth::{KeyMode, Principal};
-use crate::enrich::{Answer, EnrichError, EnrichService};
+use crate::enrich::{judge, Answer, EnrichError, EnrichService, Verdict};
 use crate::hex::hex;
 use crate::idempotency::{self, Begun, IdempotencyError, Idempotent};
 use crate::lookup::input::{EnrichQuery, Quality, Section};
@@ -479,11 +479,7 @@ impl EnrichService {
                     break;
                 }
                 match &found[*subject] {
-                    Some(Looked::Found { matched, .. })
-                        if matched.record.project(&query.include).is_some() && query.quality.accepts(matched.confidence) =>
-                    {
-                        used += 1
-                    }
+                    Some(Looked::Found { matched, .. }) if matches!(judge(matched, query), Verdict::Answer(_)) => used += 1,
                     Some(_) => {}
                     None => {
                         if !wave.contains(subject) {
@@ -548,13 +544,10 @@ impl EnrichService {
                 Looked::Unpaid => ItemFailure::InsufficientCredits,
                 Looked::NoMatch => ItemFailure::NoMatch,
                 Looked::Unavailable { retry_after } => ItemFailure::UpstreamUnavailable { retry_after_secs: retry_after.as_secs().max(1) },
-                Looked::Found { matched, from_cache, fetched_at } => match matched.record.project(&query.include) {
-                    None => ItemFailure::NoMatch,
-                    Some(_) if !query.quality.accepts(matched.confidence) => ItemFailure::BelowMinConfidence {
-                        confidence: matched.confidence,
-                        min: query.quality.min_confidence.unwrap_or_default(),
-                    },
-                    Some(record) => {
+                Looked::Found { matched, from_cache, fetched_at } => match judge(matched, query) {
+                    Verdict::NoMatch => ItemFailure::NoMatch,
+                    Verdict::BelowMinConfidence { confidence, min } => ItemFailure::BelowMinConfidence { confidence, min },
+                    Verdict::Answer(record) => {
                         // The first item of a subject answered now by a vendor says so; the
                         // later ones, like later calls, say `cached`.
                         let fresh = !from_cache && !charged_subject[subject];

@@ -421,22 +421,43 @@ impl EnrichService {
             LookupOutcome::NoMatch => return Err(EnrichError::NoMatch),
             LookupOutcome::Unavailable { retry_after } => return Err(EnrichError::UpstreamUnavailable { retry_after }),
         };
-        let Some(record) = matched.record.project(&query.include) else {
-            // The vendor knew something, just not what was asked: keep it, charge nothing.
-            if cached_at.is_none() {
-                lookup.keep_unpaid(subject, &matched, crate::now_ms());
+        match judge(&matched, query) {
+            Verdict::Answer(record) => Ok(Found { matched, record, cached_at }),
+            refused => {
+                // The vendor knew something, just not what was asked or not surely enough:
+                // keep it, charge nothing.
+                if cached_at.is_none() {
+                    lookup.keep_unpaid(subject, &matched, crate::now_ms());
+                }
+                Err(match refused {
+                    Verdict::BelowMinConfidence { confidence, min } => EnrichError::BelowMinConfidence { confidence, min },
+                    _ => EnrichError::NoMatch,
+                })
             }
-            return Err(EnrichError::NoMatch);
-        };
-        if !query.quality.accepts(matched.confidence) {
-            if cached_at.is_none() {
-                lookup.keep_unpaid(subject, &matched, crate::now_ms());
-            }
-            let min = query.quality.min_confidence.unwrap_or_default();
-            return Err(EnrichError::BelowMinConfidence { confidence: matched.confidence, min });
         }
-        Ok(Found { matched, record, cached_at })
     }
+}
+
+/// What a call makes of a lookup's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The record to answer with (projected on the sections asked for), paid for.
+    Answer(EnrichmentRecord),
+    /// None of the sections asked for: a free `no_match`.
+    NoMatch,
+    /// Less sure than the caller accepts: a free `no_match` saying so.
+    BelowMinConfidence { confidence: f64, min: f64 },
+}
+
+/// The one judgement of what a lookup found, for a single call, a bulk item and a job
+/// item alike: projected on the sections asked for, then held to the caller's quality
+/// (a suppressed input never gets here: it is not looked up).
+pub fn judge(matched: &Matched, query: &EnrichQuery) -> Verdict {
+    let Some(record) = matched.record.project(&query.include) else { return Verdict::NoMatch };
+    if !query.quality.accepts(matched.confidence) {
+        return Verdict::BelowMinConfidence { confidence: matched.confidence, min: query.quality.min_confidence.unwrap_or_default() };
+    }
+    Verdict::Answer(record)
 }
 
 #[cfg(test)]

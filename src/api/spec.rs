@@ -168,8 +168,8 @@ fn request_examples(method: &str, path: &str) -> Value {
             }},
         }),
         ("post", "/v1/suppressions") => json!({
-            "email": {"summary": "An address never to look up", "value": {"email": "jane@acme.com"}},
-            "domain": {"summary": "A whole domain: its addresses and the company", "value": {"domain": "acme.com"}},
+            "email": {"summary": "An address never to look up", "value": {"email": "unsubscribed@globex.com"}},
+            "domain": {"summary": "A whole domain: its addresses and the company", "value": {"domain": "initech.com"}},
         }),
         ("patch", "/v1/webhooks/{id}") => json!({
             "pause": {"summary": "Pause deliveries, keeping the webhook", "value": {"active": false}},

@@ -439,6 +439,9 @@ impl EnrichService {
 }
 
 /// What a call makes of a lookup's answer.
+// Returned and matched at once, never stored: boxing the record would cost every paid
+// call an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// The record to answer with (projected on the sections asked for), paid for.

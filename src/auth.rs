@@ -204,14 +204,19 @@ impl Principal {
     /// The key's [`Principal::limits`] under its `limit_scope`; except a test-mode key's
     /// requests that are not enrichment calls, which count apart against
     /// [`crate::test_mode::OTHER_LIMITS`], and a job's items, which count against the
-    /// daily quota only (never the per-minute limit: a job is paced by its workers).
+    /// daily quota only (never the per-minute limit: a job is paced by its workers) and
+    /// leave the last [`job_reserve`] units of the day to the key's own requests, so that
+    /// its owner can always follow or cancel a job that spent the rest.
     pub fn limits_for(&self, work: Work) -> (std::borrow::Cow<'_, str>, Limits) {
         match work {
             Work::Request { enrichment: false } if self.mode() == KeyMode::Test => {
                 (format!("{}/other", self.limit_scope).into(), crate::test_mode::OTHER_LIMITS)
             }
             Work::Request { .. } => (self.limit_scope.as_str().into(), self.limits),
-            Work::JobItems => (self.limit_scope.as_str().into(), Limits { per_minute: None, per_day: self.limits.per_day }),
+            Work::JobItems => {
+                let per_day = self.limits.per_day.map(|day| day - job_reserve(day));
+                (self.limit_scope.as_str().into(), Limits { per_minute: None, per_day })
+            }
         }
     }
 
@@ -228,6 +233,15 @@ impl Principal {
             Err(AuthError::MissingPermission(permission))
         }
     }
+}
+
+/// The units of a daily quota that job items leave to the key's own requests: 5 % of the
+/// day, at least one (none for a quota of one).
+pub fn job_reserve(per_day: u32) -> u32 {
+    if per_day < 2 {
+        return 0;
+    }
+    (per_day / 20).max(1)
 }
 
 /// What a key's work is, for its rate limits ([`Principal::limits_for`]).

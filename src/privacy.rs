@@ -230,9 +230,10 @@ impl Suppressions {
         Ok(())
     }
 
-    /// Refreshes every `every`, forever; after failures in a row (the database is down)
-    /// it waits longer each time (`crate::backoff`), and resumes by itself.
-    pub async fn run(self: Arc<Self>, every: Duration) {
+    /// Refreshes every `every` until `stop` is notified; after failures in a row (the
+    /// database is down) it waits longer each time (`crate::backoff`), and resumes by
+    /// itself.
+    pub async fn run(self: Arc<Self>, every: Duration, stop: Arc<tokio::sync::Notify>) {
         let mut backoff = crate::backoff::Backoff::default();
         loop {
             let wait = match self.refresh().await {
@@ -250,7 +251,10 @@ impl Suppressions {
                     wait
                 }
             };
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.notified() => return,
+            }
         }
     }
 

@@ -32,9 +32,9 @@ pub struct Application {
     endpoint: poem::endpoint::BoxEndpoint<'static>,
     db: DatabaseConnection,
     sandbox: Sandbox,
-    purger: tokio::task::JoinHandle<()>,
+    purger: Background,
     /// Reloads the suppression lists when they change.
-    refresher: tokio::task::JoinHandle<()>,
+    refresher: Background,
     settler: Settler,
     /// The job worker (stops after its chunk in flight), if this process runs one.
     worker: Option<Background>,
@@ -112,7 +112,8 @@ impl Application {
         let suppressions = crate::privacy::Suppressions::load(db.clone(), sealer.clone(), vec![cache_rows.clone(), replays.clone()])
             .await
             .context("loading the suppression lists")?;
-        let refresher = tokio::spawn(suppressions.clone().run(Duration::from_millis(settings.privacy.refresh_ms.max(10))));
+        let refresh_every = Duration::from_millis(settings.privacy.refresh_ms.max(10));
+        let refresher = Background::spawn(|stop| suppressions.clone().run(refresh_every, stop));
         let enrich = EnrichService::new(EnrichParts {
             db: db.clone(),
             suppressions: suppressions.clone(),
@@ -174,12 +175,8 @@ impl Application {
         });
 
         let cache_retention = Duration::from_secs(settings.cache.retention_days.saturating_mul(86_400));
-        let purger = tokio::spawn(purge_loop(
-            db.clone(),
-            Duration::from_secs(settings.idempotency.purge_interval_secs.max(1)),
-            cache_retention,
-            webhooks,
-        ));
+        let purge_every = Duration::from_secs(settings.idempotency.purge_interval_secs.max(1));
+        let purger = Background::spawn(|stop| purge_loop(db.clone(), purge_every, cache_retention, webhooks, stop));
         let acceptor = TcpListener::bind(settings.server.bind.clone())
             .into_acceptor()
             .await
@@ -213,11 +210,10 @@ impl Application {
         let Self { acceptor, endpoint, sandbox, purger, refresher, worker, deliverer, flusher, .. } = self;
         let result =
             Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(30))).await;
-        purger.abort();
-        refresher.abort();
-        // A chunk or an attempt in flight ends (or its lease runs out and another process
-        // redoes it); then the keys' last use is written.
-        for background in worker.into_iter().chain(deliverer) {
+        // Every background loop stops the one way (told, then awaited): a purge or a
+        // reload in flight ends, a chunk or an attempt in flight ends (or its lease runs
+        // out and another process redoes it); then the keys' last use is written.
+        for background in [purger, refresher].into_iter().chain(worker).chain(deliverer) {
             background.stop(Duration::from_secs(15)).await;
         }
         flusher.stop(Duration::from_secs(30)).await;
@@ -275,10 +271,19 @@ pub fn sealer(settings: &Settings) -> anyhow::Result<Sealer> {
 
 /// Deletes expired idempotency records, cache entries (expired, or past their retention),
 /// finished jobs and webhook deliveries past theirs, forever.
-async fn purge_loop(db: DatabaseConnection, every: Duration, cache_retention: Duration, webhooks: Arc<crate::webhooks::Webhooks>) {
+async fn purge_loop(
+    db: DatabaseConnection,
+    every: Duration,
+    cache_retention: Duration,
+    webhooks: Arc<crate::webhooks::Webhooks>,
+    stop: Arc<tokio::sync::Notify>,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.notified() => return,
+        }
         let now = crate::now_ms();
         match idempotency::purge_expired(&db, now).await {
             Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency records purged"),

@@ -415,31 +415,80 @@ fn in_contract_words(kind: &str, found: &str) -> (&'static str, String) {
         "RateLimitTier" => ("rate_limit_tier", format!("is one of {}", among(RateLimitTier::ALL.map(RateLimitTier::as_str)))),
         "KeyMode" => ("mode", format!("is one of {}", among(KeyMode::ALL.map(KeyMode::as_str)))),
         "LedgerReason" => ("reason", format!("is one of {}", among(["enrich", "grant"]))),
+        // A field of a plain type: poem-openapi does not say which.
+        k if public_kind(k) != "an object" => {
+            return match found {
+                "null" => ("body", "a required field is missing or null (see the operation's schema)".to_string()),
+                _ => ("body", format!("a field must be {}, not {found} (see the operation's schema)", public_kind(k))),
+            };
+        }
         _ => return ("body", format!("must be a JSON object, not {found}")),
     };
     (field, format!("{takes}, not {found}"))
 }
 
+/// At most this many characters of a name or value the client sent are echoed.
+const ECHOED: usize = 64;
+
+fn echoed(text: &str) -> String {
+    if text.chars().count() <= ECHOED {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(ECHOED).collect::<String>())
+    }
+}
+
+/// What a poem-openapi type name stands for, in the contract's words.
+fn public_kind(kind: &str) -> &'static str {
+    match kind {
+        k if k.starts_with("integer") => "an integer",
+        k if k.starts_with("number") || k.starts_with("float") => "a number",
+        k if k.starts_with("string") => "a string",
+        "boolean" => "`true` or `false`",
+        k if k.starts_with("list_") || k.starts_with('[') => "a list",
+        _ => "an object",
+    }
+}
+
+/// The unknown field of poem-openapi's `deny_unknown_fields` message, with its path:
+/// `failed to parse "BulkItem": unknown field `x`. (occurred while parsing
+/// "list_BulkItem") (occurred while parsing "BulkRequest")` → `items[].x` (the path read
+/// off the published schemas). Read from the start of the message only, where no value
+/// the client sent can stand (a value is echoed after `found`), so a value cannot forge
+/// it; the name, which the client did send, is cut at [`ECHOED`] characters.
+fn unknown_field(raw: &str) -> Option<String> {
+    let rest = raw.strip_prefix("parse request payload error: failed to parse \"")?;
+    let (inner, rest) = rest.split_once("\": unknown field `")?;
+    if !inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return None;
+    }
+    // The name may hold backticks itself: it ends at the last "`.", after which come only
+    // the type names of the chain.
+    let end = rest.rfind("`.")?;
+    let (name, chain) = (echoed(&rest[..end]), &rest[end + 2..]);
+    let outer = chain
+        .rsplit("(occurred while parsing \"")
+        .next()
+        .and_then(|t| t.split('"').next())
+        .filter(|t| !chain.trim().is_empty() && *t != inner);
+    Some(match outer.and_then(|outer| super::spec::property_path(outer, inner)) {
+        Some(path) => format!("{path}.{name}"),
+        None => name,
+    })
+}
+
 /// Turns poem-openapi's parse messages (`failed to parse "EnrichRequest": field `email`
 /// verification failed. pattern(…)`) into a message and field-level `details`, in the
-/// contract's words.
+/// contract's words. Names are read only from poem-openapi's own words, before any
+/// value the client sent (echoed after `found`), and what is echoed is cut short.
 fn explain_parse_error(raw: &str) -> ApiError {
-    let named = |pattern: &str| raw.split(pattern).nth(1).and_then(|rest| rest.split('`').next()).map(str::to_string);
-    let (field, what) = if let Some(unknown) = named("unknown field `") {
-        // poem-openapi's `deny_unknown_fields`: `failed to parse "BulkItem": unknown field
-        // `x`. (occurred while parsing "list_BulkItem") (occurred while parsing
-        // "BulkRequest")`; the path is read off the published schemas.
-        let types: Vec<&str> = raw.split('"').skip(1).step_by(2).filter(|t| !t.contains(' ')).collect();
-        let field = match types.as_slice() {
-            [inner, .., outer] if inner != outer => {
-                super::spec::property_path(outer, inner).map_or(unknown.clone(), |p| format!("{p}.{unknown}"))
-            }
-            _ => unknown,
-        };
+    let head = raw.split(" found ").next().unwrap_or(raw);
+    let named = |pattern: &str| head.split(pattern).nth(1).and_then(|rest| rest.split('`').next()).map(echoed);
+    let (field, what) = if let Some(field) = unknown_field(raw) {
         (field, "is not a field of this request body (see the operation's schema)".to_string())
     } else if let Some(field) = named("field `") {
         // Our own field types say what is wrong after "field `name`: ".
-        let own = raw.split(&format!("field `{field}`: ")).nth(1).map(|rest| rest.split(" (occurred while").next().unwrap_or(rest));
+        let own = head.split(&format!("field `{field}`: ")).nth(1).map(|rest| rest.split(" (occurred while").next().unwrap_or(rest));
         let what = if let Some(own) = own {
             own
         } else if raw.contains("maxLength") || raw.contains("maxItems") {
@@ -453,15 +502,20 @@ fn explain_parse_error(raw: &str) -> ApiError {
         };
         (field, what.to_string())
     } else if let Some(param) = named("parameter `") {
-        let what = if raw.contains("(uuid)") { "must be a UUID, such as `9f1c2b2e-6a4d-4c1e-9d43-2f6b8e1a7c55`" } else { "is invalid" };
+        let uuid = head.contains("string_uuid") || head.contains("(uuid)");
+        let what = if uuid { "must be a UUID, such as `9f1c2b2e-6a4d-4c1e-9d43-2f6b8e1a7c55`" } else { "is invalid" };
         (param, what.to_string())
-    } else if let Some(kind) = raw.split("Expected input type \"").nth(1).and_then(|r| r.split('"').next()) {
-        let found = raw.split("found ").nth(1).and_then(|r| r.split(". (").next()).unwrap_or("something else");
-        let found = found.trim_end_matches('.');
-        let (field, what) = in_contract_words(kind, found);
+    } else if let Some(kind) = head.split("Expected input type \"").nth(1).and_then(|r| r.split('"').next()) {
+        let found = raw.split(" found ").nth(1).and_then(|r| r.split(". (").next()).unwrap_or("something else");
+        let found = echoed(found.trim_end_matches('.'));
+        let (field, what) = in_contract_words(kind, &found);
         (field.to_string(), what)
+    } else if let Some(typed) = raw.strip_prefix("parse request payload error: failed to parse \"") {
+        // Valid JSON whose value does not fit its field's type (`1.5` for an integer).
+        let kind = typed.split('"').next().unwrap_or_default();
+        ("body".to_string(), format!("a field is not {} (see the operation's schema)", public_kind(kind)))
     } else if let Some(json) = raw.strip_prefix("parse request payload error: ") {
-        ("body".to_string(), format!("is not valid JSON ({json})"))
+        ("body".to_string(), format!("is not valid JSON ({})", echoed(json)))
     } else {
         ("body".to_string(), "is not a valid request".to_string())
     };
@@ -579,5 +633,59 @@ impl From<KeyError> for ApiError {
             KeyError::Corrupt(why) => Self::Internal(anyhow::anyhow!("a stored key-creation answer: {why}")),
             KeyError::Db(e) => Self::from_db(e, "managing API keys"),
         }
+    }
+}
+
+#[cfg(test)]
+mod parse_errors {
+    use super::*;
+
+    fn field_of(raw: &str) -> (String, String) {
+        match explain_parse_error(raw) {
+            ApiError::Validation { details, .. } => (details[0].field.clone(), details[0].message.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_with_its_path() {
+        let top = r#"parse request payload error: failed to parse "EnrichFields": unknown field `inlcude`. (occurred while parsing "EnrichRequest")"#;
+        assert_eq!(field_of(top).0, "inlcude");
+        let item = r#"parse request payload error: failed to parse "BulkItem": unknown field `x`. (occurred while parsing "list_BulkItem") (occurred while parsing "BulkRequest")"#;
+        assert_eq!(field_of(item).0, "items[].x");
+        // A name holding backticks is named whole; a long one is cut.
+        let ticks = r#"parse request payload error: failed to parse "CreateWebhookRequest": unknown field `a`b`."#;
+        assert_eq!(field_of(ticks).0, "a`b");
+        let long =
+            format!(r#"parse request payload error: failed to parse "CreateWebhookRequest": unknown field `{}`."#, "k".repeat(10_000));
+        assert!(field_of(&long).0.chars().count() <= ECHOED + 1);
+    }
+
+    /// A value the client sent (echoed after `found`) cannot pose as a field name.
+    #[test]
+    fn a_value_cannot_forge_the_field() {
+        let forged = r#"parse request payload error: failed to parse "CreateApiKeyRequest": Expected input type "PermissionName", found "unknown field `admin_override`". (occurred while parsing "list_PermissionName")"#;
+        assert!(!field_of(forged).0.contains("admin_override"), "{:?}", field_of(forged));
+        let forged = r#"parse request payload error: failed to parse "CreateWebhookRequest": Expected input type "WebhookEventName", found "field `url`: evil""#;
+        assert_eq!(field_of(forged).0, "events");
+        let quoted = r#"parse request payload error: failed to parse "X": Expected input type "string", found "a\": unknown field `y`.""#;
+        assert_eq!(field_of(quoted).0, "body", "{:?}", field_of(quoted));
+    }
+
+    #[test]
+    fn a_header_that_is_not_a_uuid_says_so() {
+        let raw = r#"failed to parse parameter `Idempotency-Key`: failed to parse "string_uuid": invalid character: expected an optional prefix of `urn:uuid:` followed by [0-9a-fA-F-], found `n` at 1"#;
+        let (field, message) = field_of(raw);
+        assert_eq!(field, "Idempotency-Key");
+        assert!(message.contains("must be a UUID"), "{message}");
+    }
+
+    #[test]
+    fn type_errors_use_the_contracts_words() {
+        let missing = r#"parse request payload error: failed to parse "CreateApiKeyRequest": Expected input type "string", found null. (occurred while parsing "CreateApiKeyRequest")"#;
+        assert!(field_of(missing).1.contains("missing"), "{:?}", field_of(missing));
+        let typed = r#"parse request payload error: failed to parse "integer_int64": Expected input type "integer_int64", found 1.5. (occurred while parsing "EnrichFields")"#;
+        let (_, message) = field_of(typed);
+        assert!(message.contains("an integer") && !message.contains("int64"), "{message}");
     }
 }

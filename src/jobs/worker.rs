@@ -147,7 +147,7 @@ impl Worker {
         let this = Arc::new(self);
         let poll = Duration::from_millis(this.settings.poll_ms.max(10));
         let mut rounds = Rounds::default();
-        let mut chunks: tokio::task::JoinSet<(Tenant, String, Result<Chunk, EnrichError>)> = tokio::task::JoinSet::new();
+        let mut chunks: tokio::task::JoinSet<(Tenant, String, String, Result<Chunk, EnrichError>)> = tokio::task::JoinSet::new();
         let mut backoff = crate::backoff::Backoff::default();
         let mut last_round = tokio::time::Instant::now();
         let mut load = Load::new(&this.metrics);
@@ -221,7 +221,7 @@ impl Worker {
     async fn start_chunks(
         self: Arc<Self>,
         rounds: &mut Rounds,
-        chunks: &mut tokio::task::JoinSet<(Tenant, String, Result<Chunk, EnrichError>)>,
+        chunks: &mut tokio::task::JoinSet<(Tenant, String, String, Result<Chunk, EnrichError>)>,
     ) -> Result<usize, EnrichError> {
         let now = crate::now_ms();
         rounds.paused.retain(|_, until| *until > now);
@@ -231,12 +231,17 @@ impl Worker {
         }
         // The oldest runnable job of each workspace and mode: one row per tenant, however
         // many jobs each has waiting.
+        // The oldest runnable job of each workspace and mode whose key is not waiting for
+        // its quota: one row per tenant, however many jobs each has waiting (a key whose
+        // daily quota is spent holds up its own jobs only, not its workspace's others).
+        let waiting: Vec<String> = rounds.paused.keys().cloned().collect();
         let oldest: Vec<(String, String, String)> = job::Entity::find()
             .select_only()
             .column(job::Column::WorkspaceId)
             .column(job::Column::Mode)
             .column_as(job::Column::Id.min(), "id")
             .filter(job::Column::Status.is_in([Status::Queued.as_str(), Status::Running.as_str()]))
+            .filter(job::Column::ApiKeyId.is_not_in(waiting))
             .group_by(job::Column::WorkspaceId)
             .group_by(job::Column::Mode)
             .into_tuple()
@@ -245,7 +250,7 @@ impl Worker {
         let mut tenants: Vec<(Tenant, String)> = oldest
             .into_iter()
             .map(|(ws, mode, id)| ((ws, mode), id))
-            .filter(|(t, _)| !rounds.paused.contains_key(t) && !rounds.tasks.values().any(|running| running == t))
+            .filter(|(t, _)| !rounds.tasks.values().any(|running| running == t))
             .collect();
         tenants.sort();
         // Round-robin: start after the last tenant started.
@@ -267,7 +272,7 @@ impl Worker {
             let task = tenant.clone();
             let handle = chunks.spawn(async move {
                 let outcome = this.chunk(&j).await;
-                (task, j.id, outcome)
+                (task, j.id, j.api_key_id, outcome)
             });
             rounds.tasks.insert(handle.id(), tenant);
         }
@@ -368,11 +373,15 @@ impl Worker {
 /// A workspace and a mode (`live`, `test`): what the workers share their rounds by.
 type Tenant = (String, String);
 
+/// The longest a key's jobs wait for its quota before it is checked again.
+const QUOTA_RECHECK: Duration = Duration::from_secs(60);
+
 /// What a worker remembers between rounds.
 #[derive(Default)]
 struct Rounds {
-    /// Tenants whose daily quota is spent: not before (epoch ms).
-    paused: std::collections::HashMap<Tenant, i64>,
+    /// Keys whose daily quota is spent: their jobs wait until then (epoch ms), at most
+    /// [`QUOTA_RECHECK`] (a raised quota or a cancelled job is seen within it).
+    paused: std::collections::HashMap<String, i64>,
     /// The chunks in flight: each task's tenant (one chunk per tenant at a time).
     tasks: std::collections::HashMap<tokio::task::Id, Tenant>,
     /// The last tenant a chunk was started for.
@@ -381,8 +390,8 @@ struct Rounds {
 
 impl Rounds {
     /// A tenant's chunk ended (or its task died): it may have another.
-    fn ended(&mut self, done: Result<(Tenant, String, Result<Chunk, EnrichError>), tokio::task::JoinError>) {
-        let (tenant, job, outcome) = match done {
+    fn ended(&mut self, done: Result<(Tenant, String, String, Result<Chunk, EnrichError>), tokio::task::JoinError>) {
+        let (tenant, job, key, outcome) = match done {
             Ok(done) => done,
             Err(died) => {
                 // A chunk that panicked: its items stay leased until the lease runs out.
@@ -394,7 +403,7 @@ impl Rounds {
         self.tasks.retain(|_, t| *t != tenant);
         match outcome {
             Ok(Chunk::Paused { until }) => {
-                self.paused.insert(tenant, until);
+                self.paused.insert(key, until.min(crate::now_ms() + QUOTA_RECHECK.as_millis() as i64));
             }
             Ok(Chunk::Worked | Chunk::Idle) => {}
             Err(err) => tracing::warn!(job = %job, error = %err, "a job chunk failed; its items will be leased again"),

@@ -196,26 +196,66 @@ async fn items_count_against_the_daily_quota_not_the_minute(backend: Backend) {
     assert_eq!(app.enrich(&key, json!({"domain": "acme.com"})).await.status, 429);
 }
 
-/// The end of a daily quota is used, not stranded: with 6 units left and chunks of 10
-/// (the org plan's), 6 items are worked and charged, then the job waits for the quota.
+/// The end of a daily quota is used, not stranded, but for the reserve left to the key's
+/// own requests: with 7 a day (1 kept back), 1 spent on the submission and chunks of 10
+/// (the org plan's), 5 items are worked and charged, then the job waits for the quota;
+/// its owner can still follow it and cancel it.
 async fn a_job_uses_what_is_left_of_the_daily_quota(backend: Backend) {
     let app = spawn_app(backend).await;
     let ws = leadlex::admin::create_workspace(&app.db, &app.settler, "quota", Plan::Org, 100, None, Some(7)).await.unwrap().id;
     let key = app.key(&ws, &[Permission::WriteEnrich], None).await.key;
     let items: Vec<Value> = (0..10).map(|n| json!({"domain": format!("acme{n}.com")})).collect();
-    // The submission itself is one unit of the day: 6 are left for the items.
     let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
     let scope = leadlex::scope::Scope::live(&ws);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while leadlex::jobs::get(&app.db, &scope, &id).await.unwrap().done < 6 {
-        assert!(tokio::time::Instant::now() < deadline, "the 6 units left are used");
+    while leadlex::jobs::get(&app.db, &scope, &id).await.unwrap().done < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "the units left to jobs are used");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Well past a few worker rounds, nothing more: the quota is spent.
+    // Well past a few worker rounds, nothing more: the jobs' share of the day is spent.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let job = leadlex::jobs::get(&app.db, &scope, &id).await.unwrap();
-    assert_eq!((job.done, job.status.as_str()), (6, "running"), "{job:?}");
+    assert_eq!((job.done, job.status.as_str()), (5, "running"), "{job:?}");
     assert_eq!(app.charges(&ws).await, job.credits_charged as usize);
+    app.assert_books_balance(&ws).await;
+    // The reserve: the owner cancels the job.
+    let r = app.request(app.client.post(format!("{}/v1/enrich/jobs/{id}/cancel", app.base)).bearer_auth(&key)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
+}
+
+/// A key whose daily quota is spent holds up its own jobs only: another key of the same
+/// workspace with a quota of its own (`high` tier) gets its job worked.
+async fn a_spent_key_does_not_hold_up_another_keys_jobs(backend: Backend) {
+    use leadlex::auth::{KeyMode, RateLimitTier};
+    let app = spawn_app(backend).await;
+    let ws = leadlex::admin::create_workspace(&app.db, &app.settler, "two keys", Plan::Pro, 100, None, Some(5)).await.unwrap().id;
+    let spent = app.key(&ws, &[Permission::WriteEnrich], None).await.key;
+    let spec = leadlex::keys::NewKeySpec::from_text(
+        "own quota",
+        None,
+        &["write:enrich".into()],
+        RateLimitTier::High.as_str(),
+        None,
+        KeyMode::Live,
+    )
+    .unwrap();
+    let own = leadlex::admin::create_key_with(&app.db, &ws, &spec).await.unwrap().key;
+    let scope = leadlex::scope::Scope::live(&ws);
+    let items = |n: usize| json!({"items": (0..n).map(|i| json!({"domain": format!("acme{i}.com")})).collect::<Vec<_>>()});
+    // The first key's job spends its quota (5 a day: 1 submission, 3 items, 1 kept back).
+    let first = submit(&app, &spent, items(10)).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while leadlex::jobs::get(&app.db, &scope, &first).await.unwrap().done < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the first job uses its key's quota");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The second key's job, behind it in the same workspace, is worked to the end.
+    let second = submit(&app, &own, items(3)).await.json()["data"]["id"].as_str().unwrap().to_string();
+    while leadlex::jobs::get(&app.db, &scope, &second).await.unwrap().status != "completed" {
+        assert!(tokio::time::Instant::now() < deadline, "the other key's job is not held up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(leadlex::jobs::get(&app.db, &scope, &first).await.unwrap().done, 3);
     app.assert_books_balance(&ws).await;
 }
 
@@ -844,5 +884,6 @@ crate::on_both_backends!(
     a_submission_is_safe_to_retry,
     items_count_against_the_daily_quota_not_the_minute,
     a_job_uses_what_is_left_of_the_daily_quota,
+    a_spent_key_does_not_hold_up_another_keys_jobs,
     a_test_key_job_is_free,
 );

@@ -114,4 +114,37 @@ async fn a_misspelt_enrich_field_is_refused_and_free(backend: Backend) {
     assert_eq!(app.balance(&ws).await, 10);
 }
 
-on_both_backends!(every_operation_refuses_an_unknown_field, a_misspelt_enrich_field_is_refused_and_free);
+/// What the client sent is never taken for a field name (a value is not a name), names
+/// are echoed cut short, and a malformed `Idempotency-Key` is said to need a UUID.
+async fn error_details_name_fields_not_values(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ws = app.workspace(leadlex::ratelimit::Plan::Unmetered, 10).await;
+    let key = app.key(&ws, &Permission::ALL, None).await.key;
+    let post = |path: &str, body: Value| app.client.post(format!("{}{path}", app.base)).bearer_auth(&key).json(&body);
+    let forged = [
+        ("/v1/api-keys", serde_json::json!({"name": "x", "permissions": ["unknown field `admin_override`"]}), "admin_override"),
+        ("/v1/webhooks", serde_json::json!({"url": "https://hooks.example.com/x", "events": ["field `url`: evil"]}), "url"),
+        ("/v1/email/enrich", serde_json::json!({"domain": "acme.com", "include": ["unknown field `secret`"]}), "include[].secret"),
+    ];
+    for (path, body, not_this) in forged {
+        let r = app.request(post(path, body.clone())).await;
+        assert_eq!(r.status, 400, "{body}");
+        let field = r.json()["error"]["details"][0]["field"].as_str().unwrap().to_string();
+        assert!(field != not_this && !field.contains("admin_override") && !field.contains("secret"), "{body}: {field}");
+    }
+    let long = "k".repeat(5_000);
+    let r = app.request(post("/v1/email/enrich", serde_json::json!({"domain": "acme.com", long.clone(): 1}))).await;
+    assert_eq!(r.status, 400);
+    assert!(r.bytes.len() < 2_000, "the name is echoed cut short: {} bytes", r.bytes.len());
+    let r = app.request(post("/v1/email/enrich", serde_json::json!({"domain": "acme.com"})).header("Idempotency-Key", "nope")).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["details"][0]["field"], "Idempotency-Key");
+    assert!(r.json()["error"]["details"][0]["message"].as_str().unwrap().contains("UUID"), "{}", String::from_utf8_lossy(&r.bytes));
+    assert_eq!(app.balance(&ws).await, 10);
+}
+
+on_both_backends!(
+    every_operation_refuses_an_unknown_field,
+    a_misspelt_enrich_field_is_refused_and_free,
+    error_details_name_fields_not_values
+);

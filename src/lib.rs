@@ -66,6 +66,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod key_activity;
 pub mod keys;
+pub mod lease;
 pub mod lookup;
 pub mod metrics;
 pub mod outbound;

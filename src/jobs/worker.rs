@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{
-    sea_query::Expr, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    Statement, TransactionTrait,
+    sea_query::Expr, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect, Statement,
+    TransactionTrait,
 };
 
 use entity::{enrichment_job as job, enrichment_job_item as item};
@@ -53,24 +53,17 @@ async fn lease_items(
     lease_until: i64,
 ) -> Result<Vec<Leased>, DbErr> {
     let backend = db.get_database_backend();
-    let (sql, values): (&str, Vec<sea_orm::Value>) = match backend {
-        DatabaseBackend::Postgres => (
-            "UPDATE enrichment_job_items SET lease_owner = $1, lease_until = $2 \
-             WHERE (job_id, idx) IN (SELECT job_id, idx FROM enrichment_job_items \
-               WHERE job_id = $3 AND state IN ('pending', 'looked_up') AND (lease_until IS NULL OR lease_until < $4) \
-               ORDER BY idx LIMIT $5 FOR UPDATE SKIP LOCKED) \
-             RETURNING idx, email, domain, include, reference, lookup",
-            vec![owner.into(), lease_until.into(), job_id.into(), now_ms.into(), (n as i64).into()],
-        ),
-        _ => (
-            "UPDATE enrichment_job_items SET lease_owner = ?1, lease_until = ?2 \
-             WHERE (job_id, idx) IN (SELECT job_id, idx FROM enrichment_job_items \
-               WHERE job_id = ?3 AND state IN ('pending', 'looked_up') AND (lease_until IS NULL OR lease_until < ?4) \
-               ORDER BY idx LIMIT ?5) \
-             RETURNING idx, email, domain, include, reference, lookup",
-            vec![owner.into(), lease_until.into(), job_id.into(), now_ms.into(), (n as i64).into()],
-        ),
-    };
+    let sql = crate::lease::Lease {
+        table: "enrichment_job_items",
+        key: "(job_id, idx)",
+        candidates: "SELECT job_id, idx FROM enrichment_job_items \
+            WHERE job_id = $3 AND state IN ('pending', 'looked_up') AND (lease_until IS NULL OR lease_until < $4) \
+            ORDER BY idx LIMIT $5",
+        lock: "FOR UPDATE SKIP LOCKED",
+        returning: "idx, email, domain, include, reference, lookup",
+    }
+    .sql(backend);
+    let values: Vec<sea_orm::Value> = vec![owner.into(), lease_until.into(), job_id.into(), now_ms.into(), (n as i64).into()];
     let rows = db.query_all(Statement::from_sql_and_values(backend, sql, values)).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {

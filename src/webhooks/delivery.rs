@@ -254,10 +254,8 @@ impl Webhooks {
         let mut values: Vec<sea_orm::Value> = vec![owner.into(), lease_until.into(), now_ms.into(), (n as i64).into()];
         let mut param = |v: &String| {
             values.push(v.clone().into());
-            match backend {
-                DbBackend::Postgres => format!("${}", values.len()),
-                _ => format!("?{}", values.len()),
-            }
+            // As `$n`: the lease statement derives SQLite's `?n`.
+            crate::lease::placeholder(DbBackend::Postgres, values.len())
         };
         let not_in = |column: &str, list: Vec<String>| match list.is_empty() {
             true => String::new(),
@@ -265,17 +263,19 @@ impl Webhooks {
         };
         let hooks = not_in("d.webhook_id", busy_hooks.iter().map(&mut param).collect());
         let workspaces = not_in("d.workspace_id", busy_workspaces.iter().map(&mut param).collect());
-        let (p, lock) = match backend {
-            DbBackend::Postgres => ('$', " FOR UPDATE OF d SKIP LOCKED"),
-            _ => ('?', ""),
-        };
-        let sql = format!(
-            "UPDATE webhook_deliveries SET lease_owner = {p}1, lease_until = {p}2 \
-             WHERE id IN (SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
-               WHERE d.state = 'pending' AND d.next_attempt_at <= {p}3 AND (d.lease_until IS NULL OR d.lease_until < {p}3) \
-               AND w.active{hooks}{workspaces} ORDER BY d.next_attempt_at LIMIT {p}4{lock}) \
-             RETURNING id"
+        let candidates = format!(
+            "SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+             WHERE d.state = 'pending' AND d.next_attempt_at <= $3 AND (d.lease_until IS NULL OR d.lease_until < $3) \
+             AND w.active{hooks}{workspaces} ORDER BY d.next_attempt_at LIMIT $4"
         );
+        let sql = crate::lease::Lease {
+            table: "webhook_deliveries",
+            key: "id",
+            candidates: &candidates,
+            lock: "FOR UPDATE OF d SKIP LOCKED",
+            returning: "id",
+        }
+        .sql(backend);
         let rows = self.db.query_all(Statement::from_sql_and_values(backend, sql, values)).await?;
         let ids: Vec<String> = rows.iter().map(|r| r.try_get::<String>("", "id")).collect::<Result<_, _>>()?;
         if ids.is_empty() {

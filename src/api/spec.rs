@@ -113,21 +113,24 @@ fn declare_public_operations(spec: &mut Value) {
 
 /// Media-type `examples`, which poem-openapi's derives cannot declare: request examples
 /// and one example body per response of every operation, rendered by the same code that
-/// renders real responses.
+/// renders real responses, attached to their operation by its `operationId` (the name
+/// the permission table and the clients use; a path may change, an id does not).
 fn add_examples(spec: &mut Value) {
     let Some(paths) = spec.get_mut("paths").and_then(Value::as_object_mut) else { return };
-    for (path, item) in paths.iter_mut() {
-        for (method, op) in item.as_object_mut().into_iter().flatten() {
+    for item in paths.values_mut() {
+        for op in item.as_object_mut().into_iter().flat_map(|ops| ops.values_mut()) {
+            let operation = op["operationId"].as_str().unwrap_or_default().to_string();
+            let operation = operation.as_str();
             if let Some(content) = op.pointer_mut("/requestBody/content").and_then(Value::as_object_mut) {
                 for (media_type, media) in content.iter_mut() {
                     media["examples"] = match media_type.starts_with("text/csv") {
-                        true => csv_request_examples(method, path),
-                        false => request_examples(method, path),
+                        true => csv_request_examples(operation),
+                        false => request_examples(operation),
                     };
                 }
             }
             for (status, resp) in op.get_mut("responses").and_then(Value::as_object_mut).into_iter().flatten() {
-                let Some(example) = response_example(method, path, status) else { continue };
+                let Some(example) = response_example(operation, status) else { continue };
                 // The first media type's (a streamed alternative has none).
                 if let Some(media) = resp.get_mut("content").and_then(Value::as_object_mut).and_then(|c| c.values_mut().next()) {
                     media["examples"] = example;
@@ -137,28 +140,28 @@ fn add_examples(spec: &mut Value) {
     }
 }
 
-fn request_examples(method: &str, path: &str) -> Value {
-    match (method, path) {
-        ("post", "/v1/email/enrich") => json!({
+fn request_examples(operation: &str) -> Value {
+    match operation {
+        "enrich_email_or_domain" => json!({
             "email": {"summary": "A person by email", "value": {"email": "jane@acme.com"}},
             "domain": {"summary": "A company by domain, company and social sections only",
                        "value": {"domain": "acme.com", "include": ["company", "social"]}},
             "email_and_company": {"summary": "A personal address with the person's company",
                                   "value": {"email": "jane@gmail.com", "domain": "acme.com"}},
         }),
-        ("post", "/v1/email/enrich/bulk") => {
+        "enrich_bulk" => {
             let value = <super::bulk::BulkRequest as Example>::example().to_json();
             json!({"crm_export": {"summary": "Four rows of a CRM export: a person, the same person's company, nobody, a malformed row", "value": value}})
         }
-        ("post", "/v1/enrich/jobs") => {
+        "submit_enrichment_job" => {
             let value = <super::jobs::JobRequest as Example>::example().to_json();
             json!({"crm_export": {"summary": "The bulk example's four rows, as a job", "value": value}})
         }
-        ("post", "/v1/webhooks") => {
+        "create_webhook" => {
             let value = <super::webhooks::CreateWebhookRequest as Example>::example().to_json();
             json!({"crm_sync": {"summary": "Job completions and a low balance, to a CRM sync", "value": value}})
         }
-        ("post", "/v1/api-keys") => json!({
+        "create_api_key" => json!({
             "ci_key": {"summary": "A key for a CI pipeline that only enriches", "value": {
                 "name": keys::EXAMPLE_NAME,
                 "permissions": ["write:enrich"],
@@ -167,11 +170,11 @@ fn request_examples(method: &str, path: &str) -> Value {
                 "expires_at": keys::EXAMPLE_EXPIRY,
             }},
         }),
-        ("post", "/v1/suppressions") => json!({
+        "create_suppression" => json!({
             "email": {"summary": "An address never to look up", "value": {"email": "unsubscribed@globex.com"}},
             "domain": {"summary": "A whole domain: its addresses and the company", "value": {"domain": "initech.com"}},
         }),
-        ("patch", "/v1/webhooks/{id}") => json!({
+        "update_webhook" => json!({
             "pause": {"summary": "Pause deliveries, keeping the webhook", "value": {"active": false}},
             "events": {"summary": "Subscribe to job events only", "value": {"events": ["enrichment.job.completed", "enrichment.job.cancelled"]}},
         }),
@@ -180,9 +183,9 @@ fn request_examples(method: &str, path: &str) -> Value {
 }
 
 /// The CSV request examples (the JSON examples' rows).
-fn csv_request_examples(method: &str, path: &str) -> Value {
-    match (method, path) {
-        ("post", "/v1/enrich/jobs") => json!({
+fn csv_request_examples(operation: &str) -> Value {
+    match operation {
+        "submit_enrichment_job" => json!({
             "crm_export": {"summary": "A CRM export: email, company domain, your id", "value": CSV_EXAMPLE},
         }),
         _ => json!({}),
@@ -195,15 +198,15 @@ pub const CSV_EXAMPLE: &str =
 
 /// The errors an operation's examples show: each one an answer the operation gives (the
 /// suite checks that every example was seen).
-fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
+fn error_examples(operation: &str) -> Vec<ApiError> {
     let secs = std::time::Duration::from_secs;
     let problem = |field: &'static str, message: &str| ApiError::validation(vec![FieldError::new(field, message)]);
     let unavailable = ApiError::ServiceUnavailable { retry_after: secs(2) };
     let internal = ApiError::Internal(anyhow::anyhow!("example"));
     let limited = ApiError::RateLimited { retry_after: secs(6) };
-    match (method, path) {
-        ("get", "/readyz") => vec![ApiError::NotReady { unreachable: "database".into() }],
-        ("post", "/v1/email/enrich") => vec![
+    match operation {
+        "readyz" => vec![ApiError::NotReady { unreachable: "database".into() }],
+        "enrich_email_or_domain" => vec![
             problem("email", "must look like name@example.com"),
             ApiError::InvalidKey,
             ApiError::InsufficientCredits,
@@ -218,7 +221,7 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             ApiError::UpstreamUnavailable { retry_after: secs(5) },
             unavailable,
         ],
-        ("post", "/v1/email/enrich/bulk") => vec![
+        "enrich_bulk" => vec![
             problem("items", "is too long"),
             ApiError::InvalidKey,
             ApiError::InsufficientPermissions("write:enrich"),
@@ -230,7 +233,7 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             internal,
             unavailable,
         ],
-        ("post", "/v1/enrich/jobs") => vec![
+        "submit_enrichment_job" => vec![
             problem("items", "is too short"),
             ApiError::InvalidKey,
             ApiError::InsufficientPermissions("write:enrich"),
@@ -242,7 +245,7 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             internal,
             unavailable,
         ],
-        ("get", "/v1/enrich/jobs") => vec![
+        "list_enrichment_jobs" => vec![
             problem("limit", "is invalid"),
             ApiError::InvalidKey,
             ApiError::InsufficientPermissions("write:enrich"),
@@ -250,7 +253,7 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             internal,
             unavailable,
         ],
-        ("get", "/v1/enrich/jobs/{id}") | ("post", "/v1/enrich/jobs/{id}/cancel") => vec![
+        "get_enrichment_job" | "cancel_enrichment_job" => vec![
             ApiError::InvalidKey,
             ApiError::InsufficientPermissions("write:enrich"),
             ApiError::ResourceNotFound("job"),
@@ -258,7 +261,7 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             internal,
             unavailable,
         ],
-        ("get", "/v1/enrich/jobs/{id}/results") => vec![
+        "get_enrichment_job_results" => vec![
             problem("limit", "is invalid"),
             ApiError::InvalidKey,
             ApiError::InsufficientPermissions("write:enrich"),
@@ -267,7 +270,7 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             internal,
             unavailable,
         ],
-        ("post", "/v1/api-keys") => vec![
+        "create_api_key" => vec![
             problem("permissions", &format!("unknown permission `admin:everything`; the valid ones are {}", permission_catalogue())),
             ApiError::InvalidKey,
             ApiError::InsufficientPermissions("admin:api_keys"),
@@ -281,7 +284,7 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             internal,
             unavailable,
         ],
-        ("get", "/v1/api-keys") => vec![
+        "list_api_keys" => vec![
             problem("per_page", "is invalid"),
             ApiError::InvalidKey,
             ApiError::InsufficientPermissions("admin:api_keys"),
@@ -289,10 +292,10 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             internal,
             unavailable,
         ],
-        ("get", "/v1/usage") => {
+        "get_usage" => {
             vec![ApiError::InvalidKey, ApiError::InsufficientPermissions("read:usage"), limited, internal, unavailable]
         }
-        ("get", "/v1/credits/ledger") => vec![
+        "list_ledger_entries" => vec![
             problem("starting_after", "is invalid"),
             ApiError::InvalidKey,
             ApiError::InsufficientPermissions("read:usage"),
@@ -300,7 +303,7 @@ fn error_examples(method: &str, path: &str) -> Vec<ApiError> {
             internal,
             unavailable,
         ],
-        ("delete", "/v1/api-keys/{id}") => vec![
+        "revoke_api_key" => vec![
             ApiError::InvalidKey,
             ApiError::InsufficientPermissions("admin:api_keys"),
             ApiError::LastAdminKey,
@@ -317,71 +320,71 @@ fn permission_catalogue() -> String {
     crate::auth::Permission::ALL.map(|p| p.as_str()).join(", ")
 }
 
-fn response_example(method: &str, path: &str, status: &str) -> Option<Value> {
+fn response_example(operation: &str, status: &str) -> Option<Value> {
     let status: u16 = status.parse().ok()?;
-    if (method, path) == ("get", "/healthz") {
+    if operation == "healthz" {
         return Some(json!({"ok": {"value": {"status": "ok"}}}));
     }
-    if (method, path) == ("get", "/metrics") {
+    if operation == "metrics" {
         let text = "# HELP leadlex_credits_charged Credits charged for successful lookups.\n# TYPE leadlex_credits_charged counter\nleadlex_credits_charged_total 42\n# EOF\n";
         return Some(json!({"sample": {"value": text}}));
     }
-    if (method, path) == ("get", "/readyz") && status == 200 {
+    if operation == "readyz" && status == 200 {
         let value = <super::health::Readiness as poem_openapi::types::Example>::example().to_json();
         return Some(json!({"ready": {"value": value}}));
     }
-    match (method, path, status) {
-        ("post", "/v1/email/enrich", 200) => {
+    match (operation, status) {
+        ("enrich_email_or_domain", 200) => {
             let value = <super::enrich::EnrichResponse as Example>::example().to_json();
             return Some(json!({"jane": {"summary": "The public docs' example, as the sandbox vendors answer it", "value": value}}));
         }
-        ("post", "/v1/email/enrich/bulk", 200) => {
+        ("enrich_bulk", 200) => {
             let value = <super::bulk::BulkResponse as Example>::example().to_json();
             return Some(json!({"crm_export": {"summary": "The answer to the request example", "value": value}}));
         }
-        ("post", "/v1/enrich/jobs", 202) => {
+        ("submit_enrichment_job", 202) => {
             let value = <super::jobs::JobResponse as Example>::example().to_json();
             return Some(json!({"queued": {"summary": "The request example, just stored", "value": value}}));
         }
-        ("get", "/v1/enrich/jobs/{id}", 200) => {
+        ("get_enrichment_job", 200) => {
             let value = super::jobs::JobResponse { data: super::jobs::example_job("completed") }.to_json();
             return Some(json!({"completed": {"summary": "The request example's job, done", "value": value}}));
         }
-        ("post", "/v1/enrich/jobs/{id}/cancel", 200) => {
+        ("cancel_enrichment_job", 200) => {
             let value = super::jobs::JobResponse { data: super::jobs::example_job("cancelled") }.to_json();
             return Some(json!({"cancelled": {"summary": "The request example's job, cancelled before it started", "value": value}}));
         }
-        ("get", "/v1/enrich/jobs", 200) => {
+        ("list_enrichment_jobs", 200) => {
             let value = <super::jobs::JobListResponse as Example>::example().to_json();
             return Some(json!({"one_job": {"summary": "A workspace with the request example's job, done", "value": value}}));
         }
-        ("get", "/v1/enrich/jobs/{id}/results", 200) => {
+        ("get_enrichment_job_results", 200) => {
             let value = <super::jobs::JobResultsResponse as Example>::example().to_json();
             return Some(json!({"crm_export": {"summary": "The request example's results", "value": value}}));
         }
-        ("post", "/v1/webhooks", 201) => {
+        ("create_webhook", 201) => {
             let value = <super::webhooks::WebhookSecretResponse as Example>::example().to_json();
             return Some(json!({"crm_sync": {"summary": "The webhook created by the request example", "value": value}}));
         }
-        ("post", "/v1/api-keys", 201) => {
+        ("create_api_key", 201) => {
             let value = <keys::ApiKeyCreatedResponse as Example>::example().to_json();
             return Some(json!({"ci_key": {"summary": "The key created by the request example", "value": value}}));
         }
-        ("get", "/v1/usage", 200) => {
+        ("get_usage", 200) => {
             let value = <super::account::UsageResponse as Example>::example().to_json();
             return Some(json!({"pro": {"summary": "A pro workspace after its first lookup", "value": value}}));
         }
-        ("get", "/v1/credits/ledger", 200) => {
+        ("list_ledger_entries", 200) => {
             let value = <super::account::LedgerResponse as Example>::example().to_json();
             return Some(json!({"pro": {"summary": "The same workspace's ledger: its grant and its first charge", "value": value}}));
         }
-        ("get", "/v1/api-keys", 200) => {
+        ("list_api_keys", 200) => {
             let value = <keys::ListApiKeysResponse as Example>::example().to_json();
             return Some(json!({"search": {"summary": "`?search=CI` after the request example of `create_api_key`", "value": value}}));
         }
         _ => {}
     }
-    let examples: serde_json::Map<String, Value> = error_examples(method, path)
+    let examples: serde_json::Map<String, Value> = error_examples(operation)
         .into_iter()
         .filter(|e| e.status().as_u16() == status)
         .map(|e| {

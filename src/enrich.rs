@@ -126,6 +126,11 @@ pub fn replays(settings: &HotCachesSettings, metrics: &crate::metrics::Metrics) 
     TtlCache::new("replays", &settings.replays, metrics)
 }
 
+/// The empty-workspaces instance, as configured (see [`EnrichParts::empty_workspaces`]).
+pub fn empty_workspaces(settings: &HotCachesSettings, metrics: &crate::metrics::Metrics) -> TtlCache<String, ()> {
+    TtlCache::new("empty_workspaces", &settings.empty_workspaces, metrics)
+}
+
 /// A completed idempotent call, remembered for replays (immutable until it expires, so
 /// any replica may serve it from memory).
 #[derive(Debug)]

@@ -38,14 +38,6 @@ impl Lease<'_> {
     }
 }
 
-/// The `n`-th placeholder for `backend` (for a candidates' query built at run time).
-pub fn placeholder(backend: DbBackend, n: usize) -> String {
-    match backend {
-        DbBackend::Postgres => format!("${n}"),
-        _ => format!("?{n}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -118,7 +118,7 @@ impl Application {
             db: db.clone(),
             suppressions: suppressions.clone(),
             replays,
-            empty_workspaces: crate::hot::TtlCache::new("empty_workspaces", &caches.empty_workspaces, &metrics),
+            empty_workspaces: crate::enrich::empty_workspaces(caches, &metrics),
             settler: settler.clone(),
             lookup,
             test_lookup,

@@ -115,8 +115,9 @@ mod limits {
 
 impl FastParse for EnrichRequest {
     fn fast_parse(body: &[u8]) -> Option<Self> {
-        // Unknown fields fall back: serde skips them without the checks `Value` makes
-        // (UTF-8, surrogates, number range, nesting depth).
+        // A body with a field it does not name takes the slow way, which refuses it by
+        // name (`deny_unknown_fields`) after the checks `Value` makes (UTF-8, surrogates,
+        // number range, nesting depth).
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Raw {

@@ -416,10 +416,10 @@ fn in_contract_words(kind: &str, found: &str) -> (&'static str, String) {
         "KeyMode" => ("mode", format!("is one of {}", among(KeyMode::ALL.map(KeyMode::as_str)))),
         "LedgerReason" => ("reason", format!("is one of {}", among(["enrich", "grant"]))),
         // A field of a plain type: poem-openapi does not say which.
-        k if public_kind(k) != "an object" => {
+        k if plain_kind(k).is_some() => {
             return match found {
                 "null" => ("body", "a required field is missing or null (see the operation's schema)".to_string()),
-                _ => ("body", format!("a field must be {}, not {found} (see the operation's schema)", public_kind(k))),
+                _ => ("body", format!("a field must be {}, not {found} (see the operation's schema)", plain_kind(k).unwrap_or_default())),
             };
         }
         _ => return ("body", format!("must be a JSON object, not {found}")),
@@ -438,16 +438,17 @@ fn echoed(text: &str) -> String {
     }
 }
 
-/// What a poem-openapi type name stands for, in the contract's words.
-fn public_kind(kind: &str) -> &'static str {
-    match kind {
+/// What a poem-openapi type name of a plain value stands for, in the contract's words
+/// (`None`: an object).
+fn plain_kind(kind: &str) -> Option<&'static str> {
+    Some(match kind {
         k if k.starts_with("integer") => "an integer",
         k if k.starts_with("number") || k.starts_with("float") => "a number",
         k if k.starts_with("string") => "a string",
         "boolean" => "`true` or `false`",
         k if k.starts_with("list_") || k.starts_with('[') => "a list",
-        _ => "an object",
-    }
+        _ => return None,
+    })
 }
 
 /// The unknown field of poem-openapi's `deny_unknown_fields` message, with its path:
@@ -513,7 +514,7 @@ fn explain_parse_error(raw: &str) -> ApiError {
     } else if let Some(typed) = raw.strip_prefix("parse request payload error: failed to parse \"") {
         // Valid JSON whose value does not fit its field's type (`1.5` for an integer).
         let kind = typed.split('"').next().unwrap_or_default();
-        ("body".to_string(), format!("a field is not {} (see the operation's schema)", public_kind(kind)))
+        ("body".to_string(), format!("a field is not {} (see the operation's schema)", plain_kind(kind).unwrap_or("an object")))
     } else if let Some(json) = raw.strip_prefix("parse request payload error: ") {
         ("body".to_string(), format!("is not valid JSON ({})", echoed(json)))
     } else {

@@ -445,10 +445,7 @@ fn reachable_schemas<'a>(spec: &Value, roots: impl IntoIterator<Item = &'a Value
 /// accept the fields a later minor version adds; a schema used by both would be
 /// ambiguous, and `no_schema_is_both_request_and_response` forbids it.
 fn close_request_bodies(spec: &mut Value) {
-    let operations =
-        || spec["paths"].as_object().into_iter().flatten().flat_map(|(_, item)| item.as_object().into_iter().flatten().map(|(_, op)| op));
-    let requests = reachable_schemas(spec, operations().filter_map(|op| op.get("requestBody")));
-    let responses = reachable_schemas(spec, operations().filter_map(|op| op.get("responses")));
+    let (requests, responses) = request_and_response_schemas(spec);
     for name in requests.difference(&responses) {
         let schema = &mut spec["components"]["schemas"][name];
         if schema["type"] == "object" && schema.get("properties").is_some() {
@@ -457,18 +454,25 @@ fn close_request_bodies(spec: &mut Value) {
     }
 }
 
-/// The object schemas used by request bodies and by responses alike (none may be: see
-/// [`close_request_bodies`]).
-pub fn shared_request_and_response_objects() -> Vec<String> {
-    let spec = openapi_value();
+/// The component schemas the operations' request bodies reach, and those their
+/// responses reach.
+fn request_and_response_schemas(spec: &Value) -> (std::collections::BTreeSet<String>, std::collections::BTreeSet<String>) {
     let operations =
         || spec["paths"].as_object().into_iter().flatten().flat_map(|(_, item)| item.as_object().into_iter().flatten().map(|(_, op)| op));
-    let requests = reachable_schemas(&spec, operations().filter_map(|op| op.get("requestBody")));
-    let responses = reachable_schemas(&spec, operations().filter_map(|op| op.get("responses")));
-    requests.intersection(&responses).filter(|n| spec["components"]["schemas"][n.as_str()]["type"] == "object").cloned().collect()
+    let requests = reachable_schemas(spec, operations().filter_map(|op| op.get("requestBody")));
+    let responses = reachable_schemas(spec, operations().filter_map(|op| op.get("responses")));
+    (requests, responses)
 }
 
-/// The spec as a JSON value.
+/// The published spec, built once per process: what `/openapi.json` and `/openapi.yaml`
+/// serve and what the per-request tables below (operation ids, allowed methods, property
+/// paths) are read from.
+pub fn openapi() -> &'static Value {
+    static SPEC: OnceLock<Value> = OnceLock::new();
+    SPEC.get_or_init(openapi_value)
+}
+
+/// The spec as a JSON value, built afresh (see [`openapi`] for the process's copy).
 pub fn openapi_value() -> Value {
     let mut spec: Value = serde_json::from_str(&super::openapi_service().spec()).expect("spec is JSON");
     add_webhook_payloads(&mut spec);
@@ -483,8 +487,7 @@ pub fn openapi_value() -> Value {
 /// The path, within the published object schema `outer`, of the property holding an
 /// `inner` object (`items[]` for a list of them), for error details; `None` if none does.
 pub fn property_path(outer: &str, inner: &str) -> Option<String> {
-    static SPEC: OnceLock<Value> = OnceLock::new();
-    let spec = SPEC.get_or_init(openapi_value);
+    let spec = openapi();
     let target = format!("#/components/schemas/{inner}");
     let properties = spec["components"]["schemas"][outer]["properties"].as_object()?;
     properties.iter().find_map(|(name, schema)| {
@@ -502,7 +505,7 @@ pub fn property_path(outer: &str, inner: &str) -> Option<String> {
 pub fn operation_id(method: &str, path: &str) -> Option<&'static str> {
     static OPS: OnceLock<Vec<(String, String, String)>> = OnceLock::new();
     let table = OPS.get_or_init(|| {
-        let spec = openapi_value();
+        let spec = openapi();
         let mut ops = Vec::new();
         for (p, item) in spec["paths"].as_object().into_iter().flatten() {
             for (m, op) in item.as_object().into_iter().flatten() {
@@ -518,7 +521,7 @@ pub fn operation_id(method: &str, path: &str) -> Option<&'static str> {
 pub fn allowed_methods(path: &str) -> Option<&'static str> {
     static ALLOW: OnceLock<Vec<(String, String)>> = OnceLock::new();
     let table = ALLOW.get_or_init(|| {
-        let spec = openapi_value();
+        let spec = openapi();
         spec["paths"]
             .as_object()
             .into_iter()
@@ -551,12 +554,12 @@ pub fn template_matches(template: &str, path: &str) -> bool {
 /// The spec as pretty JSON (what `openapi/leadlex.json` holds).
 pub fn openapi_json_text() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
-    TEXT.get_or_init(|| format!("{}\n", serde_json::to_string_pretty(&openapi_value()).expect("serialises")))
+    TEXT.get_or_init(|| format!("{}\n", serde_json::to_string_pretty(openapi()).expect("serialises")))
 }
 
 pub fn openapi_yaml_text() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
-    TEXT.get_or_init(|| serde_yaml::to_string(&openapi_value()).expect("serialises"))
+    TEXT.get_or_init(|| serde_yaml::to_string(openapi()).expect("serialises"))
 }
 
 /// Every generated contract file, by its path under `openapi/`.
@@ -588,7 +591,11 @@ mod tests {
     /// field a later version adds).
     #[test]
     fn no_schema_is_both_request_and_response() {
-        assert_eq!(shared_request_and_response_objects(), Vec::<String>::new());
+        let spec = openapi();
+        let (requests, responses) = request_and_response_schemas(spec);
+        let shared: Vec<&String> =
+            requests.intersection(&responses).filter(|n| spec["components"]["schemas"][n.as_str()]["type"] == "object").collect();
+        assert_eq!(shared, Vec::<&String>::new());
     }
 
     /// Every object a request body uses is closed; no response schema is.

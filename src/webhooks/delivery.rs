@@ -25,7 +25,7 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use sea_orm::{
     sea_query::{Expr, Func},
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, Statement, TransactionTrait,
 };
 use sha2::Sha256;
 
@@ -255,7 +255,7 @@ impl Webhooks {
         let mut param = |v: &String| {
             values.push(v.clone().into());
             // As `$n`: the lease statement derives SQLite's `?n`.
-            crate::lease::placeholder(DbBackend::Postgres, values.len())
+            format!("${}", values.len())
         };
         let not_in = |column: &str, list: Vec<String>| match list.is_empty() {
             true => String::new(),

@@ -362,6 +362,9 @@ pub struct HotCachesSettings {
     pub empty_workspaces: HotCacheSettings,
     /// Completed idempotent calls, replayed from memory (immutable until they expire).
     pub replays: HotCacheSettings,
+    /// Answers made of cache entries, with their rendering, shared by the calls that ask
+    /// the same of the same entry (immutable: a changed entry is another answer).
+    pub answers: HotCacheSettings,
     /// Parsed enrichment cache rows. An entry replaced by another replica is seen within
     /// `ttl_ms`.
     pub cache_rows: HotCacheSettings,
@@ -375,6 +378,7 @@ impl Default for HotCachesSettings {
             unknown_keys: HotCacheSettings { capacity: 100_000, ttl_ms: 10_000 },
             empty_workspaces: HotCacheSettings { capacity: 10_000, ttl_ms: 1_000 },
             replays: HotCacheSettings { capacity: 20_000, ttl_ms: 60_000 },
+            answers: HotCacheSettings { capacity: 5_000, ttl_ms: 30_000 },
             cache_rows: HotCacheSettings { capacity: 10_000, ttl_ms: 30_000 },
         }
     }

@@ -28,13 +28,14 @@ use crate::config::HotCachesSettings;
 use crate::credits;
 use crate::hot::{self, TtlCache};
 use crate::idempotency::{self, Begun, ClaimToken, IdempotencyError, Idempotent};
-use crate::lookup::input::EnrichQuery;
+use crate::lookup::input::{EnrichQuery, Section};
 use crate::lookup::record::{EnrichmentRecord, Matched, Source};
 use crate::lookup::{cache, Lookup, LookupOutcome, Subject};
 use crate::privacy::Suppressions;
 use crate::scope::Scope;
 use crate::settler::{Charge, ClaimCompletion, SettleError, Settler};
 use crate::test_mode::{self, Trigger};
+use crate::vendor_name::VendorName;
 
 /// Why an enrich call did not succeed; mapped to HTTP in `api::error` only.
 #[derive(Debug, thiserror::Error)]
@@ -103,9 +104,10 @@ pub struct Success {
     pub credits_remaining: i64,
     /// True when this is a replay of an earlier call with the same key.
     pub replayed: bool,
-    /// For a replay served from memory: a slot where the caller may keep its rendering
-    /// of this call, which never changes (it lives as long as the remembered call, in
-    /// [`Replays`]). Opaque bytes to this module.
+    /// For a replay served from memory and for a cached answer asked for again: a slot
+    /// where the caller may keep its rendering of `answer`, which never changes (it
+    /// lives as long as the remembered call in [`Replays`] or the answer in
+    /// [`Answers`]); the balance is not part of it. Opaque bytes to this module.
     pub rendering: Option<Arc<OnceLock<bytes::Bytes>>>,
 }
 
@@ -129,6 +131,36 @@ pub fn replays(settings: &HotCachesSettings, metrics: &crate::metrics::Metrics) 
 /// The empty-workspaces instance, as configured (see [`EnrichParts::empty_workspaces`]).
 pub fn empty_workspaces(settings: &HotCachesSettings, metrics: &crate::metrics::Metrics) -> TtlCache<String, ()> {
     TtlCache::new("empty_workspaces", &settings.empty_workspaces, metrics)
+}
+
+/// The hot cache of answers made of cache entries: the same question (sections) asked
+/// of the same entry (its cache key, `fetched_at`, vendor and confidence) is the same
+/// answer, so every call that asks it shares one [`Answer`] and one rendering slot (see
+/// [`Success::rendering`]) instead of building and rendering it anew. Staleness: none
+/// (an entry that changes changes its `fetched_at`, hence the key); 30 s and 5,000
+/// answers by default; erasure empties it (`privacy::Suppressions`).
+pub type Answers = TtlCache<AnswerKey, Arc<Answered>>;
+
+/// The answers instance, as configured.
+pub fn answers(settings: &HotCachesSettings, metrics: &crate::metrics::Metrics) -> Answers {
+    TtlCache::new("answers", &settings.answers, metrics)
+}
+
+/// What a cached answer is made of (see [`Answers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AnswerKey {
+    cache_key: String,
+    sections: Vec<Section>,
+    fetched_at: i64,
+    vendor: VendorName,
+    confidence_bits: u64,
+}
+
+/// A cached answer and the slot its rendering is kept in.
+#[derive(Debug)]
+pub struct Answered {
+    answer: Arc<Answer>,
+    rendering: Arc<OnceLock<bytes::Bytes>>,
 }
 
 /// A completed idempotent call, remembered for replays (immutable until it expires, so
@@ -175,6 +207,9 @@ pub struct EnrichParts {
     pub replays: Arc<Replays>,
     /// Workspaces seen at balance 0 (a top-up is honoured within its TTL).
     pub empty_workspaces: TtlCache<String, ()>,
+    /// Answers made of cache entries (shared with the suppression lists, which empty it
+    /// on an erasure).
+    pub answers: Arc<Answers>,
     pub settler: Settler,
     pub lookup: Lookup,
     /// Test-mode keys' lookup: the built-in sandbox only.
@@ -193,6 +228,7 @@ pub struct EnrichService {
     /// The hot cache of workspaces seen at balance 0. Staleness: a top-up is honoured
     /// within the TTL (1 s by default).
     empty_workspaces: TtlCache<String, ()>,
+    answers: Arc<Answers>,
     settler: Settler,
     lookup: Lookup,
     test_lookup: Lookup,
@@ -216,6 +252,7 @@ impl EnrichService {
             suppressions,
             replays,
             empty_workspaces,
+            answers,
             settler,
             lookup,
             test_lookup,
@@ -223,7 +260,19 @@ impl EnrichService {
             idempotency_ttl,
             metrics,
         } = parts;
-        Self { db, suppressions, replays, empty_workspaces, settler, lookup, test_lookup, idempotency_lease, idempotency_ttl, metrics }
+        Self {
+            db,
+            suppressions,
+            replays,
+            empty_workspaces,
+            answers,
+            settler,
+            lookup,
+            test_lookup,
+            idempotency_lease,
+            idempotency_ttl,
+            metrics,
+        }
     }
 
     pub(crate) fn db(&self) -> &DatabaseConnection {
@@ -346,11 +395,16 @@ impl EnrichService {
         let subject = Subject::live(&query.input);
         let Found { matched, record, cached_at } = self.find(&self.lookup, &subject, query, &principal.scope).await?;
         let from_cache = cached_at.is_some();
-        let source = if from_cache { Source::Cached } else { Source::Vendor(matched.vendor) };
         let cache_row = (!from_cache).then(|| cache::match_row(&subject, &matched, self.lookup.cache_policy(), crate::now_ms()));
         let stamps = cache_row.as_ref().map(|r| (r.fetched_at, r.expires_at));
-        let fetched_at = cached_at.or(stamps.map(|s| s.0)).and_then(crate::time::from_ms);
-        let answer = Arc::new(Answer { record, source, confidence: matched.confidence, fetched_at });
+        let (answer, rendering) = match cached_at {
+            Some(at) => self.cached_answer(&subject, query, &matched, record, at),
+            None => {
+                let fetched_at = stamps.and_then(|s| crate::time::from_ms(s.0));
+                let source = Source::Vendor(matched.vendor);
+                (Arc::new(Answer { record, source, confidence: matched.confidence, fetched_at }), None)
+            }
+        };
         let completion = match claim {
             None => None,
             Some(token) => Some(ClaimCompletion {
@@ -376,7 +430,7 @@ impl EnrichService {
             self.lookup.remember(&subject, cache::Entry::of_match(matched, fetched_at, expires_at), crate::now_ms());
         }
         self.metrics.credits_charged.inc();
-        Ok(Success { answer, credits_remaining: charged.balance_after, replayed: false, rendering: None })
+        Ok(Success { answer, credits_remaining: charged.balance_after, replayed: false, rendering })
     }
 
     /// A test-mode call: the sandbox through the test lookup, in the workspace's test
@@ -389,17 +443,16 @@ impl EnrichService {
         }
         let subject = test_mode::subject(&query.input, ws);
         let Found { matched, record, cached_at } = self.find(&self.test_lookup, &subject, query, &principal.scope).await?;
-        let (source, fetched_at) = match cached_at {
-            Some(at) => (Source::Cached, at),
+        let (answer, rendering) = match cached_at {
+            Some(at) => self.cached_answer(&subject, query, &matched, record, at),
             None => {
                 // Nobody pays for it: cached at once, in the test space.
                 let now = crate::now_ms();
                 self.test_lookup.keep_unpaid(&subject, &matched, now);
-                (Source::Vendor(matched.vendor), now)
+                let fetched_at = crate::time::from_ms(now);
+                (Arc::new(Answer { record, source: Source::Vendor(matched.vendor), confidence: matched.confidence, fetched_at }), None)
             }
         };
-        let fetched_at = crate::time::from_ms(fetched_at);
-        let answer = Arc::new(Answer { record, source, confidence: matched.confidence, fetched_at });
         let balance = credits::balance(&self.db, ws).await?.unwrap_or(0);
         if let Some(token) = claim {
             let stored = serde_json::to_vec(&*answer).map_err(|e| anyhow::Error::new(e).context("storing the answer"))?;
@@ -408,7 +461,39 @@ impl EnrichService {
                 return Err(IdempotencyError::lost().into());
             }
         }
-        Ok(Success { answer, credits_remaining: balance, replayed: false, rendering: None })
+        Ok(Success { answer, credits_remaining: balance, replayed: false, rendering })
+    }
+
+    /// The answer a cache entry makes for `query` (its projection `record`), shared with
+    /// every call that asked the same of the same entry lately (see [`Answers`]).
+    fn cached_answer(
+        &self,
+        subject: &Subject<'_>,
+        query: &EnrichQuery,
+        matched: &Matched,
+        record: EnrichmentRecord,
+        fetched_at: i64,
+    ) -> (Arc<Answer>, Option<Arc<OnceLock<bytes::Bytes>>>) {
+        let key = AnswerKey {
+            cache_key: subject.cache_key.clone(),
+            sections: query.include.iter().copied().collect(),
+            fetched_at,
+            vendor: matched.vendor,
+            confidence_bits: matched.confidence.to_bits(),
+        };
+        if let Some(known) = self.answers.get(&key) {
+            return (known.answer.clone(), Some(known.rendering.clone()));
+        }
+        let answer = Arc::new(Answer {
+            record,
+            source: Source::Cached,
+            confidence: matched.confidence,
+            fetched_at: crate::time::from_ms(fetched_at),
+        });
+        let known = Arc::new(Answered { answer: answer.clone(), rendering: Default::default() });
+        let rendering = known.rendering.clone();
+        self.answers.insert(key, known, None);
+        (answer, Some(rendering))
     }
 
     /// Step 8: `NoMatch` for a suppressed input (no vendor asked, nothing charged); else what

@@ -68,10 +68,11 @@ impl Application {
         let deadline = Duration::from_millis(settings.server.request_deadline_ms);
         let metrics = Arc::new(Metrics::new());
         // The hot caches, each of its owner's type (see `crate::hot`): the cache rows are
-        // shared by both lookups, and with the replays emptied by an erasure.
+        // shared by both lookups, and with the replays and answers emptied by an erasure.
         let caches = &settings.hot_caches;
         let cache_rows = Arc::new(crate::lookup::cache_rows(caches, &metrics));
         let replays = Arc::new(crate::enrich::replays(caches, &metrics));
+        let answers = Arc::new(crate::enrich::answers(caches, &metrics));
         let key_cache = Arc::new(crate::auth::KeyCache::new(caches, &metrics));
         let settler = Settler::spawn(&settings.database, metrics.clone()).await.context("starting the settler")?;
         let mut lookup = Lookup::new(LookupParts {
@@ -109,9 +110,10 @@ impl Application {
             None => Limiter::Local(RateLimiter::new()),
         };
         let sealer = Arc::new(sealer(&settings)?);
-        let suppressions = crate::privacy::Suppressions::load(db.clone(), sealer.clone(), vec![cache_rows.clone(), replays.clone()])
-            .await
-            .context("loading the suppression lists")?;
+        let suppressions =
+            crate::privacy::Suppressions::load(db.clone(), sealer.clone(), vec![cache_rows.clone(), replays.clone(), answers.clone()])
+                .await
+                .context("loading the suppression lists")?;
         let refresh_every = Duration::from_millis(settings.privacy.refresh_ms.max(10));
         let refresher = Background::spawn(|stop| suppressions.clone().run(refresh_every, stop));
         let enrich = EnrichService::new(EnrichParts {
@@ -119,6 +121,7 @@ impl Application {
             suppressions: suppressions.clone(),
             replays,
             empty_workspaces: crate::enrich::empty_workspaces(caches, &metrics),
+            answers,
             settler: settler.clone(),
             lookup,
             test_lookup,

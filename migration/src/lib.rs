@@ -18,6 +18,7 @@ mod m20261203_000009_suppressions;
 mod m20261203_000010_webhooks;
 mod m20261203_000011_claimable_items;
 mod m20261207_000012_scopes;
+mod m20261207_000013_ledger_one_workspace_index;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000010_webhooks::Migration),
             Box::new(m20261203_000011_claimable_items::Migration),
             Box::new(m20261207_000012_scopes::Migration),
+            Box::new(m20261207_000013_ledger_one_workspace_index::Migration),
         ]
     }
 }

@@ -322,6 +322,16 @@ impl EnrichResponse {
     /// `the_rendered_body_is_what_poem_openapi_would_send` holds it to what poem-openapi
     /// would send for these declared types, so the schema and the bytes cannot drift.
     pub fn render(success: &Success) -> bytes::Bytes {
+        match &success.rendering {
+            // Kept with the remembered call or the shared cached answer: rendered once.
+            Some(slot) => Self::with_balance(slot.get_or_init(|| Self::render_answer(&success.answer)), success.credits_remaining),
+            None => Self::with_balance(&Self::render_answer(&success.answer), success.credits_remaining),
+        }
+    }
+
+    /// The body up to its balance, `{"data":{<the answer>,"credits_remaining":`: the
+    /// balance is the last field of the last object, so the rest is the number and `}}`.
+    fn render_answer(answer: &crate::enrich::Answer) -> bytes::Bytes {
         #[derive(serde::Serialize)]
         struct Body<'a> {
             data: Data<'a>,
@@ -332,8 +342,18 @@ impl EnrichResponse {
             answer: &'a crate::enrich::Answer,
             credits_remaining: i64,
         }
-        let body = Body { data: Data { answer: &success.answer, credits_remaining: success.credits_remaining } };
-        serde_json::to_vec(&body).expect("response serialises").into()
+        let mut body = serde_json::to_vec(&Body { data: Data { answer, credits_remaining: 0 } }).expect("response serialises");
+        assert!(body.ends_with(b"0}}"), "the balance closes the body");
+        body.truncate(body.len() - 3);
+        body.into()
+    }
+
+    fn with_balance(head: &[u8], balance: i64) -> bytes::Bytes {
+        use std::io::Write;
+        let mut body = Vec::with_capacity(head.len() + 22);
+        body.extend_from_slice(head);
+        write!(body, "{balance}}}}}").expect("writing to memory");
+        body.into()
     }
 }
 
@@ -489,12 +509,7 @@ impl EnrichApi {
         let key = idempotency_key.0.map(|k| k.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned());
         let request_id = current_request_id();
         let success = state.enrich.enrich(&principal, &request_id, &query, key.as_deref()).await.map_err(ApiError::from)?;
-        // A replay is rendered once per remembered call (its bytes never change).
-        let body = match &success.rendering {
-            Some(slot) => slot.get_or_init(|| EnrichResponse::render(&success)).clone(),
-            None => EnrichResponse::render(&success),
-        };
-        Ok(EnrichOk::Ok(RenderedJson::new(body), success.replayed.then_some(true)))
+        Ok(EnrichOk::Ok(RenderedJson::new(EnrichResponse::render(&success)), success.replayed.then_some(true)))
     }
 }
 
@@ -648,13 +663,18 @@ mod tests {
             confidence: 1.0,
             fetched_at: None,
         };
-        for answer in [full, sparse] {
-            let success = Success { answer: std::sync::Arc::new(answer), credits_remaining: 41, replayed: false, rendering: None };
-            let rendered = EnrichResponse::render(&success);
-            let parsed: serde_json::Value = serde_json::from_slice(&rendered).unwrap();
-            let response = EnrichResponse::parse_from_json(Some(parsed)).expect("the body parses as the schema's type");
-            let by_poem = serde_json::to_vec(&response.to_json()).unwrap();
-            assert_eq!(String::from_utf8_lossy(&rendered), String::from_utf8_lossy(&by_poem));
+        let slot: std::sync::Arc<std::sync::OnceLock<bytes::Bytes>> = Default::default();
+        for (answer, rendering) in [(full.clone(), None), (sparse, None), (full.clone(), Some(slot.clone())), (full, Some(slot))] {
+            for balance in [0, 41, 1_000_000_007, i64::MAX] {
+                let answer = std::sync::Arc::new(answer.clone());
+                let success = Success { answer, credits_remaining: balance, replayed: false, rendering: rendering.clone() };
+                let rendered = EnrichResponse::render(&success);
+                let parsed: serde_json::Value = serde_json::from_slice(&rendered).unwrap();
+                let response = EnrichResponse::parse_from_json(Some(parsed)).expect("the body parses as the schema's type");
+                assert_eq!(response.data.credits_remaining, balance);
+                let by_poem = serde_json::to_vec(&response.to_json()).unwrap();
+                assert_eq!(String::from_utf8_lossy(&rendered), String::from_utf8_lossy(&by_poem));
+            }
         }
     }
 }

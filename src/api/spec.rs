@@ -3,6 +3,7 @@
 //! where the derive upper-cases them), served at `/openapi.json` and `/openapi.yaml` and
 //! committed under `openapi/` (`leadlex spec --write openapi` regenerates every file).
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use poem::{handler, IntoResponse, Response};
@@ -501,41 +502,89 @@ pub fn property_path(outer: &str, inner: &str) -> Option<String> {
     })
 }
 
+/// The spec's paths compiled once for matching the path of a request: a path without
+/// parameters is found by hash (most requests, `/healthz` included, cost one lookup), a
+/// templated one segment by segment, in the spec's order. Every request asks it (the
+/// middleware's operation and `Allow` header), so nothing here splits a template or
+/// scans a path per request more than once.
+struct PathTable {
+    literal: HashMap<String, PathOperations>,
+    templated: Vec<(Vec<Segment>, PathOperations)>,
+}
+
+/// One segment of a path template: itself, or `{name}` (any non-empty segment).
+enum Segment {
+    Literal(String),
+    Parameter,
+}
+
+/// What a path of the spec answers: its operations by method, and its `Allow` header.
+struct PathOperations {
+    /// (method in capitals, operationId).
+    operations: Vec<(String, String)>,
+    allow: String,
+}
+
+impl PathTable {
+    fn get() -> &'static PathTable {
+        static TABLE: OnceLock<PathTable> = OnceLock::new();
+        TABLE.get_or_init(|| {
+            let mut table = PathTable { literal: HashMap::new(), templated: Vec::new() };
+            for (path, item) in openapi()["paths"].as_object().into_iter().flatten() {
+                let operations: Vec<(String, String)> = item
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(m, op)| (m.to_uppercase(), op["operationId"].as_str().unwrap_or_default().to_string()))
+                    .collect();
+                let mut methods: Vec<&str> = operations.iter().map(|(m, _)| m.as_str()).collect();
+                if methods.contains(&"GET") {
+                    methods.push("HEAD");
+                }
+                let entry = PathOperations { allow: methods.join(", "), operations };
+                if path.contains('{') {
+                    let segments = path
+                        .split('/')
+                        .map(|s| if s.starts_with('{') && s.ends_with('}') { Segment::Parameter } else { Segment::Literal(s.to_string()) })
+                        .collect();
+                    table.templated.push((segments, entry));
+                } else {
+                    table.literal.insert(path.clone(), entry);
+                }
+            }
+            table
+        })
+    }
+
+    fn find(&self, path: &str) -> Option<&PathOperations> {
+        if let Some(entry) = self.literal.get(path) {
+            return Some(entry);
+        }
+        self.templated.iter().find(|(segments, _)| segments_match(segments, path)).map(|(_, entry)| entry)
+    }
+}
+
+fn segments_match(template: &[Segment], path: &str) -> bool {
+    let mut parts = path.split('/');
+    for segment in template {
+        match (segment, parts.next()) {
+            (Segment::Literal(literal), Some(part)) if literal == part => {}
+            (Segment::Parameter, Some(part)) if !part.is_empty() => {}
+            _ => return false,
+        }
+    }
+    parts.next().is_none()
+}
+
 /// The operationId of a method and path, for metric labels (`None`: not an operation).
 pub fn operation_id(method: &str, path: &str) -> Option<&'static str> {
-    static OPS: OnceLock<Vec<(String, String, String)>> = OnceLock::new();
-    let table = OPS.get_or_init(|| {
-        let spec = openapi();
-        let mut ops = Vec::new();
-        for (p, item) in spec["paths"].as_object().into_iter().flatten() {
-            for (m, op) in item.as_object().into_iter().flatten() {
-                ops.push((m.to_uppercase(), p.clone(), op["operationId"].as_str().unwrap_or_default().to_string()));
-            }
-        }
-        ops
-    });
-    table.iter().find(|(m, p, _)| m == method && template_matches(p, path)).map(|(_, _, id)| id.as_str())
+    let entry = PathTable::get().find(path)?;
+    entry.operations.iter().find(|(m, _)| m == method).map(|(_, id)| id.as_str())
 }
 
 /// The methods a path answers, for the `Allow` header of a 405 (read off the spec).
 pub fn allowed_methods(path: &str) -> Option<&'static str> {
-    static ALLOW: OnceLock<Vec<(String, String)>> = OnceLock::new();
-    let table = ALLOW.get_or_init(|| {
-        let spec = openapi();
-        spec["paths"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(p, item)| {
-                let mut methods: Vec<String> = item.as_object().into_iter().flatten().map(|(m, _)| m.to_uppercase()).collect();
-                if methods.iter().any(|m| m == "GET") {
-                    methods.push("HEAD".into());
-                }
-                (p.clone(), methods.join(", "))
-            })
-            .collect()
-    });
-    table.iter().find(|(p, _)| template_matches(p, path)).map(|(_, m)| m.as_str())
+    PathTable::get().find(path).map(|entry| entry.allow.as_str())
 }
 
 /// Whether a concrete path is an instance of a spec path template (`{id}` matches one
@@ -586,6 +635,30 @@ pub fn openapi_yaml() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every operation of the published spec is found by its method and a concrete path
+    /// (each parameter a value), and only by those; its path's `Allow` names its methods.
+    #[test]
+    fn every_operation_is_found_by_method_and_concrete_path() {
+        let mut seen = 0;
+        for (template, item) in openapi()["paths"].as_object().unwrap() {
+            let concrete = template.split('/').map(|s| if s.starts_with('{') { "abc_123" } else { s }).collect::<Vec<_>>().join("/");
+            for (method, op) in item.as_object().unwrap() {
+                let method = method.to_uppercase();
+                assert_eq!(operation_id(&method, &concrete), op["operationId"].as_str(), "{method} {concrete}");
+                assert!(allowed_methods(&concrete).unwrap().split(", ").any(|m| m == method), "{concrete}");
+                seen += 1;
+            }
+            assert_eq!(operation_id("PUT", &concrete), None);
+            assert_eq!(operation_id("GET", &format!("{concrete}/")), None);
+        }
+        assert!(seen >= 27, "{seen}");
+        assert_eq!(operation_id("DELETE", "/v1/webhooks//"), None, "a parameter is never empty");
+        assert_eq!(operation_id("DELETE", "/v1/webhooks/"), None);
+        assert_eq!(allowed_methods("/v1/webhooks/wh_1"), Some("GET, PATCH, DELETE, HEAD"));
+        assert_eq!(allowed_methods("/v1/nothing"), None);
+        assert_eq!(operation_id("GET", "/healthz"), Some("healthz"));
+    }
 
     /// Closing request bodies must not close a response schema (clients would refuse a
     /// field a later version adds).

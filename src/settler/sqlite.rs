@@ -167,6 +167,9 @@ impl super::batch::Store for Store {
 
     fn put_cache(&mut self, rows: &[CacheRow]) -> Result<(), StoreError> {
         // Always inside the transaction `begin` opened (on SQLite it always opens one).
+        if rows.is_empty() {
+            return Ok(());
+        }
         let mut upsert = self.conn.prepare_cached(CACHE_UPSERT).map_err(err)?;
         for row in rows {
             upsert

@@ -11,6 +11,7 @@ on_both_backends!(
     domain_alone_never_returns_a_person,
     waterfall_falls_through_to_vendor_b,
     cached_answers_say_cached_and_still_cost_one_credit,
+    a_cached_answer_asked_again_is_the_same_with_each_callers_balance,
     request_ids_are_echoed_or_generated,
     cache_entries_expire_after_their_ttl,
     a_vendor_answer_reaches_the_shared_cache_table,
@@ -102,6 +103,33 @@ async fn cached_answers_say_cached_and_still_cost_one_credit(backend: Backend) {
     assert_eq!(second["data"]["credits_remaining"], 8);
     assert_eq!(app.assert_books_balance(&ws).await, 8);
     assert_eq!(app.charges(&ws).await, 2);
+}
+
+/// Calls asking the same of the same cache entry share one answer (`enrich::Answers`):
+/// each still gets its own balance, and asking other sections is another answer.
+async fn a_cached_answer_asked_again_is_the_same_with_each_callers_balance(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ws, key) = app.funded(10).await;
+    let (other_ws, other_key) = app.funded(100).await;
+    let without_balance = |mut v: serde_json::Value| {
+        v["data"].as_object_mut().unwrap().remove("credits_remaining");
+        v
+    };
+    assert_eq!(app.enrich(&key, json!({"email": "jane@acme.com"})).await.json()["data"]["source"], "vendor_a");
+    let all = app.enrich(&key, json!({"email": "jane@acme.com"})).await.json();
+    assert_eq!((all["data"]["source"].as_str(), all["data"]["credits_remaining"].as_i64()), (Some("cached"), Some(8)));
+    let company = app.enrich(&key, json!({"email": "jane@acme.com", "include": ["company"]})).await.json();
+    assert!(company["data"].get("person").is_none(), "{company}");
+    assert_eq!(company["data"]["company"], all["data"]["company"]);
+    assert_eq!(company["data"]["credits_remaining"], 7);
+    let again = app.enrich(&key, json!({"email": "jane@acme.com"})).await.json();
+    assert_eq!(again["data"]["credits_remaining"], 6);
+    assert_eq!(without_balance(again.clone()), without_balance(all.clone()));
+    let elsewhere = app.enrich(&other_key, json!({"email": "jane@acme.com"})).await.json();
+    assert_eq!(elsewhere["data"]["credits_remaining"], 99);
+    assert_eq!(without_balance(elsewhere), without_balance(all));
+    assert_eq!(app.assert_books_balance(&ws).await, 6);
+    assert_eq!(app.assert_books_balance(&other_ws).await, 99);
 }
 
 async fn request_ids_are_echoed_or_generated(backend: Backend) {

@@ -65,9 +65,9 @@ async fn listing_queries_are_served_by_their_indexes(backend: Backend) {
     app.db.execute_unprepared("ANALYZE").await.unwrap();
     let first = LedgerQuery { limit: 25, ..Default::default() };
     let newest = plan_as_planned(&app.db, credits::ledger_page_query(&ws, &first, db_backend).build(db_backend)).await;
-    // Any index that leads with the workspace (SQLite's older `(workspace_id)` index holds
-    // the rowid, which is `id`, so it gives the same order); never the primary key walked
-    // backwards through the other workspace's rows, nor a scan.
+    // An index that leads with the workspace (PostgreSQL picks by its statistics: on a
+    // one-row workspace any of them, then a sort of that row); never the primary key
+    // walked backwards through the other workspace's rows, nor a scan.
     assert!(newest.contains("idx_credit_ledger_workspace"), "first page, as the planner would run it:\n{newest}");
     for walk in ["pkey", "Seq Scan", "SCAN credit_ledger"] {
         assert!(!newest.contains(walk), "first page, as the planner would run it:\n{newest}");

@@ -363,7 +363,8 @@ pub struct HotCachesSettings {
     /// Completed idempotent calls, replayed from memory (immutable until they expire).
     pub replays: HotCacheSettings,
     /// Answers made of cache entries, with their rendering, shared by the calls that ask
-    /// the same of the same entry (immutable: a changed entry is another answer).
+    /// the same of the same entry (immutable: a changed entry is another answer; inputs
+    /// of at most 256 bytes, so an answer is a few KB at most).
     pub answers: HotCacheSettings,
     /// Parsed enrichment cache rows. An entry replaced by another replica is seen within
     /// `ttl_ms`.

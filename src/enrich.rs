@@ -28,14 +28,13 @@ use crate::config::HotCachesSettings;
 use crate::credits;
 use crate::hot::{self, TtlCache};
 use crate::idempotency::{self, Begun, ClaimToken, IdempotencyError, Idempotent};
-use crate::lookup::input::{EnrichQuery, Section};
+use crate::lookup::input::EnrichQuery;
 use crate::lookup::record::{EnrichmentRecord, Matched, Source};
 use crate::lookup::{cache, Lookup, LookupOutcome, Subject};
 use crate::privacy::Suppressions;
 use crate::scope::Scope;
 use crate::settler::{Charge, ClaimCompletion, SettleError, Settler};
 use crate::test_mode::{self, Trigger};
-use crate::vendor_name::VendorName;
 
 /// Why an enrich call did not succeed; mapped to HTTP in `api::error` only.
 #[derive(Debug, thiserror::Error)]
@@ -134,31 +133,38 @@ pub fn empty_workspaces(settings: &HotCachesSettings, metrics: &crate::metrics::
 }
 
 /// The hot cache of answers made of cache entries: the same question (sections) asked
-/// of the same entry (its cache key, `fetched_at`, vendor and confidence) is the same
-/// answer, so every call that asks it shares one [`Answer`] and one rendering slot (see
-/// [`Success::rendering`]) instead of building and rendering it anew. Staleness: none
-/// (an entry that changes changes its `fetched_at`, hence the key); 30 s and 5,000
-/// answers by default; erasure empties it (`privacy::Suppressions`).
+/// of the same parsed entry (the one `lookup::CacheRows` shares, by identity) is the
+/// same answer, so every call that asks it shares one [`Answer`] and one rendering slot
+/// (see [`Success::rendering`]) instead of building and rendering it anew. Staleness:
+/// none (an entry read again is another entry, hence another key); 30 s and 5,000
+/// answers by default, only for inputs of at most [`SHARED_INPUT_MAX`] bytes (so each
+/// is a few KB at most); erasure empties it (`privacy::Suppressions`).
 pub type Answers = TtlCache<AnswerKey, Arc<Answered>>;
+
+/// The longest cache key whose answers are shared (an email or a domain is far
+/// shorter; a longer one, such as an internationalised domain in punycode, is answered
+/// as a miss of this cache would be: built and rendered for its call).
+pub const SHARED_INPUT_MAX: usize = 256;
 
 /// The answers instance, as configured.
 pub fn answers(settings: &HotCachesSettings, metrics: &crate::metrics::Metrics) -> Answers {
     TtlCache::new("answers", &settings.answers, metrics)
 }
 
-/// What a cached answer is made of (see [`Answers`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What a cached answer is made of (see [`Answers`]): the entry by identity (its
+/// address, which cannot be reused while [`Answered`] holds the entry) and the sections
+/// asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AnswerKey {
-    cache_key: String,
-    sections: Vec<Section>,
-    fetched_at: i64,
-    vendor: VendorName,
-    confidence_bits: u64,
+    entry: usize,
+    sections: u8,
 }
 
-/// A cached answer and the slot its rendering is kept in.
+/// A cached answer, the entry it was made of (kept alive: see [`AnswerKey`]) and the
+/// slot its rendering is kept in.
 #[derive(Debug)]
 pub struct Answered {
+    _entry: Arc<Matched>,
     answer: Arc<Answer>,
     rendering: Arc<OnceLock<bytes::Bytes>>,
 }
@@ -470,27 +476,28 @@ impl EnrichService {
         &self,
         subject: &Subject<'_>,
         query: &EnrichQuery,
-        matched: &Matched,
+        matched: &Arc<Matched>,
         record: EnrichmentRecord,
         fetched_at: i64,
     ) -> (Arc<Answer>, Option<Arc<OnceLock<bytes::Bytes>>>) {
-        let key = AnswerKey {
-            cache_key: subject.cache_key.clone(),
-            sections: query.include.iter().copied().collect(),
-            fetched_at,
-            vendor: matched.vendor,
-            confidence_bits: matched.confidence.to_bits(),
+        let build = |record| {
+            Arc::new(Answer {
+                record,
+                source: Source::Cached,
+                confidence: matched.confidence,
+                fetched_at: crate::time::from_ms(fetched_at),
+            })
         };
+        if subject.cache_key.len() > SHARED_INPUT_MAX {
+            return (build(record), None);
+        }
+        let sections = query.include.iter().fold(0u8, |bits, section| bits | 1 << (*section as u8));
+        let key = AnswerKey { entry: Arc::as_ptr(matched) as usize, sections };
         if let Some(known) = self.answers.get(&key) {
             return (known.answer.clone(), Some(known.rendering.clone()));
         }
-        let answer = Arc::new(Answer {
-            record,
-            source: Source::Cached,
-            confidence: matched.confidence,
-            fetched_at: crate::time::from_ms(fetched_at),
-        });
-        let known = Arc::new(Answered { answer: answer.clone(), rendering: Default::default() });
+        let answer = build(record);
+        let known = Arc::new(Answered { _entry: matched.clone(), answer: answer.clone(), rendering: Default::default() });
         let rendering = known.rendering.clone();
         self.answers.insert(key, known, None);
         (answer, Some(rendering))

@@ -8,7 +8,7 @@
 //! | known keys, unknown keys | `auth::KeyCache` | SHA-256 of an API key → its principal / nothing |
 //! | empty workspaces | `enrich` | workspace id seen at balance 0 |
 //! | replays | `enrich::Replays` | (workspace, `Idempotency-Key`) → the completed call |
-//! | answers | `enrich::Answers` | (cache key, sections, the entry's stamps) → the shared answer |
+//! | answers | `enrich::Answers` | (a cache entry by identity, sections) → the shared answer |
 //! | cache rows | `lookup::CacheRows` | cache key → the parsed cache entry |
 //!
 //! Every cache is bounded and evicts one entry at a time (S3-FIFO: a one-off key passes

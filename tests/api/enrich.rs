@@ -130,6 +130,14 @@ async fn a_cached_answer_asked_again_is_the_same_with_each_callers_balance(backe
     assert_eq!(without_balance(elsewhere), without_balance(all));
     assert_eq!(app.assert_books_balance(&ws).await, 6);
     assert_eq!(app.assert_books_balance(&other_ws).await, 99);
+    // Shared indeed (the operator's figure): the company-only call and the first full
+    // one built their answers, the two full ones after were served the first's.
+    let text = reqwest::get(format!("{}/metrics", app.base)).await.unwrap().text().await.unwrap();
+    let count = |outcome: &str| -> u64 {
+        let wanted = format!("leadlex_hot_cache_total{{cache=\"answers\",outcome=\"{outcome}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&wanted).map(|n| n.parse().unwrap())).unwrap_or(0)
+    };
+    assert_eq!((count("hit"), count("miss")), (2, 2), "{text}");
 }
 
 async fn request_ids_are_echoed_or_generated(backend: Backend) {

@@ -134,11 +134,23 @@ pub struct JobsSettings {
     /// While its process stays busy, how long a worker waits for a lull at most before
     /// its next round, in milliseconds: what a job still gets from a saturated process.
     pub busy_interval_ms: u64,
+    /// How long a key's jobs wait, at most, once its daily quota is spent before the
+    /// worker looks again, in milliseconds: a raised quota (or a cancelled job) is seen
+    /// within it; otherwise they wait until the quota resets at 00:00 UTC.
+    pub quota_recheck_ms: u64,
 }
 
 impl Default for JobsSettings {
     fn default() -> Self {
-        Self { workers: true, lease_ms: 60_000, poll_ms: 500, retention_days: 30, busy_requests: None, busy_interval_ms: 1_000 }
+        Self {
+            workers: true,
+            lease_ms: 60_000,
+            poll_ms: 500,
+            retention_days: 30,
+            busy_requests: None,
+            busy_interval_ms: 1_000,
+            quota_recheck_ms: 60_000,
+        }
     }
 }
 

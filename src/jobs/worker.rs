@@ -139,7 +139,7 @@ impl Worker {
     pub async fn run(self, stop: Arc<tokio::sync::Notify>) {
         let this = Arc::new(self);
         let poll = Duration::from_millis(this.settings.poll_ms.max(10));
-        let mut rounds = Rounds::default();
+        let mut rounds = Rounds { quota_recheck: Duration::from_millis(this.settings.quota_recheck_ms), ..Default::default() };
         let mut chunks: tokio::task::JoinSet<(Tenant, String, String, Result<Chunk, EnrichError>)> = tokio::task::JoinSet::new();
         let mut backoff = crate::backoff::Backoff::default();
         let mut last_round = tokio::time::Instant::now();
@@ -366,15 +366,14 @@ impl Worker {
 /// A workspace and a mode (`live`, `test`): what the workers share their rounds by.
 type Tenant = (String, String);
 
-/// The longest a key's jobs wait for its quota before it is checked again.
-const QUOTA_RECHECK: Duration = Duration::from_secs(60);
-
 /// What a worker remembers between rounds.
 #[derive(Default)]
 struct Rounds {
     /// Keys whose daily quota is spent: their jobs wait until then (epoch ms), at most
-    /// [`QUOTA_RECHECK`] (a raised quota or a cancelled job is seen within it).
+    /// `quota_recheck` (a raised quota or a cancelled job is seen within it).
     paused: std::collections::HashMap<String, i64>,
+    /// `[jobs] quota_recheck_ms`.
+    quota_recheck: Duration,
     /// The chunks in flight: each task's tenant (one chunk per tenant at a time).
     tasks: std::collections::HashMap<tokio::task::Id, Tenant>,
     /// The last tenant a chunk was started for.
@@ -396,7 +395,7 @@ impl Rounds {
         self.tasks.retain(|_, t| *t != tenant);
         match outcome {
             Ok(Chunk::Paused { until }) => {
-                self.paused.insert(key, until.min(crate::now_ms() + QUOTA_RECHECK.as_millis() as i64));
+                self.paused.insert(key, until.min(crate::now_ms() + self.quota_recheck.as_millis() as i64));
             }
             Ok(Chunk::Worked | Chunk::Idle) => {}
             Err(err) => tracing::warn!(job = %job, error = %err, "a job chunk failed; its items will be leased again"),

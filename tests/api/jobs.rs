@@ -223,6 +223,35 @@ async fn a_job_uses_what_is_left_of_the_daily_quota(backend: Backend) {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
 }
 
+/// A raised quota is used once the worker looks again (`[jobs] quota_recheck_ms`, a
+/// minute by default; short here): the job that waited for the quota is finished.
+async fn a_raised_quota_is_used_at_the_next_recheck(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.jobs.quota_recheck_ms = 300).await;
+    let ws = leadlex::admin::create_workspace(&app.db, &app.settler, "raised", Plan::Org, 100, None, Some(7)).await.unwrap().id;
+    let key = app.key(&ws, &[Permission::WriteEnrich], None).await.key;
+    let items: Vec<Value> = (0..10).map(|n| json!({"domain": format!("acme{n}.com")})).collect();
+    let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let scope = leadlex::scope::Scope::live(&ws);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while leadlex::jobs::get(&app.db, &scope, &id).await.unwrap().done < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "the units left to jobs are used");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(leadlex::jobs::get(&app.db, &scope, &id).await.unwrap().done, 5, "the quota is spent: the job waits");
+    leadlex::admin::update_workspace(&app.db, &ws, None, None, Some(1_000)).await.unwrap();
+    loop {
+        let job = leadlex::jobs::get(&app.db, &scope, &id).await.unwrap();
+        if job.status == "completed" {
+            assert_eq!((job.done, job.credits_charged), (10, job.succeeded), "every item done, each match charged: {job:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the raised quota is used: {job:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.assert_books_balance(&ws).await;
+}
+
 /// A key whose daily quota is spent holds up its own jobs only: another key of the same
 /// workspace with a quota of its own (`high` tier) gets its job worked.
 async fn a_spent_key_does_not_hold_up_another_keys_jobs(backend: Backend) {
@@ -884,6 +913,7 @@ crate::on_both_backends!(
     a_submission_is_safe_to_retry,
     items_count_against_the_daily_quota_not_the_minute,
     a_job_uses_what_is_left_of_the_daily_quota,
+    a_raised_quota_is_used_at_the_next_recheck,
     a_spent_key_does_not_hold_up_another_keys_jobs,
     a_test_key_job_is_free,
 );

@@ -211,7 +211,8 @@ pub struct EnrichParts {
     /// Completed calls, replayed from memory (shared with the suppression lists, which
     /// empty it on an erasure).
     pub replays: Arc<Replays>,
-    /// Workspaces seen at balance 0 (a top-up is honoured within its TTL).
+    /// The hot cache of workspaces seen at balance 0. Staleness: a top-up is honoured
+    /// within the TTL (1 s by default).
     pub empty_workspaces: TtlCache<String, ()>,
     /// Answers made of cache entries (shared with the suppression lists, which empty it
     /// on an erasure).
@@ -227,20 +228,9 @@ pub struct EnrichParts {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// The money path of enrich calls, on the parts it was built from (their one copy).
 pub struct EnrichService {
-    db: DatabaseConnection,
-    suppressions: Arc<Suppressions>,
-    replays: Arc<Replays>,
-    /// The hot cache of workspaces seen at balance 0. Staleness: a top-up is honoured
-    /// within the TTL (1 s by default).
-    empty_workspaces: TtlCache<String, ()>,
-    answers: Arc<Answers>,
-    settler: Settler,
-    lookup: Lookup,
-    test_lookup: Lookup,
-    idempotency_lease: Duration,
-    idempotency_ttl: Duration,
-    metrics: Arc<crate::metrics::Metrics>,
+    parts: EnrichParts,
 }
 
 /// What the lookup found for a call: the answer's record and where it came from.
@@ -253,64 +243,39 @@ struct Found {
 
 impl EnrichService {
     pub fn new(parts: EnrichParts) -> Self {
-        let EnrichParts {
-            db,
-            suppressions,
-            replays,
-            empty_workspaces,
-            answers,
-            settler,
-            lookup,
-            test_lookup,
-            idempotency_lease,
-            idempotency_ttl,
-            metrics,
-        } = parts;
-        Self {
-            db,
-            suppressions,
-            replays,
-            empty_workspaces,
-            answers,
-            settler,
-            lookup,
-            test_lookup,
-            idempotency_lease,
-            idempotency_ttl,
-            metrics,
-        }
+        Self { parts }
     }
 
     pub(crate) fn db(&self) -> &DatabaseConnection {
-        &self.db
+        &self.parts.db
     }
 
     pub(crate) fn suppressions(&self) -> &Suppressions {
-        &self.suppressions
+        &self.parts.suppressions
     }
 
     pub(crate) fn settler(&self) -> &Settler {
-        &self.settler
+        &self.parts.settler
     }
 
     pub(crate) fn live_lookup(&self) -> &Lookup {
-        &self.lookup
+        &self.parts.lookup
     }
 
     pub(crate) fn test_lookup(&self) -> &Lookup {
-        &self.test_lookup
+        &self.parts.test_lookup
     }
 
     pub(crate) fn lease(&self) -> Duration {
-        self.idempotency_lease
+        self.parts.idempotency_lease
     }
 
     pub(crate) fn ttl(&self) -> Duration {
-        self.idempotency_ttl
+        self.parts.idempotency_ttl
     }
 
     pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
-        &self.metrics
+        &self.parts.metrics
     }
 
     pub async fn enrich(
@@ -327,12 +292,12 @@ impl EnrichService {
                 let scope = &principal.scope;
                 let fingerprint = query.fingerprint(OPERATION.0, OPERATION.1);
                 let replay_key = ReplayKey { workspace_id: scope.workspace_id().to_string(), idempotency_key: scope.idempotency_key(key) };
-                if let Some(done) = self.replays.get(&replay_key).filter(|done| done.expires_at > now) {
+                if let Some(done) = self.parts.replays.get(&replay_key).filter(|done| done.expires_at > now) {
                     return done.replay(&fingerprint);
                 }
-                let idem = Idempotent { key, lease: self.idempotency_lease, ttl: self.idempotency_ttl };
-                let subjects = Some(self.suppressions.subjects_of_call(&query.input));
-                match idempotency::begin(&self.db, scope, idem, &fingerprint, subjects, now).await? {
+                let idem = Idempotent { key, lease: self.parts.idempotency_lease, ttl: self.parts.idempotency_ttl };
+                let subjects = Some(self.parts.suppressions.subjects_of_call(&query.input));
+                match idempotency::begin(&self.parts.db, scope, idem, &fingerprint, subjects, now).await? {
                     Begun::Fresh(token) => Some((token, fingerprint, replay_key)),
                     Begun::Replay { answer, balance_after, expires_at } => {
                         let balance_after = balance_after.ok_or_else(|| anyhow::anyhow!("a stored idempotent answer has no balance"))?;
@@ -345,7 +310,7 @@ impl EnrichService {
                             expires_at,
                             rendering: Default::default(),
                         });
-                        self.replays.insert(replay_key, done.clone(), hot::until(done.expires_at, now));
+                        self.parts.replays.insert(replay_key, done.clone(), hot::until(done.expires_at, now));
                         // The record was claimed for this fingerprint: the same request.
                         return Ok(done.success());
                     }
@@ -360,9 +325,9 @@ impl EnrichService {
             KeyMode::Test => self.run_test(principal, query, token).await,
         };
         match (&result, claim) {
-            (Err(_), Some((token, ..))) => idempotency::release_quietly(&self.db, &token).await,
+            (Err(_), Some((token, ..))) => idempotency::release_quietly(&self.parts.db, &token).await,
             (Ok(success), Some((_, fingerprint, replay_key))) => {
-                let expires_at = now + self.idempotency_ttl.as_millis() as i64;
+                let expires_at = now + self.parts.idempotency_ttl.as_millis() as i64;
                 let done = Completed {
                     fingerprint,
                     answer: success.answer.clone(),
@@ -371,7 +336,7 @@ impl EnrichService {
                     rendering: Default::default(),
                 };
                 let cap = hot::until(done.expires_at, crate::now_ms());
-                self.replays.insert(replay_key, Arc::new(done), cap);
+                self.parts.replays.insert(replay_key, Arc::new(done), cap);
             }
             _ => {}
         }
@@ -389,19 +354,19 @@ impl EnrichService {
         // A cheap pre-check on the balance seen at authentication; when it says empty,
         // read again before refusing, so that a fresh top-up is honoured at once.
         if principal.balance_hint <= 0 {
-            if self.empty_workspaces.get(ws).is_some() {
+            if self.parts.empty_workspaces.get(ws).is_some() {
                 return Err(EnrichError::InsufficientCredits);
             }
-            if !matches!(credits::balance(&self.db, ws).await?, Some(b) if b > 0) {
-                self.empty_workspaces.insert(ws.to_string(), (), None);
+            if !matches!(credits::balance(&self.parts.db, ws).await?, Some(b) if b > 0) {
+                self.parts.empty_workspaces.insert(ws.to_string(), (), None);
                 return Err(EnrichError::InsufficientCredits);
             }
         }
 
         let subject = Subject::live(&query.input);
-        let Found { matched, record, cached_at } = self.find(&self.lookup, &subject, query, &principal.scope).await?;
+        let Found { matched, record, cached_at } = self.find(&self.parts.lookup, &subject, query, &principal.scope).await?;
         let from_cache = cached_at.is_some();
-        let cache_row = (!from_cache).then(|| cache::match_row(&subject, &matched, self.lookup.cache_policy(), crate::now_ms()));
+        let cache_row = (!from_cache).then(|| cache::match_row(&subject, &matched, self.parts.lookup.cache_policy(), crate::now_ms()));
         let stamps = cache_row.as_ref().map(|r| (r.fetched_at, r.expires_at));
         let (answer, rendering) = match cached_at {
             Some(at) => self.cached_answer(&subject, query, &matched, record, at),
@@ -425,7 +390,7 @@ impl EnrichService {
             cache_row,
             completion,
         };
-        let charged = match self.settler.settle(job).await {
+        let charged = match self.parts.settler.settle(job).await {
             Ok(charged) => charged,
             Err(SettleError::Insufficient) => return Err(EnrichError::InsufficientCredits),
             Err(SettleError::TakenOver) => return Err(IdempotencyError::lost().into()),
@@ -433,9 +398,9 @@ impl EnrichService {
             Err(err) => return Err(anyhow::Error::new(err).into()),
         };
         if let Some((fetched_at, expires_at)) = stamps {
-            self.lookup.remember(&subject, cache::Entry::of_match(matched, fetched_at, expires_at), crate::now_ms());
+            self.parts.lookup.remember(&subject, cache::Entry::of_match(matched, fetched_at, expires_at), crate::now_ms());
         }
-        self.metrics.credits_charged.inc();
+        self.parts.metrics.credits_charged.inc();
         Ok(Success { answer, credits_remaining: charged.balance_after, replayed: false, rendering })
     }
 
@@ -448,21 +413,21 @@ impl EnrichService {
             return Err(EnrichError::InsufficientCredits);
         }
         let subject = test_mode::subject(&query.input, ws);
-        let Found { matched, record, cached_at } = self.find(&self.test_lookup, &subject, query, &principal.scope).await?;
+        let Found { matched, record, cached_at } = self.find(&self.parts.test_lookup, &subject, query, &principal.scope).await?;
         let (answer, rendering) = match cached_at {
             Some(at) => self.cached_answer(&subject, query, &matched, record, at),
             None => {
                 // Nobody pays for it: cached at once, in the test space.
                 let now = crate::now_ms();
-                self.test_lookup.keep_unpaid(&subject, &matched, now);
+                self.parts.test_lookup.keep_unpaid(&subject, &matched, now);
                 let fetched_at = crate::time::from_ms(now);
                 (Arc::new(Answer { record, source: Source::Vendor(matched.vendor), confidence: matched.confidence, fetched_at }), None)
             }
         };
-        let balance = credits::balance(&self.db, ws).await?.unwrap_or(0);
+        let balance = credits::balance(&self.parts.db, ws).await?.unwrap_or(0);
         if let Some(token) = claim {
             let stored = serde_json::to_vec(&*answer).map_err(|e| anyhow::Error::new(e).context("storing the answer"))?;
-            if !idempotency::complete(&self.db, token, 200, stored, Some(balance)).await? {
+            if !idempotency::complete(&self.parts.db, token, 200, stored, Some(balance)).await? {
                 // Our lease ran out and a retry took the claim over.
                 return Err(IdempotencyError::lost().into());
             }
@@ -493,13 +458,13 @@ impl EnrichService {
         }
         let sections = query.include.iter().fold(0u8, |bits, section| bits | 1 << (*section as u8));
         let key = AnswerKey { entry: Arc::as_ptr(matched) as usize, sections };
-        if let Some(known) = self.answers.get(&key) {
+        if let Some(known) = self.parts.answers.get(&key) {
             return (known.answer.clone(), Some(known.rendering.clone()));
         }
         let answer = build(record);
         let known = Arc::new(Answered { _entry: matched.clone(), answer: answer.clone(), rendering: Default::default() });
         let rendering = known.rendering.clone();
-        self.answers.insert(key, known, None);
+        self.parts.answers.insert(key, known, None);
         (answer, Some(rendering))
     }
 
@@ -509,11 +474,11 @@ impl EnrichService {
     /// and `BelowMinConfidence` when it is less sure than the caller asks (a vendor answer
     /// refused so is cached unpaid), `UpstreamUnavailable` when every vendor failed.
     async fn find(&self, lookup: &Lookup, subject: &Subject<'_>, query: &EnrichQuery, scope: &Scope) -> Result<Found, EnrichError> {
-        if self.suppressions.is_suppressed(scope, &query.input) {
+        if self.parts.suppressions.is_suppressed(scope, &query.input) {
             return Err(EnrichError::NoMatch);
         }
         let max_age_ms = query.quality.max_age_ms();
-        let (matched, cached_at) = match lookup.find(&self.db, subject, &query.include, max_age_ms, crate::now_ms()).await? {
+        let (matched, cached_at) = match lookup.find(&self.parts.db, subject, &query.include, max_age_ms, crate::now_ms()).await? {
             LookupOutcome::Found { matched, cached_at } => (matched, cached_at),
             LookupOutcome::NoMatch => return Err(EnrichError::NoMatch),
             LookupOutcome::Unavailable { retry_after } => return Err(EnrichError::UpstreamUnavailable { retry_after }),

@@ -543,11 +543,7 @@ impl PathTable {
                 }
                 let entry = PathOperations { allow: methods.join(", "), operations };
                 if path.contains('{') {
-                    let segments = path
-                        .split('/')
-                        .map(|s| if s.starts_with('{') && s.ends_with('}') { Segment::Parameter } else { Segment::Literal(s.to_string()) })
-                        .collect();
-                    table.templated.push((segments, entry));
+                    table.templated.push((segments_of(path), entry));
                 } else {
                     table.literal.insert(path.clone(), entry);
                 }
@@ -562,6 +558,14 @@ impl PathTable {
         }
         self.templated.iter().find(|(segments, _)| segments_match(segments, path)).map(|(_, entry)| entry)
     }
+}
+
+/// A path template's segments.
+fn segments_of(template: &str) -> Vec<Segment> {
+    template
+        .split('/')
+        .map(|s| if s.starts_with('{') && s.ends_with('}') { Segment::Parameter } else { Segment::Literal(s.to_string()) })
+        .collect()
 }
 
 fn segments_match(template: &[Segment], path: &str) -> bool {
@@ -590,14 +594,7 @@ pub fn allowed_methods(path: &str) -> Option<&'static str> {
 /// Whether a concrete path is an instance of a spec path template (`{id}` matches one
 /// non-empty segment).
 pub fn template_matches(template: &str, path: &str) -> bool {
-    let (mut t, mut p) = (template.split('/'), path.split('/'));
-    loop {
-        match (t.next(), p.next()) {
-            (None, None) => return true,
-            (Some(t), Some(p)) if t == p || (t.starts_with('{') && t.ends_with('}') && !p.is_empty()) => {}
-            _ => return false,
-        }
-    }
+    segments_match(&segments_of(template), path)
 }
 
 /// The spec as pretty JSON (what `openapi/leadlex.json` holds).

@@ -140,7 +140,7 @@ impl Worker {
         let this = Arc::new(self);
         let poll = Duration::from_millis(this.settings.poll_ms.max(10));
         let mut rounds = Rounds { quota_recheck: Duration::from_millis(this.settings.quota_recheck_ms), ..Default::default() };
-        let mut chunks: tokio::task::JoinSet<(Tenant, String, String, Result<Chunk, EnrichError>)> = tokio::task::JoinSet::new();
+        let mut chunks: tokio::task::JoinSet<ChunkEnd> = tokio::task::JoinSet::new();
         let mut backoff = crate::backoff::Backoff::default();
         let mut last_round = tokio::time::Instant::now();
         let mut load = Load::new(&this.metrics);
@@ -211,11 +211,7 @@ impl Worker {
     /// in flight, each as a task of its own (a slow tenant's chunk paces nobody else's),
     /// for up to [`WORKSPACES_PER_ROUND`] tenants in flight at once, going round them
     /// from the last one started; how many it started.
-    async fn start_chunks(
-        self: Arc<Self>,
-        rounds: &mut Rounds,
-        chunks: &mut tokio::task::JoinSet<(Tenant, String, String, Result<Chunk, EnrichError>)>,
-    ) -> Result<usize, EnrichError> {
+    async fn start_chunks(self: Arc<Self>, rounds: &mut Rounds, chunks: &mut tokio::task::JoinSet<ChunkEnd>) -> Result<usize, EnrichError> {
         let now = crate::now_ms();
         rounds.paused.retain(|_, until| *until > now);
         let room = WORKSPACES_PER_ROUND.saturating_sub(rounds.tasks.len());
@@ -366,6 +362,10 @@ impl Worker {
 /// A workspace and a mode (`live`, `test`): what the workers share their rounds by.
 type Tenant = (String, String);
 
+/// How a chunk's task ends: its tenant, its job's id, the id of the key the job's items
+/// count against, and what came of it.
+type ChunkEnd = (Tenant, String, String, Result<Chunk, EnrichError>);
+
 /// What a worker remembers between rounds.
 #[derive(Default)]
 struct Rounds {
@@ -382,7 +382,7 @@ struct Rounds {
 
 impl Rounds {
     /// A tenant's chunk ended (or its task died): it may have another.
-    fn ended(&mut self, done: Result<(Tenant, String, String, Result<Chunk, EnrichError>), tokio::task::JoinError>) {
+    fn ended(&mut self, done: Result<ChunkEnd, tokio::task::JoinError>) {
         let (tenant, job, key, outcome) = match done {
             Ok(done) => done,
             Err(died) => {

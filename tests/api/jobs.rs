@@ -196,29 +196,34 @@ async fn items_count_against_the_daily_quota_not_the_minute(backend: Backend) {
     assert_eq!(app.enrich(&key, json!({"domain": "acme.com"})).await.status, 429);
 }
 
-/// The end of a daily quota is used, not stranded, but for the reserve left to the key's
-/// own requests: with 7 a day (1 kept back), 1 spent on the submission and chunks of 10
-/// (the org plan's), 5 items are worked and charged, then the job waits for the quota;
-/// its owner can still follow it and cancel it.
-async fn a_job_uses_what_is_left_of_the_daily_quota(backend: Backend) {
-    let app = spawn_app(backend).await;
+/// A job of 10 items submitted by a key of 7 a day (1 kept back), with chunks of 10 (the
+/// org plan's), once its items have spent what its key's quota leaves to jobs: 1 went to
+/// the submission, 5 items are worked and charged, then, well past a few worker rounds
+/// (and quota rechecks), nothing more. Returns the workspace, the key and the job's id.
+async fn a_job_on_a_spent_quota(app: &TestApp) -> (String, String, String) {
     let ws = leadlex::admin::create_workspace(&app.db, &app.settler, "quota", Plan::Org, 100, None, Some(7)).await.unwrap().id;
     let key = app.key(&ws, &[Permission::WriteEnrich], None).await.key;
     let items: Vec<Value> = (0..10).map(|n| json!({"domain": format!("acme{n}.com")})).collect();
-    let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let id = submit(app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
     let scope = leadlex::scope::Scope::live(&ws);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while leadlex::jobs::get(&app.db, &scope, &id).await.unwrap().done < 5 {
         assert!(tokio::time::Instant::now() < deadline, "the units left to jobs are used");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Well past a few worker rounds, nothing more: the jobs' share of the day is spent.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let job = leadlex::jobs::get(&app.db, &scope, &id).await.unwrap();
-    assert_eq!((job.done, job.status.as_str()), (5, "running"), "{job:?}");
+    assert_eq!((job.done, job.status.as_str()), (5, "running"), "the jobs' share of the day is spent: {job:?}");
     assert_eq!(app.charges(&ws).await, job.credits_charged as usize);
     app.assert_books_balance(&ws).await;
-    // The reserve: the owner cancels the job.
+    (ws, key, id)
+}
+
+/// The end of a daily quota is used, not stranded, but for the reserve left to the key's
+/// own requests: its owner can still follow the waiting job and cancel it.
+async fn a_job_uses_what_is_left_of_the_daily_quota(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, key, id) = a_job_on_a_spent_quota(&app).await;
     let r = app.request(app.client.post(format!("{}/v1/enrich/jobs/{id}/cancel", app.base)).bearer_auth(&key)).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
 }
@@ -227,19 +232,10 @@ async fn a_job_uses_what_is_left_of_the_daily_quota(backend: Backend) {
 /// minute by default; short here): the job that waited for the quota is finished.
 async fn a_raised_quota_is_used_at_the_next_recheck(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.jobs.quota_recheck_ms = 300).await;
-    let ws = leadlex::admin::create_workspace(&app.db, &app.settler, "raised", Plan::Org, 100, None, Some(7)).await.unwrap().id;
-    let key = app.key(&ws, &[Permission::WriteEnrich], None).await.key;
-    let items: Vec<Value> = (0..10).map(|n| json!({"domain": format!("acme{n}.com")})).collect();
-    let id = submit(&app, &key, json!({"items": items})).await.json()["data"]["id"].as_str().unwrap().to_string();
+    let (ws, _, id) = a_job_on_a_spent_quota(&app).await;
+    leadlex::admin::update_workspace(&app.db, &ws, None, None, Some(1_000)).await.unwrap();
     let scope = leadlex::scope::Scope::live(&ws);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while leadlex::jobs::get(&app.db, &scope, &id).await.unwrap().done < 5 {
-        assert!(tokio::time::Instant::now() < deadline, "the units left to jobs are used");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    assert_eq!(leadlex::jobs::get(&app.db, &scope, &id).await.unwrap().done, 5, "the quota is spent: the job waits");
-    leadlex::admin::update_workspace(&app.db, &ws, None, None, Some(1_000)).await.unwrap();
     loop {
         let job = leadlex::jobs::get(&app.db, &scope, &id).await.unwrap();
         if job.status == "completed" {

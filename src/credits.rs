@@ -3,13 +3,14 @@
 //! Invariants: a balance never goes below zero (every debit is one conditional
 //! `UPDATE … WHERE credit_balance >= k`, and the column has a CHECK); every change of a
 //! balance appends a ledger row in the same transaction, so the sum of a workspace's
-//! ledger always equals its balance. Every change of a balance, the debits of lookups and
+//! ledger always equals its balance, and adds to its UTC day's usage counter
+//! (`credit_usage_days`), so the counters sum what the ledger says per day and reason. Every change of a balance, the debits of lookups and
 //! operators' grants alike, is made by the [`crate::settler`], the one writer; this module
 //! reads.
 
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 
-use entity::{credit_ledger, workspace};
+use entity::{credit_ledger, credit_usage_day, workspace};
 
 use crate::scope::Scope;
 use crate::settler::{SettleError, Settler};
@@ -137,17 +138,17 @@ pub struct CreditUsage {
 
 /// Midnight UTC of `now_ms`'s day, and the first of its month, in epoch ms.
 pub fn day_and_month_start(now_ms: i64) -> (i64, i64) {
-    use chrono::{Datelike, TimeZone, Utc};
-    let now = Utc.timestamp_millis_opt(now_ms).single().unwrap_or_default();
-    let day = now.date_naive().and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    use chrono::Datelike;
+    let now = crate::time::at(now_ms);
     let month = now.date_naive().with_day(1).expect("the first").and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-    (day.timestamp_millis(), month.timestamp_millis())
+    (crate::time::utc_day_start(now_ms), month.timestamp_millis())
 }
 
 /// The credit usage of `scope` at `now_ms` (`None`: no such workspace): in test mode the
 /// workspace's balance (as a test call's `credits_remaining` shows it) and nothing
-/// charged or granted. Reads `idx_credit_ledger_workspace_reason (workspace_id, reason,
-/// created_at)`.
+/// charged or granted. Reads the workspace's day counters of this month
+/// (`credit_usage_days`, which the settler adds each balance change to with its ledger
+/// rows): at most 31 rows of its primary key.
 pub async fn usage(db: &impl ConnectionTrait, scope: &Scope, now_ms: i64) -> Result<Option<CreditUsage>, DbErr> {
     let workspace_id = scope.workspace_id();
     let Some(balance) = balance(db, workspace_id).await? else { return Ok(None) };
@@ -155,32 +156,22 @@ pub async fn usage(db: &impl ConnectionTrait, scope: &Scope, now_ms: i64) -> Res
         return Ok(Some(CreditUsage { balance, charged_today: 0, charged_this_month: 0, granted_this_month: 0 }));
     }
     let (day, month) = day_and_month_start(now_ms);
-    let sum = |reason: Reason, since: i64| async move {
-        let total: Option<i64> = sum_query(workspace_id, reason, since).into_tuple().one(db).await?;
-        Ok::<i64, DbErr>(total.unwrap_or(0))
-    };
-    Ok(Some(CreditUsage {
-        balance,
-        charged_today: -sum(Reason::Enrich, day).await?,
-        charged_this_month: -sum(Reason::Enrich, month).await?,
-        granted_this_month: sum(Reason::Grant, month).await?,
-    }))
+    let days: Vec<credit_usage_day::Model> = usage_query(workspace_id, month).all(db).await?;
+    let mut usage = CreditUsage { balance, charged_today: 0, charged_this_month: 0, granted_this_month: 0 };
+    for d in days {
+        if d.day >= day {
+            usage.charged_today += d.charged;
+        }
+        usage.charged_this_month += d.charged;
+        usage.granted_this_month += d.granted;
+    }
+    Ok(Some(usage))
 }
 
-/// The sum of a workspace's ledger deltas for `reason` since `since_ms` (0 when none);
-/// public so that a test can ask each backend for its plan.
-pub fn sum_query(workspace_id: &str, reason: Reason, since_ms: i64) -> sea_orm::Select<credit_ledger::Entity> {
-    use sea_orm::sea_query::{Alias, Expr, Func};
-    credit_ledger::Entity::find()
-        .select_only()
-        .column_as(
-            Expr::expr(Func::coalesce([
-                Func::cast_as(Func::sum(Expr::col(credit_ledger::Column::Delta)), Alias::new("BIGINT")).into(),
-                Expr::val(0i64).into(),
-            ])),
-            "total",
-        )
-        .filter(credit_ledger::Column::WorkspaceId.eq(workspace_id))
-        .filter(credit_ledger::Column::Reason.eq(reason.as_str()))
-        .filter(credit_ledger::Column::CreatedAt.gte(since_ms))
+/// A workspace's day counters since `since_ms` (a UTC midnight); public so that a test
+/// can ask each backend for its plan.
+pub fn usage_query(workspace_id: &str, since_ms: i64) -> sea_orm::Select<credit_usage_day::Entity> {
+    credit_usage_day::Entity::find()
+        .filter(credit_usage_day::Column::WorkspaceId.eq(workspace_id))
+        .filter(credit_usage_day::Column::Day.gte(since_ms))
 }

@@ -15,6 +15,14 @@ pub fn at(ms: i64) -> DateTime<Utc> {
     from_ms(ms).unwrap_or_default()
 }
 
+/// Milliseconds in a UTC day (Unix time has no leap seconds).
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The epoch millisecond of the UTC midnight that starts `ms`'s day.
+pub fn utc_day_start(ms: i64) -> i64 {
+    ms - ms.rem_euclid(DAY_MS)
+}
+
 /// Serde for an optional timestamp as poem-openapi writes one.
 pub mod rfc3339_opt {
     use chrono::{DateTime, Utc};
@@ -48,6 +56,17 @@ mod tests {
             let ours = serde_json::to_value(At(at)).unwrap();
             assert_eq!(Some(ours.clone()), at.unwrap().to_json(), "{ms}");
             assert_eq!(serde_json::from_value::<At>(ours).unwrap(), At(at));
+        }
+    }
+
+    #[test]
+    fn a_day_starts_at_its_utc_midnight() {
+        use chrono::Timelike;
+        for ms in [0, 1, super::DAY_MS - 1, super::DAY_MS, 1_796_000_000_123, 1_796_083_199_999] {
+            let day = super::utc_day_start(ms);
+            let midnight = super::at(ms).with_hour(0).unwrap().with_minute(0).unwrap().with_second(0).unwrap().with_nanosecond(0).unwrap();
+            assert_eq!(day, midnight.timestamp_millis(), "{ms}");
+            assert!(day <= ms && ms - day < super::DAY_MS);
         }
     }
 }

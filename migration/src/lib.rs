@@ -19,6 +19,7 @@ mod m20261203_000010_webhooks;
 mod m20261203_000011_claimable_items;
 mod m20261207_000012_scopes;
 mod m20261207_000013_ledger_one_workspace_index;
+mod m20261207_000014_usage_days;
 
 pub struct Migrator;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000011_claimable_items::Migration),
             Box::new(m20261207_000012_scopes::Migration),
             Box::new(m20261207_000013_ledger_one_workspace_index::Migration),
+            Box::new(m20261207_000014_usage_days::Migration),
         ]
     }
 }

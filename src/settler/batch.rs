@@ -63,6 +63,21 @@ impl BalanceChange<'_> {
     pub fn balance_after_row(&self, n: usize, after_all: i64) -> i64 {
         after_all - self.delta * (self.rows.len() - 1 - n) as i64
     }
+
+    /// The change's total (its rows' deltas).
+    pub fn total(&self) -> i64 {
+        self.delta * self.rows.len() as i64
+    }
+
+    /// What the change adds to its workspace's counter of its UTC day (see
+    /// `statements::add_usage`): (day, credits charged by lookups, credits granted).
+    pub fn usage(&self) -> (i64, i64, i64) {
+        let day = crate::time::utc_day_start(self.now_ms);
+        match self.reason {
+            Reason::Enrich => (day, -self.total(), 0),
+            Reason::Grant => (day, 0, self.total()),
+        }
+    }
 }
 
 /// What a writer's connection does. Every method but `begin`, `commit` and `rollback`

@@ -7,8 +7,8 @@
 //! claim: a burst of cached hits or of misses) runs it in autocommit, so it costs one
 //! round trip and one WAL flush. Anything else runs in a transaction.
 //!
-//! Every write of balances, the ledger, completed idempotency records and the cache on
-//! PostgreSQL is one of the statements below. Enum values are bound from their Rust types.
+//! Every write of balances, the ledger and its usage counters, completed idempotency
+//! records and the cache on PostgreSQL is one of the statements below. Enum values are bound from their Rust types.
 
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use tokio::runtime::Runtime;
 
 use super::batch::{BalanceChange, StoreError};
 use super::claim::{ClaimToken, State};
-use super::statements::{self, low_balance_webhooks, COMPLETE_CLAIM, COUNT_JOB_ITEMS};
+use super::statements::{self, add_usage, low_balance_webhooks, COMPLETE_CLAIM, COUNT_JOB_ITEMS};
 use super::CacheRow;
 use crate::config::DatabaseSettings;
 use crate::outbox::{self, delivery_columns, Event, JobView};
@@ -39,8 +39,10 @@ macro_rules! cache_upsert {
 const PUT_CACHE: &str = cache_upsert!();
 
 /// The balance change's common part: `$8` workspace, `$9` delta per ledger row, `$10`
-/// number of rows, `$11`/`$12` their api key and request ids, `$13` reason, `$14` time.
-/// Row n (1-based) carries the balance after its own change.
+/// number of rows, `$11`/`$12` their api key and request ids, `$13` reason, `$14` time;
+/// `$15` its UTC day, `$16`/`$17` what it adds to that day's charged and granted counts
+/// (`statements::add_usage`, here only once the balance changed). Row n (1-based)
+/// carries the balance after its own change.
 macro_rules! balance_change {
     () => {
         concat!(
@@ -53,7 +55,10 @@ macro_rules! balance_change {
              ledger AS ( \
                INSERT INTO credit_ledger (workspace_id, api_key_id, request_id, delta, balance_after, reason, created_at) \
                SELECT $8, k.key, k.request, $9, change.credit_balance - $9 * ($10 - k.n), $13, $14 \
-               FROM change, unnest($11::text[], $12::text[]) WITH ORDINALITY AS k(key, request, n) ORDER BY k.n)"
+               FROM change, unnest($11::text[], $12::text[]) WITH ORDINALITY AS k(key, request, n) ORDER BY k.n), \
+             usage AS (",
+            add_usage!("SELECT $8, $15, $16, $17 FROM change"),
+            ")"
         )
     };
 }
@@ -61,14 +66,14 @@ macro_rules! balance_change {
 /// A balance change that adds credits (a grant).
 const CREDIT_BALANCE: &str = concat!(balance_change!(), " SELECT credit_balance FROM change");
 
-/// A balance change that takes credits; `$15` an event id. A `credits.low` delivery is
+/// A balance change that takes credits; `$18` an event id. A `credits.low` delivery is
 /// queued for each active webhook of the workspace that takes it and whose threshold the
 /// change crossed (from at least it to below it), in the same statement.
 const DEBIT_BALANCE: &str = concat!(
     balance_change!(),
     ", low AS (",
     delivery_columns!(),
-    "SELECT gen_random_uuid()::text, w.id, w.workspace_id, $15, 'credits.low', \
+    "SELECT gen_random_uuid()::text, w.id, w.workspace_id, $18, 'credits.low', \
        json_build_object('credits_remaining', change.credit_balance, 'low_balance_threshold', w.low_balance_threshold)::text, \
        $14, 'pending', 0, 0, $14 FROM change, ",
     low_balance_webhooks!("$8", "change.credit_balance", "change.credit_balance - $9 * $10"),
@@ -189,6 +194,7 @@ impl super::batch::Store for Store {
         let keys: Vec<Option<&str>> = change.rows.iter().map(|r| r.0).collect();
         let requests: Vec<Option<&str>> = change.rows.iter().map(|r| r.1).collect();
         let sql = if change.delta < 0 { DEBIT_BALANCE } else { CREDIT_BALANCE };
+        let (day, charged, granted) = change.usage();
         let mut q = bind_cache(sqlx::query(sql), cache)
             .bind(change.workspace_id)
             .bind(change.delta)
@@ -196,7 +202,10 @@ impl super::batch::Store for Store {
             .bind(keys)
             .bind(requests)
             .bind(change.reason.as_str())
-            .bind(change.now_ms);
+            .bind(change.now_ms)
+            .bind(day)
+            .bind(charged)
+            .bind(granted);
         if change.delta < 0 {
             q = q.bind(outbox::new_event_id());
         }

@@ -3,7 +3,7 @@
 //! SQLite statement on a worker thread of its own; under load, waking it and being woken
 //! back took most of a batch's time).
 //!
-//! Every write of balances, the ledger, completed idempotency records and the cache on
+//! Every write of balances, the ledger and its usage counters, completed idempotency records and the cache on
 //! SQLite is one of the statements below. Enum values are bound from their Rust types.
 //! Transactions are `BEGIN IMMEDIATE`: the writer takes the write lock up front and
 //! waits for it (busy timeout) instead of failing half-way.
@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::batch::{BalanceChange, StoreError};
 use super::claim::{ClaimToken, State};
-use super::statements::{low_balance_webhooks, COMPLETE_CLAIM_SQLITE, COUNT_JOB_ITEMS_SQLITE, LOCK_CLAIM_SQLITE};
+use super::statements::{add_usage, low_balance_webhooks, COMPLETE_CLAIM_SQLITE, COUNT_JOB_ITEMS_SQLITE, LOCK_CLAIM_SQLITE};
 use super::CacheRow;
 use crate::config::{DatabaseSettings, SqliteSynchronous};
 use crate::outbox::{self, delivery_columns, uuid_sqlite, Event, JobView};
@@ -28,6 +28,10 @@ const CHANGE_BALANCE: &str = "UPDATE workspaces SET credit_balance = credit_bala
 const LEDGER_INSERT: &str = "INSERT INTO credit_ledger \
      (workspace_id, api_key_id, request_id, delta, balance_after, reason, created_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Adds a balance change to its workspace's (`?1`) counter of UTC day `?2`: `?3`
+/// credits charged, `?4` granted.
+const ADD_USAGE: &str = add_usage!("VALUES (?1, ?2, ?3, ?4)");
 
 /// Never replaces a newer answer by an older one (replicas race).
 const CACHE_UPSERT: &str = "INSERT INTO enrichment_cache \
@@ -133,7 +137,7 @@ impl super::batch::Store for Store {
         if change.rows.is_empty() {
             return Ok(None);
         }
-        let total = change.delta * change.rows.len() as i64;
+        let total = change.total();
         let after: Option<i64> = self
             .conn
             .prepare_cached(CHANGE_BALANCE)
@@ -155,6 +159,11 @@ impl super::batch::Store for Store {
                 .map_err(err)?;
         }
         drop(insert);
+        let (day, charged, granted) = change.usage();
+        self.conn
+            .prepare_cached(ADD_USAGE)
+            .and_then(|mut s| s.execute(params![change.workspace_id, day, charged, granted]))
+            .map_err(err)?;
         if change.delta < 0 {
             let before = after - total;
             self.conn

@@ -54,6 +54,23 @@ both!(
      RETURNING workspace_id, status, total, done, succeeded, no_match, failed, credits_charged, created_at, started_at, finished_at, mode"
 );
 
+/// Adds to a workspace's counter of a UTC day (`credit_usage_days`, what the usage
+/// figures read: one row per workspace and day, where an index of the ledger took one
+/// entry per charge): `$values` yields (workspace, day, credits charged by lookups,
+/// credits granted) as a `VALUES` list (SQLite) or a `SELECT` (PostgreSQL's balance
+/// change selects them from the changed balance, so it counts only a change made).
+macro_rules! add_usage {
+    ($values:literal) => {
+        concat!(
+            "INSERT INTO credit_usage_days (workspace_id, day, charged, granted) ",
+            $values,
+            " ON CONFLICT (workspace_id, day) DO UPDATE SET \
+             charged = credit_usage_days.charged + excluded.charged, granted = credit_usage_days.granted + excluded.granted"
+        )
+    };
+}
+pub(crate) use add_usage;
+
 /// The live webhooks of a workspace that take `credits.low` and whose threshold a balance
 /// change crossed (from at least it, `$before`, to below it, `$after`): the common part
 /// of both stores' `credits.low` fan-out.

@@ -197,6 +197,43 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
 
+/// What a previous release stored for a workspace, written straight into a database
+/// whose schema is that release's (no settler: today's writes tables it lacks): the
+/// workspace row at `balance` and the ledger rows `(delta, reason, created_at)` that
+/// add up to it.
+pub async fn previous_release_workspace(db: &sea_orm::DatabaseConnection, id: &str, balance: i64, ledger: &[(i64, &str, i64)]) {
+    use sea_orm::{ActiveModelTrait, Set};
+    let created_at = ledger.first().map(|r| r.2).unwrap_or_else(leadlex::now_ms);
+    entity::workspace::ActiveModel {
+        id: Set(id.into()),
+        name: Set("old".into()),
+        plan: Set("unmetered".into()),
+        rate_limit_per_minute: Set(None),
+        rate_limit_per_day: Set(None),
+        credit_balance: Set(balance),
+        created_at: Set(created_at),
+    }
+    .insert(db)
+    .await
+    .unwrap();
+    let mut after = 0;
+    for &(delta, reason, at) in ledger {
+        after += delta;
+        entity::credit_ledger::ActiveModel {
+            workspace_id: Set(id.into()),
+            delta: Set(delta),
+            balance_after: Set(after),
+            reason: Set(reason.into()),
+            created_at: Set(at),
+            ..Default::default()
+        }
+        .insert(db)
+        .await
+        .unwrap();
+    }
+    assert_eq!(after, balance, "the ledger adds up to the balance");
+}
+
 pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
     init_logs();
     let (database_url, dir) = fresh_database(backend).await;
@@ -406,6 +443,25 @@ impl TestApp {
         let sum: i64 = ledger.iter().map(|r| r.delta).sum();
         assert!(balance >= 0, "balance is never negative");
         assert_eq!(sum, balance, "the ledger sums to the balance");
+        // The usage counters say what the ledger says, day by day (UTC).
+        let mut by_day: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
+        for row in &ledger {
+            let day = by_day.entry(leadlex::time::utc_day_start(row.created_at)).or_default();
+            match row.reason.as_str() {
+                "enrich" => day.0 -= row.delta,
+                _ => day.1 += row.delta,
+            }
+        }
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let counted: std::collections::BTreeMap<i64, (i64, i64)> = entity::credit_usage_day::Entity::find()
+            .filter(entity::credit_usage_day::Column::WorkspaceId.eq(workspace))
+            .all(&self.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.day, (d.charged, d.granted)))
+            .collect();
+        assert_eq!(counted, by_day, "the usage counters add up the ledger per day: (charged, granted)");
         balance
     }
 

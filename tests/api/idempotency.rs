@@ -138,9 +138,8 @@ async fn records_of_the_previous_release_replay_the_same_bytes_after_the_upgrade
     settings.database.url = url.clone();
     let db = leadlex::db::connect(&settings.database).await.unwrap();
     migration::Migrator::up(&db, Some(2)).await.unwrap();
-    let settler = leadlex::settler::Settler::spawn(&settings.database, Default::default()).await.unwrap();
-    let ws =
-        leadlex::admin::create_workspace(&db, &settler, "old", leadlex::ratelimit::Plan::Unmetered, 1_000, None, None).await.unwrap().id;
+    let ws = "ws_old".to_string();
+    crate::helpers::previous_release_workspace(&db, &ws, 1_000, &[(1_000, "grant", leadlex::now_ms())]).await;
     // What the previous release stored: the rendered 200 body (the README's example).
     let old_body = r#"{"data":{"person":{"full_name":"Jane Doe","first_name":"Jane","last_name":"Doe","job_title":"General Counsel","seniority":"executive","location":"New York, NY, US","linkedin_url":"https://linkedin.com/in/janedoe"},"company":{"name":"Acme Corp","domain":"acme.com","industry":"Legal Services","size":"201-500","founded_year":1998,"linkedin_url":"https://linkedin.com/company/acme","hq_location":"New York, NY, US"},"source":"vendor_a","confidence":0.9,"credits_remaining":999}}"#;
     let idem = new_key();

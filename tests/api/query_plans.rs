@@ -1,14 +1,15 @@
 //! The queries the API lists with are served by indexes on both backends, as each
 //! database plans them: a page of the ledger is a seek on `(workspace_id, id)` (so a page
 //! deep in a long ledger costs what the first does), a page of keys reads
-//! `(workspace_id, created_at)`, and the usage sums read `(workspace_id, reason,
-//! created_at)`. PostgreSQL is asked with sequential scans discouraged, since it rightly
-//! prefers them on a table this small; and the first page of a workspace whose entries
-//! lie behind 20,000 of another's is checked as each planner picks it by itself. (The
+//! `(workspace_id, created_at)`, and the usage figures read the day counters' primary
+//! key `(workspace_id, day)`. PostgreSQL is asked with sequential scans discouraged,
+//! since it rightly prefers them on a table this small; and the first page of a
+//! workspace whose entries lie behind 20,000 of another's is checked as each planner
+//! picks it by itself. (The
 //! ledger query's shape, a range on the workspace and the order `(workspace_id, id)`,
 //! answers a planner choice seen with a million rows: see `credits::ledger_page_query`.)
 
-use leadlex::credits::{self, LedgerQuery, Reason};
+use leadlex::credits::{self, LedgerQuery};
 use leadlex::keys::{self, ListQuery};
 use leadlex::ratelimit::Plan;
 use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Statement, TransactionTrait};
@@ -81,8 +82,14 @@ async fn listing_queries_are_served_by_their_indexes(backend: Backend) {
     if db_backend == DbBackend::Sqlite {
         assert!(ledger.contains("id<?"), "a deep page seeks its cursor:\n{ledger}");
     }
-    let sums = plan(&app.db, credits::sum_query(&ws, Reason::Enrich, 0).build(db_backend)).await;
-    assert!(sums.contains("idx_credit_ledger_workspace_reason"), "usage sums:\n{sums}");
+    let days = plan(&app.db, credits::usage_query(&ws, 0).build(db_backend)).await;
+    // The day counters' primary key, `(workspace_id, day)`, sought on both columns.
+    let by_key = if db_backend == DbBackend::Postgres {
+        days.contains("credit_usage_days_pkey") && days.contains("day >=")
+    } else {
+        days.contains("sqlite_autoindex_credit_usage_days") && days.contains("day>?")
+    };
+    assert!(by_key, "usage counters:\n{days}");
     let list = ListQuery { page: 3, per_page: 25, include_revoked: false, search: None, mode: Some(leadlex::auth::KeyMode::Test) };
     let keys_plan = plan(&app.db, keys::list_query(&leadlex::scope::Scope::live(&ws), &list).build(db_backend)).await;
     assert!(keys_plan.contains("idx_api_keys_workspace_created"), "key list:\n{keys_plan}");

@@ -17,6 +17,7 @@ on_both_backends!(
     the_ledger_filters_and_refuses_bad_cursors,
     usage_adds_up_what_the_ledger_says,
     reading_usage_needs_the_permission_and_costs_nothing,
+    the_usage_counters_start_from_the_ledger_of_the_previous_release,
     a_database_failure_is_500_on_usage_and_the_ledger
 );
 
@@ -126,13 +127,29 @@ async fn usage_adds_up_what_the_ledger_says(backend: Backend) {
     let ledger = get(&app, &key, "/v1/credits/ledger").await.json();
     let reasons: Vec<&str> = ledger["data"]["entries"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
     assert_eq!(reasons, ["enrich", "grant"]);
-    // An old charge counts for neither today nor this month; the balance is the balance.
+    app.assert_books_balance(&ws).await;
+    // Last month's counts count for nothing; earlier this month's for the month only.
+    let (today, month) = leadlex::credits::day_and_month_start(leadlex::now_ms());
+    let day = leadlex::time::DAY_MS;
+    let mut insert = vec![format!("('{ws}', {}, 50, 70)", month - day)];
+    let (mut charged_month, mut granted_month) = (1, 1000);
+    if month < today {
+        insert.push(format!("('{ws}', {month}, 3, 4)"));
+        (charged_month, granted_month) = (4, 1004);
+    }
     app.db
-        .execute_unprepared(&format!("UPDATE credit_ledger SET created_at = 0 WHERE workspace_id = '{ws}' AND reason = 'enrich'"))
+        .execute_unprepared(&format!("INSERT INTO credit_usage_days (workspace_id, day, charged, granted) VALUES {}", insert.join(", ")))
         .await
         .unwrap();
     let credits = get(&app, &key, "/v1/usage").await.json()["data"]["credits"].clone();
-    assert_eq!(credits, json!({"balance": 999, "charged_today": 0, "charged_this_month": 0, "granted_this_month": 1000}));
+    let expected = json!({"balance": 999, "charged_today": 1, "charged_this_month": charged_month, "granted_this_month": granted_month});
+    assert_eq!(credits, expected);
+    // Another workspace's counts are its own.
+    let (other, other_key) = app.funded(5).await;
+    assert_eq!(app.enrich(&other_key, json!({"email": "jane@acme.com"})).await.status, 200);
+    let theirs = get(&app, &reader(&app, &other).await, "/v1/usage").await.json()["data"]["credits"].clone();
+    assert_eq!(theirs, json!({"balance": 4, "charged_today": 1, "charged_this_month": 1, "granted_this_month": 5}));
+    assert_eq!(get(&app, &key, "/v1/usage").await.json()["data"]["credits"], expected);
     let (unmetered_ws, _) = app.funded(3).await;
     let unmetered = reader(&app, &unmetered_ws).await;
     let data = get(&app, &unmetered, "/v1/usage").await.json()["data"].clone();
@@ -165,12 +182,41 @@ async fn reading_usage_needs_the_permission_and_costs_nothing(backend: Backend) 
     }
 }
 
+/// A database of the release before `m20261207_000014` (usage summed from the ledger)
+/// shows the same figures after the upgrade: the day counters are filled from the
+/// ledger, day by day.
+async fn the_usage_counters_start_from_the_ledger_of_the_previous_release(backend: Backend) {
+    use migration::MigratorTrait;
+
+    let (url, _dir) = crate::helpers::fresh_database(backend).await;
+    let mut settings = leadlex::config::Settings::default();
+    settings.database.url = url.clone();
+    let db = leadlex::db::connect(&settings.database).await.unwrap();
+    let before = migration::Migrator::migrations().len() as u32 - 1;
+    migration::Migrator::up(&db, Some(before)).await.unwrap();
+    let now = leadlex::now_ms();
+    let long_ago = now - 40 * leadlex::time::DAY_MS;
+    let ws = "ws_previous_release";
+    let ledger = [(1_000, "grant", long_ago), (-5, "enrich", long_ago + 1), (-1, "enrich", now), (-1, "enrich", now), (50, "grant", now)];
+    crate::helpers::previous_release_workspace(&db, ws, 1_043, &ledger).await;
+    drop(db);
+
+    let app = crate::helpers::spawn_app_with(backend, |s| s.database.url = url.clone()).await;
+    assert_eq!(app.assert_books_balance(ws).await, 1_043);
+    let credits = get(&app, &reader(&app, ws).await, "/v1/usage").await.json()["data"]["credits"].clone();
+    assert_eq!(credits, json!({"balance": 1_043, "charged_today": 2, "charged_this_month": 2, "granted_this_month": 50}));
+    // And the counters go on from there.
+    let key = app.key(ws, &[Permission::WriteEnrich], None).await.key;
+    assert_eq!(app.enrich(&key, json!({"email": "jane@acme.com"})).await.status, 200);
+    assert_eq!(app.assert_books_balance(ws).await, 1_042);
+}
+
 async fn a_database_failure_is_500_on_usage_and_the_ledger(backend: Backend) {
     let app = spawn_app(backend).await;
     let (ws, _) = app.funded(5).await;
     let read = reader(&app, &ws).await;
-    app.db.execute_unprepared("DROP TABLE credit_ledger").await.unwrap();
-    for path in ["/v1/usage", "/v1/credits/ledger"] {
+    for (table, path) in [("credit_usage_days", "/v1/usage"), ("credit_ledger", "/v1/credits/ledger")] {
+        app.db.execute_unprepared(&format!("DROP TABLE {table}")).await.unwrap();
         let r = get(&app, &read, path).await;
         assert_eq!((r.status, r.error_code().as_str()), (500, "internal_error"), "{path}");
     }

@@ -36,12 +36,14 @@ enum CreditLedger {
 
 const BY_REASON: &str = "idx_credit_ledger_workspace_reason";
 
-/// One ledger row's UTC day, in both dialects (integer division of non-negative ms).
+/// Each ledger row counted in its UTC day, in both dialects: the day floored as the
+/// settler floors it (`time::utc_day_start`; `%` truncates toward zero, hence the
+/// double remainder, which only an instant before 1970 would need).
 const BACKFILL: &str = "INSERT INTO credit_usage_days (workspace_id, day, charged, granted) \
-     SELECT workspace_id, (created_at / 86400000) * 86400000, \
+     SELECT workspace_id, created_at - ((created_at % 86400000) + 86400000) % 86400000, \
      COALESCE(SUM(CASE WHEN reason = 'enrich' THEN -delta ELSE 0 END), 0), \
      COALESCE(SUM(CASE WHEN reason = 'grant' THEN delta ELSE 0 END), 0) \
-     FROM credit_ledger GROUP BY workspace_id, (created_at / 86400000) * 86400000";
+     FROM credit_ledger GROUP BY workspace_id, created_at - ((created_at % 86400000) + 86400000) % 86400000";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {

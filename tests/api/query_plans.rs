@@ -53,13 +53,21 @@ async fn listing_queries_are_served_by_their_indexes(backend: Backend) {
     // the newest entry would filter through all of them to reach this workspace's page.
     let other = app.workspace(Plan::Pro, 0).await;
     let rows = match db_backend {
-        DbBackend::Postgres => "SELECT g FROM generate_series(1, 20000) g".to_string(),
+        DbBackend::Postgres => "SELECT g AS n FROM generate_series(1, 20000) g".to_string(),
         _ => "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000) SELECT n FROM g".to_string(),
     };
     app.db
         .execute_unprepared(&format!(
             "INSERT INTO credit_ledger (workspace_id, delta, balance_after, reason, created_at) \
              SELECT '{other}', 0, 0, 'grant', 0 FROM ({rows}) AS r"
+        ))
+        .await
+        .unwrap();
+    // And 20,000 days of its usage counters (on a table of a few rows SQLite rightly
+    // scans).
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO credit_usage_days (workspace_id, day, charged, granted) SELECT '{other}', r.n * CAST(86400000 AS BIGINT), 1, 0 FROM ({rows}) AS r"
         ))
         .await
         .unwrap();

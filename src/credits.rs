@@ -4,9 +4,9 @@
 //! `UPDATE … WHERE credit_balance >= k`, and the column has a CHECK); every change of a
 //! balance appends a ledger row in the same transaction, so the sum of a workspace's
 //! ledger always equals its balance, and adds to its UTC day's usage counter
-//! (`credit_usage_days`), so the counters sum what the ledger says per day and reason. Every change of a balance, the debits of lookups and
-//! operators' grants alike, is made by the [`crate::settler`], the one writer; this module
-//! reads.
+//! (`credit_usage_days`), so the counters sum what the ledger says per day and reason.
+//! Every change of a balance, the debits of lookups and operators' grants alike, is made
+//! by the [`crate::settler`], the one writer; this module reads.
 
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 
@@ -152,13 +152,12 @@ pub fn day_and_month_start(now_ms: i64) -> (i64, i64) {
 pub async fn usage(db: &impl ConnectionTrait, scope: &Scope, now_ms: i64) -> Result<Option<CreditUsage>, DbErr> {
     let workspace_id = scope.workspace_id();
     let Some(balance) = balance(db, workspace_id).await? else { return Ok(None) };
+    let mut usage = CreditUsage { balance, charged_today: 0, charged_this_month: 0, granted_this_month: 0 };
     if scope.is_test() {
-        return Ok(Some(CreditUsage { balance, charged_today: 0, charged_this_month: 0, granted_this_month: 0 }));
+        return Ok(Some(usage));
     }
     let (day, month) = day_and_month_start(now_ms);
-    let days: Vec<credit_usage_day::Model> = usage_query(workspace_id, month).all(db).await?;
-    let mut usage = CreditUsage { balance, charged_today: 0, charged_this_month: 0, granted_this_month: 0 };
-    for d in days {
+    for d in usage_query(workspace_id, month).all(db).await? {
         if d.day >= day {
             usage.charged_today += d.charged;
         }

@@ -62,7 +62,7 @@ mod tests {
     #[test]
     fn a_day_starts_at_its_utc_midnight() {
         use chrono::Timelike;
-        for ms in [0, 1, super::DAY_MS - 1, super::DAY_MS, 1_796_000_000_123, 1_796_083_199_999] {
+        for ms in [-1, 0, 1, super::DAY_MS - 1, super::DAY_MS, 1_796_000_000_123, 1_796_083_199_999] {
             let day = super::utc_day_start(ms);
             let midnight = super::at(ms).with_hour(0).unwrap().with_minute(0).unwrap().with_second(0).unwrap().with_nanosecond(0).unwrap();
             assert_eq!(day, midnight.timestamp_millis(), "{ms}");

@@ -104,21 +104,23 @@ fn labels_fit(host: &str) -> bool {
     host.split('.').all(|label| label.chars().nth(LABEL_MAX).is_none())
 }
 
-/// The host of a `domain` input that has its shape: after the white space and the
+/// The host of `raw` if it matches [`DOMAIN_PATTERN`]: after the white space and the
 /// scheme, before a port, path, query or fragment.
-fn domain_host(raw: &str) -> &str {
+fn domain_host(raw: &str) -> Option<&str> {
+    if !DOMAIN_SHAPE.is_match(raw) {
+        return None;
+    }
     let rest = strip_scheme(raw.trim_matches(SPACE));
-    rest.split([':', '/', '?', '#']).next().unwrap_or(rest)
+    let host = rest.split([':', '/', '?', '#']).next().unwrap_or(rest);
+    labels_fit(host).then_some(host)
 }
 
-/// Whether `raw` matches [`DOMAIN_PATTERN`].
-fn domain_shape(raw: &str) -> bool {
-    DOMAIN_SHAPE.is_match(raw) && labels_fit(domain_host(raw))
-}
-
-/// Whether `raw` matches [`EMAIL_PATTERN`].
-fn email_shape(raw: &str) -> bool {
-    EMAIL_SHAPE.is_match(raw) && raw.trim_matches(SPACE).rsplit_once('@').is_some_and(|(_, host)| labels_fit(host))
+/// The local part and the host of `raw` if it matches [`EMAIL_PATTERN`].
+fn email_parts(raw: &str) -> Option<(&str, &str)> {
+    if !EMAIL_SHAPE.is_match(raw) {
+        return None;
+    }
+    raw.trim_matches(SPACE).rsplit_once('@').filter(|(_, host)| labels_fit(host))
 }
 
 /// Whether `name` is a name in normal form: two labels or more of `[a-z0-9-]`, none empty,
@@ -187,10 +189,10 @@ impl Domain {
         if raw.chars().nth(DOMAIN_MAX).is_some() {
             return Err(FieldError::new("domain", format!("must be at most {DOMAIN_MAX} characters")));
         }
-        if !domain_shape(raw) {
-            return Err(Self::explain(raw, "domain"));
+        match domain_host(raw) {
+            Some(host) => Ok(Self(normalise_host(host))),
+            None => Err(Self::explain(raw, "domain")),
         }
-        Ok(Self(normalise_host(domain_host(raw))))
     }
 
     /// Why `raw` is not a domain name, as helpfully as a quick look can tell.
@@ -241,20 +243,18 @@ impl EmailAddress {
         if raw.chars().nth(EMAIL_MAX).is_some() {
             return Err(FieldError::new("email", format!("must be at most {EMAIL_MAX} characters")));
         }
-        if !email_shape(raw) {
+        let Some((local, host)) = email_parts(raw) else {
             let trimmed = raw.trim_matches(SPACE);
             let message = match trimmed.rsplit_once('@') {
                 _ if trimmed.is_empty() => "must not be empty".to_string(),
                 None => "must look like name@example.com".to_string(),
-                Some((local, domain)) if !local.is_empty() && email_shape(&format!("{local}@acme.com")) => {
+                Some((local, domain)) if !local.is_empty() && email_parts(&format!("{local}@acme.com")).is_some() => {
                     format!("has an invalid domain after the @: {}", Domain::explain(domain, "email").message)
                 }
                 Some(_) => "has an invalid part before the @ (letters, digits, !#$%&'*+/=?^_`{|}~- and inner dots)".to_string(),
             };
             return Err(FieldError::new("email", message));
-        }
-        let trimmed = raw.trim_matches(SPACE);
-        let (local, host) = trimmed.rsplit_once('@').expect("the pattern has one @");
+        };
         Ok(Self { local: local.to_ascii_lowercase(), domain: Domain(normalise_host(host)) })
     }
 
@@ -625,10 +625,10 @@ mod tests {
             }
         }
         for raw in &domains {
-            assert_eq!(domain_shape(raw), domain.is_match(raw), "domain {raw:?}");
+            assert_eq!(domain_host(raw).is_some(), domain.is_match(raw), "domain {raw:?}");
         }
         for raw in &emails {
-            assert_eq!(email_shape(raw), email.is_match(raw), "email {raw:?}");
+            assert_eq!(email_parts(raw).is_some(), email.is_match(raw), "email {raw:?}");
         }
         assert!(domains.iter().filter(|d| !domain.is_match(d)).count() > 50 && emails.iter().filter(|e| !email.is_match(e)).count() > 50);
     }

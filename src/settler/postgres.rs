@@ -2,13 +2,15 @@
 //! writer's thread through a single-threaded runtime that only this store uses.
 //!
 //! A balance change is ONE statement: a CTE writes the cache rows carried from earlier
-//! batches (if any), changes the balance with the conditional update and inserts the ledger rows
-//! from the returned balance. A batch of plain lookups (one workspace, no idempotency
-//! claim: a burst of cached hits or of misses) runs it in autocommit, so it costs one
-//! round trip and one WAL flush. Anything else runs in a transaction.
+//! batches (if any), changes the balance with the conditional update, inserts the ledger
+//! rows from the returned balance and adds the change to its day's usage counter. A batch
+//! of plain lookups (one workspace, no idempotency claim: a burst of cached hits or of
+//! misses) runs it in autocommit, so it costs one round trip and one WAL flush. Anything
+//! else runs in a transaction.
 //!
 //! Every write of balances, the ledger and its usage counters, completed idempotency
-//! records and the cache on PostgreSQL is one of the statements below. Enum values are bound from their Rust types.
+//! records and the cache on PostgreSQL is one of the statements below. Enum values are
+//! bound from their Rust types.
 
 use std::time::Duration;
 
@@ -71,6 +73,13 @@ macro_rules! with_cache {
     };
 }
 
+/// A change that adds credits answers the balance after it.
+macro_rules! credit {
+    ($cache:expr) => {
+        concat!(balance_change!($cache), " SELECT credit_balance FROM change")
+    };
+}
+
 /// A change that takes credits also queues, in the same statement, a `credits.low`
 /// delivery for each active webhook of the workspace that takes it and whose threshold
 /// the change crossed (from at least it to below it); `$18` an event id.
@@ -90,10 +99,7 @@ macro_rules! debit {
 }
 
 /// A balance change that adds credits (a grant), with and without cache rows.
-const CREDIT_BALANCE: [&str; 2] = [
-    concat!(balance_change!(""), " SELECT credit_balance FROM change"),
-    concat!(balance_change!(with_cache!()), " SELECT credit_balance FROM change"),
-];
+const CREDIT_BALANCE: [&str; 2] = [credit!(""), credit!(with_cache!())];
 
 /// A balance change that takes credits, with and without cache rows. (Without them, no
 /// empty upsert is set up on every batch of cached hits: measured, a tenth of a

@@ -3,8 +3,9 @@
 //! SQLite statement on a worker thread of its own; under load, waking it and being woken
 //! back took most of a batch's time).
 //!
-//! Every write of balances, the ledger and its usage counters, completed idempotency records and the cache on
-//! SQLite is one of the statements below. Enum values are bound from their Rust types.
+//! Every write of balances, the ledger and its usage counters, completed idempotency
+//! records and the cache on SQLite is one of the statements below. Enum values are bound
+//! from their Rust types.
 //! Transactions are `BEGIN IMMEDIATE`: the writer takes the write lock up front and
 //! waits for it (busy timeout) instead of failing half-way.
 

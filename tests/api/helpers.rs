@@ -197,6 +197,19 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
 
+/// A fresh database with only the first `migrations` migrations applied: the schema of
+/// a previous release (its url, the directory that holds it on SQLite, a connection).
+pub async fn previous_release_database(
+    backend: Backend,
+    migrations: u32,
+) -> (String, Option<tempfile::TempDir>, sea_orm::DatabaseConnection) {
+    use migration::MigratorTrait;
+    let (url, dir) = fresh_database(backend).await;
+    let db = leadlex::db::connect(&leadlex::config::DatabaseSettings { url: url.clone(), ..Default::default() }).await.unwrap();
+    migration::Migrator::up(&db, Some(migrations)).await.unwrap();
+    (url, dir, db)
+}
+
 /// What a previous release stored for a workspace, written straight into a database
 /// whose schema is that release's (no settler: today's writes tables it lacks): the
 /// workspace row at `balance` and the ledger rows `(delta, reason, created_at)` that

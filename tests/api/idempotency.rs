@@ -133,11 +133,7 @@ async fn records_of_the_previous_release_replay_the_same_bytes_after_the_upgrade
     use migration::MigratorTrait;
     use sea_orm::{ConnectionTrait, Statement};
 
-    let (url, dir) = crate::helpers::fresh_database(backend).await;
-    let mut settings = leadlex::config::Settings::default();
-    settings.database.url = url.clone();
-    let db = leadlex::db::connect(&settings.database).await.unwrap();
-    migration::Migrator::up(&db, Some(2)).await.unwrap();
+    let (url, dir, db) = crate::helpers::previous_release_database(backend, 2).await;
     let ws = "ws_old".to_string();
     crate::helpers::previous_release_workspace(&db, &ws, 1_000, &[(1_000, "grant", leadlex::now_ms())]).await;
     // What the previous release stored: the rendered 200 body (the README's example).

@@ -188,12 +188,8 @@ async fn reading_usage_needs_the_permission_and_costs_nothing(backend: Backend) 
 async fn the_usage_counters_start_from_the_ledger_of_the_previous_release(backend: Backend) {
     use migration::MigratorTrait;
 
-    let (url, _dir) = crate::helpers::fresh_database(backend).await;
-    let mut settings = leadlex::config::Settings::default();
-    settings.database.url = url.clone();
-    let db = leadlex::db::connect(&settings.database).await.unwrap();
     let before = migration::Migrator::migrations().len() as u32 - 1;
-    migration::Migrator::up(&db, Some(before)).await.unwrap();
+    let (url, _dir, db) = crate::helpers::previous_release_database(backend, before).await;
     let now = leadlex::now_ms();
     let long_ago = now - 40 * leadlex::time::DAY_MS;
     let ws = "ws_previous_release";

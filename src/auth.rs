@@ -347,7 +347,9 @@ impl Authenticator {
         let known = match self.keys.get(&digest) {
             Some(known) => known,
             None => {
-                let known = match self.lookup(&hex(&digest.0)).await? {
+                // Boxed: the database query's future is kilobytes, and would otherwise be
+                // carried (and copied) by every request's future, hit or miss.
+                let known = match Box::pin(self.lookup(&hex(&digest.0))).await? {
                     Some(principal) => KnownKey::Valid(Arc::new(principal)),
                     None => KnownKey::Invalid,
                 };

@@ -297,7 +297,7 @@ impl EnrichService {
                 }
                 let idem = Idempotent { key, lease: self.parts.idempotency_lease, ttl: self.parts.idempotency_ttl };
                 let subjects = Some(self.parts.suppressions.subjects_of_call(&query.input));
-                match idempotency::begin(&self.parts.db, scope, idem, &fingerprint, subjects, now).await? {
+                match Box::pin(idempotency::begin(&self.parts.db, scope, idem, &fingerprint, subjects, now)).await? {
                     Begun::Fresh(token) => Some((token, fingerprint, replay_key)),
                     Begun::Replay { answer, balance_after, expires_at } => {
                         let balance_after = balance_after.ok_or_else(|| anyhow::anyhow!("a stored idempotent answer has no balance"))?;
@@ -320,12 +320,15 @@ impl EnrichService {
             }
         };
         let token = claim.as_ref().map(|c| &c.0);
+        // The cold paths' futures (database queries, test mode) are boxed below and in
+        // `run`: a future carries its largest state, and poem copies a request's future
+        // several times on its way in, so the cached hit's own must stay small.
         let result = match principal.mode() {
             KeyMode::Live => self.run(principal, request_id, query, token).await,
-            KeyMode::Test => self.run_test(principal, query, token).await,
+            KeyMode::Test => Box::pin(self.run_test(principal, query, token)).await,
         };
         match (&result, claim) {
-            (Err(_), Some((token, ..))) => idempotency::release_quietly(&self.parts.db, &token).await,
+            (Err(_), Some((token, ..))) => Box::pin(idempotency::release_quietly(&self.parts.db, &token)).await,
             (Ok(success), Some((_, fingerprint, replay_key))) => {
                 let expires_at = now + self.parts.idempotency_ttl.as_millis() as i64;
                 let done = Completed {
@@ -357,7 +360,7 @@ impl EnrichService {
             if self.parts.empty_workspaces.get(ws).is_some() {
                 return Err(EnrichError::InsufficientCredits);
             }
-            if !matches!(credits::balance(&self.parts.db, ws).await?, Some(b) if b > 0) {
+            if !matches!(Box::pin(credits::balance(&self.parts.db, ws)).await?, Some(b) if b > 0) {
                 self.parts.empty_workspaces.insert(ws.to_string(), (), None);
                 return Err(EnrichError::InsufficientCredits);
             }

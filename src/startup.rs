@@ -9,7 +9,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use poem::{
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
-    EndpointExt, Server,
+    Server,
 };
 use sea_orm::DatabaseConnection;
 
@@ -29,7 +29,11 @@ use crate::settler::Settler;
 pub struct Application {
     addr: SocketAddr,
     acceptor: TcpAcceptor,
-    endpoint: poem::endpoint::BoxEndpoint<'static>,
+    /// What the HTTP application is made of; made into it when the server starts (poem
+    /// erases its type once there: erased here too, each request's future would be
+    /// boxed, and copied, twice).
+    state: Arc<api::AppState>,
+    limits: api::middleware::BodyLimits,
     db: DatabaseConnection,
     sandbox: Sandbox,
     purger: Background,
@@ -191,8 +195,7 @@ impl Application {
             job: settings.server.max_job_body_bytes,
             read_timeout: Duration::from_millis(settings.server.body_timeout_ms),
         };
-        let endpoint = api::app(state, limits).map_to_response().boxed();
-        Ok(Self { addr, acceptor, endpoint, db, sandbox, purger, refresher, settler, worker, deliverer, flusher })
+        Ok(Self { addr, acceptor, state, limits, db, sandbox, purger, refresher, settler, worker, deliverer, flusher })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -210,7 +213,8 @@ impl Application {
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish (up to 30 s).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { acceptor, endpoint, sandbox, purger, refresher, worker, deliverer, flusher, .. } = self;
+        let Self { acceptor, state, limits, sandbox, purger, refresher, worker, deliverer, flusher, .. } = self;
+        let endpoint = api::app(state, limits);
         let result =
             Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(30))).await;
         // Every background loop stops the one way (told, then awaited): a purge or a

@@ -181,6 +181,17 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// What the route (the operation) answers, errors in the envelope. Its future (poem's
+/// route tree and the handler's) is boxed: the request scope's own future, which poem
+/// moves (copies) through several layers per request, then stays small.
+async fn answer<E: Endpoint>(next: &E, req: Request) -> Response {
+    match Box::pin(next.call(req)).await {
+        Ok(resp) => resp.into_response(),
+        Err(err) if err.is_from_response() => err.into_response(),
+        Err(err) => ApiError::from_poem(err).into_response(),
+    }
+}
+
 /// The middleware itself, for `EndpointExt::around`: `limits` bound every body.
 pub async fn request_scope<E: Endpoint>(
     next: Arc<E>,
@@ -226,11 +237,7 @@ pub async fn request_scope<E: Endpoint>(
                     }
                 }
                 let _in_flight = InFlight::enter(&in_flight_metrics);
-                return match next.call(req).await {
-                    Ok(resp) => resp.into_response(),
-                    Err(err) if err.is_from_response() => err.into_response(),
-                    Err(err) => ApiError::from_poem(err).into_response(),
-                };
+                return answer(&*next, req).await;
             };
             // Admission, before a byte of the body is read (the rules are
             // `api::security`'s): who calls (401), its limits (429; a bulk call's items
@@ -273,11 +280,7 @@ pub async fn request_scope<E: Endpoint>(
             }
             // Counted until the answer leaves this function, or the request is dropped.
             let _in_flight = InFlight::enter(&in_flight_metrics);
-            match next.call(req).await {
-                Ok(resp) => resp.into_response(),
-                Err(err) if err.is_from_response() => err.into_response(),
-                Err(err) => ApiError::from_poem(err).into_response(),
-            }
+            answer(&*next, req).await
         })
         .instrument(span.clone())
         .await;

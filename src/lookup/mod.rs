@@ -195,14 +195,16 @@ impl Lookup {
                 return Ok(cached);
             }
         }
+        // The pool's query is boxed: its future is kilobytes, which every caller's future
+        // would otherwise carry (and copy as poem moves it), memo hit or not.
         let row = match self.sqlite_reads.as_ref().map(|reads| reads.with(|conn| cache::row_sqlite(conn, key))) {
             Some(Ok(row)) => row,
             Some(Err(err)) => {
                 // Through the pool instead, which reports an outage as such.
                 tracing::debug!(error = %err, "reading a cache row on this thread failed");
-                cache::row(db, key).await?
+                Box::pin(cache::row(db, key)).await?
             }
-            None => cache::row(db, key).await?,
+            None => Box::pin(cache::row(db, key)).await?,
         };
         let Some(row) = row else { return Ok(Cached::Miss) };
         let entry = cache::Entry::new(row);

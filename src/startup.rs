@@ -31,8 +31,9 @@ pub struct Application {
     acceptor: TcpAcceptor,
     /// What the HTTP application is made of; made into it when the server starts (poem
     /// erases its type once there: erased here too, each request's future would be
-    /// boxed, and copied, twice).
-    state: Arc<api::AppState>,
+    /// boxed, and copied, twice). The routes are built then too: a duplicate path or
+    /// operation id (a programming error, which every API test meets) panics there.
+    state: Arc<AppState>,
     limits: api::middleware::BodyLimits,
     db: DatabaseConnection,
     sandbox: Sandbox,

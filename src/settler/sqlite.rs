@@ -104,12 +104,18 @@ impl Store {
         if !self.conn.is_autocommit() {
             return true;
         }
-        let began = self.conn.busy_timeout(Duration::ZERO).and_then(|()| self.conn.execute_batch("BEGIN IMMEDIATE")).is_ok();
+        let began = self.conn.busy_timeout(Duration::ZERO).and_then(|()| self.control("BEGIN IMMEDIATE")).is_ok();
         if self.conn.busy_timeout(BUSY_TIMEOUT).is_err() && began {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.control("ROLLBACK");
             return false;
         }
         began
+    }
+
+    /// Runs a transaction's `BEGIN IMMEDIATE`, `COMMIT` or `ROLLBACK` from the statement
+    /// cache (prepared once, not on every batch).
+    fn control(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
     }
 }
 
@@ -118,7 +124,7 @@ impl super::batch::Store for Store {
         // Always a transaction: the balance change and its ledger rows are several
         // statements here.
         if self.conn.is_autocommit() {
-            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+            self.control("BEGIN IMMEDIATE").map_err(err)?;
         }
         Ok(())
     }
@@ -284,14 +290,14 @@ impl super::batch::Store for Store {
         if self.conn.is_autocommit() {
             return Ok(());
         }
-        self.conn.execute_batch("COMMIT").map_err(err)
+        self.control("COMMIT").map_err(err)
     }
 
     fn rollback(&mut self) {
         if self.conn.is_autocommit() {
             return;
         }
-        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+        if let Err(e) = self.control("ROLLBACK") {
             // The transaction must not live on into the next batch (it would commit what
             // failed): a new connection; dropping the old one rolls it back.
             tracing::error!(error = %e, "rolling back a settlement batch failed; reconnecting");

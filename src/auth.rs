@@ -347,8 +347,7 @@ impl Authenticator {
         let known = match self.keys.get(&digest) {
             Some(known) => known,
             None => {
-                // Boxed: the database query's future is kilobytes, and would otherwise be
-                // carried (and copied) by every request's future, hit or miss.
+                // Boxed: a cold await (docs/design.md §19, a request's future).
                 let known = match Box::pin(self.lookup(&hex(&digest.0))).await? {
                     Some(principal) => KnownKey::Valid(Arc::new(principal)),
                     None => KnownKey::Invalid,

@@ -320,9 +320,8 @@ impl EnrichService {
             }
         };
         let token = claim.as_ref().map(|c| &c.0);
-        // The cold paths' futures (database queries, test mode) are boxed below and in
-        // `run`: a future carries its largest state, and poem copies a request's future
-        // several times on its way in, so the cached hit's own must stay small.
+        // The cold awaits (database queries, test mode) are boxed here and in `run`
+        // (docs/design.md §19, a request's future).
         let result = match principal.mode() {
             KeyMode::Live => self.run(principal, request_id, query, token).await,
             KeyMode::Test => Box::pin(self.run_test(principal, query, token)).await,

@@ -205,8 +205,8 @@ impl Limiter {
     pub async fn check_n(&self, scope: &str, limits: Limits, n: u64, now_ms: i64) -> Decision {
         match self {
             Limiter::Local(local) => local.check_n(scope, limits, n, now_ms),
-            // Boxed: the Redis round trip's future would otherwise be carried by every
-            // request's future, counted locally or not.
+            // Boxed: kept out of the local limiter's future (docs/design.md §19, a
+            // request's future).
             Limiter::Redis(redis) => Box::pin(redis.check_n(scope, limits, n, now_ms)).await,
         }
     }

@@ -182,8 +182,8 @@ impl Drop for InFlight<'_> {
 }
 
 /// What the route (the operation) answers, errors in the envelope. Its future (poem's
-/// route tree and the handler's) is boxed: the request scope's own future, which poem
-/// moves (copies) through several layers per request, then stays small.
+/// route tree and the handler's) is boxed, so that the request scope's own, which poem
+/// copies through its outer layers, stays small (docs/design.md §19).
 async fn answer<E: Endpoint>(next: &E, req: Request) -> Response {
     match Box::pin(next.call(req)).await {
         Ok(resp) => resp.into_response(),

@@ -195,8 +195,7 @@ impl Lookup {
                 return Ok(cached);
             }
         }
-        // The pool's query is boxed: its future is kilobytes, which every caller's future
-        // would otherwise carry (and copy as poem moves it), memo hit or not.
+        // The pool's query is boxed: a cold await (docs/design.md §19, a request's future).
         let row = match self.sqlite_reads.as_ref().map(|reads| reads.with(|conn| cache::row_sqlite(conn, key))) {
             Some(Ok(row)) => row,
             Some(Err(err)) => {
